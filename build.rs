@@ -1,0 +1,32 @@
+//! Compiles `src/frames.c` against the target interpreter's own headers.
+//!
+//! The interpreter is the one maturin / PyO3 builds for (`PYO3_PYTHON`), else
+//! `python3` on PATH. Internal headers come from the same include directory
+//! (`internal/pycore_frame.h`), which is why frames.c defines Py_BUILD_CORE.
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/frames.c");
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['include'])",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} to find the Python headers: {e}"));
+    assert!(
+        out.status.success(),
+        "{python} failed to report its include directory"
+    );
+    let include = String::from_utf8(out.stdout).expect("utf-8 include path");
+    let include = include.trim();
+    cc::Build::new()
+        .file("src/frames.c")
+        .include(include)
+        .opt_level(3)
+        .flag_if_supported("-fno-semantic-interposition")
+        .warnings(true)
+        .compile("heapsite_frames");
+}

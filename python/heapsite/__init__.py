@@ -1,0 +1,124 @@
+"""heapsite: what uses memory in a Python program, and where it was allocated.
+
+    import heapsite
+    heapsite.start(frames=1)      # trace every allocation and its call site
+    ...
+    heapsite.top(10)              # the ten lines holding the most memory
+    snap = heapsite.snapshot()    # statistics(), compare_to(), filter(), dump()
+
+The engine is a Rust extension installed with PyMem_SetAllocator on the RAW,
+MEM and OBJ domains; see DESIGN.md in the source tree.
+"""
+
+from __future__ import annotations
+
+from . import _heapsite as _core
+from ._format import format_size, parse_size
+from ._snapshot import (
+    Frame,
+    Site,
+    Snapshot,
+    SnapshotFileError,
+    Statistic,
+    StatisticDiff,
+    Traceback,
+)
+
+__all__ = [
+    "MAX_FRAMES",
+    "Frame",
+    "Site",
+    "Snapshot",
+    "SnapshotFileError",
+    "Statistic",
+    "StatisticDiff",
+    "Traceback",
+    "clear",
+    "format_size",
+    "is_tracing",
+    "parse_size",
+    "peak",
+    "reset_peak",
+    "snapshot",
+    "start",
+    "stats",
+    "stop",
+    "top",
+    "traceback_limit",
+    "traced_memory",
+]
+
+__version__ = "0.1.0"
+
+MAX_FRAMES: int = _core.MAX_FRAMES
+
+
+def start(frames: int = 1) -> None:
+    """Starts tracing every allocation, recording `frames` frames (1..128) of
+    its call site. Calling it while tracing changes the depth for new
+    allocations."""
+    if isinstance(frames, bool) or not isinstance(frames, int):
+        raise TypeError(f"frames must be an int, got {type(frames).__name__}")
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ValueError(f"frames must be between 1 and {MAX_FRAMES}, got {frames}")
+    _core.start(frames)
+
+
+def stop() -> None:
+    """Stops tracing, restores the previous allocators, forgets the records."""
+    _core.stop()
+
+
+def is_tracing() -> bool:
+    return _core.is_tracing()
+
+
+def clear() -> None:
+    """Forgets every recorded allocation; tracing goes on."""
+    _core.clear()
+
+
+def traced_memory() -> tuple[int, int]:
+    """(current, peak) bytes of the traced allocations."""
+    return _core.traced_memory()
+
+
+def reset_peak() -> None:
+    """Sets the peak to the current size (and "live at peak" to what is live now)."""
+    _core.reset_peak()
+
+
+def traceback_limit() -> int:
+    """How many frames each call site records."""
+    return _core.traceback_limit()
+
+
+def stats() -> dict:
+    """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped."""
+    return _core.stats()
+
+
+def _require_tracing(what: str) -> None:
+    if not _core.is_tracing():
+        raise RuntimeError(f"heapsite must be tracing to take {what}: call heapsite.start() first")
+
+
+def snapshot() -> Snapshot:
+    """The call sites with their live, total and at-peak memory, now."""
+    _require_tracing("a snapshot")
+    memory = _core.traced_memory()
+    sites = [
+        Site(Traceback(Frame(*f) for f in frames), *figures)
+        for _id, frames, *figures in _core.sites()
+    ]
+    return Snapshot(sites, _core.traceback_limit(), memory)
+
+
+def peak() -> Snapshot:
+    """A snapshot measured by what each site had live at the peak."""
+    return snapshot().peak()
+
+
+def top(limit: int = 10, key: str = "lineno", file=None) -> None:
+    """Prints the `limit` call sites (or files) holding the most live memory."""
+    snapshot().top(limit, key, file)

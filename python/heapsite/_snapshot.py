@@ -1,0 +1,380 @@
+"""Snapshots of heapsite's call sites: statistics, comparisons, filters, files.
+
+A snapshot is a list of call sites, each with its traceback and its figures:
+live (count, bytes), allocated in total since start(), and live at the peak.
+Grouping and formatting follow the standard library's tracemalloc, so a
+statistic line reads like `file.py:12: size=1382 KiB, count=29731, average=48 B`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import linecache
+import os
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from ._format import format_size
+
+KEY_TYPES = ("lineno", "filename", "traceback")
+VIEWS = ("live", "peak", "total")
+
+
+class SnapshotFileError(ValueError):
+    """A snapshot file that is not one, is truncated, or is corrupt."""
+
+
+@dataclass(frozen=True, order=True)
+class Frame:
+    """One frame of a traceback: file, line and function name."""
+
+    filename: str
+    lineno: int
+    # Not part of identity: statistics group by file and line, as tracemalloc does.
+    name: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.filename}:{self.lineno}"
+
+    def __repr__(self) -> str:
+        return f"<Frame filename={self.filename!r} lineno={self.lineno!r} name={self.name!r}>"
+
+
+class Traceback(tuple):
+    """Frames of one call site, most recent first."""
+
+    def __new__(cls, frames: Iterable[Frame] = ()):
+        return super().__new__(cls, tuple(frames))
+
+    def __str__(self) -> str:
+        return str(self[0]) if self else "<unknown>"
+
+    def __repr__(self) -> str:
+        return f"<Traceback {tuple(self)!r}>"
+
+    def format(self, limit: int | None = None, most_recent_first: bool = False) -> list[str]:
+        """Lines like the standard library's traceback format, with source."""
+        frames = list(self) if most_recent_first else list(reversed(self))
+        if limit is not None:
+            frames = frames[:limit] if limit >= 0 else frames[limit:]
+        lines = []
+        for frame in frames:
+            where = f'  File "{frame.filename}", line {frame.lineno}'
+            lines.append(where + (f", in {frame.name}" if frame.name else ""))
+            source = linecache.getline(frame.filename, frame.lineno).strip()
+            if source:
+                lines.append(f"    {source}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Site:
+    """One call site and its figures."""
+
+    traceback: Traceback
+    live_count: int
+    live_size: int
+    total_count: int
+    total_size: int
+    peak_count: int
+    peak_size: int
+
+    def measure(self, view: str) -> tuple[int, int]:
+        """(size, count) for a view: live now, live at the peak, or in total."""
+        if view == "live":
+            return self.live_size, self.live_count
+        if view == "peak":
+            return self.peak_size, self.peak_count
+        return self.total_size, self.total_count
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Memory of one group of call sites."""
+
+    traceback: Traceback
+    size: int
+    count: int
+
+    def __str__(self) -> str:
+        text = f"{self.traceback}: size={format_size(self.size)}, count={self.count}"
+        if self.count:
+            text += f", average={format_size(self.size / self.count)}"
+        return text
+
+    def _sort_key(self):
+        return (self.size, self.count, self.traceback)
+
+
+@dataclass(frozen=True)
+class StatisticDiff:
+    """The difference of one group between two snapshots."""
+
+    traceback: Traceback
+    size: int
+    size_diff: int
+    count: int
+    count_diff: int
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.traceback}: size={format_size(self.size)} "
+            f"({format_size(self.size_diff, True)}), count={self.count} ({self.count_diff:+d})"
+        )
+        if self.count:
+            text += f", average={format_size(self.size / self.count)}"
+        return text
+
+    def _sort_key(self):
+        return (abs(self.size_diff), self.size, abs(self.count_diff), self.count, self.traceback)
+
+
+def _normalize(filename: str) -> str:
+    return filename[:-1] if filename.lower().endswith(".pyc") else filename
+
+
+def _patterns(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    patterns = list(value)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"file patterns must be str, got {type(pattern).__name__}")
+    return patterns
+
+
+def _group_keys(traceback: Traceback, key_type: str, cumulative: bool) -> list[Traceback]:
+    if not traceback:
+        return [Traceback((Frame("<unknown>", 0),))]
+    if key_type == "traceback":
+        return [traceback]
+    frames = traceback if cumulative else traceback[:1]
+    if key_type == "lineno":
+        keys = [Traceback((f,)) for f in frames]
+    else:
+        keys = [Traceback((Frame(f.filename, 0),)) for f in frames]
+    return list(dict.fromkeys(keys))  # a site counts once per key
+
+
+def _check_key(key_type: str, cumulative: bool) -> None:
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key_type: {key_type!r} (expected one of {', '.join(KEY_TYPES)})")
+    if cumulative and key_type == "traceback":
+        raise ValueError(f"cumulative mode cannot by used with key type {key_type!r}")
+
+
+class Snapshot:
+    """Call sites and their memory at one moment.
+
+    `view` picks which figures statistics use: "live" (allocated and not yet
+    freed), "peak" (live at the moment of the peak) or "total" (allocated in
+    total since tracing started).
+    """
+
+    FORMAT = "heapsite-snapshot"
+    MAGIC = b"HEAPSITE-SNAPSHOT\n"
+    VERSION = 1
+
+    def __init__(
+        self,
+        sites: Sequence[Site],
+        traceback_limit: int,
+        traced_memory: tuple[int, int] = (0, 0),
+        view: str = "live",
+    ):
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r} (expected one of {', '.join(VIEWS)})")
+        self.sites = list(sites)
+        self.traceback_limit = traceback_limit
+        self.traced_memory = tuple(traced_memory)
+        self.view = view
+
+    def _with(self, sites=None, view=None) -> Snapshot:
+        return Snapshot(
+            self.sites if sites is None else sites,
+            self.traceback_limit,
+            self.traced_memory,
+            self.view if view is None else view,
+        )
+
+    def peak(self) -> Snapshot:
+        """The same sites, measured by what each had live at the peak."""
+        return self._with(view="peak")
+
+    def total(self) -> Snapshot:
+        """The same sites, measured by all they allocated since start()."""
+        return self._with(view="total")
+
+    def _grouped(self, key_type: str, cumulative: bool) -> dict[Traceback, list[int]]:
+        _check_key(key_type, cumulative)
+        groups: dict[Traceback, list[int]] = {}
+        for site in self.sites:
+            size, count = site.measure(self.view)
+            if not size and not count:
+                continue
+            for key in _group_keys(site.traceback, key_type, cumulative):
+                entry = groups.setdefault(key, [0, 0])
+                entry[0] += size
+                entry[1] += count
+        return groups
+
+    def statistics(self, key: str = "lineno", cumulative: bool = False) -> list[Statistic]:
+        """Memory grouped by line, file or whole traceback, largest first."""
+        stats = [Statistic(k, size, count) for k, (size, count) in self._grouped(key, cumulative).items()]
+        stats.sort(reverse=True, key=Statistic._sort_key)
+        return stats
+
+    def compare_to(
+        self, old: Snapshot, key: str = "lineno", cumulative: bool = False
+    ) -> list[StatisticDiff]:
+        """What changed since `old`, biggest change first."""
+        if not isinstance(old, Snapshot):
+            raise TypeError(f"compare_to expects a Snapshot, got {type(old).__name__}")
+        new_groups = self._grouped(key, cumulative)
+        old_groups = old._grouped(key, cumulative)
+        diffs = []
+        for k in new_groups.keys() | old_groups.keys():
+            size, count = new_groups.get(k, (0, 0))
+            old_size, old_count = old_groups.get(k, (0, 0))
+            diffs.append(StatisticDiff(k, size, size - old_size, count, count - old_count))
+        diffs.sort(reverse=True, key=StatisticDiff._sort_key)
+        return diffs
+
+    def filter(
+        self,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        all_frames: bool = False,
+    ) -> Snapshot:
+        """Only sites whose file matches `include` and not `exclude` (globs).
+
+        By default the most recent frame is matched; with all_frames, any.
+        """
+        includes, excludes = _patterns(include), _patterns(exclude)
+
+        def matches(site: Site, patterns: list[str]) -> bool:
+            frames = site.traceback if all_frames else site.traceback[:1]
+            return any(
+                fnmatch.fnmatch(_normalize(f.filename), _normalize(p)) for f in frames for p in patterns
+            )
+
+        kept = [
+            s
+            for s in self.sites
+            if (not includes or matches(s, includes)) and not (excludes and matches(s, excludes))
+        ]
+        return self._with(sites=kept)
+
+    def top(self, limit: int = 10, key: str = "lineno", file=None) -> None:
+        """Prints the `limit` largest groups with their source lines."""
+        out = file if file is not None else sys.stdout
+        stats = self.statistics(key)
+        what = {"live": "live", "peak": "live at peak", "total": "allocated in total"}[self.view]
+        current, peak = self.traced_memory
+        print(
+            f"heapsite: top {min(limit, len(stats))} {key} by memory {what} "
+            f"(traced now {format_size(current)}, peak {format_size(peak)})",
+            file=out,
+        )
+        for index, stat in enumerate(stats[:limit], 1):
+            print(f"#{index}: {stat}", file=out)
+            frame = stat.traceback[0]
+            line = linecache.getline(frame.filename, frame.lineno).strip()
+            if line and key != "filename":
+                print(f"    {line}", file=out)
+        rest = stats[limit:]
+        if rest:
+            size = sum(s.size for s in rest)
+            count = sum(s.count for s in rest)
+            print(f"{len(rest)} other: size={format_size(size)}, count={count}", file=out)
+        total = sum(s.size for s in stats)
+        print(f"Total: {format_size(total)}", file=out)
+
+    # ---- files ---------------------------------------------------------
+
+    def _to_json(self) -> dict:
+        return {
+            "format": self.FORMAT,
+            "version": self.VERSION,
+            "traceback_limit": self.traceback_limit,
+            "traced_memory": list(self.traced_memory),
+            "view": self.view,
+            "sites": [
+                [
+                    [[f.filename, f.lineno, f.name] for f in s.traceback],
+                    s.live_count,
+                    s.live_size,
+                    s.total_count,
+                    s.total_size,
+                    s.peak_count,
+                    s.peak_size,
+                ]
+                for s in self.sites
+            ],
+        }
+
+    def dump(self, filename: str | os.PathLike) -> None:
+        """Writes the snapshot to a file (atomically: a crash leaves no half file)."""
+        payload = zlib.compress(json.dumps(self._to_json(), separators=(",", ":")).encode())
+        path = os.fspath(filename)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".heapsite-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(self.MAGIC)
+                out.write(len(payload).to_bytes(8, "little"))
+                out.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, filename: str | os.PathLike) -> Snapshot:
+        """Reads a file written by dump(); SnapshotFileError if it is not one."""
+        path = os.fspath(filename)
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data.startswith(cls.MAGIC):
+            raise SnapshotFileError(f"{path}: not a heapsite snapshot file")
+        header = len(cls.MAGIC)
+        if len(data) < header + 8:
+            raise SnapshotFileError(f"{path}: truncated heapsite snapshot (no length field)")
+        length = int.from_bytes(data[header : header + 8], "little")
+        payload = data[header + 8 :]
+        if len(payload) != length:
+            raise SnapshotFileError(
+                f"{path}: truncated or corrupt heapsite snapshot "
+                f"({len(payload)} of {length} payload bytes)"
+            )
+        try:
+            doc = json.loads(zlib.decompress(payload))
+        except (zlib.error, ValueError) as e:
+            raise SnapshotFileError(f"{path}: corrupt heapsite snapshot ({e})") from None
+        return cls._from_json(doc, path)
+
+    @classmethod
+    def _from_json(cls, doc, path: str) -> Snapshot:
+        if not isinstance(doc, dict) or doc.get("format") != cls.FORMAT:
+            raise SnapshotFileError(f"{path}: not a heapsite snapshot (format field)")
+        if doc.get("version") != cls.VERSION:
+            raise SnapshotFileError(
+                f"{path}: heapsite snapshot version {doc.get('version')!r} is not supported "
+                f"(this heapsite reads version {cls.VERSION})"
+            )
+        try:
+            sites = [
+                Site(Traceback(Frame(str(f), int(n), str(name)) for f, n, name in frames), *map(int, nums))
+                for frames, *nums in doc["sites"]
+            ]
+            current, peak = (int(x) for x in doc["traced_memory"])
+            return cls(sites, int(doc["traceback_limit"]), (current, peak), doc.get("view", "live"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SnapshotFileError(f"{path}: corrupt heapsite snapshot ({e})") from None

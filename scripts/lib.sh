@@ -1,0 +1,35 @@
+# Shared by the scripts: find a CPython by minor version, and make a venv
+# with heapsite built into it. Source it; do not run it.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# One cargo target directory for every Python version: only what depends on
+# the interpreter (pyo3-ffi, frames.c, heapsite itself) rebuilds per version.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+
+# python_for 3.11 -> path of that interpreter (pyenv's, else python3.11 on PATH)
+python_for() {
+    local minor="$1" candidate
+    for candidate in "$PYENV_ROOT"/versions/"$minor".*/bin/python3; do
+        if [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+    done
+    command -v "python$minor" && return 0
+    echo "no CPython $minor found (looked in $PYENV_ROOT/versions and PATH)" >&2
+    return 1
+}
+
+# venv_for 3.11 [extra pip packages...] -> path of a venv's python with
+# heapsite built (release) and installed, editable, from this checkout.
+venv_for() {
+    local minor="$1"; shift
+    local venv="$ROOT/.venvs/$minor" base
+    base="$(python_for "$minor")" || return 1
+    if [ ! -x "$venv/bin/python" ]; then
+        "$base" -m venv "$venv" >&2 || return 1
+    fi
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "maturin>=1.5,<2" pytest "$@" >&2 || return 1
+    (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+        "$venv/bin/maturin" develop --release --quiet >&2) || return 1
+    echo "$venv/bin/python"
+}

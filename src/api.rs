@@ -1,0 +1,229 @@
+//! The native module's functions (`heapsite._heapsite`), called by the Python
+//! package. Arguments are checked here and again, friendlier, in Python.
+//! Every function runs with the GIL held (CPython calls them so).
+
+use crate::frames::{self, RawFrame, MAX_FRAMES};
+use crate::hook;
+use crate::sites::{self, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
+use crate::table::GilCell;
+use pyo3_ffi::*;
+use std::collections::HashMap;
+use std::ffi::{c_long, CStr};
+use std::ptr;
+
+unsafe fn raise(kind: *mut PyObject, message: &str) -> *mut PyObject {
+    let text = std::ffi::CString::new(message).unwrap_or_default();
+    PyErr_SetString(kind, text.as_ptr());
+    ptr::null_mut()
+}
+
+unsafe fn none() -> *mut PyObject {
+    Py_INCREF(Py_None());
+    Py_None()
+}
+
+unsafe fn int(value: i64) -> *mut PyObject {
+    PyLong_FromLongLong(value)
+}
+
+/// A tuple from new references (stolen); NULL if any is NULL.
+unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
+    if items.iter().any(|item| item.is_null()) {
+        items.iter().for_each(|&item| Py_XDECREF(item));
+        return ptr::null_mut();
+    }
+    let result = PyTuple_New(items.len() as Py_ssize_t);
+    if result.is_null() {
+        items.iter().for_each(|&item| Py_DECREF(item));
+        return result;
+    }
+    for (i, &item) in items.iter().enumerate() {
+        PyTuple_SetItem(result, i as Py_ssize_t, item);
+    }
+    result
+}
+
+/// start(depth: int)
+pub unsafe extern "C" fn start(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    if PyLong_Check(arg) == 0 {
+        return raise(PyExc_TypeError, "frames must be an int");
+    }
+    let depth: c_long = PyLong_AsLong(arg);
+    if depth == -1 && !PyErr_Occurred().is_null() {
+        PyErr_Clear();
+        return raise(
+            PyExc_ValueError,
+            &format!("frames must be between 1 and {MAX_FRAMES}"),
+        );
+    }
+    if !(1..=MAX_FRAMES as c_long).contains(&depth) {
+        return raise(
+            PyExc_ValueError,
+            &format!("frames must be between 1 and {MAX_FRAMES}, got {depth}"),
+        );
+    }
+    hook::start(depth as usize);
+    none()
+}
+
+pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::stop();
+    none()
+}
+
+pub unsafe extern "C" fn is_tracing(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    PyBool_FromLong(hook::is_tracing() as c_long)
+}
+
+pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::clear();
+    none()
+}
+
+pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    let (current, peak) = crate::counters::traced_memory();
+    tuple(&[int(current.max(0)), int(peak.max(0))])
+}
+
+pub unsafe extern "C" fn reset_peak(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    crate::counters::reset_peak();
+    none()
+}
+
+pub unsafe extern "C" fn traceback_limit(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    int(hook::depth() as i64)
+}
+
+/// stats() -> dict of heapsite's own figures.
+pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    let dict = PyDict_New();
+    if dict.is_null() {
+        return dict;
+    }
+    let entries: [(&CStr, i64); 4] = [
+        (c"live_allocations", hook::live_allocations() as i64),
+        (c"tracking_bytes", hook::tracking_bytes() as i64),
+        (c"sites", sites::count() as i64),
+        (c"dropped", hook::dropped() as i64),
+    ];
+    for (key, value) in entries {
+        let value = int(value);
+        if value.is_null() || PyDict_SetItemString(dict, key.as_ptr(), value) < 0 {
+            Py_XDECREF(value);
+            Py_DECREF(dict);
+            return ptr::null_mut();
+        }
+        Py_DECREF(value);
+    }
+    dict
+}
+
+/// Resolved `(filename, lineno, name)` tuples, cached per frame: many sites
+/// share frames, and code objects are pinned so the cache stays valid.
+static RESOLVED: GilCell<Option<HashMap<(usize, i32), usize>>> = GilCell::new(None);
+
+unsafe fn resolved_frame(frame: &RawFrame) -> *mut PyObject {
+    let cache = RESOLVED.get().get_or_insert_with(HashMap::new);
+    let key = (frame.code as usize, frame.offset);
+    if let Some(&cached) = cache.get(&key) {
+        let cached = cached as *mut PyObject;
+        Py_INCREF(cached);
+        return cached;
+    }
+    let resolved = frames::resolve(frame);
+    Py_INCREF(resolved.filename);
+    Py_INCREF(resolved.name);
+    let item = tuple(&[
+        resolved.filename,
+        int(resolved.lineno as i64),
+        resolved.name,
+    ]);
+    if !item.is_null() {
+        Py_INCREF(item);
+        cache.insert(key, item as usize);
+    }
+    item
+}
+
+unsafe fn pseudo_frame(label: &CStr) -> *mut PyObject {
+    let name = PyUnicode_FromString(label.as_ptr());
+    Py_XINCREF(name);
+    tuple(&[tuple(&[name, int(0), name])])
+}
+
+unsafe fn site_frames(id: u32) -> *mut PyObject {
+    match id {
+        NO_FRAME_SITE => pseudo_frame(c"<no Python frame>"),
+        NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
+        OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
+        _ => {
+            let frames = sites::site(id).frames();
+            let items: Vec<*mut PyObject> = frames.iter().map(|f| resolved_frame(f)).collect();
+            tuple(&items)
+        }
+    }
+}
+
+/// sites() -> list of (site_id, frames, live_count, live_bytes, total_count,
+/// total_bytes, peak_count, peak_bytes) for every site that allocated since
+/// start() or clear(). frames: ((filename, lineno, name), ...), most recent
+/// first.
+pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    let list = PyList_New(0);
+    if list.is_null() {
+        return list;
+    }
+    for id in 0..sites::count().min(MAX_SITES_LISTED) {
+        let t = sites::site(id).counters.totals();
+        if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
+            continue;
+        }
+        let item = tuple(&[
+            int(id as i64),
+            site_frames(id),
+            int(t.live_count),
+            int(t.live_bytes),
+            int(t.total_count),
+            int(t.total_bytes),
+            int(t.peak_count),
+            int(t.peak_bytes),
+        ]);
+        if item.is_null() || PyList_Append(list, item) < 0 {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return ptr::null_mut();
+        }
+        Py_DECREF(item);
+    }
+    list
+}
+
+const MAX_SITES_LISTED: u32 = u32::MAX;
+
+/// site_of(address: int) -> (site_id, size, domain) or None.
+pub unsafe extern "C" fn site_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let addr = PyLong_AsSize_t(arg);
+    if addr == usize::MAX && !PyErr_Occurred().is_null() {
+        return ptr::null_mut();
+    }
+    match hook::lookup(addr) {
+        Some(record) => tuple(&[
+            int(record.site as i64),
+            int(record.size as i64),
+            int(record.domain as i64),
+        ]),
+        None => none(),
+    }
+}
+
+/// frames_of(site_id: int) -> frames tuple.
+pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let id = PyLong_AsLong(arg);
+    if id == -1 && !PyErr_Occurred().is_null() {
+        return ptr::null_mut();
+    }
+    if id < 0 || id as u64 >= sites::count() as u64 {
+        return raise(PyExc_ValueError, &format!("no call site {id}"));
+    }
+    site_frames(id as u32)
+}

@@ -1,0 +1,123 @@
+/*
+ * frames.c -- reads the calling thread's Python frames straight from the
+ * interpreter's thread state, for the allocation hooks.
+ *
+ * Why C: the frame structures are private and change with every CPython minor
+ * version. Compiling this file against the target interpreter's own headers
+ * (internal ones included, via Py_BUILD_CORE) lets the compiler check every
+ * field we touch, instead of Rust mirroring struct layouts by hand.
+ *
+ * Invariants the caller (src/frames.rs) must uphold:
+ *   - hs_read_frames() is only called by a thread that holds the GIL. It
+ *     creates no frame objects, takes no references and allocates nothing.
+ *   - The code pointers returned are borrowed: the caller pins (INCREFs) each
+ *     new one while still holding the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <frameobject.h>
+#include <stdint.h>
+
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_frame.h"
+#endif
+
+/* One frame: the code object and the byte offset of the current instruction
+ * (what PyCode_Addr2Line takes). Mirrored by `RawFrame` in src/frames.rs. */
+typedef struct {
+    void *code;
+    int32_t offset;
+    int32_t _pad;
+} hs_frame;
+
+static PyThreadState *
+current_tstate(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+/* Fills at most `max` frames, most recent first. Returns how many were
+ * written; `*total` receives the full depth when `total` is not NULL (walking
+ * past `max` costs extra, so the hot path passes NULL). */
+int
+hs_read_frames(hs_frame *out, int max, int *total)
+{
+    PyThreadState *ts = current_tstate();
+    int n = 0, depth = 0;
+    if (ts == NULL) {
+        if (total) *total = 0;
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030B0000
+    /* 3.9 and 3.10: a linked list of frame objects. */
+    for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
+        if (n < max) {
+            out[n].code = (void *)f->f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+            /* 3.10 counts f_lasti in code units. */
+            out[n].offset = f->f_lasti < 0 ? -1 : f->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#else
+            out[n].offset = f->f_lasti;
+#endif
+            n++;
+        } else if (!total) {
+            break;
+        }
+        depth++;
+    }
+#else
+    /* 3.11+: _PyInterpreterFrame records on the thread's data stack. */
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *f = ts->current_frame;
+#else
+    _PyInterpreterFrame *f = ts->cframe->current_frame;
+#endif
+    for (; f != NULL; f = f->previous) {
+        /* Shim frames (3.12+) and frames still setting up have no line yet. */
+        if (_PyFrame_IsIncomplete(f)) continue;
+        if (n < max) {
+#if PY_VERSION_HEX >= 0x030D0000
+            out[n].code = (void *)_PyFrame_GetCode(f);
+#else
+            out[n].code = (void *)f->f_code;
+#endif
+            out[n].offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+            n++;
+        } else if (!total) {
+            break;
+        }
+        depth++;
+    }
+#endif
+    if (total) *total = depth;
+    return n;
+}
+
+/* Whether the calling thread holds the GIL. The RAW domain is called without
+ * it; only a holder may read its frames or touch reference counts. */
+int
+hs_gil_held(void)
+{
+    return PyGILState_Check();
+}
+
+/* Resolves one recorded frame for a report: borrowed references to the code
+ * object's file name and function name, and the line number. Needs the GIL;
+ * the code object is pinned by the site registry so it is still alive. */
+int
+hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **name)
+{
+    PyCodeObject *code = (PyCodeObject *)code_ptr;
+    *filename = code->co_filename;
+#if PY_VERSION_HEX >= 0x030B0000
+    *name = code->co_qualname;
+#else
+    *name = code->co_name;
+#endif
+    return PyCode_Addr2Line(code, offset);
+}

@@ -1,0 +1,438 @@
+//! The allocator hooks: PyMem_SetAllocator wrappers for RAW, MEM and OBJ.
+//!
+//! Each hook calls the allocator that was installed before it (tracemalloc,
+//! the debug hooks, pymalloc or malloc) and, when tracing, records the result.
+//! Rules (see DESIGN.md, "Rules of the hot path"):
+//! - MEM and OBJ are called with the GIL held: their table and counters need
+//!   no lock.
+//! - RAW may be called from any thread without the GIL: its table is sharded
+//!   behind spin locks, and only a GIL holder's frames are read.
+//! - The previous allocator is read from a global, never from `ctx`: our
+//!   allocator is installed with the previous one's `ctx`, so a thread that
+//!   races `PyMem_SetAllocator` and pairs an old function with a new `ctx` (or
+//!   the reverse) still calls every function with the context it expects.
+//! - Pointers heapsite never saw pass through untouched.
+
+use crate::frames;
+use crate::sites::{self, SiteId, NO_GIL_SITE};
+use crate::table::{AddrTable, Domain, GilTable, RawTable, Record};
+use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+static DEPTH: AtomicUsize = AtomicUsize::new(1);
+/// Allocations not recorded because heapsite could not grow a table.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+static GIL_TABLE: GilTable = GilTable::new(AddrTable::new());
+static RAW_TABLE: RawTable = RawTable::new();
+
+const DOMAINS: [PyMemAllocatorDomain; 3] = [
+    PyMemAllocatorDomain::PYMEM_DOMAIN_RAW,
+    PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
+    PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
+];
+/// The allocator each of our hooks forwards to (leaked, so a late caller of
+/// an uninstalled hook still finds a valid one).
+static PREVIOUS: [AtomicPtr<PyMemAllocatorEx>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
+/// Whether our hook sits somewhere in each domain's allocator chain.
+static HOOKED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+
+#[inline(always)]
+fn previous(domain: usize) -> &'static PyMemAllocatorEx {
+    // SAFETY: set (to a leaked allocator) before our hook is installed.
+    unsafe { &*PREVIOUS[domain].load(Relaxed) }
+}
+
+#[inline(always)]
+fn tracing() -> bool {
+    TRACING.load(Relaxed)
+}
+
+// ---- MEM and OBJ: GIL held ------------------------------------------------
+
+/// Records a block allocated through MEM or OBJ. GIL held.
+#[inline(always)]
+fn record_gil(thread: &sites::ThreadHookState, ptr: *mut c_void, size: usize, domain: Domain) {
+    // SAFETY: MEM and OBJ hooks run with the GIL held.
+    let site = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
+    let table = unsafe { GIL_TABLE.get() };
+    match table.insert(ptr as usize, Record { size, site, domain }) {
+        Ok(replaced) => {
+            if let Some(old) = replaced {
+                sites::site(old.site).counters.sub_gil(old.size);
+            }
+            sites::site(site).counters.add_gil(size);
+        }
+        Err(()) => {
+            DROPPED.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Calls the previous allocator inside the re-entrancy guard, then records
+/// the block. pymalloc serves requests over 512 bytes with PyMem_RawMalloc,
+/// which comes back through our RAW hook: the guard makes that nested call
+/// pass through, so each block is counted once, in the domain the program
+/// asked (as tracemalloc does).
+#[inline(always)]
+fn allocate_gil(
+    domain: Domain,
+    allocate: impl Fn() -> *mut c_void,
+    size: usize,
+    before: impl FnOnce(),
+) -> *mut c_void {
+    if !tracing() {
+        return allocate();
+    }
+    sites::guarded(|thread| {
+        let ptr = allocate();
+        if !ptr.is_null() {
+            before();
+            record_gil(thread, ptr, size, domain);
+        }
+        ptr
+    })
+    .unwrap_or_else(allocate)
+}
+
+#[inline(always)]
+fn untrack_gil(ptr: *mut c_void) {
+    // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
+    if let Some(old) = unsafe { GIL_TABLE.get() }.remove(ptr as usize) {
+        sites::site(old.site).counters.sub_gil(old.size);
+    }
+}
+
+extern "C" fn gil_malloc<const D: usize>(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(D);
+    let Some(malloc) = prev.malloc else { return ptr::null_mut() };
+    allocate_gil(domain_of(D), || malloc(prev.ctx, size), size, || {})
+}
+
+extern "C" fn gil_calloc<const D: usize>(_ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(D);
+    let Some(calloc) = prev.calloc else { return ptr::null_mut() };
+    allocate_gil(domain_of(D), || calloc(prev.ctx, n, each), n.saturating_mul(each), || {})
+}
+
+extern "C" fn gil_realloc<const D: usize>(
+    _ctx: *mut c_void,
+    old: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    let prev = previous(D);
+    let Some(realloc) = prev.realloc else { return ptr::null_mut() };
+    // On failure the old block is untouched and stays recorded. On success,
+    // like tracemalloc, the whole block now belongs to the resizing line.
+    let forget_old = || {
+        if !old.is_null() {
+            untrack_gil(old);
+        }
+    };
+    allocate_gil(domain_of(D), || realloc(prev.ctx, old, size), size, forget_old)
+}
+
+extern "C" fn gil_free<const D: usize>(_ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(D);
+    if !ptr.is_null() && tracing() {
+        untrack_gil(ptr);
+    }
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
+}
+
+const fn domain_of(d: usize) -> Domain {
+    match d {
+        0 => Domain::Raw,
+        1 => Domain::Mem,
+        _ => Domain::Obj,
+    }
+}
+
+// ---- RAW: any thread, GIL or not --------------------------------------------
+
+fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
+    let site: SiteId = if gil {
+        // SAFETY: this thread holds the GIL, so its frames are stable.
+        match sites::guarded(|thread| unsafe { thread.current_site(DEPTH.load(Relaxed)) }) {
+            Some(site) => site,
+            None => return, // re-entered from inside heapsite: not the program's
+        }
+    } else {
+        NO_GIL_SITE
+    };
+    let record = Record {
+        size,
+        site,
+        domain: Domain::Raw,
+    };
+    let result = RAW_TABLE.shard(ptr as usize).insert(ptr as usize, record);
+    match result {
+        Ok(replaced) => {
+            if let Some(old) = replaced {
+                release(old, gil);
+            }
+            let counters = &sites::site(site).counters;
+            if gil {
+                counters.add_gil(size);
+            } else {
+                counters.add_nogil(size);
+            }
+        }
+        Err(()) => {
+            DROPPED.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn release(record: Record, gil: bool) {
+    let counters = &sites::site(record.site).counters;
+    if gil {
+        counters.sub_gil(record.size);
+    } else {
+        counters.sub_nogil(record.size);
+    }
+}
+
+extern "C" fn raw_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0);
+    let Some(malloc) = prev.malloc else { return ptr::null_mut() };
+    let ptr = malloc(prev.ctx, size);
+    if !ptr.is_null() && tracing() {
+        track_raw(ptr, size, frames::gil_held());
+    }
+    ptr
+}
+
+extern "C" fn raw_calloc(_ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(0);
+    let Some(calloc) = prev.calloc else { return ptr::null_mut() };
+    let ptr = calloc(prev.ctx, n, each);
+    if !ptr.is_null() && tracing() {
+        track_raw(ptr, n.saturating_mul(each), frames::gil_held());
+    }
+    ptr
+}
+
+extern "C" fn raw_realloc(_ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0);
+    let Some(realloc) = prev.realloc else { return ptr::null_mut() };
+    if !tracing() {
+        return realloc(prev.ctx, old, size);
+    }
+    // Forget the old block before it is released: once realloc frees it,
+    // another thread may be handed the same address and record it.
+    let old_record = if old.is_null() {
+        None
+    } else {
+        RAW_TABLE.shard(old as usize).remove(old as usize)
+    };
+    let ptr = realloc(prev.ctx, old, size);
+    if ptr.is_null() {
+        if let Some(record) = old_record {
+            // The old block is still the program's: keep it recorded.
+            let _ = RAW_TABLE.shard(old as usize).insert(old as usize, record);
+        }
+        return ptr;
+    }
+    let gil = frames::gil_held();
+    if let Some(record) = old_record {
+        release(record, gil);
+    }
+    track_raw(ptr, size, gil);
+    ptr
+}
+
+extern "C" fn raw_free(_ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(0);
+    if !ptr.is_null() && tracing() {
+        let removed = RAW_TABLE.shard(ptr as usize).remove(ptr as usize);
+        if let Some(record) = removed {
+            release(record, frames::gil_held());
+        }
+    }
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
+}
+
+// ---- installing and removing ------------------------------------------------
+
+fn our_allocator(domain: usize, ctx: *mut c_void) -> PyMemAllocatorEx {
+    match domain {
+        0 => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(raw_malloc),
+            calloc: Some(raw_calloc),
+            realloc: Some(raw_realloc),
+            free: Some(raw_free),
+        },
+        1 => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(gil_malloc::<1>),
+            calloc: Some(gil_calloc::<1>),
+            realloc: Some(gil_realloc::<1>),
+            free: Some(gil_free::<1>),
+        },
+        _ => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(gil_malloc::<2>),
+            calloc: Some(gil_calloc::<2>),
+            realloc: Some(gil_realloc::<2>),
+            free: Some(gil_free::<2>),
+        },
+    }
+}
+
+fn current_allocator(domain: usize) -> PyMemAllocatorEx {
+    let mut current = PyMemAllocatorEx {
+        ctx: ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
+    };
+    // SAFETY: writes the domain's allocator into `current`.
+    unsafe { PyMem_GetAllocator(DOMAINS[domain], &mut current) };
+    current
+}
+
+fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
+    allocator.malloc.map(|f| f as usize) == our_allocator(domain, ptr::null_mut()).malloc.map(|f| f as usize)
+}
+
+/// Installs the hooks where they are not in the chain yet. GIL held.
+fn install() {
+    for domain in 0..3 {
+        if HOOKED[domain].load(Acquire) {
+            continue;
+        }
+        let prev = current_allocator(domain);
+        let leaked: &'static mut PyMemAllocatorEx = Box::leak(Box::new(prev));
+        PREVIOUS[domain].store(leaked, Release);
+        let mut ours = our_allocator(domain, prev.ctx);
+        // SAFETY: our allocator forwards to a valid previous one (stored above).
+        unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut ours) };
+        HOOKED[domain].store(true, Release);
+    }
+}
+
+/// Restores each domain's previous allocator where ours is still the
+/// outermost; where another hook wrapped ours (say tracemalloc started after
+/// heapsite), ours stays in the chain, passing through. GIL held.
+fn uninstall() {
+    for domain in 0..3 {
+        if !HOOKED[domain].load(Acquire) || !is_ours(domain, &current_allocator(domain)) {
+            continue;
+        }
+        let mut prev = *previous(domain);
+        // SAFETY: restores the allocator that was current when we installed.
+        unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut prev) };
+        HOOKED[domain].store(false, Release);
+    }
+}
+
+fn clear_tables() {
+    // SAFETY: GIL held by the API caller.
+    unsafe { GIL_TABLE.get() }.clear();
+    for shard in RAW_TABLE.shards() {
+        shard.lock().clear();
+    }
+    crate::counters::reset_globals();
+    sites::reset_all();
+}
+
+/// Starts tracing `depth` frames deep (or changes the depth). GIL held.
+pub fn start(depth: usize) {
+    DEPTH.store(depth, Relaxed);
+    if tracing() {
+        return;
+    }
+    clear_tables();
+    install();
+    TRACING.store(true, Release);
+}
+
+/// Stops tracing and forgets what was recorded. GIL held.
+pub fn stop() {
+    if !tracing() {
+        return;
+    }
+    TRACING.store(false, Release);
+    uninstall();
+    clear_tables();
+}
+
+pub fn is_tracing() -> bool {
+    tracing()
+}
+
+pub fn depth() -> usize {
+    DEPTH.load(Relaxed)
+}
+
+/// Forgets every recorded allocation, keeps tracing. GIL held.
+pub fn clear() {
+    clear_tables();
+}
+
+/// Number of live allocations recorded.
+pub fn live_allocations() -> usize {
+    // SAFETY: GIL held by the API caller.
+    let gil = unsafe { GIL_TABLE.get() }.len();
+    gil + RAW_TABLE.shards().iter().map(|s| s.lock().len()).sum::<usize>()
+}
+
+/// Bytes heapsite spends on its tables and sites.
+pub fn tracking_bytes() -> usize {
+    // SAFETY: GIL held by the API caller.
+    let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
+    let raw: usize = RAW_TABLE.shards().iter().map(|s| s.lock().memory_bytes()).sum();
+    gil + raw + sites::memory_bytes()
+}
+
+pub fn dropped() -> usize {
+    DROPPED.load(Relaxed)
+}
+
+/// The record of a live allocation, if heapsite has one. GIL held.
+pub fn lookup(addr: usize) -> Option<Record> {
+    // SAFETY: GIL held by the API caller.
+    unsafe { GIL_TABLE.get() }
+        .get(addr)
+        .or_else(|| RAW_TABLE.shard(addr).get(addr))
+}
+
+// ---- fork ------------------------------------------------------------------
+
+extern "C" fn before_fork() {
+    // A thread without the GIL may hold a RAW shard; the child must not
+    // inherit a lock whose holder it does not have.
+    for shard in RAW_TABLE.shards() {
+        shard.acquire_raw();
+    }
+}
+
+extern "C" fn after_fork() {
+    for shard in RAW_TABLE.shards() {
+        // SAFETY: taken by before_fork in this thread (or its parent image).
+        unsafe { shard.release_raw() };
+    }
+}
+
+/// Registers the fork handlers; once, at module init.
+pub fn init() {
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> i32;
+    }
+    // SAFETY: plain function pointers with static lifetime.
+    unsafe { pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+}

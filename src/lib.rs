@@ -1,0 +1,79 @@
+//! heapsite's native core: the `heapsite._heapsite` extension module.
+//! Module init and wiring only; each concern lives in its own file.
+
+mod api;
+mod counters;
+mod frames;
+mod hook;
+mod segvec;
+mod sites;
+mod table;
+
+use pyo3_ffi::*;
+use std::ffi::CStr;
+use std::ptr;
+
+const fn method(name: &'static CStr, f: PyCFunction, flags: i32, doc: &'static CStr) -> PyMethodDef {
+    PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: PyMethodDefPointer { PyCFunction: f },
+        ml_flags: flags,
+        ml_doc: doc.as_ptr(),
+    }
+}
+
+static mut METHODS: [PyMethodDef; 13] = [
+    method(c"start", api::start, METH_O, c"start(frames): trace every allocation, frames deep."),
+    method(c"stop", api::stop, METH_NOARGS, c"stop(): stop tracing, forget the records."),
+    method(c"is_tracing", api::is_tracing, METH_NOARGS, c"is_tracing() -> bool"),
+    method(c"clear", api::clear, METH_NOARGS, c"clear(): forget the records, keep tracing."),
+    method(c"traced_memory", api::traced_memory, METH_NOARGS, c"traced_memory() -> (current, peak)"),
+    method(c"reset_peak", api::reset_peak, METH_NOARGS, c"reset_peak(): peak := current."),
+    method(c"traceback_limit", api::traceback_limit, METH_NOARGS, c"traceback_limit() -> int"),
+    method(c"stats", api::stats, METH_NOARGS, c"stats() -> dict of heapsite's own figures."),
+    method(c"sites", api::sites_list, METH_NOARGS, c"sites() -> list of per-site figures."),
+    method(c"site_of", api::site_of, METH_O, c"site_of(address) -> (site, size, domain) | None"),
+    method(c"frames_of", api::frames_of, METH_O, c"frames_of(site) -> ((file, line, name), ...)"),
+    PyMethodDef::zeroed(),
+    PyMethodDef::zeroed(),
+];
+
+static mut MODULE: PyModuleDef = PyModuleDef {
+    m_base: PyModuleDef_HEAD_INIT,
+    m_name: c"heapsite._heapsite".as_ptr(),
+    m_doc: c"heapsite's native core.".as_ptr(),
+    m_size: -1,
+    m_methods: ptr::null_mut(),
+    m_slots: ptr::null_mut(),
+    m_traverse: None,
+    m_clear: None,
+    m_free: None,
+};
+
+/// # Safety
+/// Called once by the import system, with the GIL held.
+#[allow(non_snake_case)]
+#[no_mangle]
+pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
+    sites::init();
+    hook::init();
+    let def = &raw mut MODULE;
+    (*def).m_methods = (&raw mut METHODS).cast();
+    let module = PyModule_Create(def);
+    if module.is_null() {
+        return module;
+    }
+    let constants: [(&CStr, i64); 4] = [
+        (c"MAX_FRAMES", frames::MAX_FRAMES as i64),
+        (c"NO_FRAME_SITE", sites::NO_FRAME_SITE as i64),
+        (c"NO_GIL_SITE", sites::NO_GIL_SITE as i64),
+        (c"OVERFLOW_SITE", sites::OVERFLOW_SITE as i64),
+    ];
+    for (name, value) in constants {
+        if PyModule_AddIntConstant(module, name.as_ptr(), value as std::ffi::c_long) < 0 {
+            Py_DECREF(module);
+            return ptr::null_mut();
+        }
+    }
+    module
+}

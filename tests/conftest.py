@@ -1,0 +1,23 @@
+import subprocess
+import sys
+import textwrap
+
+import heapsite
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _stopped_after_each_test():
+    yield
+    heapsite.stop()
+
+
+def run_python(code: str, *args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (this one), returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
