@@ -3,8 +3,17 @@
     python bench/harness.py MODE workload.py [args...]
 
 MODE is one of: plain, heapsite1, heapsite16, tracemalloc1, tracemalloc16.
-The tracer is started here, then the workload runs as ``__main__`` through
-runpy, so every mode (plain included) has the same interpreter start-up.
+The tracer is started here, then the workload runs as ``__main__``, so every
+mode (plain included) pays the same interpreter start-up.
+
+The workload is run the way ``runpy.run_path(path, run_name="__main__")``
+runs it (a fresh ``__main__`` module, sys.argv and sys.path[0] set as for
+``python workload.py``), but its code is executed straight from this file's
+module level.  runpy would put four frames of its own (and ours) under every
+workload frame; tracers that record up to 16 frames then walk, hash and
+store those on each allocation, which inflates the 16-frame rows well past
+what ``python -X tracemalloc=16 workload.py`` costs.  Here the workload sees
+exactly one extra frame: this module.
 
 If HEAPSITE_BENCH_STATS names a file, the tracer's own numbers
 (live_allocations, tracking_bytes) are written there as JSON: when the
@@ -20,13 +29,18 @@ importable); the reason is the last line on stderr.
 import atexit
 import json
 import os
-import runpy
 import sys
+import types
 
 MODES = ("plain", "heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
+EXIT_USAGE = 2
 EXIT_TRACER_UNAVAILABLE = 3
 
 _state = {"mode": "plain", "written": False}
+
+
+class TracerUnavailable(Exception):
+    pass
 
 
 def start_tracer(mode):
@@ -37,21 +51,15 @@ def start_tracer(mode):
         try:
             import heapsite
         except ImportError as exc:
-            sys.exit(_unavailable(f"heapsite not importable: {exc}"))
+            raise TracerUnavailable(f"heapsite not importable: {exc}") from exc
         try:
             heapsite.start(frames=frames)
-        except Exception as exc:  # any failure means "no row"
-            sys.exit(_unavailable(f"heapsite.start failed: {exc!r}"))
+        except Exception as exc:  # any failure means "no row", not a crash
+            raise TracerUnavailable(f"heapsite.start failed: {exc!r}") from exc
         return
-    frames = int(mode[len("tracemalloc") :])
     import tracemalloc
 
-    tracemalloc.start(frames)
-
-
-def _unavailable(reason):
-    print(f"harness: {reason}", file=sys.stderr)
-    return EXIT_TRACER_UNAVAILABLE
+    tracemalloc.start(int(mode[len("tracemalloc") :]))
 
 
 def collect_stats(mode):
@@ -99,28 +107,41 @@ def bench_stats_hook():
     _state["written"] = True
 
 
-def main(argv):
+def prepare(argv):
+    """Parse argv, start the tracer; return (code, globals) to execute."""
     if len(argv) < 2 or argv[0] not in MODES:
         print(
             f"usage: harness.py {{{','.join(MODES)}}} workload.py [args...]",
             file=sys.stderr,
         )
-        return 2
-    mode, script = argv[0], argv[1]
+        sys.exit(EXIT_USAGE)
+    mode, script = argv[0], os.path.abspath(argv[1])
     _state["mode"] = mode
-    sys.argv = [script, *argv[2:]]
-    # Like `python script.py`: the script's folder leads sys.path.
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    with open(script, "rb") as fh:
+        code = compile(fh.read(), script, "exec")
+    module = types.ModuleType("__main__")
+    module.__dict__.update(
+        __file__=script,
+        __cached__=None,
+        __builtins__=__builtins__,
+        bench_stats_hook=bench_stats_hook,
+    )
+    # As `python workload.py` would have them.
+    sys.argv = [argv[1], *argv[2:]]
+    sys.path[0] = os.path.dirname(script)
+    sys.modules["__main__"] = module
     if os.environ.get("HEAPSITE_BENCH_STATS"):
         atexit.register(bench_stats_hook)
-    start_tracer(mode)
-    runpy.run_path(
-        script,
-        init_globals={"bench_stats_hook": bench_stats_hook},
-        run_name="__main__",
-    )
-    return 0
+    try:
+        start_tracer(mode)
+    except TracerUnavailable as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        sys.exit(EXIT_TRACER_UNAVAILABLE)
+    return code, module.__dict__
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # This module stays referenced while its replacement runs as __main__.
+    _harness_module = sys.modules["__main__"]
+    _code, _globals = prepare(sys.argv[1:])
+    exec(_code, _globals)

@@ -7,10 +7,14 @@
 //!   no lock.
 //! - RAW may be called from any thread without the GIL: its table is sharded
 //!   behind spin locks, and only a GIL holder's frames are read.
-//! - The previous allocator is read from a global, never from `ctx`: our
-//!   allocator is installed with the previous one's `ctx`, so a thread that
-//!   races `PyMem_SetAllocator` and pairs an old function with a new `ctx` (or
-//!   the reverse) still calls every function with the context it expects.
+//! - Each installation gets its own leaked [`HookCtx`] holding the allocator
+//!   it wraps, so heapsite can be installed again around a tool that wrapped
+//!   it (tracemalloc started later) without losing the inner layer's chain;
+//!   nested layers see the re-entrancy flag and pass through, so only the
+//!   outermost records. A `ctx` that is not ours (a thread racing
+//!   `PyMem_SetAllocator` and pairing our function with the old `ctx`) falls
+//!   back to the latest installation's previous allocator, which is exactly
+//!   the one that `ctx` belongs to.
 //! - Pointers heapsite never saw pass through untouched.
 
 use crate::frames;
@@ -34,16 +38,32 @@ const DOMAINS: [PyMemAllocatorDomain; 3] = [
     PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
     PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
 ];
-/// The allocator each of our hooks forwards to (leaked, so a late caller of
-/// an uninstalled hook still finds a valid one).
-static PREVIOUS: [AtomicPtr<PyMemAllocatorEx>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
-/// Whether our hook sits somewhere in each domain's allocator chain.
-static HOOKED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+const HOOK_MAGIC: u64 = 0x6865_6170_7369_7465; // "heapsite"
+
+/// The `ctx` of one installation of our hooks: the allocator it forwards to.
+/// Leaked, so a late caller of an uninstalled hook still finds a valid one.
+#[repr(C)]
+struct HookCtx {
+    magic: u64,
+    prev: PyMemAllocatorEx,
+}
+
+/// The most recent installation per domain (see the module note on `ctx`).
+static LATEST: [AtomicPtr<HookCtx>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
 
 #[inline(always)]
-fn previous(domain: usize) -> &'static PyMemAllocatorEx {
-    // SAFETY: set (to a leaked allocator) before our hook is installed.
-    unsafe { &*PREVIOUS[domain].load(Relaxed) }
+fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
+    let ours = ctx as *const HookCtx;
+    // SAFETY: a non-null ctx points at an allocator's context object, at least
+    // a word long; ours carry the magic and live forever. LATEST is set
+    // before any hook of ours is installed.
+    unsafe {
+        if !ours.is_null() && (*ours).magic == HOOK_MAGIC {
+            &(*ours).prev
+        } else {
+            &(*LATEST[domain].load(Acquire)).prev
+        }
+    }
 }
 
 #[inline(always)]
@@ -106,24 +126,24 @@ fn untrack_gil(ptr: *mut c_void) {
     }
 }
 
-extern "C" fn gil_malloc<const D: usize>(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    let prev = previous(D);
+extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(D, ctx);
     let Some(malloc) = prev.malloc else { return ptr::null_mut() };
     allocate_gil(domain_of(D), || malloc(prev.ctx, size), size, || {})
 }
 
-extern "C" fn gil_calloc<const D: usize>(_ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
-    let prev = previous(D);
+extern "C" fn gil_calloc<const D: usize>(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(D, ctx);
     let Some(calloc) = prev.calloc else { return ptr::null_mut() };
     allocate_gil(domain_of(D), || calloc(prev.ctx, n, each), n.saturating_mul(each), || {})
 }
 
 extern "C" fn gil_realloc<const D: usize>(
-    _ctx: *mut c_void,
+    ctx: *mut c_void,
     old: *mut c_void,
     size: usize,
 ) -> *mut c_void {
-    let prev = previous(D);
+    let prev = previous(D, ctx);
     let Some(realloc) = prev.realloc else { return ptr::null_mut() };
     // On failure the old block is untouched and stays recorded. On success,
     // like tracemalloc, the whole block now belongs to the resizing line.
@@ -135,8 +155,8 @@ extern "C" fn gil_realloc<const D: usize>(
     allocate_gil(domain_of(D), || realloc(prev.ctx, old, size), size, forget_old)
 }
 
-extern "C" fn gil_free<const D: usize>(_ctx: *mut c_void, ptr: *mut c_void) {
-    let prev = previous(D);
+extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(D, ctx);
     if !ptr.is_null() && tracing() {
         untrack_gil(ptr);
     }
@@ -198,8 +218,8 @@ fn release(record: Record, gil: bool) {
     }
 }
 
-extern "C" fn raw_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    let prev = previous(0);
+extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
     let Some(malloc) = prev.malloc else { return ptr::null_mut() };
     let ptr = malloc(prev.ctx, size);
     if !ptr.is_null() && tracing() {
@@ -208,8 +228,8 @@ extern "C" fn raw_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     ptr
 }
 
-extern "C" fn raw_calloc(_ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
-    let prev = previous(0);
+extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
     let Some(calloc) = prev.calloc else { return ptr::null_mut() };
     let ptr = calloc(prev.ctx, n, each);
     if !ptr.is_null() && tracing() {
@@ -218,8 +238,8 @@ extern "C" fn raw_calloc(_ctx: *mut c_void, n: usize, each: usize) -> *mut c_voi
     ptr
 }
 
-extern "C" fn raw_realloc(_ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
-    let prev = previous(0);
+extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
     let Some(realloc) = prev.realloc else { return ptr::null_mut() };
     if !tracing() {
         return realloc(prev.ctx, old, size);
@@ -247,8 +267,8 @@ extern "C" fn raw_realloc(_ctx: *mut c_void, old: *mut c_void, size: usize) -> *
     ptr
 }
 
-extern "C" fn raw_free(_ctx: *mut c_void, ptr: *mut c_void) {
-    let prev = previous(0);
+extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(0, ctx);
     if !ptr.is_null() && tracing() {
         let removed = RAW_TABLE.shard(ptr as usize).remove(ptr as usize);
         if let Some(record) = removed {
@@ -302,37 +322,42 @@ fn current_allocator(domain: usize) -> PyMemAllocatorEx {
 }
 
 fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
-    allocator.malloc.map(|f| f as usize) == our_allocator(domain, ptr::null_mut()).malloc.map(|f| f as usize)
+    let ours = our_allocator(domain, ptr::null_mut());
+    allocator.malloc.map(|f| f as usize) == ours.malloc.map(|f| f as usize)
 }
 
-/// Installs the hooks where they are not in the chain yet. GIL held.
+/// Puts our hook outermost in each domain where it is not already. If another
+/// tool wrapped an earlier installation, this adds a layer around it; the
+/// inner one passes through. GIL held.
 fn install() {
     for domain in 0..3 {
-        if HOOKED[domain].load(Acquire) {
+        let prev = current_allocator(domain);
+        if is_ours(domain, &prev) {
             continue;
         }
-        let prev = current_allocator(domain);
-        let leaked: &'static mut PyMemAllocatorEx = Box::leak(Box::new(prev));
-        PREVIOUS[domain].store(leaked, Release);
-        let mut ours = our_allocator(domain, prev.ctx);
-        // SAFETY: our allocator forwards to a valid previous one (stored above).
+        let ctx: &'static mut HookCtx = Box::leak(Box::new(HookCtx {
+            magic: HOOK_MAGIC,
+            prev,
+        }));
+        LATEST[domain].store(ctx, Release);
+        let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
+        // SAFETY: our allocator forwards to the valid previous one in ctx.
         unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut ours) };
-        HOOKED[domain].store(true, Release);
     }
 }
 
-/// Restores each domain's previous allocator where ours is still the
-/// outermost; where another hook wrapped ours (say tracemalloc started after
-/// heapsite), ours stays in the chain, passing through. GIL held.
+/// Restores each domain's previous allocator where ours is the outermost.
+/// Where another tool wrapped ours (say tracemalloc started after heapsite),
+/// removing ours would cut that tool's chain: it stays, passing through. GIL held.
 fn uninstall() {
     for domain in 0..3 {
-        if !HOOKED[domain].load(Acquire) || !is_ours(domain, &current_allocator(domain)) {
+        let current = current_allocator(domain);
+        if !is_ours(domain, &current) {
             continue;
         }
-        let mut prev = *previous(domain);
+        let mut prev = *previous(domain, current.ctx);
         // SAFETY: restores the allocator that was current when we installed.
         unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut prev) };
-        HOOKED[domain].store(false, Release);
     }
 }
 
