@@ -173,7 +173,7 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
     if list.is_null() {
         return list;
     }
-    for id in 0..sites::count().min(MAX_SITES_LISTED) {
+    for id in 0..sites::count() {
         let t = sites::site(id).counters.totals();
         if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
             continue;
@@ -197,8 +197,6 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
     }
     list
 }
-
-const MAX_SITES_LISTED: u32 = u32::MAX;
 
 /// site_of(address: int) -> (site_id, size, domain) or None.
 pub unsafe extern "C" fn site_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {

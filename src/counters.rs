@@ -57,8 +57,10 @@ impl SiteCounters {
     fn save_if_first_since_peak(&self) {
         let epoch = EPOCH.load(Relaxed);
         if self.saved_epoch.load(Relaxed) != epoch {
-            self.peak_count.store(self.live_count.load(Relaxed), Relaxed);
-            self.peak_bytes.store(self.live_bytes.load(Relaxed), Relaxed);
+            self.peak_count
+                .store(self.live_count.load(Relaxed), Relaxed);
+            self.peak_bytes
+                .store(self.live_bytes.load(Relaxed), Relaxed);
             self.saved_epoch.store(epoch, Relaxed);
         }
     }
@@ -122,10 +124,8 @@ impl SiteCounters {
         SiteTotals {
             live_count: self.live_count.load(Relaxed) + nogil_count,
             live_bytes: self.live_bytes.load(Relaxed) + nogil_bytes,
-            total_count: self.total_count.load(Relaxed)
-                + self.nogil_total_count.load(Relaxed),
-            total_bytes: self.total_bytes.load(Relaxed)
-                + self.nogil_total_bytes.load(Relaxed),
+            total_count: self.total_count.load(Relaxed) + self.nogil_total_count.load(Relaxed),
+            total_bytes: self.total_bytes.load(Relaxed) + self.nogil_total_bytes.load(Relaxed),
             peak_count: peak_count + nogil_count,
             peak_bytes: peak_bytes + nogil_bytes,
         }

@@ -128,14 +128,23 @@ fn untrack_gil(ptr: *mut c_void) {
 
 extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
     let prev = previous(D, ctx);
-    let Some(malloc) = prev.malloc else { return ptr::null_mut() };
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
     allocate_gil(domain_of(D), || malloc(prev.ctx, size), size, || {})
 }
 
 extern "C" fn gil_calloc<const D: usize>(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
     let prev = previous(D, ctx);
-    let Some(calloc) = prev.calloc else { return ptr::null_mut() };
-    allocate_gil(domain_of(D), || calloc(prev.ctx, n, each), n.saturating_mul(each), || {})
+    let Some(calloc) = prev.calloc else {
+        return ptr::null_mut();
+    };
+    allocate_gil(
+        domain_of(D),
+        || calloc(prev.ctx, n, each),
+        n.saturating_mul(each),
+        || {},
+    )
 }
 
 extern "C" fn gil_realloc<const D: usize>(
@@ -144,7 +153,9 @@ extern "C" fn gil_realloc<const D: usize>(
     size: usize,
 ) -> *mut c_void {
     let prev = previous(D, ctx);
-    let Some(realloc) = prev.realloc else { return ptr::null_mut() };
+    let Some(realloc) = prev.realloc else {
+        return ptr::null_mut();
+    };
     // On failure the old block is untouched and stays recorded. On success,
     // like tracemalloc, the whole block now belongs to the resizing line.
     let forget_old = || {
@@ -152,7 +163,12 @@ extern "C" fn gil_realloc<const D: usize>(
             untrack_gil(old);
         }
     };
-    allocate_gil(domain_of(D), || realloc(prev.ctx, old, size), size, forget_old)
+    allocate_gil(
+        domain_of(D),
+        || realloc(prev.ctx, old, size),
+        size,
+        forget_old,
+    )
 }
 
 extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
@@ -220,7 +236,9 @@ fn release(record: Record, gil: bool) {
 
 extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let prev = previous(0, ctx);
-    let Some(malloc) = prev.malloc else { return ptr::null_mut() };
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
     let ptr = malloc(prev.ctx, size);
     if !ptr.is_null() && tracing() {
         track_raw(ptr, size, frames::gil_held());
@@ -230,7 +248,9 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
 
 extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
     let prev = previous(0, ctx);
-    let Some(calloc) = prev.calloc else { return ptr::null_mut() };
+    let Some(calloc) = prev.calloc else {
+        return ptr::null_mut();
+    };
     let ptr = calloc(prev.ctx, n, each);
     if !ptr.is_null() && tracing() {
         track_raw(ptr, n.saturating_mul(each), frames::gil_held());
@@ -240,7 +260,9 @@ extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void
 
 extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
     let prev = previous(0, ctx);
-    let Some(realloc) = prev.realloc else { return ptr::null_mut() };
+    let Some(realloc) = prev.realloc else {
+        return ptr::null_mut();
+    };
     if !tracing() {
         return realloc(prev.ctx, old, size);
     }
@@ -330,7 +352,7 @@ fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
 /// tool wrapped an earlier installation, this adds a layer around it; the
 /// inner one passes through. GIL held.
 fn install() {
-    for domain in 0..3 {
+    for (domain, &kind) in DOMAINS.iter().enumerate() {
         let prev = current_allocator(domain);
         if is_ours(domain, &prev) {
             continue;
@@ -342,7 +364,7 @@ fn install() {
         LATEST[domain].store(ctx, Release);
         let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
         // SAFETY: our allocator forwards to the valid previous one in ctx.
-        unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut ours) };
+        unsafe { PyMem_SetAllocator(kind, &mut ours) };
     }
 }
 
@@ -350,14 +372,14 @@ fn install() {
 /// Where another tool wrapped ours (say tracemalloc started after heapsite),
 /// removing ours would cut that tool's chain: it stays, passing through. GIL held.
 fn uninstall() {
-    for domain in 0..3 {
+    for (domain, &kind) in DOMAINS.iter().enumerate() {
         let current = current_allocator(domain);
         if !is_ours(domain, &current) {
             continue;
         }
         let mut prev = *previous(domain, current.ctx);
         // SAFETY: restores the allocator that was current when we installed.
-        unsafe { PyMem_SetAllocator(DOMAINS[domain], &mut prev) };
+        unsafe { PyMem_SetAllocator(kind, &mut prev) };
     }
 }
 
@@ -409,14 +431,22 @@ pub fn clear() {
 pub fn live_allocations() -> usize {
     // SAFETY: GIL held by the API caller.
     let gil = unsafe { GIL_TABLE.get() }.len();
-    gil + RAW_TABLE.shards().iter().map(|s| s.lock().len()).sum::<usize>()
+    gil + RAW_TABLE
+        .shards()
+        .iter()
+        .map(|s| s.lock().len())
+        .sum::<usize>()
 }
 
 /// Bytes heapsite spends on its tables and sites.
 pub fn tracking_bytes() -> usize {
     // SAFETY: GIL held by the API caller.
     let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
-    let raw: usize = RAW_TABLE.shards().iter().map(|s| s.lock().memory_bytes()).sum();
+    let raw: usize = RAW_TABLE
+        .shards()
+        .iter()
+        .map(|s| s.lock().memory_bytes())
+        .sum();
     gil + raw + sites::memory_bytes()
 }
 

@@ -13,7 +13,12 @@ use pyo3_ffi::*;
 use std::ffi::CStr;
 use std::ptr;
 
-const fn method(name: &'static CStr, f: PyCFunction, flags: i32, doc: &'static CStr) -> PyMethodDef {
+const fn method(
+    name: &'static CStr,
+    f: PyCFunction,
+    flags: i32,
+    doc: &'static CStr,
+) -> PyMethodDef {
     PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: PyMethodDefPointer { PyCFunction: f },
@@ -23,17 +28,72 @@ const fn method(name: &'static CStr, f: PyCFunction, flags: i32, doc: &'static C
 }
 
 static mut METHODS: [PyMethodDef; 13] = [
-    method(c"start", api::start, METH_O, c"start(frames): trace every allocation, frames deep."),
-    method(c"stop", api::stop, METH_NOARGS, c"stop(): stop tracing, forget the records."),
-    method(c"is_tracing", api::is_tracing, METH_NOARGS, c"is_tracing() -> bool"),
-    method(c"clear", api::clear, METH_NOARGS, c"clear(): forget the records, keep tracing."),
-    method(c"traced_memory", api::traced_memory, METH_NOARGS, c"traced_memory() -> (current, peak)"),
-    method(c"reset_peak", api::reset_peak, METH_NOARGS, c"reset_peak(): peak := current."),
-    method(c"traceback_limit", api::traceback_limit, METH_NOARGS, c"traceback_limit() -> int"),
-    method(c"stats", api::stats, METH_NOARGS, c"stats() -> dict of heapsite's own figures."),
-    method(c"sites", api::sites_list, METH_NOARGS, c"sites() -> list of per-site figures."),
-    method(c"site_of", api::site_of, METH_O, c"site_of(address) -> (site, size, domain) | None"),
-    method(c"frames_of", api::frames_of, METH_O, c"frames_of(site) -> ((file, line, name), ...)"),
+    method(
+        c"start",
+        api::start,
+        METH_O,
+        c"start(frames): trace every allocation, frames deep.",
+    ),
+    method(
+        c"stop",
+        api::stop,
+        METH_NOARGS,
+        c"stop(): stop tracing, forget the records.",
+    ),
+    method(
+        c"is_tracing",
+        api::is_tracing,
+        METH_NOARGS,
+        c"is_tracing() -> bool",
+    ),
+    method(
+        c"clear",
+        api::clear,
+        METH_NOARGS,
+        c"clear(): forget the records, keep tracing.",
+    ),
+    method(
+        c"traced_memory",
+        api::traced_memory,
+        METH_NOARGS,
+        c"traced_memory() -> (current, peak)",
+    ),
+    method(
+        c"reset_peak",
+        api::reset_peak,
+        METH_NOARGS,
+        c"reset_peak(): peak := current.",
+    ),
+    method(
+        c"traceback_limit",
+        api::traceback_limit,
+        METH_NOARGS,
+        c"traceback_limit() -> int",
+    ),
+    method(
+        c"stats",
+        api::stats,
+        METH_NOARGS,
+        c"stats() -> dict of heapsite's own figures.",
+    ),
+    method(
+        c"sites",
+        api::sites_list,
+        METH_NOARGS,
+        c"sites() -> list of per-site figures.",
+    ),
+    method(
+        c"site_of",
+        api::site_of,
+        METH_O,
+        c"site_of(address) -> (site, size, domain) | None",
+    ),
+    method(
+        c"frames_of",
+        api::frames_of,
+        METH_O,
+        c"frames_of(site) -> ((file, line, name), ...)",
+    ),
     PyMethodDef::zeroed(),
     PyMethodDef::zeroed(),
 ];

@@ -83,7 +83,9 @@ pub fn site(id: SiteId) -> &'static Site {
 /// Creates the reserved sites; called once at module init.
 pub fn init() {
     for id in 0..FIRST_DYNAMIC_SITE {
-        SITES.get_or_grow(id as usize).expect("memory for the first sites");
+        SITES
+            .get_or_grow(id as usize)
+            .expect("memory for the first sites");
     }
     INTERNER.get_or_init(Interner::default);
 }
@@ -96,7 +98,7 @@ pub fn count() -> SiteId {
 /// Bytes of heapsite's own memory spent on sites and their frames.
 pub fn memory_bytes() -> usize {
     let frames: usize = (FIRST_DYNAMIC_SITE..count())
-        .map(|id| site(id).frames().len() * std::mem::size_of::<RawFrame>())
+        .map(|id| std::mem::size_of_val(site(id).frames()))
         .sum();
     let interner = INTERNER.get().map_or(0, |m| m.capacity() * 16);
     SITES.allocated_bytes() + frames + interner

@@ -397,7 +397,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let addr = ((x % 50_000) as usize + 1) * 16;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 assert_eq!(table.remove(addr), model.remove(&addr), "step {step}");
             } else {
                 let r = rec((x % 1000) as usize, (step % 1000) as u32);

@@ -12,7 +12,9 @@ def _stopped_after_each_test():
     heapsite.stop()
 
 
-def run_python(code: str, *args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *args: str, env=None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter (this one), returns the finished process."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],

@@ -77,7 +77,12 @@ def good_file(tmp_path):
         (lambda b: b'{"format": "heapsite-snapshot"}', "not a heapsite snapshot"),
         (lambda b: os.urandom(4096), "not a heapsite snapshot"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 0xFF]), "corrupt"),
-        (lambda b: b[:18] + b[18:26] + zlib.compress(b'{"format":"heapsite-snapshot","version":99}'), "truncated or corrupt"),
+        (
+            lambda b: (
+                b[:18] + b[18:26] + zlib.compress(b'{"format":"heapsite-snapshot","version":99}')
+            ),
+            "truncated or corrupt",
+        ),
     ],
 )
 def test_damaged_or_foreign_files(tmp_path, damage, message):

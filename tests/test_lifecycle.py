@@ -76,7 +76,9 @@ def test_fork_parent_and_child_both_keep_working():
         try:
             more = [bytearray(1000) for _ in range(1000)]
             snap = heapsite.snapshot()
-            size = sum(s.size for s in snap.statistics("filename") if s.traceback[0].filename == __file__)
+            size = sum(
+                s.size for s in snap.statistics("filename") if s.traceback[0].filename == __file__
+            )
             os.write(write, f"{heapsite.is_tracing()} {size} {len(more)}".encode())
         finally:
             os._exit(0)

@@ -13,9 +13,7 @@ import tracemalloc
 
 import heapsite
 import pytest
-
 import workload_lines
-
 
 SLACK_BYTES = 512
 SLACK_COUNT = 8

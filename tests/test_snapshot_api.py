@@ -19,7 +19,9 @@ def test_statistic_lines_read_like_tracemalloc():
     tb_ours = Traceback([Frame("file.py", 12)])
     tb_theirs = tracemalloc.Traceback((("file.py", 12),))
     for size, count in [(1382 * 1024, 29731), (48, 1), (0, 0), (10 * 1024 * 1024 * 1024, 3)]:
-        assert str(Statistic(tb_ours, size, count)) == str(tracemalloc.Statistic(tb_theirs, size, count))
+        assert str(Statistic(tb_ours, size, count)) == str(
+            tracemalloc.Statistic(tb_theirs, size, count)
+        )
         for size_diff, count_diff in [(size, count - 2), (-size, -count), (0, 0)]:
             ours = StatisticDiff(tb_ours, size, size_diff, count, count_diff)
             theirs = tracemalloc.StatisticDiff(tb_theirs, size, size_diff, count, count_diff)
@@ -42,7 +44,8 @@ def test_statistics_keys_and_cumulative():
     # Cumulative counts each site once per frame: the test function's line
     # that called make_lists includes everything make_lists allocated.
     cumulative = {
-        s.traceback[0].lineno: s.size for s in heapsite.snapshot().statistics("lineno", cumulative=True)
+        s.traceback[0].lineno: s.size
+        for s in heapsite.snapshot().statistics("lineno", cumulative=True)
         if s.traceback[0].filename == __file__
     }
     plain = {s.traceback[0].lineno: s.size for s in by_line}
@@ -86,7 +89,9 @@ def test_dump_and_load_round_trip(tmp_path):
     assert loaded.statistics("traceback") == snap.statistics("traceback")
     assert loaded.traceback_limit == 3
     assert loaded.traced_memory == snap.traced_memory
-    assert [f.name for f in loaded.sites[-1].traceback] == [f.name for f in snap.sites[-1].traceback]
+    assert [f.name for f in loaded.sites[-1].traceback] == [
+        f.name for f in snap.sites[-1].traceback
+    ]
     del kept
 
 

@@ -14,7 +14,11 @@ PER_THREAD = 20_000
 def make_worker(k):
     # Each worker has its own code object and pseudo file name, so its
     # allocations can be told apart in the statistics.
-    source = f"def work(n, out, start):\n    start.wait()\n    out.extend(bytes({k + 2}) for _ in range(n))\n"
+    source = (
+        "def work(n, out, start):\n"
+        "    start.wait()\n"
+        f"    out.extend(bytes({k + 2}) for _ in range(n))\n"
+    )
     namespace = {}
     exec(compile(source, f"<worker-{k}>", "exec"), namespace)
     return namespace["work"]
@@ -55,7 +59,7 @@ def test_raw_allocations_without_the_gil_are_counted():
 
     def work(k):
         mine = held[k]
-        for i in range(rounds):
+        for _ in range(rounds):
             mine.append(raw_malloc(size))
             if len(mine) > keep:
                 raw_free(mine.pop(0))

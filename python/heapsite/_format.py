@@ -33,7 +33,9 @@ def parse_size(text: str) -> int:
     number = cleaned.rstrip("KMGTIB")
     unit = cleaned[len(number) :] or "B"
     if unit not in _UNITS or not number:
-        raise ValueError(f"cannot parse size {text!r}: expected a number and a unit such as '24 MB'")
+        raise ValueError(
+            f"cannot parse size {text!r}: expected a number and a unit such as '24 MB'"
+        )
     try:
         value = float(number)
     except ValueError:

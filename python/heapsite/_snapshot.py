@@ -15,8 +15,8 @@ import os
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ._format import format_size
 
@@ -226,7 +226,9 @@ class Snapshot:
 
     def statistics(self, key: str = "lineno", cumulative: bool = False) -> list[Statistic]:
         """Memory grouped by line, file or whole traceback, largest first."""
-        stats = [Statistic(k, size, count) for k, (size, count) in self._grouped(key, cumulative).items()]
+        stats = [
+            Statistic(k, size, count) for k, (size, count) in self._grouped(key, cumulative).items()
+        ]
         stats.sort(reverse=True, key=Statistic._sort_key)
         return stats
 
@@ -261,7 +263,9 @@ class Snapshot:
         def matches(site: Site, patterns: list[str]) -> bool:
             frames = site.traceback if all_frames else site.traceback[:1]
             return any(
-                fnmatch.fnmatch(_normalize(f.filename), _normalize(p)) for f in frames for p in patterns
+                fnmatch.fnmatch(_normalize(f.filename), _normalize(p))
+                for f in frames
+                for p in patterns
             )
 
         kept = [
@@ -371,7 +375,10 @@ class Snapshot:
             )
         try:
             sites = [
-                Site(Traceback(Frame(str(f), int(n), str(name)) for f, n, name in frames), *map(int, nums))
+                Site(
+                    Traceback(Frame(str(f), int(n), str(name)) for f, n, name in frames),
+                    *map(int, nums),
+                )
                 for frames, *nums in doc["sites"]
             ]
             current, peak = (int(x) for x in doc["traced_memory"])
