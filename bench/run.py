@@ -327,9 +327,9 @@ def parse_args(argv):
     parser.add_argument(
         "--tool-budget",
         type=float,
-        default=120.0,
+        default=60.0,
         metavar="SECONDS",
-        help="stop repeating a tool on a workload once its runs add up to this (default 120)",
+        help="stop repeating a tool on a workload once its runs add up to this (default 60)",
     )
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]

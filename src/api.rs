@@ -5,7 +5,7 @@
 use crate::frames::{self, RawFrame, MAX_FRAMES};
 use crate::hook;
 use crate::sites::{self, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
-use crate::table::GilCell;
+use crate::sync::GilCell;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_long, CStr};

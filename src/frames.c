@@ -22,6 +22,9 @@
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_frame.h"
 #endif
+#if PY_VERSION_HEX < 0x030C0000
+#include "internal/pycore_pystate.h"
+#endif
 
 /* One frame: the code object and the byte offset of the current instruction
  * (what PyCode_Addr2Line takes). Mirrored by `RawFrame` in src/frames.rs. */
@@ -31,13 +34,18 @@ typedef struct {
     int32_t _pad;
 } hs_frame;
 
-static PyThreadState *
+/* The thread state of the GIL holder: the caller, since it holds the GIL. */
+static inline PyThreadState *
 current_tstate(void)
 {
 #if PY_VERSION_HEX >= 0x030D0000
     return PyThreadState_GetUnchecked();
-#else
+#elif PY_VERSION_HEX >= 0x030C0000
+    /* The thread-local behind it is not exported: one call. */
     return _PyThreadState_UncheckedGet();
+#else
+    /* 3.9-3.11: an atomic load of _PyRuntime.gilstate.tstate_current. */
+    return _PyThreadState_GET();
 #endif
 }
 
@@ -99,11 +107,20 @@ hs_read_frames(hs_frame *out, int max, int *total)
 }
 
 /* Whether the calling thread holds the GIL. The RAW domain is called without
- * it; only a holder may read its frames or touch reference counts. */
+ * it; only a holder may read its frames or touch reference counts. Unlike
+ * PyGILState_Check(), never answers "yes" by default (it does when
+ * subinterpreters disabled its check). */
 int
 hs_gil_held(void)
 {
-    return PyGILState_Check();
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: a thread's own state is attached only while it holds the GIL. */
+    return current_tstate() != NULL;
+#else
+    /* 3.9-3.11: the holder's state is global; compare with this thread's. */
+    PyThreadState *holder = current_tstate();
+    return holder != NULL && holder == PyGILState_GetThisThreadState();
+#endif
 }
 
 /* Resolves one recorded frame for a report: borrowed references to the code

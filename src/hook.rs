@@ -18,8 +18,10 @@
 //! - Pointers heapsite never saw pass through untouched.
 
 use crate::frames;
+use crate::nursery::GilTable;
 use crate::sites::{self, SiteId, NO_GIL_SITE};
-use crate::table::{AddrTable, Domain, GilTable, RawTable, Record};
+use crate::sync::GilCell;
+use crate::table::{Domain, RawTable, Record};
 use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::ffi::c_void;
 use std::ptr;
@@ -30,7 +32,7 @@ static DEPTH: AtomicUsize = AtomicUsize::new(1);
 /// Allocations not recorded because heapsite could not grow a table.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
-static GIL_TABLE: GilTable = GilTable::new(AddrTable::new());
+static GIL_TABLE: GilCell<GilTable> = GilCell::new(GilTable::new());
 static RAW_TABLE: RawTable = RawTable::new();
 
 const DOMAINS: [PyMemAllocatorDomain; 3] = [
@@ -77,14 +79,14 @@ fn tracing() -> bool {
 #[inline(always)]
 fn record_gil(thread: &sites::ThreadHookState, ptr: *mut c_void, size: usize, domain: Domain) {
     // SAFETY: MEM and OBJ hooks run with the GIL held.
-    let site = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
+    let (site, site_ref) = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
     let table = unsafe { GIL_TABLE.get() };
     match table.insert(ptr as usize, Record { size, site, domain }) {
         Ok(replaced) => {
             if let Some(old) = replaced {
                 sites::site(old.site).counters.sub_gil(old.size);
             }
-            sites::site(site).counters.add_gil(size);
+            site_ref.counters.add_gil(size);
         }
         Err(()) => {
             DROPPED.fetch_add(1, Relaxed);
@@ -194,7 +196,7 @@ const fn domain_of(d: usize) -> Domain {
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.
-        match sites::guarded(|thread| unsafe { thread.current_site(DEPTH.load(Relaxed)) }) {
+        match sites::guarded(|thread| unsafe { thread.current_site(DEPTH.load(Relaxed)).0 }) {
             Some(site) => site,
             None => return, // re-entered from inside heapsite: not the program's
         }

@@ -5,8 +5,10 @@ mod api;
 mod counters;
 mod frames;
 mod hook;
+mod nursery;
 mod segvec;
 mod sites;
+mod sync;
 mod table;
 
 use pyo3_ffi::*;

@@ -152,12 +152,15 @@ const CACHE_SLOTS: usize = 1024;
 #[derive(Clone, Copy)]
 struct CacheEntry {
     hash: u64,
-    site: SiteId,
+    id: SiteId,
+    /// The site itself, so a hit needs no lookup by id.
+    site: *const Site,
 }
 
 const EMPTY_ENTRY: CacheEntry = CacheEntry {
     hash: 0,
-    site: SiteId::MAX,
+    id: SiteId::MAX,
+    site: std::ptr::null(),
 };
 
 /// Per-thread state of the hook: the re-entrancy flag and the site cache.
@@ -196,23 +199,29 @@ impl ThreadHookState {
     /// # Safety
     /// GIL held by the calling thread.
     #[inline(always)]
-    pub unsafe fn current_site(&self, depth: usize) -> SiteId {
+    pub unsafe fn current_site(&self, depth: usize) -> (SiteId, &'static Site) {
         let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
         let n = frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)]);
         if n == 0 {
-            return NO_FRAME_SITE;
+            return (NO_FRAME_SITE, site(NO_FRAME_SITE));
         }
         // SAFETY: read_frames initialised the first n entries.
         let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
         let hash = hash_frames(frames);
         // SAFETY: the cache is this thread's own and not borrowed elsewhere.
         let entry = &mut (*self.cache.get())[(hash >> 54) as usize % CACHE_SLOTS];
-        if entry.hash == hash && entry.site != SiteId::MAX && site(entry.site).frames() == frames {
-            return entry.site;
+        // SAFETY: a non-null entry points at a site, and sites live forever.
+        if entry.hash == hash && !entry.site.is_null() && (*entry.site).frames() == frames {
+            return (entry.id, &*entry.site);
         }
         let id = intern(frames, hash);
-        *entry = CacheEntry { hash, site: id };
-        id
+        let found = site(id);
+        *entry = CacheEntry {
+            hash,
+            id,
+            site: found,
+        };
+        (id, found)
     }
 }
 

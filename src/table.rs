@@ -1,19 +1,27 @@
 //! Live allocations: address -> (size, site, domain).
 //!
-//! One open-addressing table (linear probing, backward-shift deletion, no
-//! tombstones) serves every domain, wrapped two ways:
-//! - [`GilTable`] for MEM and OBJ, which CPython only calls with the GIL held:
-//!   the GIL is the lock, so the hot path has no atomics at all;
+//! One open-addressing table (linear probing) serves every domain, wrapped
+//! two ways:
+//! - [`crate::nursery::GilTable`] for MEM and OBJ, which CPython only calls
+//!   with the GIL held: the GIL is the lock, so the hot path has no atomics;
 //! - [`RawTable`] for RAW, called from any thread without the GIL: the same
 //!   table in shards behind spin locks that are held for a few instructions.
 //!
-//! A slot is 16 bytes. Capacity grows by 1.3x once 85% full, so the table
-//! stays between 65% and 85% full: 19-25 bytes per live allocation, where
-//! tracemalloc needs about 97.
+//! A slot is 12 bytes: the address (8-byte aligned, below 2^47, so 44 bits)
+//! and the size (20 bits) share a word, the site and domain take the rest.
+//! The rare allocation that does not fit (1 MiB or more, or an odd address)
+//! keeps its exact figures in a side map.
+//!
+//! A free leaves a tombstone that keeps the address: programs free and
+//! allocate the same address over and over (pymalloc hands back the block it
+//! freed last), and the next allocation there revives the tombstone in place,
+//! so neither side shifts entries. A tombstone followed by an empty slot ends
+//! its run and is simply emptied. Once live and dead slots fill 75% of the
+//! table it is rebuilt without tombstones, 1.3x larger if more than 60% is
+//! live: 16-26 bytes per live allocation (tracemalloc needs about 97).
 
-use std::cell::UnsafeCell;
+use crate::sync::{SpinGuard, SpinLock};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which allocator domain an allocation came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,35 +42,65 @@ pub struct Record {
 
 const SITE_BITS: u32 = 30;
 const SITE_MASK: u32 = (1 << SITE_BITS) - 1;
-/// Sizes at or above this are kept exactly in a side map (rare: >= 4 GiB).
-const HUGE: u32 = u32::MAX;
+const KEY_BITS: u32 = 44;
+const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
+/// The size field's largest value; it means "exact size in `huge`".
+const SIZE_SPILLED: u64 = (1 << (64 - KEY_BITS)) - 1;
+/// The domain field's fourth value marks a tombstone.
+const DEAD: u32 = 3 << SITE_BITS;
+/// Rebuild once live + dead slots reach 3/4 of the capacity...
+const MAX_OCCUPIED: (usize, usize) = (3, 4);
+/// ...into a 1.3x larger table if more than 3/5 are live.
+const GROW_LIVE: (usize, usize) = (3, 5);
 
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, packed(4))]
 struct Slot {
-    addr: usize, // 0 = empty: a null pointer is never recorded
-    size: u32,
-    tag: u32, // site id in the low 30 bits, domain in the top 2
+    word: u64, // address >> 3 in the low 44 bits (0 = empty), size above
+    tag: u32,  // site id in the low 30 bits, domain in the top 2
 }
 
-const EMPTY: Slot = Slot {
-    addr: 0,
-    size: 0,
-    tag: 0,
-};
+const EMPTY: Slot = Slot { word: 0, tag: 0 };
 
-pub struct AddrTable {
-    slots: Vec<Slot>,
-    len: usize,
-    huge: BTreeMap<usize, usize>,
+impl Slot {
+    #[inline(always)]
+    fn key(self) -> u64 {
+        self.word & KEY_MASK
+    }
+
+    #[inline(always)]
+    fn is_dead(self) -> bool {
+        self.tag >= DEAD
+    }
+}
+
+/// The slot key of an address, if it fits one (it nearly always does).
+#[inline(always)]
+fn key_of(addr: usize) -> Option<u64> {
+    let addr = addr as u64;
+    (addr & 7 == 0 && addr >> (KEY_BITS + 3) == 0 && addr != 0).then_some(addr >> 3)
 }
 
 #[inline(always)]
-fn home(addr: usize, capacity: usize) -> usize {
+fn home(key: u64, capacity: usize) -> usize {
     // Fibonacci hashing spreads pymalloc's consecutive blocks; the multiply-
     // shift maps onto any capacity, so growth need not double.
-    let h = ((addr as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((h as u128 * capacity as u128) >> 64) as usize
+}
+
+pub struct AddrTable {
+    slots: Vec<Slot>,
+    /// Live slots.
+    len: usize,
+    /// Tombstones.
+    dead: usize,
+    /// Rebuild when len + dead reaches this.
+    rebuild_at: usize,
+    /// Exact sizes of slots whose size field is SIZE_SPILLED.
+    huge: BTreeMap<usize, usize>,
+    /// Allocations whose address fits no slot (odd or very high addresses).
+    odd: BTreeMap<usize, Record>,
 }
 
 impl AddrTable {
@@ -70,23 +108,74 @@ impl AddrTable {
         Self {
             slots: Vec::new(),
             len: 0,
+            dead: 0,
+            rebuild_at: 0,
             huge: BTreeMap::new(),
+            odd: BTreeMap::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.len + self.odd.len()
     }
 
     /// Bytes this table holds for its own bookkeeping.
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>() + self.huge.len() * 48
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + (self.huge.len() + self.odd.len()) * 48
     }
 
     pub fn clear(&mut self) {
         self.slots = Vec::new();
         self.len = 0;
+        self.dead = 0;
+        self.rebuild_at = 0;
         self.huge.clear();
+        self.odd.clear();
+    }
+
+    #[inline(always)]
+    fn slot(&self, i: usize) -> Slot {
+        debug_assert!(i < self.slots.len());
+        // SAFETY: every probe index is reduced modulo the capacity.
+        unsafe { *self.slots.get_unchecked(i) }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, slot: Slot) {
+        debug_assert!(i < self.slots.len());
+        // SAFETY: as in `slot`.
+        unsafe { *self.slots.get_unchecked_mut(i) = slot };
+    }
+
+    #[inline(always)]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// Index of the live slot holding `key`, if any.
+    #[inline(always)]
+    fn find(&self, key: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = home(key, self.slots.len());
+        loop {
+            let slot = self.slot(i);
+            let k = slot.key();
+            if k == key {
+                // A key has at most one slot in its run: insert stops at it.
+                return (!slot.is_dead()).then_some(i);
+            }
+            if k == 0 {
+                return None;
+            }
+            i = self.next(i);
+        }
     }
 
     /// Records `addr`. Returns the record it replaced, if the address was
@@ -94,260 +183,160 @@ impl AddrTable {
     /// Returns Err(()) only when memory for growth could not be had.
     #[inline]
     pub fn insert(&mut self, addr: usize, record: Record) -> Result<Option<Record>, ()> {
-        debug_assert!(addr != 0 && record.site <= SITE_MASK);
-        if (self.len + 1) * 20 > self.slots.len() * 17 {
-            self.grow()?;
+        debug_assert!(record.site <= SITE_MASK);
+        let Some(key) = key_of(addr) else {
+            return Ok(self.odd.insert(addr, record));
+        };
+        if self.len + self.dead >= self.rebuild_at {
+            self.rebuild()?;
         }
-        let size = if record.size >= HUGE as usize {
+        let size = if record.size as u64 >= SIZE_SPILLED {
             self.huge.insert(addr, record.size);
-            HUGE
+            SIZE_SPILLED
         } else {
-            record.size as u32
+            record.size as u64
         };
         let slot = Slot {
-            addr,
-            size,
+            word: key | (size << KEY_BITS),
             tag: record.site | ((record.domain as u32) << SITE_BITS),
         };
-        let cap = self.slots.len();
-        let mut i = home(addr, cap);
+        let mut i = home(key, self.slots.len());
+        let mut first_dead = None;
         loop {
-            let current = self.slots[i];
-            if current.addr == 0 {
-                self.slots[i] = slot;
-                self.len += 1;
-                return Ok(None);
-            }
-            if current.addr == addr {
-                self.slots[i] = slot;
-                let old = self.decode(&current);
-                if size != HUGE && current.size == HUGE {
+            let current = self.slot(i);
+            let k = current.key();
+            if k == key {
+                self.set(i, slot);
+                if current.is_dead() {
+                    self.dead -= 1;
+                    self.len += 1;
+                    return Ok(None);
+                }
+                let old = self.decode(addr, current);
+                if size != SIZE_SPILLED && current.word >> KEY_BITS == SIZE_SPILLED {
                     self.huge.remove(&addr);
                 }
                 return Ok(Some(old));
             }
-            i += 1;
-            if i == cap {
-                i = 0;
+            if k == 0 {
+                // Not in the run: take its first tombstone, else this slot.
+                match first_dead {
+                    Some(reused) => {
+                        self.set(reused, slot);
+                        self.dead -= 1;
+                    }
+                    None => self.set(i, slot),
+                }
+                self.len += 1;
+                return Ok(None);
             }
+            if first_dead.is_none() && current.is_dead() {
+                first_dead = Some(i);
+            }
+            i = self.next(i);
         }
     }
 
     /// Forgets `addr`, returning what was recorded for it.
     #[inline]
     pub fn remove(&mut self, addr: usize) -> Option<Record> {
-        let cap = self.slots.len();
-        if cap == 0 {
-            return None;
+        let Some(key) = key_of(addr) else {
+            return if self.odd.is_empty() {
+                None
+            } else {
+                self.odd.remove(&addr)
+            };
+        };
+        let i = self.find(key)?;
+        let slot = self.slot(i);
+        let record = self.decode(addr, slot);
+        if slot.word >> KEY_BITS == SIZE_SPILLED {
+            self.huge.remove(&addr);
         }
-        let mut i = home(addr, cap);
-        loop {
-            let current = self.slots[i];
-            if current.addr == 0 {
-                return None;
-            }
-            if current.addr == addr {
-                let record = self.decode(&current);
-                if current.size == HUGE {
-                    self.huge.remove(&addr);
-                }
-                self.shift_back(i);
-                self.len -= 1;
-                return Some(record);
-            }
-            i += 1;
-            if i == cap {
-                i = 0;
-            }
+        self.len -= 1;
+        if self.slot(self.next(i)).key() == 0 {
+            // Last of its run: nothing probes past it.
+            self.set(i, EMPTY);
+        } else {
+            self.set(
+                i,
+                Slot {
+                    word: slot.key(),
+                    tag: DEAD,
+                },
+            );
+            self.dead += 1;
         }
+        Some(record)
     }
 
     pub fn get(&self, addr: usize) -> Option<Record> {
-        let cap = self.slots.len();
-        if cap == 0 {
-            return None;
-        }
-        let mut i = home(addr, cap);
-        loop {
-            let current = self.slots[i];
-            if current.addr == 0 {
-                return None;
-            }
-            if current.addr == addr {
-                return Some(self.decode(&current));
-            }
-            i = (i + 1) % cap;
+        match key_of(addr) {
+            Some(key) => self.find(key).map(|i| self.decode(addr, self.slot(i))),
+            None => self.odd.get(&addr).copied(),
         }
     }
 
     /// Visits every live allocation (for trace-level reports).
     #[allow(dead_code)]
     pub fn for_each(&self, mut visit: impl FnMut(usize, Record)) {
-        for slot in self.slots.iter().filter(|s| s.addr != 0) {
-            visit(slot.addr, self.decode(slot));
+        for slot in self.slots.iter().filter(|s| s.key() != 0 && !s.is_dead()) {
+            let addr = (slot.key() << 3) as usize;
+            visit(addr, self.decode(addr, *slot));
+        }
+        for (&addr, &record) in &self.odd {
+            visit(addr, record);
         }
     }
 
     #[inline(always)]
-    fn decode(&self, slot: &Slot) -> Record {
-        let size = if slot.size == HUGE {
-            self.huge.get(&slot.addr).copied().unwrap_or(HUGE as usize)
+    fn decode(&self, addr: usize, slot: Slot) -> Record {
+        let size = slot.word >> KEY_BITS;
+        let size = if size == SIZE_SPILLED {
+            self.huge.get(&addr).copied().unwrap_or(size as usize)
         } else {
-            slot.size as usize
+            size as usize
         };
-        let domain = match slot.tag >> SITE_BITS {
+        let tag = slot.tag;
+        let domain = match tag >> SITE_BITS {
             0 => Domain::Raw,
             1 => Domain::Mem,
             _ => Domain::Obj,
         };
         Record {
             size,
-            site: slot.tag & SITE_MASK,
+            site: tag & SITE_MASK,
             domain,
         }
     }
 
-    /// Closes the hole at `hole` by moving later entries of the same probe
-    /// run back, so lookups never need tombstones.
-    fn shift_back(&mut self, mut hole: usize) {
-        let cap = self.slots.len();
-        let mut j = hole;
-        loop {
-            j = if j + 1 == cap { 0 } else { j + 1 };
-            let entry = self.slots[j];
-            if entry.addr == 0 {
-                break;
-            }
-            let displacement = (j + cap - home(entry.addr, cap)) % cap;
-            let gap = (j + cap - hole) % cap;
-            if gap <= displacement {
-                self.slots[hole] = entry;
-                hole = j;
-            }
-        }
-        self.slots[hole] = EMPTY;
-    }
-
+    /// Rebuilds the table without tombstones, larger if it is mostly live.
     #[cold]
-    fn grow(&mut self) -> Result<(), ()> {
+    fn rebuild(&mut self) -> Result<(), ()> {
         let old_cap = self.slots.len();
-        let new_cap = (old_cap * 13 / 10).max(1 << 12);
+        let grow = self.len * GROW_LIVE.1 >= old_cap * GROW_LIVE.0;
+        let new_cap = if grow { old_cap * 13 / 10 } else { old_cap }.max(1 << 12);
         let mut fresh: Vec<Slot> = Vec::new();
         if fresh.try_reserve_exact(new_cap).is_err() {
             // Keep going in the table we have while it has room.
-            return if self.len < old_cap { Ok(()) } else { Err(()) };
+            return if self.len + self.dead + 1 < old_cap {
+                Ok(())
+            } else {
+                Err(())
+            };
         }
         fresh.resize(new_cap, EMPTY);
         let old = std::mem::replace(&mut self.slots, fresh);
-        for slot in old.into_iter().filter(|s| s.addr != 0) {
-            let mut i = home(slot.addr, new_cap);
-            while self.slots[i].addr != 0 {
-                i = if i + 1 == new_cap { 0 } else { i + 1 };
+        for slot in old.into_iter().filter(|s| s.key() != 0 && !s.is_dead()) {
+            let mut i = home(slot.key(), new_cap);
+            while self.slot(i).key() != 0 {
+                i = self.next(i);
             }
-            self.slots[i] = slot;
+            self.set(i, slot);
         }
+        self.dead = 0;
+        self.rebuild_at = new_cap * MAX_OCCUPIED.0 / MAX_OCCUPIED.1;
         Ok(())
-    }
-}
-
-/// A value that is only touched by the thread holding the GIL.
-pub struct GilCell<T>(UnsafeCell<T>);
-
-// SAFETY: every access goes through `get`, whose callers hold the GIL, which
-// serialises them.
-unsafe impl<T> Sync for GilCell<T> {}
-
-impl<T> GilCell<T> {
-    pub const fn new(value: T) -> Self {
-        Self(UnsafeCell::new(value))
-    }
-
-    /// # Safety
-    /// The calling thread holds the GIL and no other reference from `get` is live.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self) -> &mut T {
-        &mut *self.0.get()
-    }
-}
-
-/// The MEM and OBJ domains' table.
-pub type GilTable = GilCell<AddrTable>;
-
-/// A spin lock: the critical sections are a table probe (rarely a rehash), and
-/// unlike std's Mutex it can be taken and released around `fork()`.
-pub struct SpinLock<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the lock serialises all access to `value`.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
-
-pub struct SpinGuard<'a, T>(&'a SpinLock<T>);
-
-impl<T> SpinLock<T> {
-    pub const fn new(value: T) -> Self {
-        Self {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    #[inline]
-    pub fn lock(&self) -> SpinGuard<'_, T> {
-        self.acquire();
-        SpinGuard(self)
-    }
-
-    #[inline]
-    fn acquire(&self) {
-        let mut spins = 0u32;
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-
-    /// Takes the lock with no guard (fork preparation).
-    pub fn acquire_raw(&self) {
-        self.acquire();
-    }
-
-    /// # Safety
-    /// Only after `acquire_raw` by this thread, or in a forked child where the
-    /// holder no longer exists.
-    pub unsafe fn release_raw(&self) {
-        self.locked.store(false, Ordering::Release);
-    }
-}
-
-impl<T> std::ops::Deref for SpinGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock.
-        unsafe { &*self.0.value.get() }
-    }
-}
-
-impl<T> std::ops::DerefMut for SpinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the lock.
-        unsafe { &mut *self.0.value.get() }
-    }
-}
-
-impl<T> Drop for SpinGuard<'_, T> {
-    fn drop(&mut self) {
-        self.0.locked.store(false, Ordering::Release);
     }
 }
 
@@ -404,6 +393,7 @@ mod tests {
                 assert_eq!(table.insert(addr, r).unwrap(), model.insert(addr, r));
             }
             assert_eq!(table.len(), model.len());
+            assert!(table.len + table.dead <= table.slots.len());
         }
         for (addr, r) in &model {
             assert_eq!(table.get(*addr), Some(*r));
@@ -416,11 +406,41 @@ mod tests {
     #[test]
     fn huge_sizes_are_exact() {
         let mut table = AddrTable::new();
-        let big = (u32::MAX as usize) + 12345;
-        table.insert(4096, rec(big, 7)).unwrap();
-        assert_eq!(table.get(4096).unwrap().size, big);
-        assert_eq!(table.remove(4096).unwrap().size, big);
+        for big in [SIZE_SPILLED as usize, (u32::MAX as usize) + 12345] {
+            table.insert(4096, rec(big, 7)).unwrap();
+            assert_eq!(table.get(4096).unwrap().size, big);
+            assert_eq!(table.remove(4096).unwrap().size, big);
+            assert!(table.huge.is_empty());
+        }
+        // A huge block replaced by a small one at the same address.
+        table.insert(4096, rec(1 << 30, 1)).unwrap();
+        assert_eq!(
+            table.insert(4096, rec(8, 2)).unwrap().unwrap().size,
+            1 << 30
+        );
         assert!(table.huge.is_empty());
+        assert_eq!(table.get(4096).unwrap().size, 8);
+    }
+
+    #[test]
+    fn odd_and_high_addresses_are_kept_too() {
+        let mut table = AddrTable::new();
+        for addr in [4097usize, 1 << 50, usize::MAX - 7] {
+            table.insert(addr, rec(10, 3)).unwrap();
+            assert_eq!(table.get(addr), Some(rec(10, 3)));
+        }
+        assert_eq!(table.len(), 3);
+        let mut seen = vec![];
+        table.for_each(|addr, _| seen.push(addr));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(table.remove(4097), Some(rec(10, 3)));
+        assert_eq!(table.remove(4097), None);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn slots_are_twelve_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 12);
     }
 
     #[test]

@@ -10,7 +10,7 @@ Run as a script: ``python churn.py [steps]``.
 
 import sys
 
-STEPS = 600_000
+STEPS = 500_000
 
 
 class Point:
