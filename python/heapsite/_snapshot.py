@@ -8,15 +8,9 @@ statistic line reads like `file.py:12: size=1382 KiB, count=29731, average=48 B`
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import linecache
 import os
 import sys
-import tempfile
-import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from ._format import format_size
 
@@ -28,14 +22,49 @@ class SnapshotFileError(ValueError):
     """A snapshot file that is not one, is truncated, or is corrupt."""
 
 
-@dataclass(frozen=True, order=True)
-class Frame:
+class _Record:
+    """A small immutable record: equal, hashed and ordered by `_key()`.
+
+    (dataclasses would do, but importing them costs more than heapsite's
+    whole import otherwise, and `import heapsite` should be cheap.)
+    """
+
+    __slots__ = ()
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __lt__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() < other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _init(self, **fields):
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+
+class Frame(_Record):
     """One frame of a traceback: file, line and function name."""
 
-    filename: str
-    lineno: int
-    # Not part of identity: statistics group by file and line, as tracemalloc does.
-    name: str = field(default="", compare=False)
+    __slots__ = ("filename", "lineno", "name")
+
+    def __init__(self, filename: str, lineno: int, name: str = ""):
+        self._init(filename=filename, lineno=lineno, name=name)
+
+    def _key(self) -> tuple:
+        # The name is not part of identity: statistics group by file and
+        # line, as tracemalloc does.
+        return (self.filename, self.lineno)
 
     def __str__(self) -> str:
         return f"{self.filename}:{self.lineno}"
@@ -61,6 +90,8 @@ class Traceback(tuple):
         frames = list(self) if most_recent_first else list(reversed(self))
         if limit is not None:
             frames = frames[:limit] if limit >= 0 else frames[limit:]
+        import linecache
+
         lines = []
         for frame in frames:
             where = f'  File "{frame.filename}", line {frame.lineno}'
@@ -71,17 +102,44 @@ class Traceback(tuple):
         return lines
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(_Record):
     """One call site and its figures."""
 
-    traceback: Traceback
-    live_count: int
-    live_size: int
-    total_count: int
-    total_size: int
-    peak_count: int
-    peak_size: int
+    __slots__ = (
+        "traceback",
+        "live_count",
+        "live_size",
+        "total_count",
+        "total_size",
+        "peak_count",
+        "peak_size",
+    )
+
+    def __init__(
+        self,
+        traceback: Traceback,
+        live_count: int,
+        live_size: int,
+        total_count: int,
+        total_size: int,
+        peak_count: int,
+        peak_size: int,
+    ):
+        self._init(
+            traceback=traceback,
+            live_count=live_count,
+            live_size=live_size,
+            total_count=total_count,
+            total_size=total_size,
+            peak_count=peak_count,
+            peak_size=peak_size,
+        )
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"<Site {self.traceback} live={self.live_size}B/{self.live_count}>"
 
     def measure(self, view: str) -> tuple[int, int]:
         """(size, count) for a view: live now, live at the peak, or in total."""
@@ -92,13 +150,19 @@ class Site:
         return self.total_size, self.total_count
 
 
-@dataclass(frozen=True)
-class Statistic:
+class Statistic(_Record):
     """Memory of one group of call sites."""
 
-    traceback: Traceback
-    size: int
-    count: int
+    __slots__ = ("traceback", "size", "count")
+
+    def __init__(self, traceback: Traceback, size: int, count: int):
+        self._init(traceback=traceback, size=size, count=count)
+
+    def _key(self) -> tuple:
+        return (self.traceback, self.size, self.count)
+
+    def __repr__(self) -> str:
+        return f"<Statistic traceback={self.traceback!r} size={self.size} count={self.count}>"
 
     def __str__(self) -> str:
         text = f"{self.traceback}: size={format_size(self.size)}, count={self.count}"
@@ -110,15 +174,26 @@ class Statistic:
         return (self.size, self.count, self.traceback)
 
 
-@dataclass(frozen=True)
-class StatisticDiff:
+class StatisticDiff(_Record):
     """The difference of one group between two snapshots."""
 
-    traceback: Traceback
-    size: int
-    size_diff: int
-    count: int
-    count_diff: int
+    __slots__ = ("traceback", "size", "size_diff", "count", "count_diff")
+
+    def __init__(
+        self, traceback: Traceback, size: int, size_diff: int, count: int, count_diff: int
+    ):
+        self._init(
+            traceback=traceback, size=size, size_diff=size_diff, count=count, count_diff=count_diff
+        )
+
+    def _key(self) -> tuple:
+        return (self.traceback, self.size, self.size_diff, self.count, self.count_diff)
+
+    def __repr__(self) -> str:
+        return (
+            f"<StatisticDiff traceback={self.traceback!r} size={self.size} "
+            f"size_diff={self.size_diff} count={self.count} count_diff={self.count_diff}>"
+        )
 
     def __str__(self) -> str:
         text = (
@@ -258,6 +333,8 @@ class Snapshot:
 
         By default the most recent frame is matched; with all_frames, any.
         """
+        import fnmatch
+
         includes, excludes = _patterns(include), _patterns(exclude)
 
         def matches(site: Site, patterns: list[str]) -> bool:
@@ -277,6 +354,8 @@ class Snapshot:
 
     def top(self, limit: int = 10, key: str = "lineno", file=None) -> None:
         """Prints the `limit` largest groups with their source lines."""
+        import linecache
+
         out = file if file is not None else sys.stdout
         stats = self.statistics(key)
         what = {"live": "live", "peak": "live at peak", "total": "allocated in total"}[self.view]
@@ -325,6 +404,10 @@ class Snapshot:
 
     def dump(self, filename: str | os.PathLike) -> None:
         """Writes the snapshot to a file (atomically: a crash leaves no half file)."""
+        import json
+        import tempfile
+        import zlib
+
         payload = zlib.compress(json.dumps(self._to_json(), separators=(",", ":")).encode())
         path = os.fspath(filename)
         directory = os.path.dirname(os.path.abspath(path))
@@ -343,6 +426,9 @@ class Snapshot:
     @classmethod
     def load(cls, filename: str | os.PathLike) -> Snapshot:
         """Reads a file written by dump(); SnapshotFileError if it is not one."""
+        import json
+        import zlib
+
         path = os.fspath(filename)
         with open(path, "rb") as f:
             data = f.read()
