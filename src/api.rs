@@ -11,23 +11,23 @@ use std::collections::HashMap;
 use std::ffi::{c_long, CStr};
 use std::ptr;
 
-unsafe fn raise(kind: *mut PyObject, message: &str) -> *mut PyObject {
+pub(crate) unsafe fn raise(kind: *mut PyObject, message: &str) -> *mut PyObject {
     let text = std::ffi::CString::new(message).unwrap_or_default();
     PyErr_SetString(kind, text.as_ptr());
     ptr::null_mut()
 }
 
-unsafe fn none() -> *mut PyObject {
+pub(crate) unsafe fn none() -> *mut PyObject {
     Py_INCREF(Py_None());
     Py_None()
 }
 
-unsafe fn int(value: i64) -> *mut PyObject {
+pub(crate) unsafe fn int(value: i64) -> *mut PyObject {
     PyLong_FromLongLong(value)
 }
 
 /// A tuple from new references (stolen); NULL if any is NULL.
-unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
+pub(crate) unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
     if items.iter().any(|item| item.is_null()) {
         items.iter().for_each(|&item| Py_XDECREF(item));
         return ptr::null_mut();

@@ -27,6 +27,7 @@ impl PartialEq for RawFrame {
 extern "C" {
     fn hs_read_frames(out: *mut RawFrame, max: c_int, total: *mut c_int) -> c_int;
     fn hs_gil_held() -> c_int;
+    fn hs_allocation_of(obj: *mut PyObject) -> *mut c_void;
     fn hs_resolve_frame(
         code: *mut c_void,
         offset: c_int,
@@ -35,19 +36,38 @@ extern "C" {
     ) -> c_int;
 }
 
-/// Reads up to `buf.len()` frames of the calling thread, most recent first,
-/// and returns how many were written.
+/// Reads up to `buf.len()` frames of the calling thread, most recent first.
+/// Returns how many were written and the stack's whole depth, which is only
+/// walked to the end when `count_total` asks (tracemalloc's `total_nframe`);
+/// otherwise the depth reported is the number written.
 ///
 /// # Safety
 /// The calling thread must hold the GIL (frames are only stable for it).
 #[inline(always)]
-pub unsafe fn read_frames(buf: &mut [std::mem::MaybeUninit<RawFrame>]) -> usize {
-    let n = hs_read_frames(
-        buf.as_mut_ptr().cast(),
-        buf.len() as c_int,
-        std::ptr::null_mut(),
-    );
-    n.max(0) as usize
+pub unsafe fn read_frames(
+    buf: &mut [std::mem::MaybeUninit<RawFrame>],
+    count_total: bool,
+) -> (usize, u32) {
+    let mut total: c_int = 0;
+    let total_ptr = if count_total {
+        &mut total as *mut c_int
+    } else {
+        std::ptr::null_mut()
+    };
+    let n = hs_read_frames(buf.as_mut_ptr().cast(), buf.len() as c_int, total_ptr).max(0);
+    (
+        n as usize,
+        if count_total { total.max(n) } else { n } as u32,
+    )
+}
+
+/// The address the allocator returned for a Python object (before its
+/// pre-header).
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+pub unsafe fn allocation_of(obj: *mut PyObject) -> usize {
+    hs_allocation_of(obj) as usize
 }
 
 /// Whether the calling thread holds the GIL. Safe from any thread.

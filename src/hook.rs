@@ -452,6 +452,15 @@ pub fn tracking_bytes() -> usize {
     gil + raw + sites::memory_bytes()
 }
 
+/// Visits every live allocation: address and record. GIL held.
+pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
+    // SAFETY: GIL held by the API caller.
+    unsafe { GIL_TABLE.get() }.for_each(&mut visit);
+    for shard in RAW_TABLE.shards() {
+        shard.lock().for_each(&mut visit);
+    }
+}
+
 pub fn dropped() -> usize {
     DROPPED.load(Relaxed)
 }

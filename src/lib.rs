@@ -2,6 +2,7 @@
 //! Module init and wiring only; each concern lives in its own file.
 
 mod api;
+mod api_traces;
 mod counters;
 mod frames;
 mod hook;
@@ -29,7 +30,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 13] = [
+static mut METHODS: [PyMethodDef; 17] = [
     method(
         c"start",
         api::start,
@@ -96,7 +97,36 @@ static mut METHODS: [PyMethodDef; 13] = [
         METH_O,
         c"frames_of(site) -> ((file, line, name), ...)",
     ),
-    PyMethodDef::zeroed(),
+    method(
+        c"set_count_total",
+        api_traces::set_count_total,
+        METH_O,
+        c"set_count_total(flag): record whole stack depths.",
+    ),
+    method(
+        c"traces",
+        api_traces::traces,
+        METH_NOARGS,
+        c"traces() -> [(domain, size, frames, total_nframe)]",
+    ),
+    method(
+        c"object_traceback",
+        api_traces::object_traceback,
+        METH_O,
+        c"object_traceback(obj) -> frames | None",
+    ),
+    method(
+        c"object_site",
+        api_traces::object_site,
+        METH_O,
+        c"object_site(obj) -> (site, size) | None",
+    ),
+    method(
+        c"site_depth",
+        api_traces::site_depth,
+        METH_O,
+        c"site_depth(site) -> whole stack depth",
+    ),
     PyMethodDef::zeroed(),
 ];
 

@@ -109,7 +109,6 @@ impl GilTable {
     }
 
     /// Visits every live allocation (for trace-level reports).
-    #[allow(dead_code)]
     pub fn for_each(&self, mut visit: impl FnMut(usize, Record)) {
         for young in self.young.iter().filter(|y| y.addr != 0) {
             visit(young.addr, young.record);

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use std::cell::{Cell, UnsafeCell};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 pub type SiteId = u32;
@@ -32,6 +32,8 @@ const MAX_SITE: SiteId = (1 << 30) - 1;
 pub struct Site {
     frames: AtomicPtr<RawFrame>,
     nframes: AtomicU32,
+    /// The whole stack's depth when the site was seen (>= its frames).
+    total_depth: AtomicU32,
     pub counters: SiteCounters,
 }
 
@@ -48,6 +50,24 @@ impl Site {
         // SAFETY: published once, from a leaked boxed slice of `nframes` frames.
         unsafe { std::slice::from_raw_parts(ptr, self.nframes.load(Ordering::Relaxed) as usize) }
     }
+
+    /// How deep the whole stack was (tracemalloc's `total_nframe`).
+    pub fn total_depth(&self) -> u32 {
+        self.total_depth.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn is(&self, frames: &[RawFrame], total_depth: u32) -> bool {
+        self.total_depth() == total_depth && self.frames() == frames
+    }
+}
+
+/// Whether sites also tell stacks apart by their whole depth (what
+/// tracemalloc's API reports); costs a walk to the bottom of every stack.
+static COUNT_TOTAL_DEPTH: AtomicBool = AtomicBool::new(false);
+
+pub fn set_count_total_depth(on: bool) {
+    COUNT_TOTAL_DEPTH.store(on, Ordering::Relaxed);
 }
 
 static SITES: SegVec<Site> = SegVec::new();
@@ -105,9 +125,9 @@ pub fn memory_bytes() -> usize {
 }
 
 #[inline(always)]
-fn hash_frames(frames: &[RawFrame]) -> u64 {
+fn hash_stack(frames: &[RawFrame], total_depth: u32) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    let mut h: u64 = 0x243F_6A88_85A3_08D3 ^ total_depth as u64;
     for frame in frames {
         h = (h ^ frame.code as u64).wrapping_mul(K);
         h = (h ^ frame.offset as u64).wrapping_mul(K);
@@ -118,12 +138,12 @@ fn hash_frames(frames: &[RawFrame]) -> u64 {
 
 /// Finds or creates the site for `frames`. GIL held (pins code objects).
 #[cold]
-fn intern(frames: &[RawFrame], hash: u64) -> SiteId {
+fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
     let interner = INTERNER.get_or_init(Interner::default);
     // Distinct stacks with equal 64-bit hashes take the next free key.
     let mut key = hash;
     while let Some(id) = interner.get(&key).map(|entry| *entry) {
-        if site(id).frames() == frames {
+        if site(id).is(frames, total_depth) {
             return id;
         }
         key = key.wrapping_add(1);
@@ -141,6 +161,7 @@ fn intern(frames: &[RawFrame], hash: u64) -> SiteId {
     }
     let boxed: Box<[RawFrame]> = frames.into();
     slot.nframes.store(boxed.len() as u32, Ordering::Relaxed);
+    slot.total_depth.store(total_depth, Ordering::Relaxed);
     slot.frames
         .store(Box::leak(boxed).as_mut_ptr(), Ordering::Release);
     interner.insert(key, id);
@@ -201,20 +222,21 @@ impl ThreadHookState {
     #[inline(always)]
     pub unsafe fn current_site(&self, depth: usize) -> (SiteId, &'static Site) {
         let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
-        let n = frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)]);
+        let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+        let (n, total) = frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)], count_total);
         if n == 0 {
             return (NO_FRAME_SITE, site(NO_FRAME_SITE));
         }
         // SAFETY: read_frames initialised the first n entries.
         let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
-        let hash = hash_frames(frames);
+        let hash = hash_stack(frames, total);
         // SAFETY: the cache is this thread's own and not borrowed elsewhere.
         let entry = &mut (*self.cache.get())[(hash >> 54) as usize % CACHE_SLOTS];
         // SAFETY: a non-null entry points at a site, and sites live forever.
-        if entry.hash == hash && !entry.site.is_null() && (*entry.site).frames() == frames {
+        if entry.hash == hash && !entry.site.is_null() && (*entry.site).is(frames, total) {
             return (entry.id, &*entry.site);
         }
-        let id = intern(frames, hash);
+        let id = intern(frames, total, hash);
         let found = site(id);
         *entry = CacheEntry {
             hash,

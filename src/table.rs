@@ -278,7 +278,6 @@ impl AddrTable {
     }
 
     /// Visits every live allocation (for trace-level reports).
-    #[allow(dead_code)]
     pub fn for_each(&self, mut visit: impl FnMut(usize, Record)) {
         for slot in self.slots.iter().filter(|s| s.key() != 0 && !s.is_dead()) {
             let addr = (slot.key() << 3) as usize;
