@@ -17,6 +17,14 @@ pub struct RawFrame {
     pad: i32,
 }
 
+impl RawFrame {
+    pub const NONE: RawFrame = RawFrame {
+        code: std::ptr::null_mut(),
+        offset: 0,
+        pad: 0,
+    };
+}
+
 impl PartialEq for RawFrame {
     fn eq(&self, other: &Self) -> bool {
         // `pad` is never written by C; compare only what identifies the frame.

@@ -77,11 +77,11 @@ fn tracing() -> bool {
 
 /// Records a block allocated through MEM or OBJ. GIL held.
 #[inline(always)]
-fn record_gil(thread: &sites::ThreadHookState, ptr: *mut c_void, size: usize, domain: Domain) {
+fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: Domain) {
     // SAFETY: MEM and OBJ hooks run with the GIL held.
     let (site, site_ref) = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
     let table = unsafe { GIL_TABLE.get() };
-    match table.insert(ptr as usize, Record { size, site, domain }) {
+    match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
         Ok(replaced) => {
             if let Some(old) = replaced {
                 sites::site(old.site).counters.sub_gil(old.size);
@@ -109,22 +109,25 @@ fn allocate_gil(
     if !tracing() {
         return allocate();
     }
-    sites::guarded(|thread| {
-        let ptr = allocate();
-        if !ptr.is_null() {
-            before();
-            record_gil(thread, ptr, size, domain);
-        }
-        ptr
-    })
-    .unwrap_or_else(allocate)
+    // SAFETY: MEM and OBJ hooks run with the GIL held.
+    let guarded = unsafe {
+        sites::guarded(|thread| {
+            let ptr = allocate();
+            if !ptr.is_null() {
+                before();
+                record_gil(thread, ptr, size, domain);
+            }
+            ptr
+        })
+    };
+    guarded.unwrap_or_else(allocate)
 }
 
 #[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
-    if let Some(old) = unsafe { GIL_TABLE.get() }.remove(ptr as usize) {
-        sites::site(old.site).counters.sub_gil(old.size);
+    if let Some(freed) = unsafe { GIL_TABLE.get() }.remove(ptr as usize) {
+        freed.site.counters.sub_gil(freed.record.size);
     }
 }
 
@@ -196,7 +199,8 @@ const fn domain_of(d: usize) -> Domain {
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.
-        match sites::guarded(|thread| unsafe { thread.current_site(DEPTH.load(Relaxed)).0 }) {
+        // SAFETY: this thread holds the GIL.
+        match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed)).0) } {
             Some(site) => site,
             None => return, // re-entered from inside heapsite: not the program's
         }

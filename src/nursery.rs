@@ -10,6 +10,7 @@
 //!
 //! Only the GIL holder touches it (see [`crate::sync::GilCell`]).
 
+use crate::sites::{self, Site};
 use crate::table::{AddrTable, Record};
 
 const SLOTS: usize = 64;
@@ -18,6 +19,8 @@ const SLOTS: usize = 64;
 struct Young {
     addr: usize, // 0 = empty
     record: Record,
+    /// The record's site, so that freeing a young block needs no lookup.
+    site: *const Site,
 }
 
 const EMPTY: Young = Young {
@@ -27,7 +30,14 @@ const EMPTY: Young = Young {
         site: 0,
         domain: crate::table::Domain::Obj,
     },
+    site: std::ptr::null(),
 };
+
+/// A freed block's record and its site.
+pub struct Freed {
+    pub record: Record,
+    pub site: &'static Site,
+}
 
 pub struct GilTable {
     young: [Young; SLOTS],
@@ -58,32 +68,46 @@ impl GilTable {
     /// table on every allocation would undo the nursery. Frees go unseen only
     /// when another tool cuts heapsite out of the allocator chain.
     #[inline(always)]
-    pub fn insert(&mut self, addr: usize, record: Record) -> Result<Option<Record>, ()> {
+    pub fn insert(
+        &mut self,
+        addr: usize,
+        record: Record,
+        site: &'static Site,
+    ) -> Result<Option<Record>, ()> {
+        let young = Young { addr, record, site };
         let slot = &mut self.young[slot_of(addr)];
         if slot.addr == 0 {
-            *slot = Young { addr, record };
+            *slot = young;
             self.young_len += 1;
             return Ok(None);
         }
         if slot.addr == addr {
-            let stale = slot.record;
-            slot.record = record;
-            return Ok(Some(stale));
+            let stale = std::mem::replace(slot, young);
+            return Ok(Some(stale.record));
         }
-        let evicted = std::mem::replace(slot, Young { addr, record });
+        let evicted = std::mem::replace(slot, young);
         self.old.insert(evicted.addr, evicted.record)
     }
 
     /// Forgets `addr`, returning what was recorded for it.
     #[inline(always)]
-    pub fn remove(&mut self, addr: usize) -> Option<Record> {
+    pub fn remove(&mut self, addr: usize) -> Option<Freed> {
         let slot = &mut self.young[slot_of(addr)];
         if slot.addr == addr {
             slot.addr = 0;
             self.young_len -= 1;
-            return Some(slot.record);
+            // SAFETY: set from a &'static Site on insert.
+            let site = unsafe { &*slot.site };
+            return Some(Freed {
+                record: slot.record,
+                site,
+            });
         }
-        self.old.remove(addr)
+        let record = self.old.remove(addr)?;
+        Some(Freed {
+            record,
+            site: sites::site(record.site),
+        })
     }
 
     pub fn get(&self, addr: usize) -> Option<Record> {
@@ -133,6 +157,7 @@ mod tests {
     /// Allocator-like use: an address is only inserted while not live.
     #[test]
     fn behaves_like_a_map() {
+        sites::init();
         let mut table = GilTable::new();
         let mut model = std::collections::HashMap::new();
         let mut x: u64 = 0x2545F4914F6CDD1D;
@@ -142,10 +167,11 @@ mod tests {
             x ^= x << 17;
             let addr = ((x % 3000) as usize + 1) * 16;
             if model.contains_key(&addr) || x.is_multiple_of(5) {
-                assert_eq!(table.remove(addr), model.remove(&addr), "step {step}");
+                let freed = table.remove(addr).map(|f| f.record);
+                assert_eq!(freed, model.remove(&addr), "step {step}");
             } else {
-                let r = rec((x % 999) as usize, step as u32 % 77);
-                assert_eq!(table.insert(addr, r).unwrap(), None);
+                let r = rec((x % 999) as usize, 0);
+                assert_eq!(table.insert(addr, r, sites::site(0)).unwrap(), None);
                 model.insert(addr, r);
             }
             assert_eq!(table.len(), model.len());

@@ -9,6 +9,7 @@
 use crate::counters::SiteCounters;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
 use crate::segvec::{SegVec, Zeroable};
+use crate::sync::GilCell;
 use dashmap::DashMap;
 use std::cell::{Cell, UnsafeCell};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -124,16 +125,35 @@ pub fn memory_bytes() -> usize {
     SITES.allocated_bytes() + frames + interner
 }
 
+/// One odd multiplier per stack position, so that each frame's product is
+/// independent of the others' and the CPU multiplies them in parallel (a
+/// running `h = (h ^ x) * K` would make every frame wait for the last).
+const MULTIPLIERS: [u64; MAX_FRAMES] = {
+    let mut table = [0u64; MAX_FRAMES];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut i = 0;
+    while i < MAX_FRAMES {
+        table[i] = x | 1;
+        x = x
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .wrapping_add(0x94D0_49BB_1331_11EB);
+        i += 1;
+    }
+    table
+};
+
+/// A stack's hash: indexes the site cache and the interner, which both
+/// verify the frames themselves, so a collision costs a miss, not a mistake.
 #[inline(always)]
 fn hash_stack(frames: &[RawFrame], total_depth: u32) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h: u64 = 0x243F_6A88_85A3_08D3 ^ total_depth as u64;
-    for frame in frames {
-        h = (h ^ frame.code as u64).wrapping_mul(K);
-        h = (h ^ frame.offset as u64).wrapping_mul(K);
-        h ^= h >> 29;
+    let mut h = (total_depth as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    for (frame, k) in frames.iter().zip(MULTIPLIERS.iter()) {
+        let word = (frame.code as u64) ^ ((frame.offset as u64) << 48);
+        h = h.wrapping_add(word.wrapping_mul(*k));
     }
-    h
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 29)
 }
 
 /// Finds or creates the site for `frames`. GIL held (pins code objects).
@@ -168,53 +188,78 @@ fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
     id
 }
 
-const CACHE_SLOTS: usize = 1024;
+const CACHE_SLOTS: usize = 512;
 
+/// A recently seen stack. It carries its top frame and shape, so that a hit
+/// is verified without reading the site: the site's cache line (needed for
+/// its counters) and the entry load in parallel. Only deeper stacks compare
+/// their other frames with the site's.
 #[derive(Clone, Copy)]
 struct CacheEntry {
     hash: u64,
-    id: SiteId,
-    /// The site itself, so a hit needs no lookup by id.
+    top: RawFrame,
     site: *const Site,
+    id: SiteId,
+    nframes: u32,
+    total_depth: u32,
 }
 
 const EMPTY_ENTRY: CacheEntry = CacheEntry {
     hash: 0,
-    id: SiteId::MAX,
+    top: RawFrame::NONE,
     site: std::ptr::null(),
+    id: SiteId::MAX,
+    nframes: 0,
+    total_depth: 0,
 };
 
-/// Per-thread state of the hook: the re-entrancy flag and the site cache.
-pub struct ThreadHookState {
+impl CacheEntry {
+    #[inline(always)]
+    fn holds(&self, hash: u64, frames: &[RawFrame], total_depth: u32) -> bool {
+        self.hash == hash
+            && self.nframes as usize == frames.len()
+            && self.total_depth == total_depth
+            && self.top == frames[0]
+            && !self.site.is_null()
+            // SAFETY: a non-null entry points at a site, and sites live forever.
+            && (frames.len() == 1 || unsafe { (*self.site).frames()[1..] == frames[1..] })
+    }
+}
+
+/// The hook's state for the thread that holds the GIL: the re-entrancy flag
+/// and the cache of recent sites.
+///
+/// One for the process rather than one per thread: only a GIL holder captures
+/// sites, and it cannot lose the GIL inside a hook, so the GIL serialises all
+/// access, and the hot path pays no thread-local lookup (`__tls_get_addr` in
+/// a dlopen'ed module). A call that comes back into a hook while the holder
+/// is inside one (pymalloc's nested PyMem_RawMalloc) finds `busy` set.
+pub struct HookState {
     busy: Cell<bool>,
     cache: UnsafeCell<[CacheEntry; CACHE_SLOTS]>,
 }
 
-thread_local! {
-    // Const-initialised and without Drop: no lazy registration, so it is
-    // usable at any point of a thread's life, including its teardown.
-    static THREAD: ThreadHookState = const {
-        ThreadHookState {
-            busy: Cell::new(false),
-            cache: UnsafeCell::new([EMPTY_ENTRY; CACHE_SLOTS]),
-        }
-    };
-}
+static STATE: GilCell<HookState> = GilCell::new(HookState {
+    busy: Cell::new(false),
+    cache: UnsafeCell::new([EMPTY_ENTRY; CACHE_SLOTS]),
+});
 
-/// Runs `f` unless this thread is already inside heapsite (re-entrancy).
+/// Runs `f` unless the GIL holder is already inside heapsite (re-entrancy).
+///
+/// # Safety
+/// The calling thread holds the GIL.
 #[inline(always)]
-pub fn guarded<R>(f: impl FnOnce(&ThreadHookState) -> R) -> Option<R> {
-    THREAD.with(|state| {
-        if state.busy.replace(true) {
-            return None;
-        }
-        let result = f(state);
-        state.busy.set(false);
-        Some(result)
-    })
+pub unsafe fn guarded<R>(f: impl FnOnce(&HookState) -> R) -> Option<R> {
+    let state: &HookState = STATE.get();
+    if state.busy.replace(true) {
+        return None;
+    }
+    let result = f(state);
+    state.busy.set(false);
+    Some(result)
 }
 
-impl ThreadHookState {
+impl HookState {
     /// The site of the calling Python code, `depth` frames deep.
     ///
     /// # Safety
@@ -230,18 +275,20 @@ impl ThreadHookState {
         // SAFETY: read_frames initialised the first n entries.
         let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
         let hash = hash_stack(frames, total);
-        // SAFETY: the cache is this thread's own and not borrowed elsewhere.
-        let entry = &mut (*self.cache.get())[(hash >> 54) as usize % CACHE_SLOTS];
-        // SAFETY: a non-null entry points at a site, and sites live forever.
-        if entry.hash == hash && !entry.site.is_null() && (*entry.site).is(frames, total) {
+        // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
+        let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
+        if entry.holds(hash, frames, total) {
             return (entry.id, &*entry.site);
         }
         let id = intern(frames, total, hash);
         let found = site(id);
         *entry = CacheEntry {
             hash,
-            id,
+            top: frames[0],
             site: found,
+            id,
+            nframes: n as u32,
+            total_depth: total,
         };
         (id, found)
     }
