@@ -81,11 +81,13 @@ pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 }
 
 pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::settle();
     let (current, peak) = crate::counters::traced_memory();
     tuple(&[int(current.max(0)), int(peak.max(0))])
 }
 
 pub unsafe extern "C" fn reset_peak(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::settle();
     crate::counters::reset_peak();
     none()
 }
@@ -96,6 +98,7 @@ pub unsafe extern "C" fn traceback_limit(_: *mut PyObject, _: *mut PyObject) -> 
 
 /// stats() -> dict of heapsite's own figures.
 pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::settle();
     let dict = PyDict_New();
     if dict.is_null() {
         return dict;
@@ -169,6 +172,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
 /// start() or clear(). frames: ((filename, lineno, name), ...), most recent
 /// first.
 pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    hook::settle();
     let list = PyList_New(0);
     if list.is_null() {
         return list;

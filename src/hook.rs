@@ -18,7 +18,7 @@
 //! - Pointers heapsite never saw pass through untouched.
 
 use crate::frames;
-use crate::nursery::GilTable;
+use crate::nursery::{Freed, GilTable};
 use crate::sites::{self, SiteId, NO_GIL_SITE};
 use crate::sync::GilCell;
 use crate::table::{Domain, RawTable, Record};
@@ -81,6 +81,8 @@ fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: 
     // SAFETY: MEM and OBJ hooks run with the GIL held.
     let (site, site_ref) = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
     let table = unsafe { GIL_TABLE.get() };
+    // Queued frees first, so the peak is never checked with them counted.
+    table.settle(account_free);
     match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
         Ok(replaced) => {
             if let Some(old) = replaced {
@@ -124,11 +126,28 @@ fn allocate_gil(
 }
 
 #[inline(always)]
+fn account_free(freed: Freed) {
+    freed.site.counters.sub_gil(freed.record.size);
+}
+
+#[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
-    if let Some(freed) = unsafe { GIL_TABLE.get() }.remove(ptr as usize) {
-        freed.site.counters.sub_gil(freed.record.size);
-    }
+    unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
+}
+
+/// The MEM/OBJ table with every queued operation carried out and accounted,
+/// for readers of figures. GIL held.
+fn settled_gil_table() -> &'static mut GilTable {
+    // SAFETY: GIL held by the API caller.
+    let table = unsafe { GIL_TABLE.get() };
+    table.settle(account_free);
+    table
+}
+
+/// Accounts the frees still queued; call before reading any figure. GIL held.
+pub fn settle() {
+    settled_gil_table();
 }
 
 extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
@@ -436,7 +455,7 @@ pub fn clear() {
 /// Number of live allocations recorded.
 pub fn live_allocations() -> usize {
     // SAFETY: GIL held by the API caller.
-    let gil = unsafe { GIL_TABLE.get() }.len();
+    let gil = settled_gil_table().len();
     gil + RAW_TABLE
         .shards()
         .iter()
@@ -458,8 +477,7 @@ pub fn tracking_bytes() -> usize {
 
 /// Visits every live allocation: address and record. GIL held.
 pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
-    // SAFETY: GIL held by the API caller.
-    unsafe { GIL_TABLE.get() }.for_each(&mut visit);
+    settled_gil_table().for_each(account_free, &mut visit);
     for shard in RAW_TABLE.shards() {
         shard.lock().for_each(&mut visit);
     }
@@ -471,9 +489,8 @@ pub fn dropped() -> usize {
 
 /// The record of a live allocation, if heapsite has one. GIL held.
 pub fn lookup(addr: usize) -> Option<Record> {
-    // SAFETY: GIL held by the API caller.
-    unsafe { GIL_TABLE.get() }
-        .get(addr)
+    settled_gil_table()
+        .get(addr, account_free)
         .or_else(|| RAW_TABLE.shard(addr).get(addr))
 }
 

@@ -270,6 +270,26 @@ impl AddrTable {
         Some(record)
     }
 
+    /// Asks the CPU to start loading `addr`'s slot, so that an insert or
+    /// remove a little later does not wait for memory.
+    #[inline(always)]
+    pub fn prefetch(&self, addr: usize) {
+        let (Some(key), false) = (key_of(addr), self.slots.is_empty()) else {
+            return;
+        };
+        let slot = self
+            .slots
+            .as_ptr()
+            .wrapping_add(home(key, self.slots.len()));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetching is a hint; it never faults, whatever the address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(slot.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
+
     pub fn get(&self, addr: usize) -> Option<Record> {
         match key_of(addr) {
             Some(key) => self.find(key).map(|i| self.decode(addr, self.slot(i))),
