@@ -50,8 +50,9 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
 /// allocation: `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    let mut live: Vec<(usize, SiteId)> = Vec::new();
-    hook::for_each_live(|_, record| live.push((record.size, record.site)));
+    let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
+    hook::for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
+    crate::tracked::for_each(|domain, size, site| live.push((domain as i64, size, site)));
     let list = PyList_New(live.len() as Py_ssize_t);
     if list.is_null() {
         return list;
@@ -59,7 +60,7 @@ pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyOb
     // One frames tuple and one depth per site, shared by its traces.
     let mut per_site: HashMap<SiteId, (*mut PyObject, *mut PyObject)> = HashMap::new();
     let mut failed = false;
-    for (i, &(size, id)) in live.iter().enumerate() {
+    for (i, &(domain, size, id)) in live.iter().enumerate() {
         let &mut (frames, depth) = per_site
             .entry(id)
             .or_insert_with(|| (frame_pairs(id), int(total_depth(id))));
@@ -69,7 +70,7 @@ pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyOb
         }
         Py_INCREF(frames);
         Py_INCREF(depth);
-        let item = tuple(&[int(DEFAULT_DOMAIN), int(size as i64), frames, depth]);
+        let item = tuple(&[int(domain), int(size as i64), frames, depth]);
         if item.is_null() {
             failed = true;
             break;

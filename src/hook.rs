@@ -414,6 +414,7 @@ fn clear_tables() {
     for shard in RAW_TABLE.shards() {
         shard.lock().clear();
     }
+    crate::tracked::clear();
     crate::counters::reset_globals();
     sites::reset_all();
 }
@@ -426,6 +427,7 @@ pub fn start(depth: usize) {
     }
     clear_tables();
     install();
+    crate::tracked::install();
     TRACING.store(true, Release);
 }
 

@@ -5,12 +5,14 @@ mod api;
 mod api_traces;
 mod counters;
 mod frames;
+mod got;
 mod hook;
 mod nursery;
 mod segvec;
 mod sites;
 mod sync;
 mod table;
+mod tracked;
 
 use pyo3_ffi::*;
 use std::ffi::CStr;

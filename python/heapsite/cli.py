@@ -9,6 +9,9 @@ ends (normally, by sys.exit() or by an uncaught exception), prints the call
 sites that held the most memory at the peak and those still live at exit, and
 writes the snapshot to FILE if asked. The program's arguments, standard
 streams and exit status pass through unchanged; the report goes to stderr.
+
+HEAPSITE_TRACEMALLOC=1 in the environment makes the program's own
+`import tracemalloc` get heapsite.tracemalloc.
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ def _run(args, parser) -> int:
             parser.error(f"no such script: {path}")
         argv = list(args.target)
     sys.argv = argv
+    if os.environ.get("HEAPSITE_TRACEMALLOC", "") not in ("", "0"):
+        # The program's own `import tracemalloc` gets heapsite's drop-in.
+        from . import tracemalloc as drop_in
+
+        drop_in.install()
     if args.module is None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
     status = 0
