@@ -1,4 +1,4 @@
-//! Compiles `src/frames.c` against the target interpreter's own headers.
+//! Compiles `src/frames.c` and `src/objects.c` against the target interpreter's own headers.
 //!
 //! The interpreter is the one maturin / PyO3 builds for (`PYO3_PYTHON`), else
 //! `python3` on PATH. Internal headers come from the same include directory
@@ -7,6 +7,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/frames.c");
+    println!("cargo:rerun-if-changed=src/objects.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let out = Command::new(&python)
@@ -24,6 +25,7 @@ fn main() {
     let include = include.trim();
     cc::Build::new()
         .file("src/frames.c")
+        .file("src/objects.c")
         .include(include)
         .opt_level(3)
         .flag_if_supported("-fno-semantic-interposition")

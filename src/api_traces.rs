@@ -4,6 +4,7 @@
 
 use crate::frames::{self, RawFrame};
 use crate::hook;
+use crate::objects;
 use crate::sites::{self, SiteId};
 use pyo3_ffi::*;
 use std::collections::HashMap;
@@ -90,7 +91,7 @@ pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyOb
 
 /// object_traceback(obj) -> frames or None: `_get_object_traceback(obj)`.
 pub unsafe extern "C" fn object_traceback(_: *mut PyObject, obj: *mut PyObject) -> *mut PyObject {
-    match hook::lookup(frames::allocation_of(obj)) {
+    match hook::lookup(objects::allocation_of(obj)) {
         Some(record) => frame_pairs(record.site),
         None => none(),
     }
@@ -98,7 +99,7 @@ pub unsafe extern "C" fn object_traceback(_: *mut PyObject, obj: *mut PyObject) 
 
 /// object_site(obj) -> (site_id, size) or None.
 pub unsafe extern "C" fn object_site(_: *mut PyObject, obj: *mut PyObject) -> *mut PyObject {
-    match hook::lookup(frames::allocation_of(obj)) {
+    match hook::lookup(objects::allocation_of(obj)) {
         Some(record) => tuple(&[int(record.site as i64), int(record.size as i64)]),
         None => none(),
     }

@@ -21,13 +21,9 @@
 
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_frame.h"
-#include "internal/pycore_object.h"
 #endif
 #if PY_VERSION_HEX < 0x030C0000
 #include "internal/pycore_pystate.h"
-#endif
-#if PY_VERSION_HEX < 0x030B0000
-#include "internal/pycore_gc.h"
 #endif
 
 /* One frame: the code object and the byte offset of the current instruction
@@ -141,17 +137,4 @@ hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **nam
     *name = code->co_name;
 #endif
     return PyCode_Addr2Line(code, offset);
-}
-
-/* The address the allocator returned for `obj`: objects of some types carry
- * a pre-header (the GC links; on 3.11+ also managed dict/weakref pointers)
- * in front of the PyObject. Needs the GIL. */
-void *
-hs_allocation_of(PyObject *obj)
-{
-#if PY_VERSION_HEX >= 0x030B0000
-    return (char *)obj - _PyType_PreHeaderSize(Py_TYPE(obj));
-#else
-    return (char *)obj - (PyType_IS_GC(Py_TYPE(obj)) ? sizeof(PyGC_Head) : 0);
-#endif
 }

@@ -35,7 +35,6 @@ impl PartialEq for RawFrame {
 extern "C" {
     fn hs_read_frames(out: *mut RawFrame, max: c_int, total: *mut c_int) -> c_int;
     fn hs_gil_held() -> c_int;
-    fn hs_allocation_of(obj: *mut PyObject) -> *mut c_void;
     fn hs_resolve_frame(
         code: *mut c_void,
         offset: c_int,
@@ -67,15 +66,6 @@ pub unsafe fn read_frames(
         n as usize,
         if count_total { total.max(n) } else { n } as u32,
     )
-}
-
-/// The address the allocator returned for a Python object (before its
-/// pre-header).
-///
-/// # Safety
-/// GIL held; `obj` a live object.
-pub unsafe fn allocation_of(obj: *mut PyObject) -> usize {
-    hs_allocation_of(obj) as usize
 }
 
 /// Whether the calling thread holds the GIL. Safe from any thread.

@@ -132,6 +132,7 @@ fn account_free(freed: Freed) {
 
 #[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
+    crate::kinds::forget_freed(ptr as usize);
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
     unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
 }
@@ -494,6 +495,18 @@ pub fn lookup(addr: usize) -> Option<Record> {
     settled_gil_table()
         .get(addr, account_free)
         .or_else(|| RAW_TABLE.shard(addr).get(addr))
+}
+
+/// Forgets the PyMem record of `addr`, if any, taking it off its site's
+/// figures: a block that C code reports with PyTraceMalloc_Track after
+/// getting it through PyMem would otherwise count twice. GIL held.
+pub fn forget(addr: usize) {
+    untrack_gil(addr as *mut c_void);
+    let removed = RAW_TABLE.shard(addr).remove(addr);
+    if let Some(record) = removed {
+        release(record, true);
+    }
+    settle();
 }
 
 // ---- fork ------------------------------------------------------------------

@@ -2,12 +2,15 @@
 //! Module init and wiring only; each concern lives in its own file.
 
 mod api;
+mod api_heap;
 mod api_traces;
 mod counters;
 mod frames;
 mod got;
 mod hook;
+mod kinds;
 mod nursery;
+mod objects;
 mod segvec;
 mod sites;
 mod sync;
@@ -32,7 +35,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 17] = [
+static mut METHODS: [PyMethodDef; 19] = [
     method(
         c"start",
         api::start,
@@ -128,6 +131,18 @@ static mut METHODS: [PyMethodDef; 17] = [
         api_traces::site_depth,
         METH_O,
         c"site_depth(site) -> whole stack depth",
+    ),
+    method(
+        c"heap_walk",
+        api_heap::heap_walk,
+        METH_VARARGS,
+        c"heap_walk(roots, join_sites) -> (count, size, rows)",
+    ),
+    method(
+        c"set_relheap",
+        api_heap::set_relheap,
+        METH_O,
+        c"set_relheap(roots | None): leave what is reachable now out of later walks",
     ),
     PyMethodDef::zeroed(),
 ];

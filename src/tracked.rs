@@ -44,6 +44,10 @@ pub unsafe extern "C" fn heapsite_track(domain: c_uint, ptr: usize, size: usize)
         return forwarded;
     }
     let gil = frames::gil_held();
+    if gil {
+        // Counted once: as the domain's block, not also as a PyMem one.
+        hook::forget(ptr);
+    }
     let site = if gil {
         // SAFETY: this thread holds the GIL.
         match sites::guarded(|state| state.current_site(hook::depth()).0) {

@@ -5,10 +5,9 @@ import tracemalloc
 
 import heapsite
 import heapsite.tracemalloc
-import pytest
+import numpy as np  # scripts/lib.sh installs it for every version
 from conftest import run_python
 
-np = pytest.importorskip("numpy")  # installed by scripts/lib.sh for every version
 NUMPY_DOMAIN = 389047
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from . import _heapsite as _core
 from ._format import format_size, parse_size
+from ._heap import Partition, clearrelheap, heap, hpy, setrelheap
 from ._snapshot import (
     Frame,
     Site,
@@ -26,6 +27,11 @@ from ._snapshot import (
 
 __all__ = [
     "MAX_FRAMES",
+    "Partition",
+    "clearrelheap",
+    "heap",
+    "hpy",
+    "setrelheap",
     "Frame",
     "Site",
     "Snapshot",

@@ -1,0 +1,207 @@
+"""heapsite.heap(): kinds and sizes as guppy3 (the oracle) counts them."""
+
+import json
+import sys
+import threading
+
+import heapsite
+import pytest
+from conftest import run_python
+from heapsite._heap import kind_name
+
+
+class Plain:
+    def __init__(self, i):
+        self.i = i
+        self.name = "p"
+
+
+class Slotted:
+    __slots__ = ("i", "j")
+
+    def __init__(self, i):
+        self.i = i
+        self.j = -i
+
+
+class WithDict:
+    def __init__(self, i):
+        self.i = i
+        self.__dict__["extra"] = i  # materialises the instance dict
+
+
+def build(n=3000):
+    return {
+        "plain": [Plain(i) for i in range(n)],
+        "slotted": [Slotted(i) for i in range(n)],
+        "with_dict": [WithDict(i) for i in range(n)],
+        "complex": [complex(i, 1) for i in range(n)],
+        "tuples": [(i, -i) for i in range(n)],
+        "lists": [[i] for i in range(n)],
+        "dicts": [{"k": i} for i in range(n)],
+        "strings": ["s-%d" % i for i in range(n)],
+    }
+
+
+def heapy_counts(partition):
+    """guppy3's table as {kind: (count, size)}."""
+    counts = {}
+    for line in str(partition.all).splitlines()[2:]:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[0].isdigit():
+            counts[fields[7]] = (int(fields[1]), int(fields[3]))
+    return counts
+
+
+def ours(partition):
+    return {row.name: (row.count, row.size) for row in partition.rows}
+
+
+ORACLE_PROGRAM = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import guppy, heapsite
+from test_heap import build, heapy_counts, ours
+guppy.hpy().heap()  # heapy imports most of itself on first use: do that first
+data = build(100_000)
+# heapsite first: it creates nothing that lasts, while heapy creates its own
+# objects (which it leaves out) and a __dict__ for every plain instance.
+mine = ours(heapsite.heap())
+theirs = heapy_counts(guppy.hpy().heap())
+print(json.dumps({{"mine": mine, "theirs": theirs}}))
+"""
+
+
+def test_counts_and_sizes_agree_with_guppy3():
+    import os
+
+    result = run_python(ORACLE_PROGRAM.format(tests=os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr
+    both = json.loads(result.stdout)
+    mine, theirs = both["mine"], both["theirs"]
+    plain = "test_heap.Plain"
+    exact = ["test_heap.Plain", "test_heap.Slotted", "test_heap.WithDict"]
+    exact.append("dict of test_heap.WithDict")
+    for kind in exact:
+        assert mine[kind] == theirs[kind], kind
+        assert mine[kind][0] >= 100_000
+    # heapy's own work leaves a stray complex or two.
+    assert 0 <= theirs["complex"][0] - mine["complex"][0] <= 2
+    assert mine["complex"][0] >= 100_000
+
+    # Beyond the dicts heapy creates for plain instances on 3.11+ (heapsite
+    # does not: see test_instance_dicts_are_never_created), the totals agree.
+    def total(counts):
+        return sum(size for kind, (_, size) in counts.items() if kind != "dict of " + plain)
+
+    assert abs(total(mine) - total(theirs)) <= 0.01 * total(theirs)
+
+
+def test_sizes_are_sys_getsizeof():
+    heapsite.start(1)  # while tracing, setrelheap also sees blocks freed since
+    heapsite.setrelheap()
+    data = build(500)
+    values = [v for group in data.values() for v in group]
+    expected = {}
+    for obj in values + list(data.values()):
+        name = kind_name(type(obj))
+        count, size = expected.get(name, (0, 0))
+        expected[name] = (count + 1, size + sys.getsizeof(obj))
+    mine = ours(heapsite.heap())
+    heapsite.clearrelheap()
+    # (str and the containers also count what the test itself makes meanwhile)
+    for name in ("complex", kind_name(Plain), kind_name(Slotted), kind_name(WithDict)):
+        assert mine[name] == expected[name], name
+    del data, values
+
+
+def test_instance_dicts_are_never_created():
+    heapsite.start(1)
+    heapsite.setrelheap()
+    plain = [Plain(i) for i in range(1000)]
+    first = ours(heapsite.heap())
+    second = ours(heapsite.heap())
+    heapsite.clearrelheap()
+    assert first.get("dict of " + kind_name(Plain)) == second.get("dict of " + kind_name(Plain))
+    if sys.version_info >= (3, 11):
+        # Attributes live in inline values until something asks for __dict__.
+        assert "dict of " + kind_name(Plain) not in second
+    del plain
+
+
+def test_bysite_names_the_line_that_built_the_complex_numbers():
+    def build_complex(n):
+        zs = []
+        for i in range(n):
+            zs.append(complex(i, 0.5))  # the line
+        return zs
+
+    heapsite.start(1)
+    zs = build_complex(200_000)
+    line = build_complex.__code__.co_firstlineno + 3
+    rows = heapsite.heap().bysite.rows
+    mine = [r for r in rows if r.name.startswith(f"complex @ {__file__}:{line} ")]
+    assert len(mine) == 1 and mine[0].count == 200_000
+    # ...and it is the largest complex row.
+    assert next(r for r in rows if r.name.startswith("complex @ ")) is mine[0]
+    del zs
+
+
+def test_table_layout_and_rows():
+    heapsite.start(1)
+    heapsite.setrelheap()
+    data = build(200)
+    h = heapsite.heap()
+    heapsite.clearrelheap()
+    lines = str(h).splitlines()
+    assert lines[0] == f"Partition of a set of {h.count} objects. Total size = {h.size} bytes."
+    assert lines[1] == " Index  Count   %     Size   % Cumulative  % Kind (class / dict of class)"
+    assert len(lines) == 2 + min(10, len(h)) + (1 if len(h) > 10 else 0)
+    if len(h) > 10:
+        assert lines[-1] == f"<{len(h) - 10} more rows. Type e.g. '_.more' to view.>"
+        assert str(h.more).splitlines()[2].split()[0] == "10"
+    assert h[0].count == h.rows[0].count and len(h[0]) == 1
+    with pytest.raises(IndexError):
+        h[len(h)]
+    assert [r.size for r in h.rows] == sorted((r.size for r in h.rows), reverse=True)
+    del data
+
+
+def test_empty_relheap_and_hpy_shim():
+    heapsite.start(1)
+    hp = heapsite.hpy()
+    hp.setrelheap()
+    h = hp.heap()
+    heapsite.clearrelheap()
+    assert h.count < 50  # the few objects the call itself made
+    str(h)
+    empty = heapsite.Partition([])
+    assert str(empty) == "Partition of a set of 0 objects. Total size = 0 bytes."
+
+
+def test_heap_while_other_threads_allocate():
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            [dict(a=i) for i in range(100)]
+
+    threads = [threading.Thread(target=churn) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            assert heapsite.heap().count > 1000
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def test_diff_by_kind():
+    before = heapsite.heap()
+    extra = [complex(i, 2) for i in range(1000)]
+    diff = heapsite.heap().diff(before)
+    row = next(r for r in diff.rows if r.name == "complex")
+    assert row.count == 1000 and row.size == 1000 * sys.getsizeof(1j)
+    del extra
