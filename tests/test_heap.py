@@ -205,3 +205,17 @@ def test_diff_by_kind():
     row = next(r for r in diff.rows if r.name == "complex")
     assert row.count == 1000 and row.size == 1000 * sys.getsizeof(1j)
     del extra
+
+
+def test_bytype_merges_dicts():
+    heapsite.start(1)
+    heapsite.setrelheap()
+    data = build(300)
+    h = heapsite.heap()
+    heapsite.clearrelheap()
+    by_type = {r.name: r for r in h.bytype.rows}
+    dicts = [r for r in h.rows if r.name.startswith("dict ")]
+    assert by_type["dict"].count == sum(r.count for r in dicts) >= 600
+    assert h.bytype.count == h.count and h.bytype.size == h.size
+    assert str(h.bytype).splitlines()[1].endswith("% Type")
+    del data

@@ -187,6 +187,18 @@ class Partition:
     __repr__ = __str__
 
     @property
+    def bytype(self) -> Partition:
+        """The same objects by type alone: every dict is `dict`."""
+        merged: dict = {}
+        for row in self.rows:
+            name = "dict" if row.name.startswith("dict ") else row.name
+            count, size = merged.get(name, (0, 0))
+            merged[name] = (count + row.count, size + row.size)
+        rows = [Row(name, count, size, []) for name, (count, size) in merged.items()]
+        rows.sort(key=lambda r: (-r.size, -r.count, r.name))
+        return TypePartition(rows)
+
+    @property
     def bysite(self) -> SitePartition:
         """Each kind split by the call site that allocated its objects
         ("<before tracking>" where heapsite has no record).
@@ -227,6 +239,10 @@ class Partition:
 
 class SitePartition(Partition):
     KIND_HEADER = "Kind @ allocating site"
+
+
+class TypePartition(Partition):
+    KIND_HEADER = "Type"
 
 
 class DiffPartition(Partition):

@@ -20,6 +20,7 @@ import argparse
 import os
 import runpy
 import sys
+import traceback
 
 from . import MAX_FRAMES, Snapshot, SnapshotFileError, _heapsite, snapshot, start, stop
 from ._snapshot import KEY_TYPES, VIEWS
@@ -94,6 +95,12 @@ def _run(args, parser) -> int:
     if args.module is None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
     status = 0
+    # What the report needs is imported now, so that it is not counted as
+    # the program's at exit.
+    import fnmatch  # noqa: F401
+    import linecache  # noqa: F401
+    import pkgutil  # noqa: F401  (runpy.run_path imports it)
+
     start(args.frames)
     try:
         if args.module is not None:
@@ -103,14 +110,12 @@ def _run(args, parser) -> int:
     except SystemExit as e:
         status = e.code
     except BaseException:
-        import traceback
-
         traceback.print_exc()
         status = 1
     finally:
         # heapsite's own frames (the report being made) are not the program's.
         own = os.path.join(os.path.dirname(os.path.abspath(__file__)), "*")
-        snap = snapshot().filter(exclude=[own, runpy.__file__])
+        snap = snapshot().filter(exclude=[own, runpy.__file__, "<frozen runpy>"])
         stop()
         _print_report(snap, args.top, sys.stderr)
         if args.output:
