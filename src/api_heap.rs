@@ -2,7 +2,7 @@
 //! `setrelheap()` stand on them).
 
 use crate::api::{int, none, tuple};
-use crate::kinds::{self, AddressSet, Heap, Kind};
+use crate::kinds::{self, AddressSet, Heap, Kind, Split, NO_SITE};
 use pyo3_ffi::*;
 use std::ptr;
 
@@ -12,9 +12,20 @@ unsafe fn object(addr: usize) -> *mut PyObject {
     obj
 }
 
-/// The walk's rows: (tag, type, count, size, sites), tag 0 = objects of
-/// `type`, 1 = dicts owned by instances of `type`, 2 = dicts with no owner
-/// (`type` None); sites = [(site_id or -1, count, size), ...].
+/// A kind as Python gets it: (tag, type), tag 0 = objects of `type`, 1 =
+/// dicts owned by instances of `type`, 2 = dicts with no owner (None).
+unsafe fn kind_tuple(kind: &Kind) -> *mut PyObject {
+    let (tag, ty) = match *kind {
+        Kind::Type(ty) => (0, object(ty)),
+        Kind::DictOf(owner) => (1, object(owner)),
+        Kind::DictNoOwner => (2, none()),
+    };
+    tuple(&[int(tag), ty])
+}
+
+/// The walk's rows: (tag, type, count, size, split), split =
+/// [(key, count, size), ...]: a site id (-1: none known) or a referrer
+/// signature's index, by the walk's split.
 unsafe fn rows(heap: &Heap) -> *mut PyObject {
     let list = PyList_New(0);
     if list.is_null() {
@@ -27,9 +38,9 @@ unsafe fn rows(heap: &Heap) -> *mut PyObject {
             Kind::DictNoOwner => (2, none()),
         };
         let sites = PyList_New(0);
-        for (site, &(count, size)) in &tally.sites {
-            let id = site.map_or(-1, |id| id as i64);
-            let item = tuple(&[int(id), int(count as i64), int(size as i64)]);
+        for (&key, &(count, size)) in &tally.split {
+            let key = if key == NO_SITE { -1 } else { key as i64 };
+            let item = tuple(&[int(key), int(count as i64), int(size as i64)]);
             if sites.is_null() || item.is_null() || PyList_Append(sites, item) < 0 {
                 Py_XDECREF(item);
                 Py_XDECREF(sites);
@@ -56,14 +67,34 @@ unsafe fn rows(heap: &Heap) -> *mut PyObject {
     list
 }
 
-/// heap_walk(roots: list, join_sites: bool) -> (count, size, rows)
+/// The referrer signatures: [[kind, ...], ...] (see `kind_tuple`).
+unsafe fn signatures(heap: &Heap) -> *mut PyObject {
+    let items: Vec<*mut PyObject> = heap
+        .signatures
+        .iter()
+        .map(|kinds| {
+            let members: Vec<*mut PyObject> = kinds.iter().map(|k| kind_tuple(k)).collect();
+            tuple(&members)
+        })
+        .collect();
+    tuple(&items)
+}
+
+/// heap_walk(roots: list, split: 0 | 1 | 2) -> (count, size, rows, signatures):
+/// split 0 nothing, 1 by allocating site, 2 by the kinds of the referrers.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    let Some((roots, join)) = roots_and_flag(args) else {
+    let Some((roots, split)) = roots_and_split(args) else {
         return ptr::null_mut();
     };
-    kinds::walk(roots, true, None, join, |heap| {
+    kinds::walk(roots, true, None, split, |heap| {
         let rows = rows(heap);
-        tuple(&[int(heap.count as i64), int(heap.size as i64), rows])
+        let signatures = signatures(heap);
+        tuple(&[
+            int(heap.count as i64),
+            int(heap.size as i64),
+            rows,
+            signatures,
+        ])
     })
 }
 
@@ -81,14 +112,14 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, roots: *mut PyObject) -> 
         );
     }
     let mut seen = AddressSet::default();
-    kinds::walk(roots, false, Some(&mut seen), false, |_| ());
+    kinds::walk(roots, false, Some(&mut seen), Split::Nothing, |_| ());
     kinds::set_relheap(Some(seen));
     none()
 }
 
-unsafe fn roots_and_flag(args: *mut PyObject) -> Option<(*mut PyObject, bool)> {
+unsafe fn roots_and_split(args: *mut PyObject) -> Option<(*mut PyObject, Split)> {
     if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
-        crate::api::raise(PyExc_TypeError, "heap_walk(roots, join_sites)");
+        crate::api::raise(PyExc_TypeError, "heap_walk(roots, split)");
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
@@ -96,9 +127,59 @@ unsafe fn roots_and_flag(args: *mut PyObject) -> Option<(*mut PyObject, bool)> {
         crate::api::raise(PyExc_TypeError, "heap_walk: roots must be a list");
         return None;
     }
-    let flag = PyObject_IsTrue(PyTuple_GetItem(args, 1));
-    if flag < 0 {
-        return None;
+    let split = match PyLong_AsLong(PyTuple_GetItem(args, 1)) {
+        0 => Split::Nothing,
+        1 => Split::Sites,
+        2 => Split::Referrers,
+        _ => {
+            PyErr_Clear();
+            crate::api::raise(PyExc_ValueError, "heap_walk: split must be 0, 1 or 2");
+            return None;
+        }
+    };
+    Some((roots, split))
+}
+
+/// path_to(roots, target | None, kind_tag, kind_type) -> [root, ..., object]:
+/// the shortest reference chain from a root to `target`, or to any object
+/// of the kind (tag as in `kind_tuple`) when target is None.
+pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 4 {
+        return crate::api::raise(
+            PyExc_TypeError,
+            "path_to(roots, target, kind_tag, kind_type)",
+        );
     }
-    Some((roots, flag == 1))
+    let roots = PyTuple_GetItem(args, 0);
+    if PyList_Check(roots) == 0 {
+        return crate::api::raise(PyExc_TypeError, "path_to: roots must be a list");
+    }
+    let target = PyTuple_GetItem(args, 1);
+    let target = (target != Py_None()).then_some(target as usize);
+    let tag = PyLong_AsLong(PyTuple_GetItem(args, 2));
+    let ty = PyTuple_GetItem(args, 3) as usize;
+    let kind = match tag {
+        0 => Some(Kind::Type(ty)),
+        1 => Some(Kind::DictOf(ty)),
+        2 => Some(Kind::DictNoOwner),
+        _ => None,
+    };
+    if PyErr_Occurred().is_null() {
+        let chain = kinds::path_to(roots, target, kind);
+        let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
+        tuple(&items)
+    } else {
+        ptr::null_mut()
+    }
+}
+
+/// instance_dict(obj) -> the instance's __dict__ if it exists, else None;
+/// never creates one (unlike `obj.__dict__` on 3.11+).
+pub unsafe extern "C" fn instance_dict(_: *mut PyObject, obj: *mut PyObject) -> *mut PyObject {
+    let dict = crate::objects::instance_dict(obj);
+    if dict.is_null() {
+        return none();
+    }
+    Py_INCREF(dict);
+    dict
 }

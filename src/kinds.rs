@@ -16,7 +16,6 @@
 
 use crate::hook;
 use crate::objects;
-use crate::sites::SiteId;
 use crate::sync::GilCell;
 use pyo3_ffi::*;
 use std::collections::HashMap;
@@ -124,6 +123,45 @@ pub fn set_relheap(blocks: Option<AddressSet>) {
     unsafe { *RELHEAP.get() = blocks };
 }
 
+/// A u32 per object address, laid out as `AddressSet` is (one slot per 16
+/// bytes in 64 KiB pages, the page used last remembered): 0 where unset.
+#[derive(Default)]
+struct AddressValues {
+    pages: AddressMap<Box<[u32; 4096]>>,
+    last: usize,
+    last_slots: Option<*mut [u32; 4096]>,
+}
+
+impl AddressValues {
+    #[inline(always)]
+    fn slots(&mut self, page: usize) -> &mut [u32; 4096] {
+        if let (true, Some(slots)) = (page == self.last, self.last_slots) {
+            // SAFETY: points into a box owned by `pages`, which never frees one.
+            return unsafe { &mut *slots };
+        }
+        let slots: *mut [u32; 4096] = &mut **self
+            .pages
+            .entry(page)
+            .or_insert_with(|| Box::new([0; 4096]));
+        self.last = page;
+        self.last_slots = Some(slots);
+        // SAFETY: as above.
+        unsafe { &mut *slots }
+    }
+
+    #[inline(always)]
+    fn slot(&mut self, addr: usize) -> &mut u32 {
+        &mut self.slots(addr >> 16)[(addr >> 4) & 4095]
+    }
+
+    #[inline(always)]
+    fn get(&self, addr: usize) -> u32 {
+        self.pages
+            .get(&(addr >> 16))
+            .map_or(0, |slots| slots[(addr >> 4) & 4095])
+    }
+}
+
 /// What a kind is: a type, or a dict by its owner.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -132,40 +170,134 @@ pub enum Kind {
     DictNoOwner,
 }
 
-impl std::hash::Hash for Kind {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Type objects are word-aligned: the low bits say which variant.
-        state.write_usize(match *self {
+impl Kind {
+    /// One word per kind: type objects are word-aligned, so the low bits
+    /// can say which variant.
+    fn key(&self) -> usize {
+        match *self {
             Kind::Type(ty) => ty,
             Kind::DictOf(owner) => owner | 1,
             Kind::DictNoOwner => 2,
-        });
+        }
     }
 }
+
+impl std::hash::Hash for Kind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.key());
+    }
+}
+
+/// How a walk splits each kind further.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Nothing,
+    /// By the site that allocated each object (`NO_SITE` where unknown).
+    Sites,
+    /// By the set of kinds of each object's referrers (a signature id from
+    /// `Heap::signatures`; 0 is the empty set).
+    Referrers,
+}
+
+/// The split key of an object heapsite has no allocation record for.
+pub const NO_SITE: u64 = u64::MAX;
 
 #[derive(Default)]
 pub struct Tally {
     pub count: u64,
     pub size: u64,
-    /// Per allocating site, when the walk joined sites: (count, size).
-    pub sites: HashMap<Option<SiteId>, (u64, u64)>,
+    /// (count, size) per split key (see `Split`).
+    pub split: HashMap<u64, (u64, u64)>,
 }
 
 pub struct Heap {
     pub kinds: HashMap<Kind, Tally, BuildHasherDefault<AddressHasher>>,
     pub count: u64,
     pub size: u64,
+    /// With `Split::Referrers`: each signature's kinds, sorted.
+    pub signatures: Vec<Vec<Kind>>,
+}
+
+/// The referrer kinds of every object, as interned sets ("signatures"):
+/// most objects have one kind of referrer, so a set is a u32 and adding a
+/// kind is one memo lookup.
+struct Referrers {
+    /// The kind of the object being traversed: every referent it reports
+    /// gets this kind among its referrers.
+    current: Kind,
+    of: AddressValues,
+    signatures: Vec<Vec<Kind>>,
+    by_kinds: HashMap<Vec<Kind>, u32>,
+    added: HashMap<(u32, Kind), u32, BuildHasherDefault<AddressHasher>>,
+    /// The last (signature, kind) -> signature step: a list's items all
+    /// take the same one.
+    last_step: (u32, Kind, u32),
+}
+
+impl Referrers {
+    fn new() -> Self {
+        let mut by_kinds = HashMap::new();
+        by_kinds.insert(Vec::new(), 0);
+        Self {
+            current: Kind::DictNoOwner,
+            of: AddressValues::default(),
+            signatures: vec![Vec::new()],
+            by_kinds,
+            added: HashMap::default(),
+            last_step: (u32::MAX, Kind::DictNoOwner, 0),
+        }
+    }
+
+    #[inline(always)]
+    fn note(&mut self, referent: usize, referrer: Kind) {
+        let slot = self.of.slot(referent) as *mut u32;
+        // SAFETY: the slot lives in a page box that `step` does not touch.
+        let before = unsafe { *slot };
+        let after = self.step(before, referrer);
+        unsafe { *slot = after };
+    }
+
+    #[inline(always)]
+    fn step(&mut self, before: u32, referrer: Kind) -> u32 {
+        if self.last_step.0 == before && self.last_step.1 == referrer {
+            return self.last_step.2;
+        }
+        let after = match self.added.get(&(before, referrer)) {
+            Some(&after) => after,
+            None => {
+                let mut kinds = self.signatures[before as usize].clone();
+                if !kinds.contains(&referrer) {
+                    kinds.push(referrer);
+                    kinds.sort_by_key(|k| k.key());
+                }
+                let next = self.signatures.len() as u32;
+                let after = *self.by_kinds.entry(kinds.clone()).or_insert(next);
+                if after == next {
+                    self.signatures.push(kinds);
+                }
+                self.added.insert((before, referrer), after);
+                after
+            }
+        };
+        self.last_step = (before, referrer, after);
+        after
+    }
 }
 
 struct Search {
     visited: AddressSet,
     stack: Vec<*mut PyObject>,
+    referrers: Option<Referrers>,
 }
 
 unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_int {
     let search = &mut *(arg as *mut Search);
     if !obj.is_null() {
         search.stack.push(obj);
+        if let Some(referrers) = search.referrers.as_mut() {
+            let current = referrers.current;
+            referrers.note(obj as usize, current);
+        }
     }
     0
 }
@@ -182,7 +314,7 @@ pub unsafe fn walk<R>(
     roots: *mut PyObject,
     relative: bool,
     mut blocks: Option<&mut AddressSet>,
-    join_sites: bool,
+    split: Split,
     finish: impl FnOnce(&Heap) -> R,
 ) -> R {
     let exclude = if relative {
@@ -194,6 +326,7 @@ pub unsafe fn walk<R>(
     let mut search = Search {
         visited: AddressSet::default(),
         stack: Vec::with_capacity(n_roots),
+        referrers: (split == Split::Referrers).then(Referrers::new),
     };
     search.visited.insert(roots as usize);
     for i in (0..n_roots).rev() {
@@ -204,6 +337,7 @@ pub unsafe fn walk<R>(
         kinds: HashMap::default(),
         count: 0,
         size: 0,
+        signatures: Vec::new(),
     };
     // Per type: whether its objects are sized and counted at once (they keep
     // object.__sizeof__ and are not dicts, whose kind waits for owners).
@@ -211,6 +345,7 @@ pub unsafe fn walk<R>(
     let mut last_type = 0usize;
     let mut last_direct = false;
     let mut later: Vec<*mut PyObject> = Vec::new();
+    let mut sized: Vec<(*mut PyObject, u64)> = Vec::new();
     let mut owners: AddressMap<usize> = AddressMap::default();
     while let Some(obj) = search.stack.pop() {
         let addr = obj as usize;
@@ -229,11 +364,21 @@ pub unsafe fn walk<R>(
         } else {
             objects::instance_dict(obj)
         };
+        let kind = if ty as usize == dict_type {
+            owners
+                .get(&addr)
+                .map_or(Kind::DictNoOwner, |&owner| Kind::DictOf(owner))
+        } else {
+            Kind::Type(ty as usize)
+        };
+        if let Some(referrers) = search.referrers.as_mut() {
+            referrers.current = kind;
+        }
         if !dict.is_null() {
             owners.insert(dict as usize, ty as usize);
             // A managed __dict__ may be reachable only from its instance's
             // pre-header, which tp_traverse does not report on every version.
-            search.stack.push(dict);
+            push_referent(dict, &mut search as *mut Search as *mut c_void);
         }
         objects::traverse(
             obj,
@@ -251,19 +396,21 @@ pub unsafe fn walk<R>(
         }
         if last_direct {
             let size = objects::size_of(obj, true) as u64;
-            count(
-                &mut heap,
-                Kind::Type(last_type),
-                obj,
-                block,
-                size,
-                join_sites,
-            );
+            if split == Split::Referrers {
+                // Referrers found later would be missed: count at the end.
+                sized.push((obj, size));
+            } else {
+                let key = split_key(split, &search, obj, block);
+                count(&mut heap, Kind::Type(last_type), size, key);
+            }
         } else {
             later.push(obj);
         }
     }
-    drop(search);
+    for &(obj, size) in &sized {
+        let key = split_key(split, &search, obj, 0);
+        count(&mut heap, Kind::Type(Py_TYPE(obj) as usize), size, key);
+    }
     // Other __sizeof__ methods may run Python code: hold those objects first.
     for &obj in &later {
         Py_INCREF(obj);
@@ -278,15 +425,13 @@ pub unsafe fn walk<R>(
         } else {
             Kind::Type(ty)
         };
-        count(
-            &mut heap,
-            kind,
-            obj,
-            objects::allocation_of(obj),
-            size,
-            join_sites,
-        );
+        let key = split_key(split, &search, obj, objects::allocation_of(obj));
+        count(&mut heap, kind, size, key);
     }
+    if let Some(referrers) = search.referrers.take() {
+        heap.signatures = referrers.signatures;
+    }
+    drop(search);
     let result = finish(&heap);
     for &obj in &later {
         Py_DECREF(obj);
@@ -294,28 +439,121 @@ pub unsafe fn walk<R>(
     result
 }
 
+/// The key an object is split by within its kind.
 #[inline(always)]
-unsafe fn count(
-    heap: &mut Heap,
-    kind: Kind,
-    obj: *mut PyObject,
-    block: usize,
-    size: u64,
-    join_sites: bool,
-) {
+unsafe fn split_key(split: Split, search: &Search, obj: *mut PyObject, block: usize) -> u64 {
+    match split {
+        Split::Nothing => 0,
+        // A block heapsite did not see (taken from a free list, or allocated
+        // before tracing) is named by its storage, if that was seen.
+        Split::Sites => hook::lookup(block)
+            .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
+            .map_or(NO_SITE, |r| r.site as u64),
+        Split::Referrers => search
+            .referrers
+            .as_ref()
+            .map_or(0, |r| r.of.get(obj as usize)) as u64,
+    }
+}
+
+#[inline(always)]
+fn count(heap: &mut Heap, kind: Kind, size: u64, key: u64) {
     let tally = heap.kinds.entry(kind).or_default();
     tally.count += 1;
     tally.size += size;
-    if join_sites {
-        // A block heapsite did not see (taken from a free list, or allocated
-        // before tracing) is named by its storage, if that was seen.
-        let site = hook::lookup(block)
-            .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
-            .map(|r| r.site);
-        let entry = tally.sites.entry(site).or_default();
-        entry.0 += 1;
-        entry.1 += size;
-    }
+    let entry = tally.split.entry(key).or_default();
+    entry.0 += 1;
+    entry.1 += size;
     heap.count += 1;
     heap.size += size;
+}
+
+struct Breadth {
+    queue: std::collections::VecDeque<usize>,
+    parent: AddressMap<usize>,
+    from: usize,
+}
+
+unsafe extern "C" fn enqueue(obj: *mut PyObject, arg: *mut c_void) -> c_int {
+    let search = &mut *(arg as *mut Breadth);
+    let addr = obj as usize;
+    if !obj.is_null() && !search.parent.contains_key(&addr) {
+        search.parent.insert(addr, search.from);
+        search.queue.push_back(addr);
+    }
+    0
+}
+
+/// The shortest chain of references from one of `roots` (a list, usually
+/// the modules) to `target`, or to any object of `kind` not left out by
+/// setrelheap when `target` is None: [root, ..., object], or empty if none.
+///
+/// # Safety
+/// GIL held; `roots` a list.
+pub unsafe fn path_to(
+    roots: *mut PyObject,
+    target: Option<usize>,
+    kind: Option<Kind>,
+) -> Vec<usize> {
+    let exclude = RELHEAP.get().as_ref();
+    let dict_type = std::ptr::addr_of_mut!(PyDict_Type) as usize;
+    let mut search = Breadth {
+        queue: std::collections::VecDeque::new(),
+        parent: AddressMap::default(),
+        from: 0,
+    };
+    search.parent.insert(roots as usize, 0);
+    for i in 0..PyList_Size(roots).max(0) {
+        let root = PyList_GET_ITEM(roots, i) as usize;
+        if search.parent.insert(root, 0).is_none() {
+            search.queue.push_back(root);
+        }
+    }
+    let mut owners: AddressMap<usize> = AddressMap::default();
+    while let Some(addr) = search.queue.pop_front() {
+        let obj = addr as *mut PyObject;
+        let ty = Py_TYPE(obj) as usize;
+        let found = match (target, kind) {
+            (Some(target), _) => addr == target,
+            (None, Some(wanted)) => {
+                let kind = if ty == dict_type {
+                    owners
+                        .get(&addr)
+                        .map_or(Kind::DictNoOwner, |&o| Kind::DictOf(o))
+                } else {
+                    Kind::Type(ty)
+                };
+                kind == wanted
+                    && !exclude.is_some_and(|set| set.contains(objects::allocation_of(obj)))
+            }
+            (None, None) => false,
+        };
+        if found {
+            let mut chain = vec![addr];
+            let mut at = addr;
+            while let Some(&up) = search.parent.get(&at) {
+                if up == 0 {
+                    break;
+                }
+                chain.push(up);
+                at = up;
+            }
+            chain.reverse();
+            return chain;
+        }
+        search.from = addr;
+        let dict = if PyType_Check(obj) != 0 {
+            (*(obj as *mut PyTypeObject)).tp_dict
+        } else if PyModule_Check(obj) != 0 {
+            PyModule_GetDict(obj)
+        } else {
+            objects::instance_dict(obj)
+        };
+        if !dict.is_null() {
+            owners.insert(dict as usize, ty);
+            enqueue(dict, &mut search as *mut Breadth as *mut c_void);
+        }
+        objects::traverse(obj, enqueue, &mut search as *mut Breadth as *mut c_void);
+    }
+    Vec::new()
 }

@@ -35,7 +35,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 19] = [
+static mut METHODS: [PyMethodDef; 21] = [
     method(
         c"start",
         api::start,
@@ -143,6 +143,18 @@ static mut METHODS: [PyMethodDef; 19] = [
         api_heap::set_relheap,
         METH_O,
         c"set_relheap(roots | None): leave what is reachable now out of later walks",
+    ),
+    method(
+        c"path_to",
+        api_heap::path_to,
+        METH_VARARGS,
+        c"path_to(roots, target, kind_tag, kind_type) -> (root, ..., object)",
+    ),
+    method(
+        c"instance_dict",
+        api_heap::instance_dict,
+        METH_O,
+        c"instance_dict(obj) -> its __dict__ if it exists, else None (never creates one)",
     ),
     PyMethodDef::zeroed(),
 ];

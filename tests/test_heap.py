@@ -219,3 +219,86 @@ def test_bytype_merges_dicts():
     assert h.bytype.count == h.count and h.bytype.size == h.size
     assert str(h.bytype).splitlines()[1].endswith("% Type")
     del data
+
+
+BYRCS_PROGRAM = """
+import json
+import guppy, heapsite
+hp = guppy.hpy()
+hp.heap()  # heapy imports most of itself on first use
+hp.setrelheap()
+heapsite.setrelheap()
+zs = [complex(i, 1) for i in range(5000)]
+d = {"a": zs[0], "b": zs[2]}
+t = (zs[1], "x" * 50)
+class Holder:
+    __slots__ = ("z",)
+    def __init__(self, z):
+        self.z = z
+holders = [Holder(z) for z in zs[3:10]]
+
+def table(text):
+    rows = {}
+    for line in text.splitlines()[2:]:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[0].isdigit():
+            rows[fields[7]] = int(fields[1])
+    return rows
+
+# heapsite first: heapy's result objects would be referrers too.
+ours = table(str(heapsite.heap()[0].byrcs.all))
+theirs = table(str(hp.heap()[0].byrcs.all))
+print(json.dumps({"theirs": theirs, "ours": ours}))
+"""
+
+
+def test_byrcs_agrees_with_guppy3():
+    result = run_python(BYRCS_PROGRAM)
+    assert result.returncode == 0, result.stderr
+    both = json.loads(result.stdout)
+    assert both["ours"] == both["theirs"]
+    assert both["ours"]["list"] >= 4980
+    assert both["ours"]["__main__.Holder, list"] == 7
+
+
+PATH_PROGRAM = """
+import heapsite
+
+class Order:
+    pass
+
+class Slot:
+    __slots__ = ("z",)
+
+class Registry:
+    def __init__(self):
+        self.__dict__["items"] = []
+
+_registry = Registry()
+for _ in range(42):
+    _registry.items.append(Order())
+slot = Slot()
+slot.z = [Order()]
+orphan_holder = []
+
+print(heapsite.path_to_root(_registry.items[41]))
+print(heapsite.path_to_root(slot.z[0]))
+print(heapsite.path_to_root(object()))
+heapsite.start(1)
+heapsite.setrelheap()
+orphan_holder.append({"deep": (1, Order())})
+h = heapsite.heap()
+row = [r.name for r in h.rows].index("__main__.Order")
+print(h[row].path_to_root())
+"""
+
+
+def test_path_to_root():
+    result = run_python(PATH_PROGRAM)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "__main__.__dict__['_registry'].__dict__['items'][41]",
+        "__main__.__dict__['slot'].z[0]",
+        "None",
+        "__main__.__dict__['orphan_holder'][0]['deep'][1]",
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import _heapsite as _core
 from ._format import format_size, parse_size
-from ._heap import Partition, clearrelheap, heap, hpy, setrelheap
+from ._heap import Partition, clearrelheap, heap, hpy, path_to_root, setrelheap
 from ._snapshot import (
     Frame,
     Site,
@@ -31,6 +31,7 @@ __all__ = [
     "clearrelheap",
     "heap",
     "hpy",
+    "path_to_root",
     "setrelheap",
     "Frame",
     "Site",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import gc
+import sys
 import types
 
 from . import _heapsite as _core
@@ -59,13 +60,16 @@ def kind_name(t: type) -> str:
 
 
 class Row:
-    """One kind: its name, count, size and, when heapsite traced the
-    allocations, the sites that made them: [(site label, count, size)]."""
+    """One kind: its name, count and size; once asked for, its objects split
+    by allocating site and by the kinds of their referrers, each as
+    [(label, count, size)]."""
 
-    __slots__ = ("name", "count", "size", "sites")
+    __slots__ = ("name", "count", "size", "sites", "referrers", "kind")
 
-    def __init__(self, name: str, count: int, size: int, sites: list):
-        self.name, self.count, self.size, self.sites = name, count, size, sites
+    def __init__(self, name: str, count: int, size: int, sites=None, referrers=None, kind=None):
+        self.name, self.count, self.size = name, count, size
+        self.sites, self.referrers = sites, referrers
+        self.kind = kind  # (tag, type) as the walk reports it, for path_to_root
 
     def __repr__(self) -> str:
         return f"<Row {self.name}: {self.count} objects, {self.size} bytes>"
@@ -81,19 +85,41 @@ def _site_label(site_id: int, cache: dict) -> str:
     return cache[site_id]
 
 
-def _rows_of(raw_rows) -> list:
-    labels: dict = {}
+SPLIT_NOTHING, SPLIT_SITES, SPLIT_REFERRERS = 0, 1, 2
+
+
+def _name(tag: int, t) -> str:
+    if tag == 0:
+        return kind_name(t)
+    if tag == 1:
+        return "dict of " + kind_name(t)
+    return "dict (no owner)"
+
+
+def _rows_of(raw_rows, split: int, signatures) -> list:
+    if split == SPLIT_SITES:
+        labels: dict = {}
+
+        def label(key):
+            return _site_label(key, labels)
+    else:
+        names = [", ".join(sorted(_name(*k) for k in kinds)) or "<Nothing>" for kinds in signatures]
+
+        def label(key):
+            return names[key]
+
     rows = []
-    for tag, t, count, size, sites in raw_rows:
-        if tag == 0:
-            name = kind_name(t)
-        elif tag == 1:
-            name = "dict of " + kind_name(t)
-        else:
-            name = "dict (no owner)"
-        labelled = ((_site_label(s, labels), c, z) for s, c, z in sites)
-        by_site = sorted(labelled, key=lambda r: (-r[2], -r[1], r[0]))
-        rows.append(Row(name, count, size, by_site))
+    for tag, t, count, size, splits in raw_rows:
+        row = Row(_name(tag, t), count, size, kind=(tag, t))
+        if split != SPLIT_NOTHING:
+            labelled = sorted(
+                ((label(k), c, z) for k, c, z in splits), key=lambda r: (-r[2], -r[1], r[0])
+            )
+            if split == SPLIT_SITES:
+                row.sites = labelled
+            else:
+                row.referrers = labelled
+        rows.append(row)
     rows.sort(key=lambda r: (-r.size, -r.count, r.name))
     return rows
 
@@ -111,11 +137,8 @@ class Partition:
 
     KIND_HEADER = "Kind (class / dict of class)"
 
-    def __init__(
-        self, rows: list, start: int = 0, shown: int | None = ROWS_SHOWN, joined: bool = True
-    ):
+    def __init__(self, rows: list, start: int = 0, shown: int | None = ROWS_SHOWN):
         self.rows = rows
-        self._joined = joined
         self.count = sum(r.count for r in rows)
         self.size = sum(r.size for r in rows)
         self._start = start
@@ -125,8 +148,7 @@ class Partition:
         return len(self.rows)
 
     def _view(self, rows: list, start: int, shown: int | None) -> Partition:
-        view = type(self)(rows, start, shown, self._joined)
-        return view
+        return type(self)(rows, start, shown)
 
     def __getitem__(self, index: int) -> Partition:
         if not isinstance(index, int):
@@ -194,31 +216,60 @@ class Partition:
             name = "dict" if row.name.startswith("dict ") else row.name
             count, size = merged.get(name, (0, 0))
             merged[name] = (count + row.count, size + row.size)
-        rows = [Row(name, count, size, []) for name, (count, size) in merged.items()]
+        rows = [Row(name, count, size) for name, (count, size) in merged.items()]
         rows.sort(key=lambda r: (-r.size, -r.count, r.name))
         return TypePartition(rows)
+
+    def path_to_root(self) -> str | None:
+        """The shortest chain of references from a module to an object of
+        this partition's first kind, as `__main__.__dict__['objs'][0]`;
+        None if no module reaches one."""
+        if not self.rows or self.rows[0].kind is None:
+            return None
+        tag, t = self.rows[0].kind
+        return _describe(_core.path_to(_roots(), None, tag, t))
+
+    def _fill(self, split: int, attribute: str) -> None:
+        """Fetches a split the rows do not have yet, by walking the heap
+        again (so it shows the heap as it is then)."""
+        if all(getattr(r, attribute) is not None for r in self.rows):
+            return
+        fresh = {r.name: r for r in _walk(split).rows}
+        for row in self.rows:
+            if getattr(row, attribute) is None:
+                other = fresh.get(row.name)
+                setattr(row, attribute, getattr(other, attribute) if other else [])
+
+    def _regrouped(self, attribute: str, fallback: str, cls, by_kind: bool) -> Partition:
+        merged: dict = {}
+        for row in self.rows:
+            for label, count, size in getattr(row, attribute) or [(fallback, row.count, row.size)]:
+                name = f"{row.name} @ {label}" if by_kind else label
+                c, z = merged.get(name, (0, 0))
+                merged[name] = (c + count, z + size)
+        rows = [Row(name, count, size) for name, (count, size) in merged.items()]
+        rows.sort(key=lambda r: (-r.size, -r.count, r.name))
+        return cls(rows)
 
     @property
     def bysite(self) -> SitePartition:
         """Each kind split by the call site that allocated its objects
         ("<before tracking>" where heapsite has no record).
 
-        A partition from heap() is joined lazily: the first `.bysite` walks
-        the heap again with the allocation records (the join costs a table
-        lookup per object, which heap() alone does not pay), so it shows the
-        heap as it is then; kinds not in this partition are left out."""
-        if not self._joined:
-            fresh = {r.name: r for r in _walk(join_sites=True).rows}
-            for row in self.rows:
-                row.sites = fresh[row.name].sites if row.name in fresh else []
-            self._joined = True
-        rows = [
-            Row(f"{r.name} @ {label}", count, size, [])
-            for r in self.rows
-            for label, count, size in (r.sites or [(BEFORE_TRACKING, r.count, r.size)])
-        ]
-        rows.sort(key=lambda r: (-r.size, -r.count, r.name))
-        return SitePartition(rows)
+        The split costs a table lookup per object, which heap() alone does
+        not pay: the first `.bysite` walks the heap again with the records,
+        so it shows the heap as it is then."""
+        self._fill(SPLIT_SITES, "sites")
+        return self._regrouped("sites", BEFORE_TRACKING, SitePartition, by_kind=True)
+
+    @property
+    def byrcs(self) -> ReferrerPartition:
+        """The objects by the kinds of their referrers (heapy's byrcs):
+        "list" for objects only lists refer to, "dict (no owner), list" for
+        those both kinds refer to, "<Nothing>" for none. Walks again when
+        first asked, as `.bysite` does."""
+        self._fill(SPLIT_REFERRERS, "referrers")
+        return self._regrouped("referrers", "<Nothing>", ReferrerPartition, by_kind=False)
 
     def diff(self, other: Partition) -> Partition:
         """What this set has more (or less) of than `other`, by kind."""
@@ -232,13 +283,17 @@ class Partition:
             count = (a.count if a else 0) - (b.count if b else 0)
             size = (a.size if a else 0) - (b.size if b else 0)
             if count or size:
-                rows.append(Row(name, count, size, []))
+                rows.append(Row(name, count, size))
         rows.sort(key=lambda r: (-abs(r.size), -abs(r.count), r.name))
         return DiffPartition(rows)
 
 
 class SitePartition(Partition):
     KIND_HEADER = "Kind @ allocating site"
+
+
+class ReferrerPartition(Partition):
+    KIND_HEADER = "Referrers by Kind (class / dict of class)"
 
 
 class TypePartition(Partition):
@@ -263,17 +318,71 @@ class DiffPartition(Partition):
         return lines
 
 
-def _walk(join_sites: bool) -> Partition:
-    count, size, raw_rows = _core.heap_walk(gc.get_objects(), join_sites)
-    partition = Partition(_rows_of(raw_rows), joined=join_sites or not _core.is_tracing())
+def _roots() -> list:
+    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
+
+
+def _step(parent, child) -> str:
+    """How `parent` refers to `child`, as Python source would say it (never
+    creating an instance's __dict__ to find out)."""
+    if isinstance(parent, types.ModuleType) and vars(parent) is child:
+        return ".__dict__"
+    if isinstance(parent, type) and isinstance(child, dict) and child == dict(vars(parent)):
+        return ".__dict__"
+    if not isinstance(parent, type):
+        attributes = _core.instance_dict(parent)
+        if attributes is child:
+            return ".__dict__"
+        # 3.13 reports an instance's attribute values straight from the
+        # instance even when its __dict__ exists: say it the same way.
+        for key, value in (attributes or {}).items():
+            if value is child:
+                return f".__dict__[{key!r}]"
+    if isinstance(parent, dict):
+        for key, value in parent.items():
+            if value is child:
+                return f"[{key!r}]"
+        for key in parent:
+            if key is child:
+                return ".keys()[...]"
+    if isinstance(parent, (list, tuple)):
+        for index, value in enumerate(parent):
+            if value is child:
+                return f"[{index}]"
+    for slot in getattr(type(parent), "__slots__", ()) or ():
+        if getattr(parent, slot, None) is child:
+            return f".{slot}"
+    return f" -> <{kind_name(type(child))}>"
+
+
+def _describe(chain) -> str | None:
+    if not chain:
+        return None
+    root = chain[0]
+    text = root.__name__ if isinstance(root, types.ModuleType) else f"<{kind_name(type(root))}>"
+    for parent, child in zip(chain, chain[1:]):
+        text += _step(parent, child)
+    return text
+
+
+def path_to_root(obj) -> str | None:
+    """The shortest chain of references from a module to `obj`, as
+    `mymodule.__dict__['_registry'][41]`; None if no module reaches it."""
+    return _describe(_core.path_to(_roots(), obj, -1, None))
+
+
+def _walk(split: int) -> Partition:
+    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), split)
+    partition = Partition(_rows_of(raw_rows, split, signatures))
     assert partition.count == count and partition.size == size
     return partition
 
 
 def heap() -> Partition:
     """Every object reachable from the gc-tracked ones (less what setrelheap()
-    saw), by kind. `.bysite` splits each kind by allocating site."""
-    return _walk(join_sites=False)
+    saw), by kind. `.bysite` splits each kind by allocating site, `.byrcs`
+    by the kinds of the referrers."""
+    return _walk(SPLIT_NOTHING)
 
 
 def setrelheap(reference: None = None) -> None:
@@ -298,4 +407,4 @@ class hpy:  # noqa: N801 - heapy's name, so hpy().heap() code runs unchanged
         setrelheap(reference)
 
 
-__all__ = ["Partition", "clearrelheap", "heap", "hpy", "kind_name", "setrelheap"]
+__all__ = ["Partition", "clearrelheap", "heap", "hpy", "kind_name", "path_to_root", "setrelheap"]
