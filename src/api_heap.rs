@@ -80,13 +80,14 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
     tuple(&items)
 }
 
-/// heap_walk(roots: list, split: 0 | 1 | 2) -> (count, size, rows, signatures):
-/// split 0 nothing, 1 by allocating site, 2 by the kinds of the referrers.
+/// heap_walk(roots: list, own: list, split: 0 | 1 | 2) -> (count, size,
+/// rows, signatures): split 0 nothing, 1 by allocating site, 2 by the kinds
+/// of the referrers; `own` lists heapsite's modules, dicts and classes.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    let Some((roots, split)) = roots_and_split(args) else {
+    let Some((roots, own, split)) = walk_arguments(args) else {
         return ptr::null_mut();
     };
-    kinds::walk(roots, true, None, split, |heap| {
+    kinds::walk(roots, own, true, None, split, |heap| {
         let rows = rows(heap);
         let signatures = signatures(heap);
         tuple(&[
@@ -98,36 +99,39 @@ pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mu
     })
 }
 
-/// set_relheap(roots: list | None): later walks leave out what is reachable
-/// now (None: forget, count everything again).
-pub unsafe extern "C" fn set_relheap(_: *mut PyObject, roots: *mut PyObject) -> *mut PyObject {
+/// set_relheap(roots: list | None, own: list): later walks leave out what is
+/// reachable now (None: forget, count everything again).
+pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
+        return crate::api::raise(PyExc_TypeError, "set_relheap(roots | None, own)");
+    }
+    let roots = PyTuple_GetItem(args, 0);
+    let own = PyTuple_GetItem(args, 1);
     if roots == Py_None() {
         kinds::set_relheap(None);
         return none();
     }
-    if PyList_Check(roots) == 0 {
-        return crate::api::raise(
-            PyExc_TypeError,
-            "set_relheap expects a list of roots or None",
-        );
+    if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
+        return crate::api::raise(PyExc_TypeError, "set_relheap expects lists (or None)");
     }
     let mut seen = AddressSet::default();
-    kinds::walk(roots, false, Some(&mut seen), Split::Nothing, |_| ());
+    kinds::walk(roots, own, false, Some(&mut seen), Split::Nothing, |_| ());
     kinds::set_relheap(Some(seen));
     none()
 }
 
-unsafe fn roots_and_split(args: *mut PyObject) -> Option<(*mut PyObject, Split)> {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
-        crate::api::raise(PyExc_TypeError, "heap_walk(roots, split)");
+unsafe fn walk_arguments(args: *mut PyObject) -> Option<(*mut PyObject, *mut PyObject, Split)> {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 3 {
+        crate::api::raise(PyExc_TypeError, "heap_walk(roots, own, split)");
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
-    if PyList_Check(roots) == 0 {
-        crate::api::raise(PyExc_TypeError, "heap_walk: roots must be a list");
+    let own = PyTuple_GetItem(args, 1);
+    if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
+        crate::api::raise(PyExc_TypeError, "heap_walk: roots and own must be lists");
         return None;
     }
-    let split = match PyLong_AsLong(PyTuple_GetItem(args, 1)) {
+    let split = match PyLong_AsLong(PyTuple_GetItem(args, 2)) {
         0 => Split::Nothing,
         1 => Split::Sites,
         2 => Split::Referrers,
@@ -137,7 +141,7 @@ unsafe fn roots_and_split(args: *mut PyObject) -> Option<(*mut PyObject, Split)>
             return None;
         }
     };
-    Some((roots, split))
+    Some((roots, own, split))
 }
 
 /// path_to(roots, target | None, kind_tag, kind_type) -> [root, ..., object]:

@@ -312,6 +312,7 @@ unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_in
 /// GIL held; `roots` a list.
 pub unsafe fn walk<R>(
     roots: *mut PyObject,
+    own: *mut PyObject,
     relative: bool,
     mut blocks: Option<&mut AddressSet>,
     split: Split,
@@ -329,6 +330,17 @@ pub unsafe fn walk<R>(
         referrers: (split == Split::Referrers).then(Referrers::new),
     };
     search.visited.insert(roots as usize);
+    // heapsite's own modules, their dicts and its classes' instances are
+    // neither counted nor walked through (heapy leaves its own out too).
+    let mut own_types: AddressMap<()> = AddressMap::default();
+    search.visited.insert(own as usize);
+    for i in 0..PyList_Size(own).max(0) {
+        let item = PyList_GET_ITEM(own, i);
+        search.visited.insert(item as usize);
+        if PyType_Check(item) != 0 {
+            own_types.insert(item as usize, ());
+        }
+    }
     for i in (0..n_roots).rev() {
         search.stack.push(PyList_GET_ITEM(roots, i as Py_ssize_t));
     }
@@ -350,6 +362,9 @@ pub unsafe fn walk<R>(
     while let Some(obj) = search.stack.pop() {
         let addr = obj as usize;
         if !search.visited.insert(addr) {
+            continue;
+        }
+        if !own_types.is_empty() && own_types.contains_key(&(Py_TYPE(obj) as usize)) {
             continue;
         }
         let block = objects::allocation_of(obj);

@@ -141,7 +141,7 @@ static mut METHODS: [PyMethodDef; 21] = [
     method(
         c"set_relheap",
         api_heap::set_relheap,
-        METH_O,
+        METH_VARARGS,
         c"set_relheap(roots | None): leave what is reachable now out of later walks",
     ),
     method(

@@ -371,8 +371,19 @@ def path_to_root(obj) -> str | None:
     return _describe(_core.path_to(_roots(), obj, -1, None))
 
 
+def _own() -> list:
+    """heapsite's modules, their dicts and its classes: left out of walks."""
+    own = []
+    for name, module in list(sys.modules.items()):
+        if (name == "heapsite" or name.startswith("heapsite.")) and module is not None:
+            own += [module, vars(module)]
+            classes = [v for v in vars(module).values() if isinstance(v, type)]
+            own += [c for c in classes if c.__module__ == name]
+    return own
+
+
 def _walk(split: int) -> Partition:
-    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), split)
+    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), _own(), split)
     partition = Partition(_rows_of(raw_rows, split, signatures))
     assert partition.count == count and partition.size == size
     return partition
@@ -389,12 +400,12 @@ def setrelheap(reference: None = None) -> None:
     """Later heap() calls count only objects created after this call."""
     if reference is not None:
         raise TypeError("setrelheap() takes no reference set in heapsite; call it with no argument")
-    _core.set_relheap(gc.get_objects())
+    _core.set_relheap(gc.get_objects(), _own())
 
 
 def clearrelheap() -> None:
     """heap() counts every object again."""
-    _core.set_relheap(None)
+    _core.set_relheap(None, [])
 
 
 class hpy:  # noqa: N801 - heapy's name, so hpy().heap() code runs unchanged
