@@ -221,13 +221,13 @@ class Partition:
         return TypePartition(rows)
 
     def path_to_root(self) -> str | None:
-        """The shortest chain of references from a module to an object of
-        this partition's first kind, as `__main__.__dict__['objs'][0]`;
-        None if no module reaches one."""
+        """The shortest chain of references from a module (failing that, a
+        running frame) to an object of this partition's first kind, as
+        `__main__.__dict__['objs'][0]`; None if none reaches one."""
         if not self.rows or self.rows[0].kind is None:
             return None
         tag, t = self.rows[0].kind
-        return _describe(_core.path_to(_roots(), None, tag, t))
+        return _path(None, tag, t)
 
     def _fill(self, split: int, attribute: str) -> None:
         """Fetches a split the rows do not have yet, by walking the heap
@@ -322,6 +322,37 @@ def _roots() -> list:
     return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
 
 
+def _frame_roots(depth: int) -> dict:
+    """The running frames' locals, as {id(locals dict): (dict, label)}: the
+    caller's frames (`depth` up) and other threads'. Asked only when no
+    module reaches the object (reading them creates frame objects, which
+    heap() itself never does; a running frame's own traversal does not show
+    its locals, so they are copied into dicts)."""
+    import threading
+
+    me = threading.get_ident()
+    tops = [f for ident, f in sys._current_frames().items() if ident != me]
+    tops.insert(0, sys._getframe(depth + 1))
+    roots = {}
+    for frame in tops:
+        while frame is not None:
+            code = frame.f_code
+            label = f"<frame of {code.co_name} at {code.co_filename}:{frame.f_lineno}>.f_locals"
+            local_vars = dict(frame.f_locals)
+            roots[id(local_vars)] = (local_vars, label)
+            frame = frame.f_back
+    return roots
+
+
+def _path(target, tag: int, kind_type) -> str | None:
+    chain = _core.path_to(_roots(), target, tag, kind_type)
+    if chain:
+        return _describe(chain)
+    frames = _frame_roots(2)
+    chain = _core.path_to([d for d, _ in frames.values()], target, tag, kind_type)
+    return _describe(chain, frames)
+
+
 def _step(parent, child) -> str:
     """How `parent` refers to `child`, as Python source would say it (never
     creating an instance's __dict__ to find out)."""
@@ -355,11 +386,16 @@ def _step(parent, child) -> str:
     return f" -> <{kind_name(type(child))}>"
 
 
-def _describe(chain) -> str | None:
+def _describe(chain, frames: dict | None = None) -> str | None:
     if not chain:
         return None
     root = chain[0]
-    text = root.__name__ if isinstance(root, types.ModuleType) else f"<{kind_name(type(root))}>"
+    if isinstance(root, types.ModuleType):
+        text = root.__name__
+    elif frames and id(root) in frames:
+        text = frames[id(root)][1]
+    else:
+        text = f"<{kind_name(type(root))}>"
     for parent, child in zip(chain, chain[1:]):
         text += _step(parent, child)
     return text
@@ -367,8 +403,10 @@ def _describe(chain) -> str | None:
 
 def path_to_root(obj) -> str | None:
     """The shortest chain of references from a module to `obj`, as
-    `mymodule.__dict__['_registry'][41]`; None if no module reaches it."""
-    return _describe(_core.path_to(_roots(), obj, -1, None))
+    `mymodule.__dict__['_registry'][41]`; failing that, from a running frame
+    (`<frame of main at app.py:12>.f_locals['cache'][3]`); None if neither
+    reaches it."""
+    return _path(obj, -1, None)
 
 
 def _own() -> list:
