@@ -352,3 +352,32 @@ def test_counts_of_new_objects_agree_with_guppy3():
     assert mine["tuple"][0] == 3000 and 0 <= theirs["tuple"][0] - 3000 <= 30
     assert mine["list"] == theirs["list"]
     assert 0 <= theirs["dict (no owner)"][0] - mine["dict (no owner)"][0] <= 5
+
+
+def test_julia_example_bysite_names_the_lines_that_built_the_complex_numbers(monkeypatch):
+    """The heapy chapter's question, on the README's own example: after the
+    two lists are built, which lines made the 2,000,000 complex numbers?"""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "julia_set.py")
+    spec = importlib.util.spec_from_file_location("julia_set", path)
+    julia = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(julia)
+    seen = {}
+
+    def look_instead_of_computing(maxiter, zs, cs):
+        seen["rows"] = heapsite.heap().bysite.rows
+        return [0] * len(zs)
+
+    monkeypatch.setattr(julia, "calculate_z_serial_purepython", look_instead_of_computing)
+    monkeypatch.setattr(julia, "print", lambda *a, **k: None, raising=False)
+    heapsite.start(1)
+    with pytest.raises(AssertionError):  # the book's check: our stand-in computes nothing
+        julia.calc_pure_python(desired_width=1000, max_iterations=300)
+    source = open(path).read().splitlines()
+    lines = {i + 1 for i, text in enumerate(source) if "append(complex(" in text}
+    complex_rows = [r for r in seen["rows"] if r.name.startswith("complex @ ")]
+    by_line = {int(r.name.split(":")[1].split()[0]): r.count for r in complex_rows[:2]}
+    assert set(by_line) == lines
+    assert sum(by_line.values()) == 2_000_000
