@@ -43,37 +43,61 @@ impl Hasher for AddressHasher {
 
 type AddressMap<V> = HashMap<usize, V, BuildHasherDefault<AddressHasher>>;
 
-/// A set of object addresses as bits, one per 16 bytes of address space in
-/// 64 KiB pages: objects are at least 16 bytes, so `addr >> 4` tells them
-/// apart, and objects made together sit together, so most tests hit the page
-/// tested last and cost a shift and a mask.
+/// Per-address data in 64 KiB pages of address space, one slot per 16
+/// bytes: objects are at least 16 bytes, so `addr >> 4` tells them apart,
+/// and objects made together sit together, so most accesses hit the page
+/// used last, which is remembered.
+struct Paged<T: Copy + Default, const N: usize> {
+    pages: AddressMap<Box<[T; N]>>,
+    last: usize,
+    last_page: Option<*mut [T; N]>,
+}
+
+impl<T: Copy + Default, const N: usize> Default for Paged<T, N> {
+    fn default() -> Self {
+        Self {
+            pages: AddressMap::default(),
+            last: 0,
+            last_page: None,
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> Paged<T, N> {
+    #[inline(always)]
+    fn page_mut(&mut self, page: usize) -> &mut [T; N] {
+        if let (true, Some(slots)) = (page == self.last, self.last_page) {
+            // SAFETY: points into a box owned by `pages`, which never frees one.
+            return unsafe { &mut *slots };
+        }
+        let slots: *mut [T; N] = &mut **self
+            .pages
+            .entry(page)
+            .or_insert_with(|| Box::new([T::default(); N]));
+        self.last = page;
+        self.last_page = Some(slots);
+        // SAFETY: as above.
+        unsafe { &mut *slots }
+    }
+
+    #[inline(always)]
+    fn page(&self, page: usize) -> Option<&[T; N]> {
+        self.pages.get(&page).map(|slots| &**slots)
+    }
+}
+
+/// A set of object addresses, a bit each (see `Paged`).
 #[derive(Default)]
 pub struct AddressSet {
-    pages: AddressMap<Box<[u64; 64]>>,
-    last: usize,
-    last_bits: Option<*mut [u64; 64]>,
+    bits: Paged<u64, 64>,
 }
 
 impl AddressSet {
-    #[inline(always)]
-    fn bits(&mut self, page: usize) -> &mut [u64; 64] {
-        if let (true, Some(bits)) = (page == self.last, self.last_bits) {
-            // SAFETY: points into a box owned by `pages`, which never frees one.
-            return unsafe { &mut *bits };
-        }
-        let bits: *mut [u64; 64] =
-            &mut **self.pages.entry(page).or_insert_with(|| Box::new([0; 64]));
-        self.last = page;
-        self.last_bits = Some(bits);
-        // SAFETY: as above.
-        unsafe { &mut *bits }
-    }
-
     /// Adds `addr`; false if it was there already.
     #[inline(always)]
     pub fn insert(&mut self, addr: usize) -> bool {
         let (page, bit) = (addr >> 16, (addr >> 4) & 4095);
-        let word = &mut self.bits(page)[bit >> 6];
+        let word = &mut self.bits.page_mut(page)[bit >> 6];
         let mask = 1u64 << (bit & 63);
         let fresh = *word & mask == 0;
         *word |= mask;
@@ -84,16 +108,16 @@ impl AddressSet {
     #[inline(always)]
     pub fn remove(&mut self, addr: usize) {
         let (page, bit) = (addr >> 16, (addr >> 4) & 4095);
-        if let Some(bits) = self.pages.get_mut(&page) {
-            bits[bit >> 6] &= !(1u64 << (bit & 63));
+        if self.bits.page(page).is_some() {
+            self.bits.page_mut(page)[bit >> 6] &= !(1u64 << (bit & 63));
         }
     }
 
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
         let (page, bit) = (addr >> 16, (addr >> 4) & 4095);
-        self.pages
-            .get(&page)
+        self.bits
+            .page(page)
             .is_some_and(|bits| bits[bit >> 6] & (1u64 << (bit & 63)) != 0)
     }
 }
@@ -123,41 +147,22 @@ pub fn set_relheap(blocks: Option<AddressSet>) {
     unsafe { *RELHEAP.get() = blocks };
 }
 
-/// A u32 per object address, laid out as `AddressSet` is (one slot per 16
-/// bytes in 64 KiB pages, the page used last remembered): 0 where unset.
+/// A u32 per object address (see `Paged`): 0 where unset.
 #[derive(Default)]
 struct AddressValues {
-    pages: AddressMap<Box<[u32; 4096]>>,
-    last: usize,
-    last_slots: Option<*mut [u32; 4096]>,
+    values: Paged<u32, 4096>,
 }
 
 impl AddressValues {
     #[inline(always)]
-    fn slots(&mut self, page: usize) -> &mut [u32; 4096] {
-        if let (true, Some(slots)) = (page == self.last, self.last_slots) {
-            // SAFETY: points into a box owned by `pages`, which never frees one.
-            return unsafe { &mut *slots };
-        }
-        let slots: *mut [u32; 4096] = &mut **self
-            .pages
-            .entry(page)
-            .or_insert_with(|| Box::new([0; 4096]));
-        self.last = page;
-        self.last_slots = Some(slots);
-        // SAFETY: as above.
-        unsafe { &mut *slots }
-    }
-
-    #[inline(always)]
     fn slot(&mut self, addr: usize) -> &mut u32 {
-        &mut self.slots(addr >> 16)[(addr >> 4) & 4095]
+        &mut self.values.page_mut(addr >> 16)[(addr >> 4) & 4095]
     }
 
     #[inline(always)]
     fn get(&self, addr: usize) -> u32 {
-        self.pages
-            .get(&(addr >> 16))
+        self.values
+            .page(addr >> 16)
             .map_or(0, |slots| slots[(addr >> 4) & 4095])
     }
 }
@@ -571,4 +576,45 @@ pub unsafe fn path_to(
         objects::traverse(obj, enqueue, &mut search as *mut Breadth as *mut c_void);
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_set_against_a_model() {
+        let mut set = AddressSet::default();
+        let mut model = std::collections::HashSet::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Spread over a few pages, 16-byte aligned, as objects are.
+            let addr = ((x % (1 << 20)) as usize & !15) + 0x7f00_0000_0000;
+            if x.is_multiple_of(3) {
+                set.remove(addr);
+                model.remove(&addr);
+            } else {
+                assert_eq!(set.insert(addr), model.insert(addr));
+            }
+            assert_eq!(set.contains(addr), model.contains(&addr));
+        }
+        for &addr in &model {
+            assert!(set.contains(addr));
+        }
+    }
+
+    #[test]
+    fn address_values_default_to_zero() {
+        let mut values = AddressValues::default();
+        assert_eq!(values.get(0x1000), 0);
+        *values.slot(0x1000) = 7;
+        *values.slot(0x1010) = 9;
+        assert_eq!(
+            (values.get(0x1000), values.get(0x1010), values.get(0x1020)),
+            (7, 9, 0)
+        );
+    }
 }
