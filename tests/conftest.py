@@ -5,6 +5,10 @@ import textwrap
 import heapsite
 import pytest
 
+# A sample suite with planted leaks, run by test_pytest_plugin.py in its own
+# pytest process, not as tests of this one.
+collect_ignore = ["leak_suite"]
+
 
 @pytest.fixture(autouse=True)
 def _stopped_after_each_test():

@@ -1,0 +1,77 @@
+"""A suite with planted leaks and clean look-alikes, run by test_pytest_plugin."""
+
+import collections
+import ctypes
+import functools
+
+_GROWING = []
+_SEEN = {}
+_CALLBACKS = []
+_CYCLES = []
+_SINGLETON = None
+_BOUNDED = collections.deque(maxlen=1)
+
+
+class Handler:
+    def __init__(self):
+        self.payload = bytearray(5000)
+
+    def on_event(self):
+        return len(self.payload)
+
+
+class Node:
+    def __init__(self):
+        self.other = None
+        self.data = [0] * 500
+
+
+def test_leak_module_list():
+    _GROWING.append(bytearray(20000))  # PLANTED list
+
+
+def test_leak_unbounded_dict_cache():
+    _SEEN[len(_SEEN)] = "x" * 3000 + str(len(_SEEN))  # PLANTED dict
+
+
+def test_leak_callback_registry():
+    _CALLBACKS.append(Handler().on_event)  # PLANTED callbacks
+
+
+def test_leak_cycle_from_global():
+    a, b = Node(), Node()  # PLANTED cycle
+    a.other, b.other = b, a
+    _CYCLES.append(a)
+
+
+def test_leak_c_buffer():
+    raw = ctypes.pythonapi.PyMem_RawMalloc
+    raw.restype = ctypes.c_void_p
+    raw(50000)  # PLANTED c-buffer (never freed)
+
+
+@functools.lru_cache(maxsize=128)
+def _expensive(n):
+    return [n] * 1000
+
+
+def test_clean_warmed_lru_cache():
+    assert len(_expensive(7)) == 1000
+
+
+def test_clean_lazy_singleton():
+    global _SINGLETON
+    if _SINGLETON is None:
+        _SINGLETON = bytearray(100000)
+    assert _SINGLETON is not None
+
+
+def test_clean_import_on_first_call():
+    import xml.dom.minidom
+
+    assert xml.dom.minidom.parseString("<a/>").documentElement.tagName == "a"
+
+
+def test_clean_bounded_cache():
+    _BOUNDED.append(bytearray(10000))
+    assert len(_BOUNDED) == 1

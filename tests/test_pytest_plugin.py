@@ -1,0 +1,105 @@
+"""The pytest plugin on a suite with planted leaks (tests/leak_suite)."""
+
+import os
+import re
+import subprocess
+import sys
+
+SUITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "leak_suite")
+
+
+def run_suite(*args, path=SUITE):
+    here = os.path.dirname(path) if os.path.isfile(path) else path
+    result = subprocess.run(
+        # --confcutdir: this project's own tests/conftest.py stays out of the suite.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--confcutdir", here]
+        + ["--rootdir", here, *args, path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=here,
+    )
+    outcomes = dict(
+        (name, verdict)
+        for verdict, name in re.findall(r"^(PASSED|FAILED|ERROR) \S*::(\w+)", result.stdout, re.M)
+    )
+    return result, outcomes
+
+
+def test_no_leaks_fails_exactly_the_planted_tests():
+    result, outcomes = run_suite("--heapsite-leaks")
+    planted = {name for name in outcomes if name.startswith("test_leak_")}
+    clean = {name for name in outcomes if name.startswith("test_clean_")}
+    assert len(planted) == 5 and len(clean) == 4, result.stdout
+    assert {n: outcomes[n] for n in planted} == dict.fromkeys(planted, "FAILED"), result.stdout
+    assert {n: outcomes[n] for n in clean} == dict.fromkeys(clean, "PASSED"), result.stdout
+
+
+def failure_text(stdout, test):
+    match = re.search(rf"_+ {test} _+\n(.*?)(?=\n_{{5,}} |\n=+ )", stdout, re.S)
+    assert match, stdout
+    return match.group(1)
+
+
+def planted_line(tag):
+    source = open(os.path.join(SUITE, "test_planted.py")).read().splitlines()
+    return next(i + 1 for i, line in enumerate(source) if f"PLANTED {tag}" in line)
+
+
+def test_messages_name_the_line_the_kind_and_the_root():
+    result, _ = run_suite("--heapsite-leaks")
+    text = failure_text(result.stdout, "test_leak_module_list")
+    assert "leaks: memory grew in every one of 3 rounds" in text
+    assert f"test_planted.py:{planted_line('list')}" in text
+    assert "bytearray" in text
+    assert "test_planted.__dict__['_GROWING']" in text
+    text = failure_text(result.stdout, "test_leak_callback_registry")
+    assert f"test_planted.py:{planted_line('callbacks')}" in text
+    assert "test_planted.__dict__['_CALLBACKS']" in text
+    text = failure_text(result.stdout, "test_leak_c_buffer")
+    assert f"test_planted.py:{planted_line('c-buffer')}" in text
+
+
+def test_limit_markers_and_usage_errors(tmp_path):
+    suite = tmp_path / "test_limits.py"
+    suite.write_text(
+        "import pytest\n"
+        "_KEEP = []\n"
+        "@pytest.mark.limit_memory('1 MB')\n"
+        "def test_over():\n"
+        "    x = bytearray(5_000_000)\n"
+        "@pytest.mark.limit_memory('10 MB')\n"
+        "def test_under():\n"
+        "    x = bytearray(1_000_000)\n"
+        "@pytest.mark.limit_leaks('1 KB')\n"
+        "def test_leaky():\n"
+        "    _KEEP.append(bytearray(100_000))\n"
+        "@pytest.mark.limit_leaks('1 KB')\n"
+        "def test_tidy():\n"
+        "    x = bytearray(100_000)\n"
+    )
+    result, outcomes = run_suite("--heapsite", path=str(suite))
+    assert outcomes == {
+        "test_over": "FAILED",
+        "test_under": "PASSED",
+        "test_leaky": "FAILED",
+        "test_tidy": "PASSED",
+    }, result.stdout
+    assert re.search(r"Test was limited to 977 KiB but allocated 48\d\d KiB", result.stdout)
+    assert "Test was allowed to leak 1000 B per location" in result.stdout
+    assert "heapsite: largest peak memory per test" in result.stdout
+
+    bad = tmp_path / "test_bad.py"
+    bad.write_text(
+        "import pytest\n@pytest.mark.limit_memory('lots')\ndef test_x():\n    pass\n"
+        "@pytest.mark.no_leaks(rounds=0)\ndef test_y():\n    pass\n"
+    )
+    result, _ = run_suite("--heapsite", path=str(bad))
+    assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage error
+    assert "test_x: @pytest.mark.limit_memory: cannot parse size 'lots'" in result.stderr
+
+
+def test_inactive_without_the_option():
+    result, outcomes = run_suite()
+    assert result.returncode == 0, result.stdout
+    assert set(outcomes.values()) == {"PASSED"}
