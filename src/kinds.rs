@@ -377,20 +377,8 @@ pub unsafe fn walk<R>(
             all.insert(block);
         }
         let ty = Py_TYPE(obj);
-        let dict = if PyType_Check(obj) != 0 {
-            (*(obj as *mut PyTypeObject)).tp_dict
-        } else if PyModule_Check(obj) != 0 {
-            PyModule_GetDict(obj)
-        } else {
-            objects::instance_dict(obj)
-        };
-        let kind = if ty as usize == dict_type {
-            owners
-                .get(&addr)
-                .map_or(Kind::DictNoOwner, |&owner| Kind::DictOf(owner))
-        } else {
-            Kind::Type(ty as usize)
-        };
+        let dict = owned_dict(obj);
+        let kind = kind_of(ty as usize, addr, &owners);
         if let Some(referrers) = search.referrers.as_mut() {
             referrers.current = kind;
         }
@@ -436,15 +424,8 @@ pub unsafe fn walk<R>(
         Py_INCREF(obj);
     }
     for &obj in &later {
-        let ty = Py_TYPE(obj) as usize;
         let size = objects::size_of(obj, false) as u64;
-        let kind = if ty == dict_type {
-            owners
-                .get(&(obj as usize))
-                .map_or(Kind::DictNoOwner, |&owner| Kind::DictOf(owner))
-        } else {
-            Kind::Type(ty)
-        };
+        let kind = kind_of(Py_TYPE(obj) as usize, obj as usize, &owners);
         let key = split_key(split, &search, obj, objects::allocation_of(obj));
         count(&mut heap, kind, size, key);
     }
@@ -457,6 +438,30 @@ pub unsafe fn walk<R>(
         Py_DECREF(obj);
     }
     result
+}
+
+/// The dict an object owns, if any: a class's, a module's, or an
+/// instance's `__dict__` where it exists (never created here).
+unsafe fn owned_dict(obj: *mut PyObject) -> *mut PyObject {
+    if PyType_Check(obj) != 0 {
+        (*(obj as *mut PyTypeObject)).tp_dict
+    } else if PyModule_Check(obj) != 0 {
+        PyModule_GetDict(obj)
+    } else {
+        objects::instance_dict(obj)
+    }
+}
+
+/// An object's kind: its type, except that an exact dict is named by the
+/// type of its owner, as far as `owners` knows it.
+fn kind_of(ty: usize, addr: usize, owners: &AddressMap<usize>) -> Kind {
+    if ty == std::ptr::addr_of!(PyDict_Type) as usize {
+        owners
+            .get(&addr)
+            .map_or(Kind::DictNoOwner, |&owner| Kind::DictOf(owner))
+    } else {
+        Kind::Type(ty)
+    }
 }
 
 /// The key an object is split by within its kind.
@@ -516,7 +521,6 @@ pub unsafe fn path_to(
     kind: Option<Kind>,
 ) -> Vec<usize> {
     let exclude = RELHEAP.get().as_ref();
-    let dict_type = std::ptr::addr_of_mut!(PyDict_Type) as usize;
     let mut search = Breadth {
         queue: std::collections::VecDeque::new(),
         parent: AddressMap::default(),
@@ -536,14 +540,7 @@ pub unsafe fn path_to(
         let found = match (target, kind) {
             (Some(target), _) => addr == target,
             (None, Some(wanted)) => {
-                let kind = if ty == dict_type {
-                    owners
-                        .get(&addr)
-                        .map_or(Kind::DictNoOwner, |&o| Kind::DictOf(o))
-                } else {
-                    Kind::Type(ty)
-                };
-                kind == wanted
+                kind_of(ty, addr, &owners) == wanted
                     && !exclude.is_some_and(|set| set.contains(objects::allocation_of(obj)))
             }
             (None, None) => false,
@@ -562,13 +559,7 @@ pub unsafe fn path_to(
             return chain;
         }
         search.from = addr;
-        let dict = if PyType_Check(obj) != 0 {
-            (*(obj as *mut PyTypeObject)).tp_dict
-        } else if PyModule_Check(obj) != 0 {
-            PyModule_GetDict(obj)
-        } else {
-            objects::instance_dict(obj)
-        };
+        let dict = owned_dict(obj);
         if !dict.is_null() {
             owners.insert(dict as usize, ty);
             enqueue(dict, &mut search as *mut Breadth as *mut c_void);
