@@ -103,3 +103,20 @@ def test_inactive_without_the_option():
     result, outcomes = run_suite()
     assert result.returncode == 0, result.stdout
     assert set(outcomes.values()) == {"PASSED"}
+
+
+def test_tracker_fixture(tmp_path):
+    suite = tmp_path / "test_tracker.py"
+    suite.write_text(
+        "_KEEP = []\n"
+        "def test_measures(heapsite_tracker):\n"
+        "    with heapsite_tracker() as m:\n"
+        "        big = bytearray(3_000_000)\n"
+        "        del big\n"
+        "        _KEEP.append(bytearray(50_000))\n"
+        "    assert 3_000_000 <= m.peak < 3_200_000, m.peak\n"
+        "    assert 45_000 <= m.leaked < 60_000, m.leaked  # net of what the block freed\n"
+        "    assert m.sites[0].traceback[0].lineno == 6, m.sites[0]\n"
+    )
+    result, outcomes = run_suite(path=str(suite))
+    assert outcomes == {"test_measures": "PASSED"}, result.stdout

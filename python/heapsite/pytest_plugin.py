@@ -232,3 +232,61 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section("heapsite: largest peak memory per test")
     for nodeid, peak in sorted(report, key=lambda r: -r[1])[:5]:
         terminalreporter.write_line(f"{format_size(peak):>10}  {nodeid}")
+
+
+class Measurement:
+    """What a block allocated: `peak` (most bytes live at once, above what
+    was live when it began), `leaked` (bytes it left allocated) and `sites`
+    (the call sites still holding them, as StatisticDiff lines)."""
+
+    def __init__(self):
+        self.peak = 0
+        self.leaked = 0
+        self.sites = []
+
+
+class Tracker:
+    """`heapsite_tracker()` measures a block of a test:
+
+    def test_cache(heapsite_tracker):
+        with heapsite_tracker() as m:
+            build_cache()
+        assert m.peak < 10_000_000 and m.leaked < 1_000
+    """
+
+    def __call__(self):
+        return self._measure()
+
+    @staticmethod
+    def _measure():
+        import contextlib
+
+        @contextlib.contextmanager
+        def measure():
+            started_here = not is_tracing()
+            if started_here:
+                start(FRAMES)
+            try:
+                gc.collect()
+                result = Measurement()
+                before = _program_snapshot()
+                base = _program_bytes()
+                live_at_start = traced_memory()[0]
+                reset_peak()
+                yield result
+                result.peak = max(0, traced_memory()[1] - live_at_start)
+                gc.collect()
+                result.leaked = _program_bytes() - base
+                diffs = _program_snapshot().compare_to(before, "traceback")
+                result.sites = [d for d in diffs if d.size_diff > 0]
+            finally:
+                if started_here:
+                    stop()
+
+        return measure()
+
+
+@pytest.fixture
+def heapsite_tracker():
+    """Measures the memory a block of the test allocates (see Tracker)."""
+    return Tracker()
