@@ -218,14 +218,23 @@ pub unsafe extern "C" fn site_of(_: *mut PyObject, arg: *mut PyObject) -> *mut P
     }
 }
 
-/// frames_of(site_id: int) -> frames tuple.
-pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+/// A site id argument, checked: Err(NULL) with the exception set if it is
+/// not an int or names no site.
+pub(crate) unsafe fn site_id(arg: *mut PyObject) -> Result<u32, *mut PyObject> {
     let id = PyLong_AsLong(arg);
     if id == -1 && !PyErr_Occurred().is_null() {
-        return ptr::null_mut();
+        return Err(ptr::null_mut());
     }
     if id < 0 || id as u64 >= sites::count() as u64 {
-        return raise(PyExc_ValueError, &format!("no call site {id}"));
+        return Err(raise(PyExc_ValueError, &format!("no call site {id}")));
     }
-    site_frames(id as u32)
+    Ok(id as u32)
+}
+
+/// frames_of(site_id: int) -> frames tuple.
+pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    match site_id(arg) {
+        Ok(id) => site_frames(id),
+        Err(error) => error,
+    }
 }

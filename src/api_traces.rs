@@ -107,12 +107,8 @@ pub unsafe extern "C" fn object_site(_: *mut PyObject, obj: *mut PyObject) -> *m
 
 /// site_depth(site_id) -> the whole stack depth recorded for it.
 pub unsafe extern "C" fn site_depth(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
-    let id = PyLong_AsLong(arg);
-    if id == -1 && !PyErr_Occurred().is_null() {
-        return ptr::null_mut();
+    match crate::api::site_id(arg) {
+        Ok(id) => int(total_depth(id)),
+        Err(error) => error,
     }
-    if id < 0 || id as u64 >= sites::count() as u64 {
-        return crate::api::raise(PyExc_ValueError, &format!("no call site {id}"));
-    }
-    int(total_depth(id as SiteId))
 }

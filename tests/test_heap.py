@@ -45,8 +45,13 @@ def build(n=3000):
 
 def heapy_counts(partition):
     """guppy3's table as {kind: (count, size)}."""
+    return heapy_counts_text(str(partition.all))
+
+
+def heapy_counts_text(text):
+    """A table in heapy's layout (guppy3's or heapsite's) as {kind: (count, size)}."""
     counts = {}
-    for line in str(partition.all).splitlines()[2:]:
+    for line in text.splitlines()[2:]:
         fields = line.split(None, 7)
         if len(fields) == 8 and fields[0].isdigit():
             counts[fields[7]] = (int(fields[1]), int(fields[3]))
@@ -222,14 +227,16 @@ def test_bytype_merges_dicts():
 
 
 BYRCS_PROGRAM = """
-import json
+import json, sys
+sys.path.insert(0, {tests!r})
 import guppy, heapsite
+from test_heap import heapy_counts_text
 hp = guppy.hpy()
 hp.heap()  # heapy imports most of itself on first use
 hp.setrelheap()
 heapsite.setrelheap()
 zs = [complex(i, 1) for i in range(5000)]
-d = {"a": zs[0], "b": zs[2]}
+d = {{"a": zs[0], "b": zs[2]}}
 t = (zs[1], "x" * 50)
 class Holder:
     __slots__ = ("z",)
@@ -238,22 +245,20 @@ class Holder:
 holders = [Holder(z) for z in zs[3:10]]
 
 def table(text):
-    rows = {}
-    for line in text.splitlines()[2:]:
-        fields = line.split(None, 7)
-        if len(fields) == 8 and fields[0].isdigit():
-            rows[fields[7]] = int(fields[1])
-    return rows
+    # {{referrer kinds: count}}
+    return {{kind: count for kind, (count, _) in heapy_counts_text(text).items()}}
 
 # heapsite first: heapy's result objects would be referrers too.
 ours = table(str(heapsite.heap()[0].byrcs.all))
 theirs = table(str(hp.heap()[0].byrcs.all))
-print(json.dumps({"theirs": theirs, "ours": ours}))
+print(json.dumps({{"theirs": theirs, "ours": ours}}))
 """
 
 
 def test_byrcs_agrees_with_guppy3():
-    result = run_python(BYRCS_PROGRAM)
+    import os
+
+    result = run_python(BYRCS_PROGRAM.format(tests=os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr
     both = json.loads(result.stdout)
     assert both["ours"] == both["theirs"]
