@@ -3,7 +3,9 @@
 
 mod api;
 mod api_heap;
+mod api_report;
 mod api_traces;
+mod capture;
 mod counters;
 mod frames;
 mod got;
@@ -11,6 +13,7 @@ mod hook;
 mod kinds;
 mod nursery;
 mod objects;
+mod report;
 mod segvec;
 mod sites;
 mod sync;
@@ -35,7 +38,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 21] = [
+static mut METHODS: [PyMethodDef; 25] = [
     method(
         c"start",
         api::start,
@@ -155,6 +158,30 @@ static mut METHODS: [PyMethodDef; 21] = [
         api_heap::instance_dict,
         METH_O,
         c"instance_dict(obj) -> its __dict__ if it exists, else None (never creates one)",
+    ),
+    method(
+        c"write_capture",
+        api_report::write_capture,
+        METH_VARARGS,
+        c"write_capture(path, model_json): write a capture file from its JSON model",
+    ),
+    method(
+        c"render_report",
+        api_report::render_report,
+        METH_VARARGS,
+        c"render_report(path, format, limit) -> bytes: a capture as text, json, html or pprof",
+    ),
+    method(
+        c"render_diff",
+        api_report::render_diff,
+        METH_VARARGS,
+        c"render_diff(old, new, view, limit) -> str: per-line change between two captures",
+    ),
+    method(
+        c"capture_magic",
+        api_report::capture_magic,
+        METH_NOARGS,
+        c"capture_magic() -> bytes: how a capture file starts",
     ),
     PyMethodDef::zeroed(),
 ];

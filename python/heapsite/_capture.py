@@ -1,0 +1,103 @@
+"""Capture files: the aggregated model of a run (sites with frames and
+figures, kinds at exit, memory over time, run metadata), gathered here from
+the live engine and written by the native core (`src/capture.rs`).
+
+`write(path)` captures the running program now; `heapsite run` and the
+LD_PRELOAD path call it when the program ends. `heapsite report FILE` renders
+a capture as text, JSON, HTML or pprof (`src/report/`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from . import _heapsite as _core
+
+# The start of tracing, for durations; set by whoever starts tracing.
+started_at = time.time()
+
+
+def _own_prefix() -> str:
+    return os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _kinds() -> list:
+    """Objects alive now, by kind, as heap() counts them; empty if the heap
+    cannot be walked."""
+    try:
+        from ._heap import heap
+
+        return [
+            {"name": row.name, "count": row.count, "bytes": row.size}
+            for row in heap().rows
+        ]
+    except Exception:  # a report without kinds beats no report
+        return []
+
+
+def model(*, native: bool = False, timeline=(), kinds: bool = True, argv=None) -> dict:
+    """The capture model of the traced program, now."""
+    current, peak = _core.traced_memory()
+    own = _own_prefix()
+    frames: list = []
+    frame_index: dict = {}
+    sites: list = []
+    for _id, site_frames, live_c, live_b, total_c, total_b, peak_c, peak_b in _core.sites():
+        if site_frames and site_frames[0][0].startswith(own):
+            continue  # heapsite's own work (this report), not the program's
+        stack = []
+        for filename, lineno, name in site_frames:
+            key = (filename, lineno, name)
+            index = frame_index.get(key)
+            if index is None:
+                index = frame_index[key] = len(frames)
+                frames.append({"filename": filename, "lineno": max(lineno, 0), "function": name})
+            stack.append(index)
+        sites.append(
+            {
+                "stack": stack,
+                "live_bytes": max(live_b, 0),
+                "live_count": max(live_c, 0),
+                "total_bytes": max(total_b, 0),
+                "total_count": max(total_c, 0),
+                "peak_bytes": max(peak_b, 0),
+                "peak_count": max(peak_c, 0),
+            }
+        )
+    from . import __version__
+
+    return {
+        "meta": {
+            "argv": list(sys.argv if argv is None else argv),
+            "pid": os.getpid(),
+            "python_version": "%d.%d.%d" % sys.version_info[:3],
+            "heapsite_version": __version__,
+            "started": started_at,
+            "duration": max(time.time() - started_at, 0.0),
+            "frames_limit": _core.traceback_limit(),
+            "native": bool(native),
+            "peak_bytes": max(peak, 0),
+            "live_bytes": max(current, 0),
+        },
+        "frames": frames,
+        "sites": sites,
+        "kinds": _kinds() if kinds else [],
+        "timeline": [{"t": t, "bytes": b} for t, b in timeline],
+    }
+
+
+def write(path, **options) -> None:
+    """Writes a capture of the traced program, now, to `path`."""
+    if not _core.is_tracing():
+        raise RuntimeError("heapsite must be tracing to write a capture: call heapsite.start()")
+    _core.write_capture(os.fspath(path), json.dumps(model(**options)))
+
+
+def is_capture(path) -> bool:
+    """Whether the file at `path` starts like a capture file."""
+    magic = _core.capture_magic()
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic

@@ -1,0 +1,28 @@
+//! Reports, all rendered from one model (`model::Capture`): text, JSON, a
+//! self-contained HTML page with flamegraphs, and pprof.
+
+pub mod diff;
+pub mod format;
+pub mod html;
+pub mod json;
+pub mod model;
+pub mod pprof;
+pub mod text;
+
+use model::Capture;
+
+pub const FORMATS: [&str; 4] = ["text", "json", "html", "pprof"];
+
+/// The report in `format`; `limit` is the rows per table where one applies.
+pub fn render(capture: &Capture, format: &str, limit: usize) -> Result<Vec<u8>, String> {
+    match format {
+        "text" => Ok(text::render(capture, limit).into_bytes()),
+        "json" => Ok(json::render(capture).into_bytes()),
+        "html" => Ok(html::render(capture, limit).into_bytes()),
+        "pprof" => Ok(pprof::render(capture)),
+        other => Err(format!(
+            "unknown report format {other:?}: choose one of {}",
+            FORMATS.join(", ")
+        )),
+    }
+}

@@ -1,0 +1,245 @@
+//! The one data model every report is rendered from, and that a capture file
+//! stores: call sites with resolved frames and their figures, object kinds at
+//! exit, memory over time, and what was run.
+//!
+//! Figures are bytes and block counts as the tracking engine keeps them:
+//! `live` is what was still allocated when the capture was taken, `total` is
+//! everything allocated over the run, `peak` is what was live at the moment
+//! the program's traced memory was highest.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    pub meta: Meta,
+    /// Every distinct frame, referred to by index from `Site::stack`.
+    pub frames: Vec<Frame>,
+    pub sites: Vec<Site>,
+    /// Objects alive at exit, by kind (heapy's names); empty when the heap
+    /// could not be walked.
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    /// Traced memory over the run, oldest first.
+    #[serde(default)]
+    pub timeline: Vec<Sample>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// The program's command line as the interpreter saw it (`sys.argv`).
+    pub argv: Vec<String>,
+    pub pid: u32,
+    pub python_version: String,
+    pub heapsite_version: String,
+    /// Seconds since the Unix epoch when tracing started.
+    pub started: f64,
+    /// Seconds from the start of tracing to the capture.
+    pub duration: f64,
+    /// Frames recorded per call site.
+    pub frames_limit: u32,
+    /// Whether native (malloc/mmap) allocations were tracked too.
+    pub native: bool,
+    /// Traced bytes at the peak, and live when the capture was taken.
+    pub peak_bytes: u64,
+    pub live_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Frame {
+    pub filename: String,
+    pub lineno: u32,
+    pub function: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Indices into `Capture::frames`, the allocating frame first.
+    pub stack: Vec<u32>,
+    pub live_bytes: u64,
+    pub live_count: u64,
+    pub total_bytes: u64,
+    pub total_count: u64,
+    pub peak_bytes: u64,
+    pub peak_count: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Kind {
+    pub name: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// Seconds since tracing started.
+    pub t: f64,
+    pub bytes: u64,
+}
+
+/// Which figure of a site a view ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Peak,
+    Total,
+    Live,
+}
+
+impl View {
+    pub const ALL: [View; 3] = [View::Peak, View::Total, View::Live];
+
+    pub fn bytes(self, site: &Site) -> u64 {
+        match self {
+            View::Peak => site.peak_bytes,
+            View::Total => site.total_bytes,
+            View::Live => site.live_bytes,
+        }
+    }
+
+    pub fn count(self, site: &Site) -> u64 {
+        match self {
+            View::Peak => site.peak_count,
+            View::Total => site.total_count,
+            View::Live => site.live_count,
+        }
+    }
+
+    /// Short name, as used in JSON keys, HTML ids and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Peak => "peak",
+            View::Total => "total",
+            View::Live => "live",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Peak => "live at peak",
+            View::Total => "allocated in total",
+            View::Live => "still live at exit",
+        }
+    }
+}
+
+impl Capture {
+    /// Checks what serde cannot: every frame index points at a frame.
+    pub fn validate(&self) -> Result<(), String> {
+        let frames = self.frames.len();
+        for (i, site) in self.sites.iter().enumerate() {
+            if let Some(bad) = site.stack.iter().find(|&&f| f as usize >= frames) {
+                return Err(format!(
+                    "site {i} refers to frame {bad}, but there are only {frames} frames"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn frame(&self, index: u32) -> &Frame {
+        &self.frames[index as usize]
+    }
+
+    /// The sites with a non-zero figure in `view`, largest first (ties by
+    /// allocating frame, so the order is stable).
+    #[allow(dead_code)] // used by the html and pprof renderers
+    pub fn ranked(&self, view: View) -> Vec<&Site> {
+        let mut sites: Vec<&Site> = self.sites.iter().filter(|s| view.bytes(s) > 0).collect();
+        sites.sort_by(|a, b| {
+            view.bytes(b)
+                .cmp(&view.bytes(a))
+                .then_with(|| self.top_frame(a).cmp(&self.top_frame(b)))
+        });
+        sites
+    }
+
+    /// The allocating frame of a site as (file, line), for ordering and
+    /// labels; sites without frames sort last.
+    pub fn top_frame(&self, site: &Site) -> (String, u32) {
+        match site.stack.first() {
+            Some(&f) => (self.frame(f).filename.clone(), self.frame(f).lineno),
+            None => (String::from("\u{10ffff}"), 0),
+        }
+    }
+
+    pub fn total_of(&self, view: View) -> (u64, u64) {
+        self.sites
+            .iter()
+            .fold((0, 0), |(b, c), s| (b + view.bytes(s), c + view.count(s)))
+    }
+}
+
+#[cfg(test)]
+pub mod sample {
+    //! A small capture for the renderers' unit tests.
+    use super::*;
+
+    pub fn capture() -> Capture {
+        let frame = |filename: &str, lineno, function: &str| Frame {
+            filename: filename.into(),
+            lineno,
+            function: function.into(),
+        };
+        let site = |stack: Vec<u32>, live: u64, total: u64, peak: u64, count: u64| Site {
+            stack,
+            live_bytes: live,
+            live_count: count,
+            total_bytes: total,
+            total_count: count * 2,
+            peak_bytes: peak,
+            peak_count: count,
+        };
+        Capture {
+            meta: Meta {
+                argv: vec!["julia.py".into(), "--fast".into()],
+                pid: 42,
+                python_version: "3.11.7".into(),
+                heapsite_version: "0.1.0".into(),
+                started: 1_700_000_000.0,
+                duration: 2.5,
+                frames_limit: 16,
+                native: false,
+                peak_bytes: 96_000_000,
+                live_bytes: 1_000,
+            },
+            frames: vec![
+                frame("julia.py", 45, "calc_pure_python"),
+                frame("julia.py", 80, "<module>"),
+                frame("<b&d>.py", 7, "helper"),
+            ],
+            sites: vec![
+                site(vec![0, 1], 0, 128_000_000, 64_000_000, 2_000_000),
+                site(vec![2, 1], 1_000, 2_000, 1_500, 10),
+            ],
+            kinds: vec![
+                Kind {
+                    name: "complex".into(),
+                    count: 2_000_000,
+                    bytes: 64_000_000,
+                },
+                Kind {
+                    name: "list".into(),
+                    count: 3,
+                    bytes: 16_000_000,
+                },
+            ],
+            timeline: vec![
+                Sample { t: 0.0, bytes: 0 },
+                Sample {
+                    t: 1.0,
+                    bytes: 96_000_000,
+                },
+                Sample {
+                    t: 2.5,
+                    bytes: 1_000,
+                },
+            ],
+        }
+    }
+}

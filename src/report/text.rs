@@ -1,0 +1,161 @@
+//! The text report: the run in three lines, the top allocating lines at the
+//! peak and at exit in tracemalloc's line format (with the source line), and
+//! the objects alive at exit in heapy's table layout.
+
+use super::format::{format_size, heapy_table, statistic};
+use super::model::{Capture, View};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// One allocating line (file, line) with its sites' figures summed, as
+/// tracemalloc's `statistics("lineno")` groups them.
+pub struct LineStat {
+    pub filename: String,
+    pub lineno: u32,
+    pub bytes: u64,
+    pub count: u64,
+}
+
+pub fn by_line(capture: &Capture, view: View) -> Vec<LineStat> {
+    let mut groups: HashMap<(String, u32), (u64, u64)> = HashMap::new();
+    for site in &capture.sites {
+        let (bytes, count) = (view.bytes(site), view.count(site));
+        if bytes == 0 && count == 0 {
+            continue;
+        }
+        let key = capture.top_frame(site);
+        let entry = groups.entry(key).or_default();
+        entry.0 += bytes;
+        entry.1 += count;
+    }
+    let mut stats: Vec<LineStat> = groups
+        .into_iter()
+        .map(|((filename, lineno), (bytes, count))| LineStat {
+            filename,
+            lineno,
+            bytes,
+            count,
+        })
+        .collect();
+    stats.sort_by(|a, b| {
+        (b.bytes, b.count)
+            .cmp(&(a.bytes, a.count))
+            .then_with(|| (&a.filename, a.lineno).cmp(&(&b.filename, b.lineno)))
+    });
+    stats
+}
+
+/// The source text of a line, if the file is still readable.
+fn source_line(filename: &str, lineno: u32, cache: &mut HashMap<String, Vec<String>>) -> String {
+    let lines = cache.entry(filename.to_string()).or_insert_with(|| {
+        std::fs::read_to_string(filename)
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    });
+    lines
+        .get((lineno as usize).wrapping_sub(1))
+        .map(|line| line.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn header(capture: &Capture) -> String {
+    let meta = &capture.meta;
+    let (total, blocks) = capture.total_of(View::Total);
+    let mut out = String::new();
+    let _ = writeln!(out, "heapsite: {}", meta.argv.join(" "));
+    let _ = writeln!(
+        out,
+        "pid {}, CPython {}, {:.2} s traced, {} frames per site{}",
+        meta.pid,
+        meta.python_version,
+        meta.duration,
+        meta.frames_limit,
+        if meta.native {
+            ", native memory included"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "peak {}, still live at exit {}, allocated in total {} in {} blocks",
+        format_size(meta.peak_bytes as f64, false),
+        format_size(meta.live_bytes as f64, false),
+        format_size(total as f64, false),
+        blocks
+    );
+    out
+}
+
+pub fn top_lines(capture: &Capture, view: View, limit: usize) -> String {
+    let stats = by_line(capture, view);
+    let mut sources = HashMap::new();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Top {} lines by memory {}:",
+        limit.min(stats.len()),
+        view.title()
+    );
+    for (index, stat) in stats.iter().take(limit).enumerate() {
+        let _ = writeln!(
+            out,
+            "#{}: {}:{}: {}",
+            index + 1,
+            stat.filename,
+            stat.lineno,
+            statistic(stat.bytes, stat.count)
+        );
+        let line = source_line(&stat.filename, stat.lineno, &mut sources);
+        if !line.is_empty() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if stats.len() > limit {
+        let rest = &stats[limit..];
+        let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
+        let count: u64 = rest.iter().map(|s| s.count).sum();
+        let _ = writeln!(
+            out,
+            "{} other: size={}, count={count}",
+            rest.len(),
+            format_size(bytes as f64, false)
+        );
+    }
+    let total: u64 = stats.iter().map(|s| s.bytes).sum();
+    let _ = writeln!(out, "Total: {}", format_size(total as f64, false));
+    out
+}
+
+pub fn render(capture: &Capture, limit: usize) -> String {
+    let mut out = header(capture);
+    for view in [View::Peak, View::Live] {
+        out.push('\n');
+        out += &top_lines(capture, view, limit);
+    }
+    out.push('\n');
+    if capture.kinds.is_empty() {
+        out += "Objects at exit: not recorded\n";
+    } else {
+        out += "Objects alive at exit, by kind:\n";
+        out += &heapy_table(&capture.kinds);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::sample;
+
+    #[test]
+    fn names_the_peak_line_first() {
+        let text = render(&sample::capture(), 10);
+        let first = text.lines().find(|l| l.starts_with("#1:")).unwrap();
+        assert_eq!(
+            first,
+            "#1: julia.py:45: size=61.0 MiB, count=2000000, average=32 B"
+        );
+        assert!(text.contains("Partition of a set of 2000003 objects."));
+    }
+}
