@@ -8,6 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=src/frames.c");
     println!("cargo:rerun-if-changed=src/objects.c");
+    println!("cargo:rerun-if-changed=src/preload.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let out = Command::new(&python)
@@ -26,6 +27,7 @@ fn main() {
     cc::Build::new()
         .file("src/frames.c")
         .file("src/objects.c")
+        .file("src/preload.c")
         .include(include)
         .opt_level(3)
         .flag_if_supported("-fno-semantic-interposition")

@@ -28,6 +28,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
+/// Native hooks (LD_PRELOAD's malloc, mmap...) record; then the RAW domain
+/// is recorded by them, at the malloc under PyMem_RawMalloc, and the RAW
+/// PyMem hooks pass through so that no block is counted twice.
+static NATIVE: AtomicBool = AtomicBool::new(false);
+/// A fork is under way: the RAW shards are held by the forking thread, so
+/// native events pass through rather than wait for them.
+static FORKING: AtomicBool = AtomicBool::new(false);
 static DEPTH: AtomicUsize = AtomicUsize::new(1);
 /// Allocations not recorded because heapsite could not grow a table.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
@@ -71,6 +78,17 @@ fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
 #[inline(always)]
 fn tracing() -> bool {
     TRACING.load(Relaxed)
+}
+
+/// Whether the RAW PyMem hooks record (not when the native hooks do).
+#[inline(always)]
+fn raw_tracing() -> bool {
+    TRACING.load(Relaxed) && !NATIVE.load(Relaxed)
+}
+
+#[inline(always)]
+fn native_tracing() -> bool {
+    TRACING.load(Relaxed) && NATIVE.load(Relaxed) && !FORKING.load(Relaxed)
 }
 
 // ---- MEM and OBJ: GIL held ------------------------------------------------
@@ -266,7 +284,7 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     };
     let ptr = malloc(prev.ctx, size);
-    if !ptr.is_null() && tracing() {
+    if !ptr.is_null() && raw_tracing() {
         track_raw(ptr, size, frames::gil_held());
     }
     ptr
@@ -278,7 +296,7 @@ extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void
         return ptr::null_mut();
     };
     let ptr = calloc(prev.ctx, n, each);
-    if !ptr.is_null() && tracing() {
+    if !ptr.is_null() && raw_tracing() {
         track_raw(ptr, n.saturating_mul(each), frames::gil_held());
     }
     ptr
@@ -289,7 +307,7 @@ extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     let Some(realloc) = prev.realloc else {
         return ptr::null_mut();
     };
-    if !tracing() {
+    if !raw_tracing() {
         return realloc(prev.ctx, old, size);
     }
     // Forget the old block before it is released: once realloc frees it,
@@ -317,7 +335,7 @@ extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
 
 extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(0, ctx);
-    if !ptr.is_null() && tracing() {
+    if !ptr.is_null() && raw_tracing() {
         let removed = RAW_TABLE.shard(ptr as usize).remove(ptr as usize);
         if let Some(record) = removed {
             release(record, frames::gil_held());
@@ -326,6 +344,68 @@ extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
     if let Some(free) = prev.free {
         free(prev.ctx, ptr);
     }
+}
+
+// ---- native: malloc, mmap... under LD_PRELOAD (see native.rs) ------------
+
+/// Switches recording of native events on or off.
+pub fn set_native(on: bool) {
+    NATIVE.store(on, Relaxed);
+}
+
+pub fn native() -> bool {
+    NATIVE.load(Relaxed)
+}
+
+/// A block the program got from malloc & co. Only a GIL holder's frames are
+/// read; inside a MEM/OBJ hook (pymalloc asking malloc for a large block or
+/// mmap for an arena) the block is that hook's and passes through.
+pub fn native_allocated(ptr: *mut c_void, size: usize) {
+    if native_tracing() && !ptr.is_null() {
+        track_raw(ptr, size, frames::gil_held());
+    }
+}
+
+/// A block released by free, munmap or a moving realloc.
+pub fn native_freed(ptr: *mut c_void) {
+    if native_tracing() && !ptr.is_null() {
+        if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
+            release(record, frames::gil_held());
+        }
+    }
+}
+
+/// realloc: forgets the old block before the call (another thread may be
+/// handed its address once it is freed), then records the result; on
+/// failure the old block is the program's still.
+pub fn native_realloc(
+    old: *mut c_void,
+    size: usize,
+    realloc: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
+    if !native_tracing() {
+        return realloc();
+    }
+    let old_record = if old.is_null() {
+        None
+    } else {
+        RAW_TABLE.shard(old as usize).remove(old as usize)
+    };
+    let ptr = realloc();
+    let gil = frames::gil_held();
+    if ptr.is_null() && size != 0 {
+        if let Some(record) = old_record {
+            let _ = RAW_TABLE.shard(old as usize).insert(old as usize, record);
+        }
+        return ptr;
+    }
+    if let Some(record) = old_record {
+        release(record, gil);
+    }
+    if !ptr.is_null() {
+        track_raw(ptr, size, gil);
+    }
+    ptr
 }
 
 // ---- installing and removing ------------------------------------------------
@@ -512,6 +592,7 @@ pub fn forget(addr: usize) {
 // ---- fork ------------------------------------------------------------------
 
 extern "C" fn before_fork() {
+    FORKING.store(true, Relaxed);
     // A thread without the GIL may hold a RAW shard; the child must not
     // inherit a lock whose holder it does not have.
     for shard in RAW_TABLE.shards() {
@@ -524,6 +605,7 @@ extern "C" fn after_fork() {
         // SAFETY: taken by before_fork in this thread (or its parent image).
         unsafe { shard.release_raw() };
     }
+    FORKING.store(false, Relaxed);
 }
 
 /// Registers the fork handlers; once, at module init.

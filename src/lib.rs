@@ -3,6 +3,7 @@
 
 mod api;
 mod api_heap;
+mod api_preload;
 mod api_report;
 mod api_traces;
 mod capture;
@@ -11,13 +12,16 @@ mod frames;
 mod got;
 mod hook;
 mod kinds;
+mod native;
 mod nursery;
 mod objects;
+mod preload;
 mod report;
 mod segvec;
 mod sites;
 mod sync;
 mod table;
+mod timeline;
 mod tracked;
 
 use pyo3_ffi::*;
@@ -38,7 +42,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 25] = [
+static mut METHODS: [PyMethodDef; 32] = [
     method(
         c"start",
         api::start,
@@ -182,6 +186,48 @@ static mut METHODS: [PyMethodDef; 25] = [
         api_report::capture_magic,
         METH_NOARGS,
         c"capture_magic() -> bytes: how a capture file starts",
+    ),
+    method(
+        c"set_native",
+        api_preload::set_native,
+        METH_O,
+        c"set_native(on): also record malloc, mmap and the like (preloaded only)",
+    ),
+    method(
+        c"native",
+        api_preload::native,
+        METH_NOARGS,
+        c"native() -> bool: whether native memory is recorded",
+    ),
+    method(
+        c"preloaded",
+        api_preload::preloaded,
+        METH_NOARGS,
+        c"preloaded() -> bool: whether heapsite was loaded by LD_PRELOAD",
+    ),
+    method(
+        c"preload_finished",
+        api_preload::preload_finished,
+        METH_NOARGS,
+        c"preload_finished(): the capture at exit is done",
+    ),
+    method(
+        c"timeline_start",
+        api_preload::timeline_start,
+        METH_O,
+        c"timeline_start(interval): sample traced memory every interval seconds",
+    ),
+    method(
+        c"timeline_stop",
+        api_preload::timeline_stop,
+        METH_NOARGS,
+        c"timeline_stop() -> [(seconds, bytes)]",
+    ),
+    method(
+        c"timeline_after_fork",
+        api_preload::timeline_after_fork,
+        METH_NOARGS,
+        c"timeline_after_fork(): restart sampling in a forked child",
     ),
     PyMethodDef::zeroed(),
 ];

@@ -1,29 +1,35 @@
 """heapsite's command line.
 
-    heapsite run [--frames N] [-o FILE] [--top N] script.py [args...]
-    heapsite run [--frames N] [-o FILE] [--top N] -m module [args...]
-    heapsite report FILE [--view peak|live|total] [--key lineno|filename|traceback] [--top N]
+    heapsite run [-o FILE] [--frames N] [--native] [--follow-fork] [--top N]
+                 script.py [args...] | -m module [args...]
+    heapsite report FILE [--format text|json|html|pprof] [-o OUT] [--top N]
+    heapsite diff OLD NEW [--view peak|total|live] [--top N]
+    heapsite preload-path
 
-`run` traces the program in this interpreter from its first line and, when it
-ends (normally, by sys.exit() or by an uncaught exception), prints the call
-sites that held the most memory at the peak and those still live at exit, and
-writes the snapshot to FILE if asked. The program's arguments, standard
-streams and exit status pass through unchanged; the report goes to stderr.
+`run` starts the program in a new interpreter with heapsite preloaded
+(LD_PRELOAD), so it is traced from its first line, native memory included
+with --native. When the program ends (normally, by sys.exit(), by an
+uncaught exception or by os._exit()) its capture is written to FILE and the
+text report goes to stderr. The program's arguments, standard streams and
+exit status pass through unchanged.
 
-HEAPSITE_TRACEMALLOC=1 in the environment makes the program's own
-`import tracemalloc` get heapsite.tracemalloc.
+`report` renders a capture (or a snapshot file from Snapshot.dump) again,
+in any format. Bad input gets one error line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import runpy
+import signal
+import subprocess
 import sys
-import traceback
+import sysconfig
 
-from . import MAX_FRAMES, Snapshot, SnapshotFileError, _heapsite, snapshot, start, stop
+from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite
 from ._snapshot import KEY_TYPES, VIEWS
+
+FORMATS = ("text", "json", "html", "pprof")
 
 
 def _frames(text: str) -> int:
@@ -55,83 +61,193 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a script or module and report its memory")
+    run.add_argument("-o", "--output", help="capture file (default heapsite-<name>.<pid>.capture)")
     run.add_argument("--frames", type=_frames, default=16, help="frames per call site (default 16)")
-    run.add_argument("-o", "--output", help="also write the snapshot to this file")
+    run.add_argument(
+        "--native", action="store_true", help="also track malloc, mmap & co. (C extensions)"
+    )
+    run.add_argument(
+        "--follow-fork",
+        action="store_true",
+        help="forked children write their own capture (<output stem>.<pid>.capture)",
+    )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no report on stderr")
     run.add_argument("-m", dest="module", help="run a library module as a script")
     run.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args...]")
 
-    report = commands.add_parser("report", help="print a snapshot file written by run -o or dump()")
+    report = commands.add_parser("report", help="render a capture (or snapshot) file")
     report.add_argument("file")
-    report.add_argument("--view", choices=VIEWS, default="peak")
-    report.add_argument("--key", choices=KEY_TYPES, default="lineno")
-    report.add_argument("--top", type=_positive, default=10)
+    report.add_argument("--format", choices=FORMATS, default="text")
+    report.add_argument("-o", "--output", help="write the report here (default: stdout)")
+    report.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
+    report.add_argument("--view", choices=VIEWS, default="peak", help="snapshot files only")
+    report.add_argument("--key", choices=KEY_TYPES, default="lineno", help="snapshot files only")
+
+    diff = commands.add_parser("diff", help="per-line change between two captures")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.add_argument("--view", choices=("peak", "total", "live"), default="peak")
+    diff.add_argument("--top", type=_positive, default=10)
+
+    commands.add_parser("preload-path", help="print the library to put in LD_PRELOAD")
     return parser
 
 
-def _print_report(snap: Snapshot, limit: int, out) -> None:
-    print("", file=out)
-    snap.peak().top(limit, file=out)
-    print("", file=out)
-    snap.top(limit, file=out)
+def _error(message: str) -> int:
+    print(f"heapsite: error: {message}", file=sys.stderr)
+    return 2
+
+
+def preload_path() -> str:
+    return os.path.abspath(_heapsite.__file__)
+
+
+def _can_preload() -> bool:
+    """Preloading hooks Py_BytesMain, which only a libpython shared library
+    exposes to LD_PRELOAD; a statically linked python runs in-process."""
+    return bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
+
+
+def _command(args) -> list:
+    if args.module is not None:
+        return [sys.executable, "-m", args.module, *args.target]
+    return [sys.executable, *args.target]
+
+
+def _default_output(args) -> str:
+    name = args.module or os.path.splitext(os.path.basename(args.target[0]))[0]
+    return os.path.abspath(f"heapsite-{name}.{os.getpid()}.capture")
+
+
+def _run_preloaded(args, output: str) -> int:
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = " ".join(p for p in (preload_path(), env.get("LD_PRELOAD", "")) if p)
+    env["HEAPSITE_OUTPUT"] = output
+    env["HEAPSITE_FRAMES"] = str(args.frames)
+    env["HEAPSITE_NATIVE"] = "1" if args.native else "0"
+    env["HEAPSITE_FOLLOW_FORK"] = "1" if args.follow_fork else "0"
+    # Ctrl-C reaches the program (same process group); heapsite waits for it
+    # to finish and write its capture.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(_command(args), env=env)
+        status = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 128 - status if status < 0 else status
+
+
+def _run_in_process(args, output: str) -> int:
+    """The fallback for a python without a shared libpython."""
+    import runpy
+    import traceback
+
+    if args.native:
+        print("heapsite: --native needs a python built with --enable-shared", file=sys.stderr)
+    sys.argv = [args.module, *args.target] if args.module else list(args.target)
+    if args.module is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+    if os.environ.get("HEAPSITE_TRACEMALLOC", "") not in ("", "0"):
+        from . import tracemalloc as drop_in
+
+        drop_in.install()
+    import time
+
+    _capture.started_at = time.time()
+    _heapsite.start(args.frames)
+    status = 0
+    try:
+        if args.module is not None:
+            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        _capture.write(output)
+        _heapsite.stop()
+    return status
 
 
 def _run(args, parser) -> int:
     if args.module is None and not args.target:
         parser.error("run needs a script (or -m module) to run")
-    if args.module is not None:
-        argv = [args.module, *args.target]
+    if args.module is None and not os.path.exists(args.target[0]):
+        parser.error(f"no such script: {args.target[0]}")
+    output = os.path.abspath(args.output or _default_output(args))
+    if os.path.isdir(output):
+        parser.error(f"the output {output} is a directory")
+    if os.path.exists(output):
+        os.remove(output)  # a stale capture must not pass for this run's
+    if _can_preload():
+        status = _run_preloaded(args, output)
     else:
-        path = args.target[0]
-        if not os.path.exists(path):
-            parser.error(f"no such script: {path}")
-        argv = list(args.target)
-    sys.argv = argv
-    if os.environ.get("HEAPSITE_TRACEMALLOC", "") not in ("", "0"):
-        # The program's own `import tracemalloc` gets heapsite's drop-in.
-        from . import tracemalloc as drop_in
-
-        drop_in.install()
-    if args.module is None:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
-    status = 0
-    # What the report needs is imported now, so that it is not counted as
-    # the program's at exit.
-    import fnmatch  # noqa: F401
-    import linecache  # noqa: F401
-    import pkgutil  # noqa: F401  (runpy.run_path imports it)
-
-    start(args.frames)
-    try:
-        if args.module is not None:
-            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
-        else:
-            runpy.run_path(argv[0], run_name="__main__")
-    except SystemExit as e:
-        status = e.code
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    finally:
-        # heapsite's own frames (the report being made) are not the program's.
-        own = os.path.join(os.path.dirname(os.path.abspath(__file__)), "*")
-        snap = snapshot().filter(exclude=[own, runpy.__file__, "<frozen runpy>"])
-        stop()
-        _print_report(snap, args.top, sys.stderr)
-        if args.output:
-            snap.dump(args.output)
-            print(f"\nheapsite: snapshot written to {args.output}", file=sys.stderr)
+        status = _run_in_process(args, output)
+    if not os.path.exists(output):
+        how = f"killed by signal {status - 128}" if status > 128 else f"exit status {status}"
+        print(f"heapsite: the program ended without a capture ({how})", file=sys.stderr)
+        return status
+    if not args.quiet:
+        text = _heapsite.render_report(output, "text", args.top).decode()
+        print("\n" + text, file=sys.stderr, end="")
+    print(
+        f"heapsite: capture written to {output}\n"
+        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
+        file=sys.stderr,
+    )
     return status
+
+
+def _report_snapshot(args) -> int:
+    try:
+        snap = Snapshot.load(args.file)
+    except (OSError, SnapshotFileError) as e:
+        return _error(str(e))
+    view = {"live": snap, "peak": snap.peak(), "total": snap.total()}[args.view]
+    view.top(args.top, key=args.key)
+    return 0
 
 
 def _report(args) -> int:
     try:
-        snap = Snapshot.load(args.file)
-    except (OSError, SnapshotFileError) as e:
-        print(f"heapsite: error: {e}", file=sys.stderr)
-        return 2
-    view = {"live": snap, "peak": snap.peak(), "total": snap.total()}[args.view]
-    view.top(args.top, key=args.key)
+        is_capture = _capture.is_capture(args.file)
+    except OSError as e:
+        return _error(f"cannot read {args.file}: {e.strerror}")
+    if not is_capture and args.format == "text":
+        with open(args.file, "rb") as f:
+            if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
+                return _report_snapshot(args)
+    if args.format == "pprof" and args.output is None and sys.stdout.isatty():
+        return _error("pprof output is binary: give -o FILE")
+    try:
+        data = _heapsite.render_report(args.file, args.format, args.top)
+    except ValueError as e:
+        return _error(str(e))
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    try:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        return _error(f"cannot write {args.output}: {e.strerror}")
+    print(f"heapsite: {args.format} report written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _diff(args) -> int:
+    try:
+        text = _heapsite.render_diff(args.old, args.new, args.view, args.top)
+    except ValueError as e:
+        return _error(str(e))
+    sys.stdout.write(text)
     return 0
 
 
@@ -140,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args, parser)
-    return _report(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "diff":
+        return _diff(args)
+    print(preload_path())
+    return 0
 
-
-assert _heapsite  # the native core is importable before anything runs
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,6 +53,12 @@ fn percent(part: u64, whole: u64) -> u64 {
 
 /// The kinds as heapy's `hpy().heap()` prints them, all rows.
 pub fn heapy_table(kinds: &[Kind]) -> String {
+    heapy_table_top(kinds, usize::MAX)
+}
+
+/// The kinds as heapy prints them: the `limit` largest rows, then heapy's
+/// line saying how many more there are.
+pub fn heapy_table_top(kinds: &[Kind], limit: usize) -> String {
     let count: u64 = kinds.iter().map(|k| k.count).sum();
     let size: u64 = kinds.iter().map(|k| k.bytes).sum();
     let mut rows: Vec<&Kind> = kinds.iter().collect();
@@ -63,6 +69,13 @@ pub fn heapy_table(kinds: &[Kind]) -> String {
     out += " Index  Count   %     Size   % Cumulative  % Kind (class / dict of class)\n";
     let mut cumulative = 0;
     for (index, kind) in rows.iter().enumerate() {
+        if index == limit {
+            out += &format!(
+                "<{} more rows. Type e.g. '_.more' to view.>\n",
+                rows.len() - limit
+            );
+            break;
+        }
         cumulative += kind.bytes;
         out += &format!(
             "{:6} {:6} {:3} {:8} {:3} {:9} {:3} {}\n",

@@ -2,7 +2,7 @@
 //! peak and at exit in tracemalloc's line format (with the source line), and
 //! the objects alive at exit in heapy's table layout.
 
-use super::format::{format_size, heapy_table, statistic};
+use super::format::{format_size, heapy_table_top, statistic};
 use super::model::{Capture, View};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -17,16 +17,38 @@ pub struct LineStat {
 }
 
 pub fn by_line(capture: &Capture, view: View) -> Vec<LineStat> {
+    grouped(capture, view, false)
+}
+
+/// Per line with what its callees allocated counted too (tracemalloc's
+/// `cumulative=True`): a line calling into a library is credited with the
+/// library's allocations, each site once per line however deep it recurses.
+pub fn by_line_cumulative(capture: &Capture, view: View) -> Vec<LineStat> {
+    grouped(capture, view, true)
+}
+
+fn grouped(capture: &Capture, view: View, cumulative: bool) -> Vec<LineStat> {
     let mut groups: HashMap<(String, u32), (u64, u64)> = HashMap::new();
     for site in &capture.sites {
         let (bytes, count) = (view.bytes(site), view.count(site));
         if bytes == 0 && count == 0 {
             continue;
         }
-        let key = capture.top_frame(site);
-        let entry = groups.entry(key).or_default();
-        entry.0 += bytes;
-        entry.1 += count;
+        let mut keys = vec![capture.top_frame(site)];
+        if cumulative {
+            keys = site
+                .stack
+                .iter()
+                .map(|&f| (capture.frame(f).filename.clone(), capture.frame(f).lineno))
+                .collect();
+            keys.sort();
+            keys.dedup();
+        }
+        for key in keys {
+            let entry = groups.entry(key).or_default();
+            entry.0 += bytes;
+            entry.1 += count;
+        }
     }
     let mut stats: Vec<LineStat> = groups
         .into_iter()
@@ -88,15 +110,14 @@ pub fn header(capture: &Capture) -> String {
 }
 
 pub fn top_lines(capture: &Capture, view: View, limit: usize) -> String {
-    let stats = by_line(capture, view);
+    let title = format!("by memory {}", view.title());
+    lines_table(&by_line(capture, view), &title, limit, true)
+}
+
+fn lines_table(stats: &[LineStat], title: &str, limit: usize, total: bool) -> String {
     let mut sources = HashMap::new();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Top {} lines by memory {}:",
-        limit.min(stats.len()),
-        view.title()
-    );
+    let _ = writeln!(out, "Top {} lines {title}:", limit.min(stats.len()));
     for (index, stat) in stats.iter().take(limit).enumerate() {
         let _ = writeln!(
             out,
@@ -122,8 +143,10 @@ pub fn top_lines(capture: &Capture, view: View, limit: usize) -> String {
             format_size(bytes as f64, false)
         );
     }
-    let total: u64 = stats.iter().map(|s| s.bytes).sum();
-    let _ = writeln!(out, "Total: {}", format_size(total as f64, false));
+    if total {
+        let total: u64 = stats.iter().map(|s| s.bytes).sum();
+        let _ = writeln!(out, "Total: {}", format_size(total as f64, false));
+    }
     out
 }
 
@@ -134,11 +157,19 @@ pub fn render(capture: &Capture, limit: usize) -> String {
         out += &top_lines(capture, view, limit);
     }
     out.push('\n');
+    let title = "by memory live at peak, with what their callees allocated";
+    out += &lines_table(
+        &by_line_cumulative(capture, View::Peak),
+        title,
+        limit,
+        false,
+    );
+    out.push('\n');
     if capture.kinds.is_empty() {
         out += "Objects at exit: not recorded\n";
     } else {
         out += "Objects alive at exit, by kind:\n";
-        out += &heapy_table(&capture.kinds);
+        out += &heapy_table_top(&capture.kinds, limit);
     }
     out
 }
@@ -157,5 +188,10 @@ mod tests {
             "#1: julia.py:45: size=61.0 MiB, count=2000000, average=32 B"
         );
         assert!(text.contains("Partition of a set of 2000003 objects."));
+        // Cumulative: the <module> line is credited with both sites.
+        assert!(
+            text.contains("#1: julia.py:80: size=61.0 MiB, count=2000010"),
+            "{text}"
+        );
     }
 }

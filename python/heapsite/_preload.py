@@ -1,0 +1,132 @@
+"""The Python half of LD_PRELOAD mode (see src/preload.rs): `begin()` runs
+between interpreter start-up and the program's first line, `finish()` when
+the program ends (atexit, or os._exit), and writes the capture.
+
+Settings, from the environment:
+
+    HEAPSITE_OUTPUT        capture path (default heapsite-<pid>.capture)
+    HEAPSITE_FRAMES        frames per call site, 1..128 (default 16)
+    HEAPSITE_NATIVE        1: also track malloc, mmap & co. (default 0)
+    HEAPSITE_FOLLOW_FORK   1: forked children write <output stem>.<pid><ext>
+    HEAPSITE_INTERVAL      seconds between memory-over-time samples (0.01)
+    HEAPSITE_KINDS         0: skip the object-kinds table at exit (default 1)
+    HEAPSITE_TRACEMALLOC   1: `import tracemalloc` gets heapsite.tracemalloc
+    HEAPSITE_VERBOSE       1: say on stderr where the capture went
+
+A bad setting is a one-line error on stderr and exit status 2, before the
+program runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+
+from . import MAX_FRAMES, _capture
+from . import _heapsite as _core
+
+_settings: dict = {}
+_state = {"parent": 0, "done": False}
+
+
+class SettingError(Exception):
+    pass
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def _number(name: str, default, kind, low, high):
+    text = os.environ.get(name, "").strip()
+    if text == "":
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingError(f"{name} must be a number, got {text!r}") from None
+    if not low <= value <= high:
+        raise SettingError(f"{name} must be between {low} and {high}, got {text}")
+    return value
+
+
+def read_settings() -> dict:
+    """The HEAPSITE_* settings, checked; raises SettingError naming the bad one."""
+    return {
+        "output": os.environ.get("HEAPSITE_OUTPUT") or f"heapsite-{os.getpid()}.capture",
+        "frames": _number("HEAPSITE_FRAMES", 16, int, 1, MAX_FRAMES),
+        "native": _flag("HEAPSITE_NATIVE", False),
+        "follow_fork": _flag("HEAPSITE_FOLLOW_FORK", False),
+        "interval": _number("HEAPSITE_INTERVAL", 0.01, float, 0.001, 3600.0),
+        "kinds": _flag("HEAPSITE_KINDS", True),
+        "tracemalloc": _flag("HEAPSITE_TRACEMALLOC", False),
+        "verbose": _flag("HEAPSITE_VERBOSE", False),
+    }
+
+
+def child_output(output: str, pid: int) -> str:
+    """`prof.capture` -> `prof.<pid>.capture` for a forked child."""
+    stem, ext = os.path.splitext(output)
+    return f"{stem}.{pid}{ext}"
+
+
+def begin() -> None:
+    try:
+        settings = read_settings()
+    except SettingError as e:
+        sys.stderr.write(f"heapsite: error: {e}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+    _settings.update(settings)
+    _state["parent"] = os.getpid()
+    if settings["tracemalloc"]:
+        from . import tracemalloc as drop_in
+
+        drop_in.install()
+    # What finish() needs is imported now, not counted as the program's.
+    import json  # noqa: F401
+
+    from . import _heap  # noqa: F401
+
+    _capture.started_at = __import__("time").time()
+    _core.start(settings["frames"])
+    if settings["native"]:
+        _core.set_native(True)
+    _core.timeline_start(settings["interval"])
+    atexit.register(finish)
+    os.register_at_fork(after_in_child=_core.timeline_after_fork)
+
+
+def finish() -> None:
+    """Writes the capture once; in a forked child only with HEAPSITE_FOLLOW_FORK."""
+    if _state["done"] or not _settings:
+        return
+    _state["done"] = True
+    _core.preload_finished()
+    pid = os.getpid()
+    output = _settings["output"]
+    if pid != _state["parent"]:
+        if not _settings["follow_fork"]:
+            return
+        output = child_output(output, pid)
+    timeline = _core.timeline_stop()
+    if not _core.is_tracing():
+        return  # the program stopped heapsite itself
+    try:
+        _core.set_native(False)
+        _capture.write(
+            output, native=_settings["native"], timeline=timeline, kinds=_settings["kinds"]
+        )
+    except Exception as e:  # the program's exit must not fail because of us
+        sys.stderr.write(f"heapsite: could not write the capture {output}: {e}\n")
+        return
+    if _settings["verbose"]:
+        sys.stderr.write(f"heapsite: capture written to {output}\n")

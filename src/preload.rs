@@ -1,0 +1,224 @@
+//! LD_PRELOAD mode: `LD_PRELOAD=$(heapsite preload-path) python app.py`.
+//!
+//! The extension module is itself the preload library. Its constructor runs
+//! before `main`; if the interpreter is not initialised yet (so this is a
+//! preload, not an import) and was built for this interpreter's version, it
+//! arms three entry points defined here:
+//! - `Py_BytesMain`, which python's `main` calls through libpython's PLT:
+//!   ours initialises the interpreter as CPython does, starts heapsite
+//!   (`heapsite._preload.begin()`, which reads the `HEAPSITE_*` settings and
+//!   registers the capture at exit) and runs the program;
+//! - `_exit`, so `os._exit()` (multiprocessing's fork children end so) still
+//!   writes the capture when it should;
+//! - the native allocators in `native.rs`.
+//!
+//! The constructor also takes heapsite out of `LD_PRELOAD` for child
+//! processes: the library needs libpython's symbols, and preloaded into a
+//! program without them (`sh`, `git`) the dynamic linker would refuse to
+//! start that program.
+
+use crate::frames;
+use pyo3_ffi::*;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+extern "C" {
+    fn hs_preload_main(argc: c_int, argv: *mut *mut c_char) -> c_int;
+    fn hs_built_version() -> *const c_char;
+}
+
+/// Loaded by LD_PRELOAD into the interpreter it was built for.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+/// The capture at exit is written or not wanted any more.
+static FINISHED: AtomicBool = AtomicBool::new(false);
+static REAL_BYTES_MAIN: AtomicUsize = AtomicUsize::new(0);
+static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;
+
+/// "3.11" of "3.11.7 (main, ...)".
+fn minor_version(full: &str) -> &str {
+    let mut dots = full.match_indices('.').map(|(i, _)| i);
+    let _ = dots.next();
+    match dots.next() {
+        Some(end) => &full[..end],
+        None => full.split(' ').next().unwrap_or(full),
+    }
+}
+
+/// The path of this shared library, from the dynamic linker.
+fn library_path() -> Option<String> {
+    // SAFETY: dladdr only reads the loader's tables for an address of ours.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(on_load as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
+        {
+            return None;
+        }
+        Some(
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Removes this library from LD_PRELOAD (separators: space or colon).
+fn strip_from_ld_preload(ours: &str) {
+    let Ok(value) = std::env::var("LD_PRELOAD") else {
+        return;
+    };
+    let ours_real = std::fs::canonicalize(ours).ok();
+    let kept: Vec<&str> = value
+        .split([' ', ':'])
+        .filter(|entry| !entry.is_empty())
+        .filter(|entry| *entry != ours && std::fs::canonicalize(entry).ok() != ours_real)
+        .collect();
+    // SAFETY: constructors run before main, with one thread.
+    unsafe {
+        if kept.is_empty() {
+            libc::unsetenv(c"LD_PRELOAD".as_ptr());
+        } else if let Ok(kept) = CString::new(kept.join(":")) {
+            libc::setenv(c"LD_PRELOAD".as_ptr(), kept.as_ptr(), 1);
+        }
+    }
+}
+
+extern "C" fn on_load() {
+    // SAFETY: Py_IsInitialized and Py_GetVersion read static data and are
+    // documented as callable before initialisation.
+    unsafe {
+        if Py_IsInitialized() != 0 {
+            return; // imported as an extension module: nothing to arm
+        }
+        let Some(path) = library_path() else { return };
+        strip_from_ld_preload(&path);
+        let running = CStr::from_ptr(Py_GetVersion()).to_string_lossy();
+        let built = CStr::from_ptr(hs_built_version()).to_string_lossy();
+        if minor_version(&running) != minor_version(&built) {
+            eprintln!(
+                "heapsite: {path} was built for CPython {}, this is {}: not profiling",
+                minor_version(&built),
+                minor_version(&running)
+            );
+            return;
+        }
+    }
+    PRELOADED.store(true, Relaxed);
+}
+
+unsafe fn next_symbol(cache: &AtomicUsize, name: &CStr) -> usize {
+    let mut found = cache.load(Relaxed);
+    if found == 0 {
+        found = libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize;
+        cache.store(found, Relaxed);
+    }
+    found
+}
+
+/// python's `main` comes here first when heapsite is preloaded.
+///
+/// # Safety
+/// Called by the interpreter's `main` with its own argc/argv.
+#[no_mangle]
+pub unsafe extern "C" fn Py_BytesMain(argc: c_int, argv: *mut *mut c_char) -> c_int {
+    if PRELOADED.load(Relaxed) {
+        return hs_preload_main(argc, argv);
+    }
+    let real = next_symbol(&REAL_BYTES_MAIN, c"Py_BytesMain");
+    assert!(real != 0, "heapsite: libpython's Py_BytesMain not found");
+    // SAFETY: libpython's Py_BytesMain, same signature.
+    let real: unsafe extern "C" fn(c_int, *mut *mut c_char) -> c_int = std::mem::transmute(real);
+    real(argc, argv)
+}
+
+/// Runs `heapsite._preload.<function>()` in a scratch namespace; failures
+/// print one line and leave the program running untraced.
+unsafe fn run_preload(function: &str) {
+    let Some(path) = library_path() else { return };
+    // .../site-packages/heapsite/_heapsite.so -> .../site-packages
+    let package_root = std::path::Path::new(&path)
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let code = format!(
+        "import sys\n\
+         sys.path.insert(0, root)\n\
+         try:\n\
+         \x20   import heapsite._preload as preload\n\
+         except BaseException as e:\n\
+         \x20   preload = None\n\
+         \x20   sys.stderr.write('heapsite: not profiling: cannot import heapsite from %s: %s\\n' % (root, e))\n\
+         finally:\n\
+         \x20   sys.path.remove(root)\n\
+         if preload is not None:\n\
+         \x20   preload.{function}()\n"
+    );
+    let Ok(code) = CString::new(code) else { return };
+    let globals = PyDict_New();
+    let root = PyUnicode_DecodeFSDefaultAndSize(
+        package_root.as_ptr() as *const c_char,
+        package_root.len() as Py_ssize_t,
+    );
+    if globals.is_null() || root.is_null() {
+        Py_XDECREF(globals);
+        Py_XDECREF(root);
+        PyErr_Clear();
+        return;
+    }
+    PyDict_SetItemString(globals, c"__builtins__".as_ptr(), PyEval_GetBuiltins());
+    PyDict_SetItemString(globals, c"root".as_ptr(), root);
+    Py_DECREF(root);
+    let result = PyRun_String(code.as_ptr(), Py_file_input, globals, globals);
+    if result.is_null() {
+        // SystemExit (a bad HEAPSITE_* setting) exits with its status here.
+        PyErr_Print();
+    } else {
+        Py_DECREF(result);
+    }
+    Py_DECREF(globals);
+}
+
+/// Called by hs_preload_main between initialisation and the program's first
+/// line, with the GIL held.
+#[no_mangle]
+pub unsafe extern "C" fn hs_preload_begin() {
+    run_preload("begin");
+}
+
+/// `heapsite._preload.finish()` says the capture is done (or not wanted).
+pub fn mark_finished() {
+    FINISHED.store(true, Relaxed);
+}
+
+/// `os._exit()` skips atexit: write the capture first when this process
+/// should, then exit as asked.
+///
+/// # Safety
+/// The POSIX _exit contract.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    if PRELOADED.load(Relaxed)
+        && !FINISHED.load(Relaxed)
+        && Py_IsInitialized() != 0
+        && frames::gil_held()
+    {
+        FINISHED.store(true, Relaxed);
+        run_preload("finish");
+    }
+    let real = next_symbol(&REAL_EXIT, c"_exit");
+    if real != 0 {
+        // SAFETY: glibc's _exit, same signature.
+        let real: unsafe extern "C" fn(c_int) -> ! = std::mem::transmute(real);
+        real(status);
+    }
+    libc::syscall(libc::SYS_exit_group, status);
+    unreachable!("exit_group returned")
+}
+
+pub fn is_preloaded() -> bool {
+    PRELOADED.load(Relaxed)
+}
