@@ -35,7 +35,7 @@ WORKLOADS = {
     "retained": BENCH / "workloads" / "retained.py",
 }
 HARNESS_TOOLS = ("plain", "heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
-TOOLS = (*HARNESS_TOOLS, "memray", "scalene")
+TOOLS = (*HARNESS_TOOLS, "heapsite-run", "heapsite-run-native", "memray", "scalene")
 STATS_WORKLOAD = "retained"
 STATS_TOOLS = ("heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
 PACKAGES = ("heapsite", "memray", "scalene")
@@ -68,6 +68,11 @@ def command(tool, script, scratch):
     py = sys.executable
     if tool in HARNESS_TOOLS:
         return [py, str(HARNESS), tool, str(script)]
+    if tool in ("heapsite-run", "heapsite-run-native"):
+        # The whole front door: LD_PRELOAD, capture and kinds at exit.
+        out = scratch / "heapsite.capture"
+        native = ["--native"] if tool.endswith("native") else []
+        return [py, "-m", "heapsite", "run", "-q", *native, "-o", str(out), str(script)]
     if tool == "memray":
         out = scratch / "memray.bin"
         return [

@@ -62,9 +62,7 @@ def line_bytes(capture, filename, lineno, view="peak", cumulative=False):
     total = 0
     for site in capture["sites"]:
         stack = site["stack"] if cumulative else site["stack"][:1]
-        if any(
-            frames[f]["filename"] == filename and frames[f]["lineno"] == lineno for f in stack
-        ):
+        if any(frames[f]["filename"] == filename and frames[f]["lineno"] == lineno for f in stack):
             total += site[f"{view}_bytes"]
     return total
 
@@ -232,7 +230,9 @@ def test_native_memory_is_attributed_to_the_python_line(tmp_path):
 
 def test_capture_is_small_and_timeline_spans_the_run(tmp_path):
     script = tmp_path / "prog.py"
-    script.write_text(PROGRAM.replace("def build():", "import time\ndef build():\n    time.sleep(0.2)"))
+    script.write_text(
+        PROGRAM.replace("def build():", "import time\ndef build():\n    time.sleep(0.2)")
+    )
     output = tmp_path / "prog.capture"
     assert run(script, "0", env=preloaded_env(output)).returncode == 0
     assert output.stat().st_size < 2_000_000

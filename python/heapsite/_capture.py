@@ -30,10 +30,7 @@ def _kinds() -> list:
     try:
         from ._heap import heap
 
-        return [
-            {"name": row.name, "count": row.count, "bytes": row.size}
-            for row in heap().rows
-        ]
+        return [{"name": row.name, "count": row.count, "bytes": row.size} for row in heap().rows]
     except Exception:  # a report without kinds beats no report
         return []
 
