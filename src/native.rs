@@ -93,7 +93,7 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 }
 
 fn valid_alignment(align: usize) -> bool {
-    align.is_power_of_two() && align % std::mem::size_of::<*mut c_void>() == 0
+    align.is_power_of_two() && align.is_multiple_of(std::mem::size_of::<*mut c_void>())
 }
 
 /// # Safety

@@ -52,7 +52,6 @@ fn percent(part: u64, whole: u64) -> u64 {
 }
 
 /// The kinds as heapy's `hpy().heap()` prints them, all rows.
-#[allow(dead_code)] // the HTML report shows every row
 pub fn heapy_table(kinds: &[Kind]) -> String {
     heapy_table_top(kinds, usize::MAX)
 }

@@ -68,7 +68,11 @@ fn grouped(capture: &Capture, view: View, cumulative: bool) -> Vec<LineStat> {
 }
 
 /// The source text of a line, if the file is still readable.
-fn source_line(filename: &str, lineno: u32, cache: &mut HashMap<String, Vec<String>>) -> String {
+pub fn source_line(
+    filename: &str,
+    lineno: u32,
+    cache: &mut HashMap<String, Vec<String>>,
+) -> String {
     let lines = cache.entry(filename.to_string()).or_insert_with(|| {
         std::fs::read_to_string(filename)
             .map(|text| text.lines().map(str::to_string).collect())
