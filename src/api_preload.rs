@@ -23,6 +23,17 @@ pub unsafe extern "C" fn set_native(_: *mut PyObject, arg: *mut PyObject) -> *mu
     none()
 }
 
+/// set_native_frames(on: bool): native frames above the Python ones in
+/// the sites of native blocks.
+pub unsafe extern "C" fn set_native_frames(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let on = PyObject_IsTrue(arg);
+    if on < 0 {
+        return std::ptr::null_mut();
+    }
+    crate::native_frames::set_enabled(on == 1);
+    none()
+}
+
 pub unsafe extern "C" fn native(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     PyBool_FromLong(hook::native() as c_long)
 }

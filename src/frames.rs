@@ -23,6 +23,19 @@ impl RawFrame {
         offset: 0,
         pad: 0,
     };
+
+    /// A native frame: an instruction pointer, not a code object.
+    pub fn native(ip: usize) -> RawFrame {
+        RawFrame {
+            code: ip as *mut c_void,
+            offset: crate::native_frames::NATIVE,
+            pad: 0,
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.offset == crate::native_frames::NATIVE
+    }
 }
 
 impl PartialEq for RawFrame {
@@ -85,6 +98,14 @@ pub struct ResolvedFrame {
 /// # Safety
 /// GIL held; `frame.code` pinned (a strong reference held by the registry).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
+    if frame.is_native() {
+        let (filename, name, lineno) = crate::native_frames::resolve(frame.code as usize);
+        return ResolvedFrame {
+            filename,
+            name,
+            lineno,
+        };
+    }
     let mut filename = std::ptr::null_mut();
     let mut name = std::ptr::null_mut();
     let lineno = hs_resolve_frame(frame.code, frame.offset, &mut filename, &mut name);

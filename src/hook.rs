@@ -17,7 +17,7 @@
 //!   the one that `ctx` belongs to.
 //! - Pointers heapsite never saw pass through untouched.
 
-use crate::frames;
+use crate::frames::{self, RawFrame};
 use crate::nursery::{Freed, GilTable};
 use crate::sites::{self, SiteId, NO_GIL_SITE};
 use crate::sync::GilCell;
@@ -237,7 +237,6 @@ const fn domain_of(d: usize) -> Domain {
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.
-        // SAFETY: this thread holds the GIL.
         match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed)).0) } {
             Some(site) => site,
             None => return, // re-entered from inside heapsite: not the program's
@@ -245,6 +244,11 @@ fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     } else {
         NO_GIL_SITE
     };
+    insert_raw(ptr, size, site, gil);
+}
+
+/// Records a RAW (or native) block at `site` and counts it.
+fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, gil: bool) {
     let record = Record {
         size,
         site,
@@ -362,7 +366,30 @@ pub fn native() -> bool {
 /// mmap for an arena) the block is that hook's and passes through.
 pub fn native_allocated(ptr: *mut c_void, size: usize) {
     if native_tracing() && !ptr.is_null() {
-        track_raw(ptr, size, frames::gil_held());
+        let gil = frames::gil_held();
+        if gil && crate::native_frames::enabled() {
+            track_raw_below_native(ptr, size);
+        } else {
+            track_raw(ptr, size, gil);
+        }
+    }
+}
+
+/// `track_raw` with the native frames above the Python ones. GIL held.
+#[cold]
+fn track_raw_below_native(ptr: *mut c_void, size: usize) {
+    let mut native = [RawFrame::NONE; crate::native_frames::MAX_NATIVE];
+    // SAFETY: this thread holds the GIL.
+    let site = unsafe {
+        sites::guarded(|thread| {
+            let n = crate::native_frames::capture(&mut native);
+            thread
+                .current_site_below(&native[..n], DEPTH.load(Relaxed))
+                .0
+        })
+    };
+    if let Some(site) = site {
+        insert_raw(ptr, size, site, true);
     }
 }
 

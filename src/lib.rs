@@ -13,6 +13,7 @@ mod got;
 mod hook;
 mod kinds;
 mod native;
+mod native_frames;
 mod nursery;
 mod objects;
 mod preload;
@@ -42,7 +43,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 32] = [
+static mut METHODS: [PyMethodDef; 33] = [
     method(
         c"start",
         api::start,
@@ -192,6 +193,12 @@ static mut METHODS: [PyMethodDef; 32] = [
         api_preload::set_native,
         METH_O,
         c"set_native(on): also record malloc, mmap and the like (preloaded only)",
+    ),
+    method(
+        c"set_native_frames",
+        api_preload::set_native_frames,
+        METH_O,
+        c"set_native_frames(on): native frames above the Python ones for native blocks",
     ),
     method(
         c"native",

@@ -175,7 +175,7 @@ fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
     let Some(slot) = SITES.get_or_grow(id as usize) else {
         return OVERFLOW_SITE;
     };
-    for frame in frames {
+    for frame in frames.iter().filter(|f| !f.is_native()) {
         // SAFETY: GIL held; the code object is on the running stack, so alive.
         unsafe { pyo3_ffi::Py_IncRef(frame.code.cast()) };
     }
@@ -274,6 +274,41 @@ impl HookState {
         }
         // SAFETY: read_frames initialised the first n entries.
         let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
+        self.site_of(frames, total)
+    }
+
+    /// The site of `native` frames (most recent first) above the calling
+    /// Python code's, `depth` Python frames deep. Cold: native frames are
+    /// asked for with `--native` only.
+    ///
+    /// # Safety
+    /// GIL held by the calling thread.
+    #[inline(never)]
+    pub unsafe fn current_site_below(
+        &self,
+        native: &[RawFrame],
+        depth: usize,
+    ) -> (SiteId, &'static Site) {
+        let mut buf = [RawFrame::NONE; MAX_FRAMES];
+        let skip = native.len().min(MAX_FRAMES - 1);
+        buf[..skip].copy_from_slice(&native[..skip]);
+        let room = (MAX_FRAMES - skip).min(depth.max(1));
+        let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+        let tail = std::slice::from_raw_parts_mut(
+            buf[skip..].as_mut_ptr().cast::<MaybeUninit<RawFrame>>(),
+            room,
+        );
+        let (n, total) = frames::read_frames(tail, count_total);
+        if skip + n == 0 {
+            return (NO_FRAME_SITE, site(NO_FRAME_SITE));
+        }
+        self.site_of(&buf[..skip + n], total + skip as u32)
+    }
+
+    /// The cache, then the interner.
+    #[inline(always)]
+    unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> (SiteId, &'static Site) {
+        let n = frames.len();
         let hash = hash_stack(frames, total);
         // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
         let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];

@@ -210,7 +210,7 @@ def test_native_memory_is_attributed_to_the_python_line(tmp_path):
     script = tmp_path / "native.py"
     script.write_text(NATIVE)
     output = tmp_path / "native.capture"
-    traced = run(script, env=preloaded_env(output, native=1))
+    traced = run(script, env=preloaded_env(output))
     assert traced.returncode == 0, traced.stderr
     capture = report(output)
     assert capture["meta"]["native"] is True
@@ -224,8 +224,35 @@ def test_native_memory_is_attributed_to_the_python_line(tmp_path):
     # A plain malloc no Python allocator saw: only native tracking finds it.
     assert 30_000_000 <= line_bytes(capture, str(script), 12, cumulative=True) < 30_100_000
     without = tmp_path / "without.capture"
-    assert run(script, env=preloaded_env(without)).returncode == 0
+    assert run(script, env=preloaded_env(without, malloc=0)).returncode == 0
     assert line_bytes(report(without), str(script), 12, cumulative=True) < 1_000_000
+
+
+def test_native_frames_name_the_c_function_under_the_python_line(tmp_path):
+    script = tmp_path / "native.py"
+    script.write_text(NATIVE)
+    output = tmp_path / "native.capture"
+    traced = run(script, env=preloaded_env(output, native=1))
+    assert traced.returncode == 0, traced.stderr
+    capture = report(output)
+    assert capture["meta"]["native_frames"] is True
+    frames = capture["frames"]
+    (site,) = [
+        s
+        for s in capture["sites"]
+        if s["live_bytes"] >= 30_000_000
+        and any(
+            frames[f]["lineno"] == 12 and frames[f]["filename"] == str(script) for f in s["stack"]
+        )
+    ]
+    stack = [frames[f] for f in site["stack"]]
+    python_at = next(i for i, f in enumerate(stack) if f["filename"] == str(script))
+    native = stack[:python_at]
+    # ctypes calls malloc through libffi: C frames above the Python line,
+    # heapsite's own (the malloc hook) left out.
+    assert native, stack
+    assert any("ffi" in f["filename"] or "ctypes" in f["filename"] for f in native), native
+    assert not any("_heapsite" in f["filename"] for f in native), native
 
 
 def test_capture_is_small_and_timeline_spans_the_run(tmp_path):

@@ -35,7 +35,9 @@ def _kinds() -> list:
         return []
 
 
-def model(*, native: bool = False, timeline=(), kinds: bool = True, argv=None) -> dict:
+def model(
+    *, native: bool = False, native_frames: bool = False, timeline=(), kinds: bool = True, argv=None
+) -> dict:
     """The capture model of the traced program, now."""
     current, peak = _core.traced_memory()
     own = _own_prefix()
@@ -76,6 +78,7 @@ def model(*, native: bool = False, timeline=(), kinds: bool = True, argv=None) -
             "duration": max(time.time() - started_at, 0.0),
             "frames_limit": _core.traceback_limit(),
             "native": bool(native),
+            "native_frames": bool(native_frames),
             "peak_bytes": max(peak, 0),
             "live_bytes": max(current, 0),
         },

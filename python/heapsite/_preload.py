@@ -6,7 +6,8 @@ Settings, from the environment:
 
     HEAPSITE_OUTPUT        capture path (default heapsite-<pid>.capture)
     HEAPSITE_FRAMES        frames per call site, 1..128 (default 16)
-    HEAPSITE_NATIVE        1: also track malloc, mmap & co. (default 0)
+    HEAPSITE_MALLOC        0: do not track malloc, mmap & co. (default 1)
+    HEAPSITE_NATIVE        1: native (C) frames in the sites of those (default 0)
     HEAPSITE_FOLLOW_FORK   1: forked children write <output stem>.<pid><ext>
     HEAPSITE_INTERVAL      seconds between memory-over-time samples (0.01)
     HEAPSITE_KINDS         0: skip the object-kinds table at exit (default 1)
@@ -63,6 +64,7 @@ def read_settings() -> dict:
     return {
         "output": os.environ.get("HEAPSITE_OUTPUT") or f"heapsite-{os.getpid()}.capture",
         "frames": _number("HEAPSITE_FRAMES", 16, int, 1, MAX_FRAMES),
+        "malloc": _flag("HEAPSITE_MALLOC", True),
         "native": _flag("HEAPSITE_NATIVE", False),
         "follow_fork": _flag("HEAPSITE_FOLLOW_FORK", False),
         "interval": _number("HEAPSITE_INTERVAL", 0.01, float, 0.001, 3600.0),
@@ -98,8 +100,9 @@ def begin() -> None:
 
     _capture.started_at = __import__("time").time()
     _core.start(settings["frames"])
-    if settings["native"]:
+    if settings["malloc"]:
         _core.set_native(True)
+        _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
     atexit.register(finish)
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
@@ -123,7 +126,11 @@ def finish() -> None:
     try:
         _core.set_native(False)
         _capture.write(
-            output, native=_settings["native"], timeline=timeline, kinds=_settings["kinds"]
+            output,
+            native=_settings["malloc"],
+            native_frames=_settings["malloc"] and _settings["native"],
+            timeline=timeline,
+            kinds=_settings["kinds"],
         )
     except Exception as e:  # the program's exit must not fail because of us
         sys.stderr.write(f"heapsite: could not write the capture {output}: {e}\n")

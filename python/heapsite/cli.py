@@ -7,8 +7,8 @@
     heapsite preload-path
 
 `run` starts the program in a new interpreter with heapsite preloaded
-(LD_PRELOAD), so it is traced from its first line, native memory included
-with --native. When the program ends (normally, by sys.exit(), by an
+(LD_PRELOAD), so it is traced from its first line, memory that C code takes
+with malloc or mmap included (--native adds the C frames to its sites). When the program ends (normally, by sys.exit(), by an
 uncaught exception or by os._exit()) its capture is written to FILE and the
 text report goes to stderr. The program's arguments, standard streams and
 exit status pass through unchanged.
@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", help="capture file (default heapsite-<name>.<pid>.capture)")
     run.add_argument("--frames", type=_frames, default=16, help="frames per call site (default 16)")
     run.add_argument(
-        "--native", action="store_true", help="also track malloc, mmap & co. (C extensions)"
+        "--native",
+        action="store_true",
+        help="native (C) frames in the sites of malloc'd memory (slower)",
     )
     run.add_argument(
         "--follow-fork",

@@ -41,6 +41,9 @@ pub struct Meta {
     pub frames_limit: u32,
     /// Whether native (malloc/mmap) allocations were tracked too.
     pub native: bool,
+    /// Whether native blocks' sites start with native (C) frames.
+    #[serde(default)]
+    pub native_frames: bool,
     /// Traced bytes at the peak, and live when the capture was taken.
     pub peak_bytes: u64,
     pub live_bytes: u64,
@@ -205,6 +208,7 @@ pub mod sample {
                 duration: 2.5,
                 frames_limit: 16,
                 native: false,
+                native_frames: false,
                 peak_bytes: 96_000_000,
                 live_bytes: 1_000,
             },
