@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from heapsite import _heapsite
@@ -187,3 +188,37 @@ def test_html_report_in_a_browser(browser, report):
     browser.switch_to.default_content()
     pressed = browser.find_element(By.CSS_SELECTOR, "#views button[aria-pressed=true]")
     assert pressed.get_attribute("data-view") == "peak"
+
+
+JULIA = Path(__file__).resolve().parent.parent / "examples" / "julia_set.py"
+
+
+def test_julia_example_end_to_end(browser, tmp_path):
+    """The README's example through the front door: `heapsite run` (preload),
+    the text report's top line at the peak is a line that builds the complex
+    numbers, the capture is small, and the HTML flamegraph shows that line."""
+    from selenium.webdriver.common.by import By
+
+    capture = tmp_path / "julia.capture"
+    result = subprocess.run(
+        [sys.executable, "-m", "heapsite", "run", "-o", str(capture), str(JULIA)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = JULIA.read_text().splitlines()
+    builders = {i for i, line in enumerate(lines, 1) if ".append(complex(" in line}
+    assert len(builders) == 2
+    first = next(line for line in result.stderr.splitlines() if line.startswith("#1:"))
+    assert any(first.startswith(f"#1: {JULIA}:{n}: ") for n in builders), first
+    assert capture.stat().st_size < 3_000_000
+    html = tmp_path / "julia.html"
+    html.write_bytes(_heapsite.render_report(str(capture), "html", 10))
+    browser.get(html.as_uri())
+    browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, "#flame-peak iframe"))
+    titles = frame_titles(browser)
+    for n in builders:
+        label = f"calc_pure_python ({JULIA}:{n})"
+        assert any(t.startswith(label) for t in titles), (label, titles)
+    browser.switch_to.default_content()
