@@ -34,6 +34,13 @@ extern "C" {
     fn hs_native_leave();
 }
 
+/// Marks the calling thread as heapsite's own for the rest of its life:
+/// its allocations (the memory-over-time series) are not the program's.
+pub fn own_thread() {
+    // SAFETY: plain thread-local flag accessor.
+    unsafe { hs_native_enter() };
+}
+
 /// Runs `record` unless this thread is already inside heapsite's native
 /// bookkeeping.
 #[inline(always)]

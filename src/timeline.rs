@@ -58,6 +58,7 @@ pub fn start(interval: Duration) {
     let spawned = std::thread::Builder::new()
         .name("heapsite-timeline".into())
         .spawn(move || loop {
+            crate::native::own_thread();
             let interval = SERIES.lock().interval;
             std::thread::sleep(interval);
             if !RUNNING.load(Acquire) || GENERATION.load(Acquire) != generation {

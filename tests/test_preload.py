@@ -268,3 +268,19 @@ def test_capture_is_small_and_timeline_spans_the_run(tmp_path):
     assert len(timeline) >= 5
     assert max(s["bytes"] for s in timeline) >= 20_000_000
     assert timeline[-1]["t"] >= 0.2
+
+
+def test_tracemalloc_setting_puts_the_drop_in_in_place(tmp_path):
+    script = tmp_path / "uses_tracemalloc.py"
+    script.write_text(
+        "import tracemalloc\n"
+        "tracemalloc.start(5)\n"
+        "data = [bytearray(1000) for _ in range(1000)]\n"
+        "stat = tracemalloc.take_snapshot().statistics('lineno')[0]\n"
+        "print(tracemalloc.__name__, stat.traceback[0].lineno, stat.count >= 1000)\n"
+    )
+    for value, name in [("1", "heapsite.tracemalloc"), ("0", "tracemalloc")]:
+        env = preloaded_env(tmp_path / "t.capture", tracemalloc=value)
+        traced = run(script, env=env)
+        assert traced.returncode == 0, traced.stderr
+        assert traced.stdout == f"{name} 3 True\n"
