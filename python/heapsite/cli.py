@@ -8,9 +8,10 @@
 
 `run` starts the program in a new interpreter with heapsite preloaded
 (LD_PRELOAD), so it is traced from its first line, memory that C code takes
-with malloc or mmap included (--native adds the C frames to its sites). When the program ends (normally, by sys.exit(), by an
-uncaught exception or by os._exit()) its capture is written to FILE and the
-text report goes to stderr. The program's arguments, standard streams and
+with malloc or mmap included (--native adds the C frames to its sites). When
+the program ends (normally, by sys.exit(), by an uncaught exception or by
+os._exit()) its capture is written to FILE and the text report goes to
+stderr. The program's arguments, standard streams and
 exit status pass through unchanged.
 
 `report` renders a capture (or a snapshot file from Snapshot.dump) again,
