@@ -2,7 +2,8 @@
 
     python bench/harness.py MODE workload.py [args...]
 
-MODE is one of: plain, heapsite1, heapsite16, tracemalloc1, tracemalloc16.
+MODE is one of: plain, heapsite1, heapsite16, tracemalloc1, tracemalloc16,
+tracemalloc25, dropin25 (heapsite.tracemalloc.start(25): the drop-in).
 The tracer is started here, then the workload runs as ``__main__``, so every
 mode (plain included) pays the same interpreter start-up.
 
@@ -46,7 +47,15 @@ if __name__ == "__main__":
     exec(_code, _globals)  # noqa: S102 - running the workload is the point
     sys.exit(0)
 
-MODES = ("plain", "heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
+MODES = (
+    "plain",
+    "heapsite1",
+    "heapsite16",
+    "tracemalloc1",
+    "tracemalloc16",
+    "tracemalloc25",
+    "dropin25",
+)
 EXIT_USAGE = 2
 EXIT_TRACER_UNAVAILABLE = 3
 
@@ -59,6 +68,13 @@ class TracerUnavailable(Exception):
 
 def start_tracer(mode):
     if mode == "plain":
+        return
+    if mode.startswith("dropin"):
+        try:
+            import heapsite.tracemalloc as drop_in
+        except ImportError as exc:
+            raise TracerUnavailable(f"heapsite not importable: {exc}") from exc
+        drop_in.start(int(mode[len("dropin") :]))
         return
     if mode.startswith("heapsite"):
         frames = int(mode[len("heapsite") :])

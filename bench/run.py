@@ -34,7 +34,15 @@ WORKLOADS = {
     "julia": BENCH.parent / "examples" / "julia_set.py",
     "retained": BENCH / "workloads" / "retained.py",
 }
-HARNESS_TOOLS = ("plain", "heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
+HARNESS_TOOLS = (
+    "plain",
+    "heapsite1",
+    "heapsite16",
+    "tracemalloc1",
+    "tracemalloc16",
+    "tracemalloc25",
+    "dropin25",
+)
 TOOLS = (*HARNESS_TOOLS, "heapsite-run", "heapsite-run-native", "memray", "scalene")
 STATS_WORKLOAD = "retained"
 STATS_TOOLS = ("heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")

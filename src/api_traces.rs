@@ -112,3 +112,13 @@ pub unsafe extern "C" fn site_depth(_: *mut PyObject, arg: *mut PyObject) -> *mu
         Err(error) => error,
     }
 }
+
+/// follow_reuse(on) -> bool: move blocks of objects reused from free lists
+/// to the reusing line (3.13+; False where the version cannot).
+pub unsafe extern "C" fn follow_reuse(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let on = PyObject_IsTrue(arg);
+    if on < 0 {
+        return std::ptr::null_mut();
+    }
+    PyBool_FromLong(crate::objects::follow_reuse(on == 1) as std::ffi::c_long)
+}

@@ -604,6 +604,30 @@ pub fn lookup(addr: usize) -> Option<Record> {
         .or_else(|| RAW_TABLE.shard(addr).get(addr))
 }
 
+/// A new object whose block starts at `block`: if heapsite holds that block
+/// under another site, the object came from a free list (no allocator call)
+/// and the block moves to the line creating the object now, as tracemalloc
+/// moves its trace. GIL held.
+pub fn object_created(block: usize) {
+    if !tracing() {
+        return;
+    }
+    // SAFETY: GIL held (the reference tracer runs under it).
+    unsafe {
+        sites::guarded(|thread| {
+            let table = GIL_TABLE.get();
+            let Some(record) = table.get(block, account_free) else {
+                return;
+            };
+            let (site, _) = thread.current_site(DEPTH.load(Relaxed));
+            if site != record.site {
+                untrack_gil(block as *mut c_void);
+                record_gil(thread, block as *mut c_void, record.size, record.domain);
+            }
+        });
+    }
+}
+
 /// Forgets the PyMem record of `addr`, if any, taking it off its site's
 /// figures: a block that C code reports with PyTraceMalloc_Track after
 /// getting it through PyMem would otherwise count twice. GIL held.

@@ -43,7 +43,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 33] = [
+static mut METHODS: [PyMethodDef; 34] = [
     method(
         c"start",
         api::start,
@@ -193,6 +193,12 @@ static mut METHODS: [PyMethodDef; 33] = [
         api_preload::set_native,
         METH_O,
         c"set_native(on): also record malloc, mmap and the like (preloaded only)",
+    ),
+    method(
+        c"follow_reuse",
+        api_traces::follow_reuse,
+        METH_O,
+        c"follow_reuse(on) -> bool: blocks of objects reused from free lists move to the reusing line (3.13+)",
     ),
     method(
         c"set_native_frames",

@@ -181,3 +181,60 @@ hs_storage_of(PyObject *obj)
         return ((PyListObject *)obj)->ob_item;
     return NULL;
 }
+
+/* Following objects reused from free lists (3.13+): the interpreter tells a
+ * reference tracer of every object it creates, free-list ones included, as
+ * it tells tracemalloc; heapsite then moves the object's block to the line
+ * that reused it, as tracemalloc does. Earlier versions have no such hook
+ * outside tracemalloc itself. The previous tracer, if any, is chained. */
+#if PY_VERSION_HEX >= 0x030D0000
+extern void hs_object_created(PyObject *op);
+
+static PyRefTracer hs_previous_tracer = NULL;
+static void *hs_previous_data = NULL;
+static int hs_following = 0;
+
+static int
+hs_ref_tracer(PyObject *op, PyRefTracerEvent event, void *data)
+{
+    (void)data;
+    if (event == PyRefTracer_CREATE) {
+        hs_object_created(op);
+    }
+    if (hs_previous_tracer != NULL) {
+        return hs_previous_tracer(op, event, hs_previous_data);
+    }
+    return 0;
+}
+
+/* 1 if reuse is followed after the call, 0 if this version cannot. GIL held. */
+int
+hs_follow_reuse(int on)
+{
+    if (on && !hs_following) {
+        hs_previous_tracer = PyRefTracer_GetTracer(&hs_previous_data);
+        if (hs_previous_tracer == hs_ref_tracer) {
+            hs_previous_tracer = NULL;
+        }
+        PyRefTracer_SetTracer(hs_ref_tracer, NULL);
+        hs_following = 1;
+    }
+    else if (!on && hs_following) {
+        void *data = NULL;
+        if (PyRefTracer_GetTracer(&data) == hs_ref_tracer) {
+            PyRefTracer_SetTracer(hs_previous_tracer, hs_previous_data);
+        }
+        hs_previous_tracer = NULL;
+        hs_previous_data = NULL;
+        hs_following = 0;
+    }
+    return on;
+}
+#else
+int
+hs_follow_reuse(int on)
+{
+    (void)on;
+    return 0;
+}
+#endif

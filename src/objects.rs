@@ -14,6 +14,25 @@ extern "C" {
     fn hs_traverse(obj: *mut PyObject, visit: Visit, arg: *mut c_void) -> c_int;
     fn hs_keeps_default_sizeof(ty: *mut PyTypeObject) -> c_int;
     fn hs_storage_of(obj: *mut PyObject) -> *mut c_void;
+    fn hs_follow_reuse(on: c_int) -> c_int;
+}
+
+/// Follows objects the interpreter hands out from free lists (see
+/// objects.c); returns whether this version can.
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn follow_reuse(on: bool) -> bool {
+    hs_follow_reuse(on as c_int) != 0
+}
+
+/// Called by the reference tracer for each object created.
+///
+/// # Safety
+/// GIL held; `op` a new, live object.
+#[no_mangle]
+pub unsafe extern "C" fn hs_object_created(op: *mut PyObject) {
+    crate::hook::object_created(allocation_of(op));
 }
 
 /// A container's separately allocated storage (a list's item array), if any.

@@ -53,10 +53,14 @@ def start(nframe=1, /):
     _traceback_limit = nframe
     _core.set_count_total(True)
     _core.start(min(nframe, _core.MAX_FRAMES))
+    # As the built-in tracer: an object reused from a free list counts at
+    # the line that reused it (possible from 3.13, see README).
+    _core.follow_reuse(True)
 
 
 def stop():
     """Stop tracing Python memory allocations and clear traces."""
+    _core.follow_reuse(False)
     _core.stop()
     _core.set_count_total(False)
 

@@ -18,6 +18,9 @@ import gc
 
 import workload_lines
 
+# A full collection empties the interpreter's free lists, so that neither
+# run starts with blocks allocated before tracing waiting to be reused.
+gc.collect()
 tracemalloc.start(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 kept = workload_lines.run()
 gc.collect()
