@@ -284,3 +284,30 @@ def test_tracemalloc_setting_puts_the_drop_in_in_place(tmp_path):
         traced = run(script, env=env)
         assert traced.returncode == 0, traced.stderr
         assert traced.stdout == f"{name} 3 True\n"
+
+
+def test_threads_are_attributed_to_their_own_lines(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading
+            kept = {}
+
+            def worker(k):
+                kept[k] = [bytearray(1000 + k) for _ in range(5000)]   # line 6
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            main = [bytearray(500) for _ in range(5000)]                # line 13
+            """
+        )
+    )
+    output = tmp_path / "threads.capture"
+    assert run(script, env=preloaded_env(output)).returncode == 0
+    capture = report(output)
+    assert 4 * 5000 * 1000 <= line_bytes(capture, str(script), 6, "live") < 4 * 5000 * 1200
+    assert 5000 * 500 <= line_bytes(capture, str(script), 13, "live") < 5000 * 700
