@@ -150,3 +150,22 @@ def test_tracemalloc_environment_variable_installs_the_drop_in(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected + "\n"
+
+
+def test_in_process_fallback_for_a_static_python(tmp_path):
+    # What a python without a shared libpython gets (forced here).
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM)
+    out = tmp_path / "prog.capture"
+    result = subprocess.run(
+        [sys.executable, "-m", "heapsite", "run", "-o", str(out), str(script), "5"],
+        input="x",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HEAPSITE_IN_PROCESS": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == "args: ['5']\nstdin: x\n"
+    first = next(line for line in result.stderr.splitlines() if line.startswith("#1:"))
+    assert f"{script}:5:" in first
