@@ -322,11 +322,16 @@ def _leak_check(item, rounds, foreign, data):
     if not (_grew(sizes) or _grew(blocks)):
         return None
 
+    counts = array.array("q", [0] * (rounds + 1))
+    # One more round first, and a heap walk, so that what the measuring itself
+    # sets up once is in place before the base figures are taken.
+    _pytest_rounds.run_again(item)
     gc.collect()
     base_snapshot = _program_snapshot()
-    counts = array.array("q", [0] * (rounds + 1))
-    sizes[0] = _program_bytes(foreign)
     _heap.setrelheap()
+    _heap.heap()
+    sizes[0] = _program_bytes(foreign)
+    counts[0] = _heap.heap().count
     for index in range(1, rounds + 1):
         _pytest_rounds.run_again(item)
         gc.collect()
