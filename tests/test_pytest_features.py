@@ -72,9 +72,7 @@ def test_session_summary_names_peaks_and_leaks_with_sites():
     # Site lines (file:line in function -> size) follow the tests.
     assert "test_planted.py:" in peaks and " in test_" in peaks, peaks
     listed = re.findall(r"^ *\d\S* \S*B  \S*?\.py::(\S+) \(", leaks, re.M)
-    assert sorted(listed) == sorted(
-        n for n in leaks_run()[1] if is_planted(n)
-    ), leaks
+    assert sorted(listed) == sorted(n for n in leaks_run()[1] if is_planted(n)), leaks
     # Each leaked test comes with its top site, the planted line.
     assert "test_planted.py:" in leaks and "-> " in leaks, leaks
 

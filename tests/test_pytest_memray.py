@@ -19,7 +19,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_pytest_plugin import SUITE, leaks_run, outcomes_of
 
 MEMRAY_VERSIONS = ((3, 9), (3, 13))  # where pytest-memray must run (inclusive)
