@@ -28,7 +28,7 @@ venv_for() {
         "$base" -m venv "$venv" >&2 || return 1
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "maturin>=1.5,<2" "pytest>=7" numpy guppy3 protobuf grpcio-tools selenium "$@" >&2 || return 1
+        "maturin>=1.5,<2" "pytest>=7" numpy guppy3 protobuf grpcio-tools selenium pytest-memray pytest-xdist "$@" >&2 || return 1
     (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
         "$venv/bin/maturin" develop --release --quiet >&2) || return 1
     echo "$venv/bin/python"

@@ -19,18 +19,39 @@ def run_suite(*args, path=SUITE):
         timeout=600,
         cwd=here,
     )
-    outcomes = dict(
+    return result, outcomes_of(result.stdout)
+
+
+def outcomes_of(stdout):
+    """{test id after the file (Class::test_x[param]): verdict} from -rA lines."""
+    return dict(
         (name, verdict)
-        for verdict, name in re.findall(r"^(PASSED|FAILED|ERROR) \S*::(\w+)", result.stdout, re.M)
+        for verdict, name in re.findall(
+            r"^(PASSED|FAILED|ERROR) (?:\[gw\d+\] )?\S*?\.py::(\S+)", stdout, re.M
+        )
     )
-    return result, outcomes
+
+
+def is_planted(name):
+    return name.split("::")[-1].startswith("test_leak_")
+
+
+_LEAKS_RUN = []
+
+
+def leaks_run():
+    """The suite under --heapsite-leaks, run once for the tests that read it."""
+    if not _LEAKS_RUN:
+        _LEAKS_RUN.append(run_suite("--heapsite-leaks"))
+    return _LEAKS_RUN[0]
 
 
 def test_no_leaks_fails_exactly_the_planted_tests():
-    result, outcomes = run_suite("--heapsite-leaks")
-    planted = {name for name in outcomes if name.startswith("test_leak_")}
-    clean = {name for name in outcomes if name.startswith("test_clean_")}
-    assert len(planted) == 5 and len(clean) == 4, result.stdout
+    result, outcomes = leaks_run()
+    planted = {name for name in outcomes if is_planted(name)}
+    clean = set(outcomes) - planted
+    # 5 plain, 2 parametrized, 1 method; 4 plain, 2 parametrized, 1 fixture, 1 method.
+    assert len(planted) == 8 and len(clean) == 8, result.stdout
     assert {n: outcomes[n] for n in planted} == dict.fromkeys(planted, "FAILED"), result.stdout
     assert {n: outcomes[n] for n in clean} == dict.fromkeys(clean, "PASSED"), result.stdout
 
@@ -47,7 +68,7 @@ def planted_line(tag):
 
 
 def test_messages_name_the_line_the_kind_and_the_root():
-    result, _ = run_suite("--heapsite-leaks")
+    result, _ = leaks_run()
     text = failure_text(result.stdout, "test_leak_module_list")
     assert "leaks: memory grew in every one of 3 rounds" in text
     assert f"test_planted.py:{planted_line('list')}" in text
@@ -58,6 +79,11 @@ def test_messages_name_the_line_the_kind_and_the_root():
     assert "test_planted.__dict__['_CALLBACKS']" in text
     text = failure_text(result.stdout, "test_leak_c_buffer")
     assert f"test_planted.py:{planted_line('c-buffer')}" in text
+    text = failure_text(result.stdout, re.escape("test_leak_parametrized[30000]"))
+    assert f"test_planted.py:{planted_line('param')}" in text and "bytearray" in text
+    text = failure_text(result.stdout, "TestInClass.test_leak_method")
+    assert f"test_planted.py:{planted_line('method')}" in text and "bytearray" in text
+    assert "TestInClass.__dict__['registry']" in text or "'registry'" in text, text
 
 
 def test_limit_markers_and_usage_errors(tmp_path):

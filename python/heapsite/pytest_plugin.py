@@ -20,11 +20,15 @@ from __future__ import annotations
 import array
 import gc
 import os
+import sys
 
 import pytest
 
 from . import (
     _heap,
+    _pytest_rounds,
+    _pytest_summary,
+    _pytest_threads,
     format_size,
     is_tracing,
     parse_size,
@@ -44,13 +48,18 @@ TOP_SITES = 5
 _OWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
-def _program_bytes() -> int:
+def _own(frames) -> bool:
+    return bool(frames) and frames[0][0].startswith(_OWN)
+
+
+def _program_bytes(foreign=None) -> int:
     """Live bytes of every call site whose most recent frame is not
-    heapsite's own (cheap: the native per-site figures, no Snapshot)."""
+    heapsite's own, less other threads' sites when `foreign` tells them
+    (cheap next to a Snapshot: the native per-site figures)."""
     return sum(
         live_bytes
         for _, frames, _, live_bytes, *_ in _core.sites()
-        if not frames[0][0].startswith(_OWN)
+        if not _own(frames) and not (foreign and foreign(frames))
     )
 
 
@@ -72,8 +81,15 @@ def pytest_addoption(parser):
         default=3,
         help="rounds after the warm-up for the leak check (default 3)",
     )
+    group.addoption(
+        "--heapsite-all-threads",
+        action="store_true",
+        help="count other threads' allocations against the test too (default: the test's "
+        "own thread only)",
+    )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "limit_memory(size): fail if the test's peak allocated memory exceeds size"
@@ -84,11 +100,30 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "no_leaks(rounds=3): fail if memory or objects grow in every round"
     )
-    active = config.getoption("--heapsite") or config.getoption("--heapsite-leaks")
+    active = bool(config.getoption("--heapsite") or config.getoption("--heapsite-leaks"))
     config._heapsite_active = active
     config._heapsite_report = []
-    if active and not is_tracing():
+    config._heapsite_peaks = _pytest_summary.PeakSites()
+    if not active:
+        return
+    rounds = config.getoption("--heapsite-rounds")
+    if rounds < 2:
+        raise pytest.UsageError(
+            f"--heapsite-rounds needs a whole number of at least 2, got {rounds}"
+        )
+    config.pluginmanager.register(_Collector(config), "heapsite_collector")
+    if not _memray_asked(config):
+        # pytest-memray acts on the same marker names; under --heapsite they are ours.
+        config.pluginmanager.set_blocked("memray_manager")
+    if not is_tracing():
         start(FRAMES)
+
+
+def _memray_asked(config) -> bool:
+    try:
+        return bool(config.getoption("memray", False) or config.getini("memray"))
+    except (ValueError, KeyError):
+        return False
 
 
 def pytest_unconfigure(config):
@@ -104,14 +139,14 @@ def _marker_size(item, name):
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes one size, like '24 MB'")
     try:
         return parse_size(marker.args[0])
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {e}") from None
 
 
 def _rounds(item):
     marker = item.get_closest_marker("no_leaks")
     if marker is None:
-        if item.config.getoption("--heapsite-leaks"):
+        if item.config.getoption("--heapsite-leaks") and _pytest_rounds.repeatable(item) is None:
             return item.config.getoption("--heapsite-rounds")
         return None
     rounds = marker.kwargs.get("rounds", marker.args[0] if marker.args else 3)
@@ -120,6 +155,9 @@ def _rounds(item):
             f"{item.nodeid}: @pytest.mark.no_leaks(rounds=...) needs a whole number of at least "
             f"2, got {rounds!r}"
         )
+    why = _pytest_rounds.repeatable(item)
+    if why:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.no_leaks cannot be used: {why}")
     return rounds
 
 
@@ -139,34 +177,86 @@ def _site_lines(diffs, limit=TOP_SITES):
     return lines
 
 
+def _short_sites(diffs):
+    return [
+        _pytest_summary.site_line(
+            tuple((f.filename, f.lineno, f.name) for f in d.traceback), d.size_diff
+        )
+        for d in diffs[: _pytest_summary.TOP_SITES]
+    ]
+
+
+def _site_live():
+    return {sid: live for sid, frames, _, live, *_ in _core.sites() if not _own(frames)}
+
+
+def _thread_peak(baseline, foreign) -> int:
+    """The test thread's growth at the moment of the peak: each site's bytes
+    live at the peak less its bytes live when the test began, summed over
+    the sites that are neither heapsite's nor another thread's."""
+    return sum(
+        at_peak - baseline.get(sid, 0)
+        for sid, frames, _, _, _, _, _, at_peak in _core.sites()
+        if not _own(frames) and not foreign(frames)
+    )
+
+
+def _peak_sites(first_new_site):
+    """Top sites at the test's peak: a site made during the test counts all
+    it held at the peak; an older one what it held at the peak beyond what
+    it still holds now (its live bytes before the test are not kept)."""
+    held = []
+    for sid, frames, _, live, _, _, _, at_peak in _core.sites():
+        if _own(frames):
+            continue
+        size = at_peak if sid >= first_new_site else at_peak - live
+        if size > 0:
+            held.append((size, frames))
+    held.sort(key=lambda h: -h[0])
+    return [_pytest_summary.site_line(f, s) for s, f in held[: _pytest_summary.TOP_SITES]]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    if not item.config._heapsite_active:
+    config = item.config
+    if not config._heapsite_active:
         yield
         return
     memory_limit = _marker_size(item, "limit_memory")
     leak_limit = _marker_size(item, "limit_leaks")
     rounds = _rounds(item)
-    gc.collect()
+    foreign = (
+        None if config.getoption("--heapsite-all-threads") else _pytest_threads.foreign_test(FRAMES)
+    )
+    if leak_limit is not None or rounds is not None:
+        gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
+    baseline = _site_live() if memory_limit is not None and foreign else None
+    first_new_site = _core.stats()["sites"]
     start_current = traced_memory()[0]
     reset_peak()
     outcome = yield
+    peak = traced_memory()[1] - start_current
+    data = {"peak": peak}
+    item._heapsite_data = data
+    if config._heapsite_peaks.wanted(peak):
+        data["peak_sites"] = _peak_sites(first_new_site)
     if outcome.excinfo is not None:
         return
-    peak = traced_memory()[1] - start_current
-    item.config._heapsite_report.append((item.nodeid, peak))
     failures = []
-    if memory_limit is not None and peak > memory_limit:
-        failures.append(
-            f"Test was limited to {format_size(memory_limit)} but allocated {format_size(peak)}"
-        )
+    if memory_limit is not None:
+        if baseline is not None:
+            peak = min(peak, _thread_peak(baseline, foreign)) if peak > memory_limit else peak
+        if peak > memory_limit:
+            failures.append(
+                f"Test was limited to {format_size(memory_limit)} but allocated {format_size(peak)}"
+            )
     if leak_limit is not None:
         gc.collect()
         diffs = [
             d
             for d in _program_snapshot().compare_to(before, "traceback")
-            if d.size_diff > leak_limit
+            if d.size_diff > leak_limit and not (foreign and foreign(d.traceback))
         ]
         if diffs:
             failures.append(
@@ -174,33 +264,80 @@ def pytest_runtest_call(item):
                 "one location leaked more:"
             )
             failures.extend(_site_lines(diffs))
+            data.update(
+                leaked=sum(d.size_diff for d in diffs),
+                leak_kind="limit_leaks",
+                leak_sites=_short_sites(diffs),
+            )
     if rounds is not None:
-        message = _leak_check(item, rounds)
+        message = _leak_check(item, rounds, foreign, data)
         if message:
             failures.append(message)
     if failures:
         outcome.force_exception(pytest.fail.Exception("\n".join(failures), pytrace=False))
 
 
-def _leak_check(item, rounds):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    data = getattr(item, "_heapsite_data", None)
+    if call.when == "call" and data is not None:
+        outcome.get_result().user_properties.append((_pytest_summary.KEY, data))
+        del item._heapsite_data
+
+
+class _Collector:
+    """Gathers the per-test figures from the reports (the workers' too, under
+    pytest-xdist) for the session summary."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report):
+        _pytest_summary.collect(self.config, report)
+
+
+def _grew(figures) -> bool:
+    return all(b > a for a, b in zip(figures, figures[1:]))
+
+
+def _leak_check(item, rounds, foreign, data):
     """Runs the test body `rounds` more times after the first (the warm-up)
-    and reports growth that happens in every round, or None."""
+    and reports growth that happens in every round, or None.
+
+    A cheap pass first (all traced bytes and pymalloc blocks per round); only
+    a test that grew in every round of it gets the exact pass: the same number
+    of rounds again, measuring the program's own sites (less other threads'
+    unless --heapsite-all-threads) and new objects by a heap walk."""
+    # Figures go to C arrays made beforehand: no new Python object per round
+    # of the check itself.
+    sizes = array.array("q", [0] * (rounds + 1))
+    blocks = array.array("q", [0] * (rounds + 1))
+    gc.collect()
+    sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
+    for index in range(1, rounds + 1):
+        _pytest_rounds.run_again(item)
+        gc.collect()
+        sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
+    if not (_grew(sizes) or _grew(blocks)):
+        return None
+
+    counts = array.array("q", [0] * (rounds + 1))
+    # One more round first, and a heap walk, so that what the measuring itself
+    # sets up once is in place before the base figures are taken.
+    _pytest_rounds.run_again(item)
     gc.collect()
     base_snapshot = _program_snapshot()
-    # Figures go to C arrays made before setrelheap: no new Python object
-    # per round of the check itself.
-    sizes = array.array("q", [0] * (rounds + 1))
-    counts = array.array("q", [0] * (rounds + 1))
-    sizes[0] = _program_bytes()
     _heap.setrelheap()
+    _heap.heap()
+    sizes[0] = _program_bytes(foreign)
+    counts[0] = _heap.heap().count
     for index in range(1, rounds + 1):
-        item.runtest()
+        _pytest_rounds.run_again(item)
         gc.collect()
-        sizes[index] = _program_bytes()
+        sizes[index] = _program_bytes(foreign)
         counts[index] = _heap.heap().count
-    grew_bytes = all(b > a for a, b in zip(sizes, sizes[1:]))
-    grew_objects = all(b > a for a, b in zip(counts, counts[1:]))
-    if not (grew_bytes or grew_objects):
+    if not (_grew(sizes) or _grew(counts)):
         _heap.clearrelheap()
         return None
     leaked = _heap.heap()
@@ -216,22 +353,25 @@ def _leak_check(item, rounds):
         "Where it was allocated (top call sites of what is still allocated):",
     ]
     diffs = [
-        d for d in _program_snapshot().compare_to(base_snapshot, "traceback") if d.size_diff > 0
+        d
+        for d in _program_snapshot().compare_to(base_snapshot, "traceback")
+        if d.size_diff > 0 and not (foreign and foreign(d.traceback))
     ]
     lines.extend(_site_lines(diffs))
     lines += ["", "What leaked, by kind:", str(leaked)]
     if path:
         lines += ["", f"What keeps one {leaked.rows[0].name} alive:", f"  {path}"]
+    data.update(
+        leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
+        leak_kind="no_leaks, per round",
+        leak_sites=_short_sites(diffs),
+    )
     return "\n".join(lines)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    report = getattr(config, "_heapsite_report", None)
-    if not getattr(config, "_heapsite_active", False) or not report:
-        return
-    terminalreporter.section("heapsite: largest peak memory per test")
-    for nodeid, peak in sorted(report, key=lambda r: -r[1])[:5]:
-        terminalreporter.write_line(f"{format_size(peak):>10}  {nodeid}")
+    if getattr(config, "_heapsite_active", False):
+        _pytest_summary.write(terminalreporter, config._heapsite_report)
 
 
 class Measurement:

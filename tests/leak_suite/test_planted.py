@@ -4,6 +4,8 @@ import collections
 import ctypes
 import functools
 
+import pytest
+
 _GROWING = []
 _SEEN = {}
 _CALLBACKS = []
@@ -75,3 +77,39 @@ def test_clean_import_on_first_call():
 def test_clean_bounded_cache():
     _BOUNDED.append(bytearray(10000))
     assert len(_BOUNDED) == 1
+
+
+_PER_PARAM = []
+
+
+@pytest.mark.parametrize("size", [2000, 30000])
+def test_leak_parametrized(size):
+    _PER_PARAM.append(bytearray(size))  # PLANTED param
+
+
+@pytest.mark.parametrize("text", ["a", "bb"])
+def test_clean_parametrized(text):
+    assert len(_expensive(len(text))) == 1000
+    assert bytearray(20000 * len(text))
+
+
+@pytest.fixture
+def fresh_list():
+    return []
+
+
+def test_clean_appends_to_function_fixture(fresh_list):
+    # A function-scoped fixture is made anew for every round, as for a call.
+    fresh_list.append(bytearray(10000))
+    assert len(fresh_list) == 1
+
+
+class TestInClass:
+    registry = []
+
+    def test_leak_method(self):
+        self.registry.append(bytearray(8000))  # PLANTED method
+
+    def test_clean_method(self):
+        local = [bytearray(8000) for _ in range(3)]
+        assert len(local) == 3

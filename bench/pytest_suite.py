@@ -1,0 +1,81 @@
+"""What the pytest plugin costs on a real project's test suite.
+
+Downloads the sdist of a pure-Python project (default more-itertools, whose
+tests need nothing else) into a scratch directory, then runs its tests plain,
+with --heapsite and with --heapsite-leaks, alternating, and prints the median
+times and their ratios to plain.
+
+    python bench/pytest_suite.py [--project more-itertools] [--runs 3] [--dir DIR]
+
+Targets: --heapsite at most 1.5x plain; --heapsite-leaks at most rounds (3)
+times that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+MODES = {
+    "plain": [],
+    "--heapsite": ["--heapsite"],
+    "--heapsite-leaks": ["--heapsite-leaks"],
+}
+
+
+def fetch(project: str, scratch: str) -> str:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
+        + ["-d", scratch, project],
+        check=True,
+    )
+    (sdist,) = glob.glob(os.path.join(scratch, "*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        tar.extractall(scratch)  # noqa: S202 - a package we chose, in a scratch dir
+    return sdist[: -len(".tar.gz")]
+
+
+def run(root: str, extra: list[str]) -> float:
+    began = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:memray"]
+        + ["--rootdir", root, *extra, "tests"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+    )
+    took = time.perf_counter() - began
+    if result.returncode not in (0, 1):  # 1: the project's own failures, if any
+        sys.exit(f"pytest {' '.join(extra)} exited {result.returncode}:\n{result.stdout[-3000:]}")
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", default="more-itertools")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+    scratch = args.dir or tempfile.mkdtemp(prefix="heapsite-bench-")
+    root = fetch(args.project, scratch)
+    times = {mode: [] for mode in MODES}
+    for _ in range(args.runs):
+        for mode, extra in MODES.items():
+            times[mode].append(run(root, extra))
+    plain = statistics.median(times["plain"])
+    print(f"{os.path.basename(root)}, CPython {sys.version.split()[0]}, {args.runs} runs each")
+    for mode, values in times.items():
+        median = statistics.median(values)
+        print(f"{mode:18} median {median:7.2f} s  {median / plain:5.2f}x plain  {values}")
+
+
+if __name__ == "__main__":
+    main()
