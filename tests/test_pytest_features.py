@@ -149,3 +149,32 @@ def test_a_test_that_cannot_be_repeated(tmp_path):
 
 def test_suite_path():
     assert SUITE.endswith("leak_suite")
+
+
+def test_unittest_methods_are_left_out_of_the_repeat_check(tmp_path):
+    # pytest's unittest support keeps per-run state (a TestCase per run, reprs)
+    # that grows in every round: repeating such a test would blame the test.
+    (tmp_path / "test_ut.py").write_text(
+        textwrap.dedent(
+            """
+            import unittest
+
+            class T(unittest.TestCase):
+                def test_subtests(self):
+                    for i in range(20):
+                        with self.subTest(i=i):
+                            self.assertEqual([i] * 3, [i, i, i])
+            """
+        )
+    )
+    result, _ = run_suite("--heapsite-leaks", path=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "test_ut.py").write_text(
+        "import pytest\n"
+        + (tmp_path / "test_ut.py")
+        .read_text()
+        .replace("class T(", "@pytest.mark.no_leaks(rounds=3)\nclass T(")
+    )
+    result, _ = run_suite("--heapsite", path=str(tmp_path))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "no_leaks cannot be used: it is a unittest.TestCase method" in result.stderr

@@ -16,13 +16,40 @@ def repeatable(item) -> str | None:
         return (
             f"it is a {type(item).__name__}, not a test function, so its body cannot be run again"
         )
+    if _is_unittest(item):
+        # pytest's unittest support makes a new TestCase per run and keeps
+        # per-run state (reprs, type-equality tables) that grows every round:
+        # a repeat would call that the test's leak.
+        return "it is a unittest.TestCase method, whose runs pytest does not keep apart"
     return None
 
 
+def _is_unittest(item) -> bool:
+    try:
+        from _pytest.unittest import TestCaseFunction
+    except ImportError:  # a pytest without unittest support has none
+        return False
+    return isinstance(item, TestCaseFunction)
+
+
 def run_again(item) -> None:
-    """One more round of `item`: fresh function-scoped fixtures, then the call."""
+    """One more round of `item`: fresh function-scoped fixtures, then the call.
+
+    Reports the call would log (unittest's subTest logs one per subtest) are
+    dropped: pytest keeps every logged report, which is growth of pytest's
+    own, not the test's, in every round. A failure still raises."""
     _refresh_fixtures(item)
-    item.runtest()
+    hook = item.config.hook
+    logreport = hook.pytest_runtest_logreport
+    hook.pytest_runtest_logreport = _drop_report
+    try:
+        item.runtest()
+    finally:
+        hook.pytest_runtest_logreport = logreport
+
+
+def _drop_report(**kwargs) -> list:
+    return []
 
 
 def _refresh_fixtures(item) -> None:
