@@ -26,6 +26,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import harness  # bench/harness.py, beside this script (sys.path[0])
+
 BENCH = Path(__file__).resolve().parent
 HARNESS = BENCH / "harness.py"
 WORKLOADS = {
@@ -34,15 +36,8 @@ WORKLOADS = {
     "julia": BENCH.parent / "examples" / "julia_set.py",
     "retained": BENCH / "workloads" / "retained.py",
 }
-HARNESS_TOOLS = (
-    "plain",
-    "heapsite1",
-    "heapsite16",
-    "tracemalloc1",
-    "tracemalloc16",
-    "tracemalloc25",
-    "dropin25",
-)
+# The harness's in-process modes (plain, heapsite1, ..., dropin25).
+HARNESS_TOOLS = harness.MODES
 TOOLS = (*HARNESS_TOOLS, "heapsite-run", "heapsite-run-native", "memray", "scalene")
 # tracemalloc at 25 frames takes minutes per Julia run: the drop-in's
 # comparison is asked for explicitly.
@@ -50,7 +45,7 @@ DEFAULT_TOOLS = tuple(t for t in TOOLS if t not in ("tracemalloc25", "dropin25")
 STATS_WORKLOAD = "retained"
 STATS_TOOLS = ("heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
 PACKAGES = ("heapsite", "memray", "scalene")
-EXIT_TRACER_UNAVAILABLE = 3  # harness.py: the tracer could not be started
+EXIT_TRACER_UNAVAILABLE = harness.EXIT_TRACER_UNAVAILABLE
 
 
 class ToolRuns:

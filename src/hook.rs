@@ -314,17 +314,30 @@ extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     if !raw_tracing() {
         return realloc(prev.ctx, old, size);
     }
-    // Forget the old block before it is released: once realloc frees it,
-    // another thread may be handed the same address and record it.
+    // The allocators under PyMem_RawRealloc turn size 0 into 1: NULL is
+    // always a failure here.
+    realloc_raw_block(old, size, false, || realloc(prev.ctx, old, size))
+}
+
+/// A realloc of a block in the RAW table (PyMem_RawRealloc, or native
+/// realloc). The old block is forgotten before the call: once it is freed,
+/// another thread may be handed the same address and record it. If the call
+/// fails, the old block is still the program's and is recorded again; with
+/// `zero_frees`, a NULL for size 0 means the block was freed (C's realloc).
+fn realloc_raw_block(
+    old: *mut c_void,
+    size: usize,
+    zero_frees: bool,
+    realloc: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
     let old_record = if old.is_null() {
         None
     } else {
         RAW_TABLE.shard(old as usize).remove(old as usize)
     };
-    let ptr = realloc(prev.ctx, old, size);
-    if ptr.is_null() {
+    let ptr = realloc();
+    if ptr.is_null() && !(zero_frees && size == 0) {
         if let Some(record) = old_record {
-            // The old block is still the program's: keep it recorded.
             let _ = RAW_TABLE.shard(old as usize).insert(old as usize, record);
         }
         return ptr;
@@ -333,17 +346,23 @@ extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     if let Some(record) = old_record {
         release(record, gil);
     }
-    track_raw(ptr, size, gil);
+    if !ptr.is_null() {
+        track_raw(ptr, size, gil);
+    }
     ptr
+}
+
+/// Forgets a RAW-table block being freed and takes it off its site.
+fn forget_raw(ptr: *mut c_void) {
+    if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
+        release(record, frames::gil_held());
+    }
 }
 
 extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(0, ctx);
     if !ptr.is_null() && raw_tracing() {
-        let removed = RAW_TABLE.shard(ptr as usize).remove(ptr as usize);
-        if let Some(record) = removed {
-            release(record, frames::gil_held());
-        }
+        forget_raw(ptr);
     }
     if let Some(free) = prev.free {
         free(prev.ctx, ptr);
@@ -396,15 +415,11 @@ fn track_raw_below_native(ptr: *mut c_void, size: usize) {
 /// A block released by free, munmap or a moving realloc.
 pub fn native_freed(ptr: *mut c_void) {
     if native_tracing() && !ptr.is_null() {
-        if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
-            release(record, frames::gil_held());
-        }
+        forget_raw(ptr);
     }
 }
 
-/// realloc: forgets the old block before the call (another thread may be
-/// handed its address once it is freed), then records the result; on
-/// failure the old block is the program's still.
+/// realloc & co. (see `realloc_raw_block`).
 pub fn native_realloc(
     old: *mut c_void,
     size: usize,
@@ -413,26 +428,7 @@ pub fn native_realloc(
     if !native_tracing() {
         return realloc();
     }
-    let old_record = if old.is_null() {
-        None
-    } else {
-        RAW_TABLE.shard(old as usize).remove(old as usize)
-    };
-    let ptr = realloc();
-    let gil = frames::gil_held();
-    if ptr.is_null() && size != 0 {
-        if let Some(record) = old_record {
-            let _ = RAW_TABLE.shard(old as usize).insert(old as usize, record);
-        }
-        return ptr;
-    }
-    if let Some(record) = old_record {
-        release(record, gil);
-    }
-    if !ptr.is_null() {
-        track_raw(ptr, size, gil);
-    }
-    ptr
+    realloc_raw_block(old, size, true, realloc)
 }
 
 // ---- installing and removing ------------------------------------------------

@@ -158,8 +158,12 @@ type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
 static REAL_MMAP: AtomicUsize = AtomicUsize::new(0);
 static REAL_MUNMAP: AtomicUsize = AtomicUsize::new(0);
 
-/// The next definition of `name` after ours (glibc's), looked up once.
-unsafe fn next(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
+/// The next definition of `name` after ours (glibc's or libpython's),
+/// looked up once and kept in `cache`.
+///
+/// # Safety
+/// `dlsym` may allocate: not from inside heapsite's own bookkeeping.
+pub(crate) unsafe fn next_symbol(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
     let mut found = cache.load(Relaxed);
     if found == 0 {
         found = libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize;
@@ -179,7 +183,7 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     offset: i64,
 ) -> *mut c_void {
-    let real = next(&REAL_MMAP, c"mmap");
+    let real = next_symbol(&REAL_MMAP, c"mmap");
     let ptr = if real == 0 {
         libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, offset) as *mut c_void
     } else {
@@ -212,7 +216,7 @@ pub unsafe extern "C" fn mmap64(
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     guarded(|| hook::native_freed(addr));
-    let real = next(&REAL_MUNMAP, c"munmap");
+    let real = next_symbol(&REAL_MUNMAP, c"munmap");
     if real == 0 {
         return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
     }

@@ -18,6 +18,7 @@
 //! start that program.
 
 use crate::frames;
+use crate::native::next_symbol;
 use pyo3_ffi::*;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -107,15 +108,6 @@ extern "C" fn on_load() {
         }
     }
     PRELOADED.store(true, Relaxed);
-}
-
-unsafe fn next_symbol(cache: &AtomicUsize, name: &CStr) -> usize {
-    let mut found = cache.load(Relaxed);
-    if found == 0 {
-        found = libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize;
-        cache.store(found, Relaxed);
-    }
-    found
 }
 
 /// python's `main` comes here first when heapsite is preloaded.

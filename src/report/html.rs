@@ -10,7 +10,7 @@ mod flame;
 
 use super::format::{format_size, heapy_table, statistic};
 use super::model::{Capture, View};
-use super::text::{by_line, source_line};
+use super::text::{beyond, by_line, source_line};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -152,14 +152,10 @@ fn top_lines(capture: &Capture, view: View, limit: usize) -> String {
         );
     }
     out += "</table>\n";
-    if stats.len() > limit {
-        let rest = &stats[limit..];
-        let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
-        let count: u64 = rest.iter().map(|s| s.count).sum();
+    if let Some((lines, bytes, count)) = beyond(&stats, limit) {
         let _ = writeln!(
             out,
-            "<p>{} other lines: {}</p>",
-            rest.len(),
+            "<p>{lines} other lines: {}</p>",
             statistic(bytes, count)
         );
     }

@@ -67,6 +67,14 @@ fn grouped(capture: &Capture, view: View, cumulative: bool) -> Vec<LineStat> {
     stats
 }
 
+/// The lines past the first `limit`, summed: (lines, bytes, count).
+pub fn beyond(stats: &[LineStat], limit: usize) -> Option<(usize, u64, u64)> {
+    let rest = stats.get(limit..).filter(|rest| !rest.is_empty())?;
+    let bytes = rest.iter().map(|s| s.bytes).sum();
+    let count = rest.iter().map(|s| s.count).sum();
+    Some((rest.len(), bytes, count))
+}
+
 /// The source text of a line, if the file is still readable.
 pub fn source_line(
     filename: &str,
@@ -136,14 +144,10 @@ fn lines_table(stats: &[LineStat], title: &str, limit: usize, total: bool) -> St
             let _ = writeln!(out, "    {line}");
         }
     }
-    if stats.len() > limit {
-        let rest = &stats[limit..];
-        let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
-        let count: u64 = rest.iter().map(|s| s.count).sum();
+    if let Some((lines, bytes, count)) = beyond(stats, limit) {
         let _ = writeln!(
             out,
-            "{} other: size={}, count={count}",
-            rest.len(),
+            "{lines} other: size={}, count={count}",
             format_size(bytes as f64, false)
         );
     }
