@@ -85,9 +85,18 @@ hs_read_frames(hs_frame *out, int max, int *total)
 #else
     _PyInterpreterFrame *f = ts->cframe->current_frame;
 #endif
+    /* Shim frames (3.12+) and frames still setting up have no line yet.
+     * Only the running frame is checked in full: its prologue (MAKE_CELL,
+     * COPY_FREE_VARS) allocates. The full check reads the code object, one
+     * more cache line per frame of a deep stack, so callers' frames are only
+     * checked for being shims: a caller has run its prologue already (but for
+     * a collection started by that prologue running a finaliser, where the
+     * frame resolves to its first line). */
+    if (f != NULL && _PyFrame_IsIncomplete(f)) f = f->previous;
     for (; f != NULL; f = f->previous) {
-        /* Shim frames (3.12+) and frames still setting up have no line yet. */
-        if (_PyFrame_IsIncomplete(f)) continue;
+#if PY_VERSION_HEX >= 0x030C0000
+        if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
+#endif
         if (n < max) {
 #if PY_VERSION_HEX >= 0x030D0000
             out[n].code = (void *)_PyFrame_GetCode(f);

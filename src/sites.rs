@@ -125,15 +125,16 @@ pub fn memory_bytes() -> usize {
     SITES.allocated_bytes() + frames + interner
 }
 
-/// One odd multiplier per stack position, so that each frame's product is
-/// independent of the others' and the CPU multiplies them in parallel (a
-/// running `h = (h ^ x) * K` would make every frame wait for the last).
-const MULTIPLIERS: [u64; MAX_FRAMES] = {
-    let mut table = [0u64; MAX_FRAMES];
+/// Two odd multipliers per stack position, one for each of a stack's two
+/// hashes. Each frame's products are independent of the other frames', so
+/// the CPU multiplies them in parallel (a running `h = (h ^ x) * K` would
+/// make every frame wait for the last).
+const MULTIPLIERS: [[u64; 2]; MAX_FRAMES] = {
+    let mut table = [[0u64; 2]; MAX_FRAMES];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut i = 0;
-    while i < MAX_FRAMES {
-        table[i] = x | 1;
+    while i < MAX_FRAMES * 2 {
+        table[i / 2][i % 2] = x | 1;
         x = x
             .wrapping_mul(0xBF58_476D_1CE4_E5B9)
             .wrapping_add(0x94D0_49BB_1331_11EB);
@@ -142,18 +143,36 @@ const MULTIPLIERS: [u64; MAX_FRAMES] = {
     table
 };
 
-/// A stack's hash: indexes the site cache and the interner, which both
-/// verify the frames themselves, so a collision costs a miss, not a mistake.
-#[inline(always)]
-fn hash_stack(frames: &[RawFrame], total_depth: u32) -> u64 {
-    let mut h = (total_depth as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    for (frame, k) in frames.iter().zip(MULTIPLIERS.iter()) {
-        let word = (frame.code as u64) ^ ((frame.offset as u64) << 48);
-        h = h.wrapping_add(word.wrapping_mul(*k));
-    }
+fn finish(mut h: u64) -> u64 {
     h ^= h >> 31;
     h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
     h ^ (h >> 29)
+}
+
+/// A stack's two 64-bit hashes: the first indexes the site cache and the
+/// interner; the pair identifies a cached stack.
+///
+/// Why a cache hit trusts the pair instead of comparing frames: comparing
+/// reads the site's frames, a cache miss per deep stack, which cost more than
+/// hashing. Each hash is a sum of frame words times odd multipliers, so two
+/// different stacks agree on one only where their word differences, times
+/// the multipliers, cancel modulo 2^64: about one chance in 2^(63 - v), with
+/// 2^v the largest power of two dividing every difference. A frame's word
+/// spreads its offset with an odd multiplier, so v stays small (code objects
+/// are 16 bytes apart at least, offsets 2) and the pair errs about once in
+/// 2^100 lookups. The interner, reached on a miss, still compares frames.
+#[inline(always)]
+fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
+    let depth = total_depth as u64;
+    let mut h = depth.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut check = depth.wrapping_mul(0xA076_1D64_78BD_642F);
+    for (frame, k) in frames.iter().zip(MULTIPLIERS.iter()) {
+        let word = (frame.code as u64)
+            .wrapping_add((frame.offset as u32 as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB));
+        h = h.wrapping_add(word.wrapping_mul(k[0]));
+        check = check.wrapping_add(word.wrapping_mul(k[1]));
+    }
+    (finish(h), finish(check))
 }
 
 /// Finds or creates the site for `frames`. GIL held (pins code objects).
@@ -190,14 +209,12 @@ fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
 
 const CACHE_SLOTS: usize = 512;
 
-/// A recently seen stack. It carries its top frame and shape, so that a hit
-/// is verified without reading the site: the site's cache line (needed for
-/// its counters) and the entry load in parallel. Only deeper stacks compare
-/// their other frames with the site's.
+/// A recently seen stack, known by its two hashes and its shape (see
+/// `hash_stack`); a hit reads only the entry and then the site's counters.
 #[derive(Clone, Copy)]
 struct CacheEntry {
     hash: u64,
-    top: RawFrame,
+    check: u64,
     site: *const Site,
     id: SiteId,
     nframes: u32,
@@ -206,7 +223,7 @@ struct CacheEntry {
 
 const EMPTY_ENTRY: CacheEntry = CacheEntry {
     hash: 0,
-    top: RawFrame::NONE,
+    check: 0,
     site: std::ptr::null(),
     id: SiteId::MAX,
     nframes: 0,
@@ -215,14 +232,12 @@ const EMPTY_ENTRY: CacheEntry = CacheEntry {
 
 impl CacheEntry {
     #[inline(always)]
-    fn holds(&self, hash: u64, frames: &[RawFrame], total_depth: u32) -> bool {
+    fn holds(&self, (hash, check): (u64, u64), nframes: usize, total_depth: u32) -> bool {
         self.hash == hash
-            && self.nframes as usize == frames.len()
+            && self.check == check
+            && self.nframes as usize == nframes
             && self.total_depth == total_depth
-            && self.top == frames[0]
             && !self.site.is_null()
-            // SAFETY: a non-null entry points at a site, and sites live forever.
-            && (frames.len() == 1 || unsafe { (*self.site).frames()[1..] == frames[1..] })
     }
 }
 
@@ -309,17 +324,18 @@ impl HookState {
     #[inline(always)]
     unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> (SiteId, &'static Site) {
         let n = frames.len();
-        let hash = hash_stack(frames, total);
+        let (hash, check) = hash_stack(frames, total);
         // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
         let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
-        if entry.holds(hash, frames, total) {
+        if entry.holds((hash, check), n, total) {
+            // SAFETY: a non-null entry points at a site, and sites live forever.
             return (entry.id, &*entry.site);
         }
         let id = intern(frames, total, hash);
         let found = site(id);
         *entry = CacheEntry {
             hash,
-            top: frames[0],
+            check,
             site: found,
             id,
             nframes: n as u32,
