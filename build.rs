@@ -1,4 +1,4 @@
-//! Compiles `src/frames.c` and `src/objects.c` against the target interpreter's own headers.
+//! Compiles heapsite's C files (`src/*.c`) against the target interpreter's own headers.
 //!
 //! The interpreter is the one maturin / PyO3 builds for (`PYO3_PYTHON`), else
 //! `python3` on PATH. Internal headers come from the same include directory
@@ -9,6 +9,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/frames.c");
     println!("cargo:rerun-if-changed=src/objects.c");
     println!("cargo:rerun-if-changed=src/preload.c");
+    println!("cargo:rerun-if-changed=src/codes.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let out = Command::new(&python)
@@ -28,8 +29,12 @@ fn main() {
         .file("src/frames.c")
         .file("src/objects.c")
         .file("src/preload.c")
+        .file("src/codes.c")
         .include(include)
         .opt_level(3)
+        // As CPython's release builds: the headers' asserts would read every
+        // frame's code object (PyCode_Check) on the hot path.
+        .define("NDEBUG", None)
         .flag_if_supported("-fno-semantic-interposition")
         .warnings(true)
         .compile("heapsite_frames");

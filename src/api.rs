@@ -2,6 +2,7 @@
 //! package. Arguments are checked here and again, friendlier, in Python.
 //! Every function runs with the GIL held (CPython calls them so).
 
+use crate::codes;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
 use crate::hook;
 use crate::sites::{self, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
@@ -81,6 +82,8 @@ pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 }
 
 pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // Code objects the program dropped since new sites pinned them go first.
+    crate::codes::flush();
     hook::settle();
     let (current, peak) = crate::counters::traced_memory();
     tuple(&[int(current.max(0)), int(peak.max(0))])
@@ -122,30 +125,57 @@ pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 }
 
 /// Resolved `(filename, lineno, name)` tuples, cached per frame: many sites
-/// share frames, and code objects are pinned so the cache stays valid.
+/// share frames. Keyed by code object address, so what is cached for a code
+/// object that was freed is dropped before each use (its address may be a
+/// new code object's by then).
 static RESOLVED: GilCell<Option<HashMap<(usize, i32), usize>>> = GilCell::new(None);
 
-unsafe fn resolved_frame(frame: &RawFrame) -> *mut PyObject {
+/// One `(filename, lineno, name)` tuple per frame, most recent first.
+unsafe fn frame_tuples(frames: &[RawFrame]) -> Vec<*mut PyObject> {
     let cache = RESOLVED.get().get_or_insert_with(HashMap::new);
-    let key = (frame.code as usize, frame.offset);
-    if let Some(&cached) = cache.get(&key) {
-        let cached = cached as *mut PyObject;
-        Py_INCREF(cached);
-        return cached;
+    let died = codes::take_died();
+    if !died.is_empty() {
+        let mut dropped = Vec::new();
+        cache.retain(|&(code, _), &mut item| {
+            let keep = !died.contains(&code);
+            if !keep {
+                dropped.push(item as *mut PyObject);
+            }
+            keep
+        });
+        dropped.into_iter().for_each(|item| Py_DECREF(item));
     }
-    let resolved = frames::resolve(frame);
-    Py_INCREF(resolved.filename);
-    Py_INCREF(resolved.name);
-    let item = tuple(&[
-        resolved.filename,
-        int(resolved.lineno as i64),
-        resolved.name,
-    ]);
-    if !item.is_null() {
-        Py_INCREF(item);
-        cache.insert(key, item as usize);
+    let key = |f: &RawFrame| (f.code as usize, f.offset);
+    let mut items: Vec<*mut PyObject> = frames
+        .iter()
+        .map(|f| match cache.get(&key(f)) {
+            Some(&cached) => {
+                let cached = cached as *mut PyObject;
+                Py_INCREF(cached);
+                cached
+            }
+            None => ptr::null_mut(),
+        })
+        .collect();
+    let missing: Vec<RawFrame> = frames
+        .iter()
+        .zip(&items)
+        .filter(|(_, item)| item.is_null())
+        .map(|(f, _)| *f)
+        .collect();
+    // Resolved before any tuple is made: making one may run a collection.
+    let mut resolved = frames::resolve_all(&missing).into_iter().zip(missing);
+    for item in items.iter_mut().filter(|item| item.is_null()) {
+        let (names, frame) = resolved.next().expect("one resolution per missing frame");
+        Py_INCREF(names.filename);
+        Py_INCREF(names.name);
+        *item = tuple(&[names.filename, int(names.lineno as i64), names.name]);
+        if !item.is_null() {
+            Py_INCREF(*item);
+            cache.insert(key(&frame), *item as usize);
+        }
     }
-    item
+    items
 }
 
 unsafe fn pseudo_frame(label: &CStr) -> *mut PyObject {
@@ -160,8 +190,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
         NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
         OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
         _ => {
-            let frames = sites::site(id).frames();
-            let items: Vec<*mut PyObject> = frames.iter().map(|f| resolved_frame(f)).collect();
+            let items = frame_tuples(sites::site(id).frames());
             tuple(&items)
         }
     }
@@ -172,6 +201,8 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
 /// start() or clear(). frames: ((filename, lineno, name), ...), most recent
 /// first.
 pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // Code objects the program dropped since new sites pinned them go first.
+    crate::codes::flush();
     hook::settle();
     let list = PyList_New(0);
     if list.is_null() {
@@ -200,6 +231,34 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
         Py_DECREF(item);
     }
     list
+}
+
+/// site_figures() -> (live_bytes, live_counts, peak_bytes): three `bytes` of
+/// native-endian int64, one per site id (`array.array("q")` reads them).
+/// For the pytest plugin, which asks after every test: no frames, and no
+/// Python object per site.
+pub unsafe extern "C" fn site_figures(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    crate::codes::flush();
+    hook::settle();
+    let count = sites::count() as usize;
+    let mut columns = [Vec::new(), Vec::new(), Vec::new()];
+    for column in columns.iter_mut() {
+        column.reserve(count * 8);
+    }
+    for id in 0..count {
+        let t = sites::site(id as u32).counters.totals();
+        for (column, value) in columns
+            .iter_mut()
+            .zip([t.live_bytes, t.live_count, t.peak_bytes])
+        {
+            column.extend_from_slice(&value.to_ne_bytes());
+        }
+    }
+    let items: Vec<*mut PyObject> = columns
+        .iter()
+        .map(|data| PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as Py_ssize_t))
+        .collect();
+    tuple(&items)
 }
 
 /// site_of(address: int) -> (site_id, size, domain) or None.
@@ -233,6 +292,8 @@ pub(crate) unsafe fn site_id(arg: *mut PyObject) -> Result<u32, *mut PyObject> {
 
 /// frames_of(site_id: int) -> frames tuple.
 pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // Code objects the program dropped since new sites pinned them go first.
+    crate::codes::flush();
     match site_id(arg) {
         Ok(id) => site_frames(id),
         Err(error) => error,

@@ -2,7 +2,7 @@
 //! library's `tracemalloc.py` expects from `_tracemalloc`, so that
 //! `heapsite.tracemalloc` can run that very module on heapsite's engine.
 
-use crate::frames::{self, RawFrame};
+use crate::frames;
 use crate::hook;
 use crate::objects;
 use crate::sites::{self, SiteId};
@@ -15,13 +15,6 @@ use crate::api::{int, none, tuple};
 /// tracemalloc reports every PyMem allocation in domain 0.
 const DEFAULT_DOMAIN: i64 = 0;
 
-/// A frame as tracemalloc has it: (filename, lineno).
-unsafe fn frame_pair(frame: &RawFrame) -> *mut PyObject {
-    let resolved = frames::resolve(frame);
-    Py_INCREF(resolved.filename);
-    tuple(&[resolved.filename, int(resolved.lineno as i64)])
-}
-
 /// A site's frames as tracemalloc has them, most recent first; a site with
 /// no Python frame gets tracemalloc's `('<unknown>', 0)`.
 unsafe fn frame_pairs(id: SiteId) -> *mut PyObject {
@@ -30,7 +23,14 @@ unsafe fn frame_pairs(id: SiteId) -> *mut PyObject {
         let unknown = PyUnicode_FromString(c"<unknown>".as_ptr());
         return tuple(&[tuple(&[unknown, int(0)])]);
     }
-    let items: Vec<*mut PyObject> = frames.iter().map(|f| frame_pair(f)).collect();
+    // As tracemalloc has them: (filename, lineno).
+    let items: Vec<*mut PyObject> = frames::resolve_all(frames)
+        .into_iter()
+        .map(|resolved| {
+            Py_INCREF(resolved.filename);
+            tuple(&[resolved.filename, int(resolved.lineno as i64)])
+        })
+        .collect();
     tuple(&items)
 }
 
@@ -51,6 +51,8 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
 /// allocation: `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // Code objects the program dropped since new sites pinned them go first.
+    crate::codes::flush();
     let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
     hook::for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
     crate::tracked::for_each(|domain, size, site| live.push((domain as i64, size, site)));

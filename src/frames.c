@@ -49,6 +49,10 @@ current_tstate(void)
 #endif
 }
 
+/* Frames this few code units into their code get the full completeness
+ * check: longer than any prologue but for functions with a dozen cells. */
+#define HS_PROLOGUE_UNITS 16
+
 /* Fills at most `max` frames, most recent first. Returns how many were
  * written; `*total` receives the full depth when `total` is not NULL (walking
  * past `max` costs extra, so the hot path passes NULL). */
@@ -86,17 +90,19 @@ hs_read_frames(hs_frame *out, int max, int *total)
     _PyInterpreterFrame *f = ts->cframe->current_frame;
 #endif
     /* Shim frames (3.12+) and frames still setting up have no line yet.
-     * Only the running frame is checked in full: its prologue (MAKE_CELL,
-     * COPY_FREE_VARS) allocates. The full check reads the code object, one
-     * more cache line per frame of a deep stack, so callers' frames are only
-     * checked for being shims: a caller has run its prologue already (but for
-     * a collection started by that prologue running a finaliser, where the
-     * frame resolves to its first line). */
+     * The full check (_PyFrame_IsIncomplete) reads the code object, one more
+     * cache line per frame of a deep stack, so it is made only where it can
+     * say yes: for the running frame, whose prologue (MAKE_CELL,
+     * COPY_FREE_VARS) allocates, and for frames still within their first
+     * instructions: the __init__ clean-up shim (3.12+) and a frame whose
+     * prologue set off a collection that runs finalisers. A caller's frame
+     * further on is past its prologue. Entry shims are told by their owner. */
     if (f != NULL && _PyFrame_IsIncomplete(f)) f = f->previous;
     for (; f != NULL; f = f->previous) {
 #if PY_VERSION_HEX >= 0x030C0000
         if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
 #endif
+        if (_PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS && _PyFrame_IsIncomplete(f)) continue;
         if (n < max) {
 #if PY_VERSION_HEX >= 0x030D0000
             out[n].code = (void *)_PyFrame_GetCode(f);

@@ -1,14 +1,18 @@
 //! The thin, unsafe edge to `frames.c`: reading the calling thread's Python
 //! frames and resolving them to file, line and function when a report asks.
 
+use crate::sync::GilCell;
 use pyo3_ffi::PyObject;
+use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 
 /// Deepest stack heapsite records; `start(frames=N)` accepts 1..=MAX_FRAMES.
 pub const MAX_FRAMES: usize = 128;
 
-/// One recorded frame: a code object (pinned by the site registry) and the
-/// byte offset of its current instruction. Layout mirrors `hs_frame` in C.
+/// One recorded frame: a code object and the byte offset of its current
+/// instruction. Layout mirrors `hs_frame` in C. Two markers in `offset` make
+/// other kinds: a native frame (`code` is an instruction pointer) and a
+/// retired one (`code` is a `Retired` record; its code object was freed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawFrame {
@@ -36,6 +40,71 @@ impl RawFrame {
     pub fn is_native(&self) -> bool {
         self.offset == crate::native_frames::NATIVE
     }
+
+    pub fn is_retired(&self) -> bool {
+        self.offset == RETIRED
+    }
+
+    /// A frame of a code object (alive: see src/codes.rs).
+    pub fn is_python(&self) -> bool {
+        !self.is_native() && !self.is_retired()
+    }
+
+    /// This frame resolved for good, before its code object is freed.
+    ///
+    /// # Safety
+    /// GIL held; a Python frame whose code object is still intact.
+    pub unsafe fn retire(&self) -> RawFrame {
+        let resolved = resolve(self);
+        // Leaked: the record lives as long as the site.
+        let record = Box::leak(Box::new(ResolvedFrame {
+            filename: kept_name(resolved.filename),
+            name: kept_name(resolved.name),
+            lineno: resolved.lineno,
+        }));
+        RawFrame {
+            code: (record as *mut ResolvedFrame).cast(),
+            offset: RETIRED,
+            pad: 0,
+        }
+    }
+}
+
+/// `offset` of a retired frame (no code offset is this negative).
+const RETIRED: i32 = i32::MIN + 1;
+
+/// The names retired frames keep, one string per distinct text, by hash. A
+/// program that compiles the same source again and again (doctest, a
+/// template engine) makes a new file-name string each time; keeping each
+/// one would be growth of heapsite's making in every round of a leak check.
+static KEPT_NAMES: GilCell<Option<HashMap<isize, Vec<*mut PyObject>>>> = GilCell::new(None);
+
+/// The kept string equal to `text` (a str), keeping `text` if none is. No
+/// allocation on the Python heap: str hashing and comparing allocate nothing.
+///
+/// # Safety
+/// GIL held; `text` a live str.
+unsafe fn kept_name(text: *mut PyObject) -> *mut PyObject {
+    let hash = pyo3_ffi::PyObject_Hash(text);
+    if hash == -1 {
+        pyo3_ffi::PyErr_Clear();
+        pyo3_ffi::Py_IncRef(text);
+        return text;
+    }
+    let same_hash = KEPT_NAMES
+        .get()
+        .get_or_insert_with(HashMap::new)
+        .entry(hash)
+        .or_default();
+    if let Some(&kept) = same_hash
+        .iter()
+        .find(|&&kept| pyo3_ffi::PyUnicode_Compare(kept, text) == 0)
+    {
+        return kept;
+    }
+    pyo3_ffi::Py_IncRef(text);
+    same_hash.push(text);
+    text
 }
 
 impl PartialEq for RawFrame {
@@ -89,15 +158,30 @@ pub fn gil_held() -> bool {
 }
 
 /// A frame resolved for a report: borrowed file and function names.
+#[derive(Clone, Copy)]
 pub struct ResolvedFrame {
     pub filename: *mut PyObject,
     pub name: *mut PyObject,
     pub lineno: i32,
 }
 
+/// File, function and line of one frame, as borrowed references.
+///
 /// # Safety
-/// GIL held; `frame.code` pinned (a strong reference held by the registry).
+/// GIL held; a Python frame's code object alive (see src/codes.rs).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
+    if frame.is_retired() {
+        return *(frame.code as *const ResolvedFrame);
+    }
+    if crate::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire) && !frame.is_native() {
+        // At exit, after code objects died unretired: never read them.
+        let unknown = pyo3_ffi::Py_None();
+        return ResolvedFrame {
+            filename: unknown,
+            name: unknown,
+            lineno: 0,
+        };
+    }
     if frame.is_native() {
         let (filename, name, lineno) = crate::native_frames::resolve(frame.code as usize);
         return ResolvedFrame {
@@ -114,4 +198,31 @@ pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
         name,
         lineno,
     }
+}
+
+/// Resolves a site's frames, in order. The Python frames come first and
+/// allocate nothing, so no collection can run and free one of their code
+/// objects before it is read; native frames (whose names are made as new
+/// strings) after. The references stay valid afterwards: a code object that
+/// dies later is retired, which takes its own references to them.
+///
+/// # Safety
+/// GIL held; `frames` read from a site just now.
+pub unsafe fn resolve_all(frames: &[RawFrame]) -> Vec<ResolvedFrame> {
+    let mut resolved = vec![
+        ResolvedFrame {
+            filename: std::ptr::null_mut(),
+            name: std::ptr::null_mut(),
+            lineno: 0,
+        };
+        frames.len()
+    ];
+    for native in [false, true] {
+        for (slot, frame) in resolved.iter_mut().zip(frames) {
+            if frame.is_native() == native {
+                *slot = resolve(frame);
+            }
+        }
+    }
+    resolved
 }

@@ -7,6 +7,7 @@ mod api_preload;
 mod api_report;
 mod api_traces;
 mod capture;
+mod codes;
 mod counters;
 mod frames;
 mod got;
@@ -43,7 +44,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 34] = [
+static mut METHODS: [PyMethodDef; 35] = [
     method(
         c"start",
         api::start,
@@ -97,6 +98,12 @@ static mut METHODS: [PyMethodDef; 34] = [
         api::sites_list,
         METH_NOARGS,
         c"sites() -> list of per-site figures.",
+    ),
+    method(
+        c"site_figures",
+        api::site_figures,
+        METH_NOARGS,
+        c"site_figures() -> (live_bytes, live_counts, peak_bytes): int64 per site id.",
     ),
     method(
         c"site_of",
@@ -263,6 +270,7 @@ static mut MODULE: PyModuleDef = PyModuleDef {
 #[no_mangle]
 pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     sites::init();
+    codes::init();
     hook::init();
     let def = &raw mut MODULE;
     (*def).m_methods = (&raw mut METHODS).cast();

@@ -3,8 +3,8 @@
 //! The hot path reads the frames, hashes them, and looks the hash up in a
 //! small per-thread cache of recent sites; only a miss reaches the concurrent
 //! interner (a `DashMap` keyed by the hash). A new site copies its frames and
-//! pins (INCREFs) their code objects so the pointers stay valid until a report
-//! turns them into `file:line in function`. Sites are never freed.
+//! has their code objects watched (src/codes.rs): one that is freed has its
+//! frames resolved for good first. Sites are never freed.
 
 use crate::counters::SiteCounters;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
@@ -194,17 +194,51 @@ fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
     let Some(slot) = SITES.get_or_grow(id as usize) else {
         return OVERFLOW_SITE;
     };
-    for frame in frames.iter().filter(|f| !f.is_native()) {
-        // SAFETY: GIL held; the code object is on the running stack, so alive.
-        unsafe { pyo3_ffi::Py_IncRef(frame.code.cast()) };
-    }
     let boxed: Box<[RawFrame]> = frames.into();
     slot.nframes.store(boxed.len() as u32, Ordering::Relaxed);
     slot.total_depth.store(total_depth, Ordering::Relaxed);
     slot.frames
         .store(Box::leak(boxed).as_mut_ptr(), Ordering::Release);
     interner.insert(key, id);
+    // SAFETY: GIL held; the code objects are on the running stack, so alive.
+    unsafe { crate::codes::watch(id, frames) };
     id
+}
+
+/// Resolves for good the frames of site `id` that name `code`, which is
+/// being freed (src/codes.rs). The site keeps its counters; it can no longer
+/// match a running stack, so it leaves the cache, and the interner finds it
+/// unequal to any stack from now on (`uncache` after).
+///
+/// # Safety
+/// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
+pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
+    let slot = site(id);
+    let retired: Box<[RawFrame]> = slot
+        .frames()
+        .iter()
+        .map(|f| {
+            if f.code == code && f.is_python() {
+                f.retire()
+            } else {
+                *f
+            }
+        })
+        .collect();
+    // The old frames are leaked, not freed: a report may be reading them.
+    slot.frames
+        .store(Box::leak(retired).as_mut_ptr(), Ordering::Release);
+}
+
+/// Drops the hook cache's entries for these (retired) sites.
+///
+/// # Safety
+/// GIL held, outside any allocator hook.
+pub unsafe fn uncache(ids: &[SiteId]) {
+    let cache = &mut *STATE.get().cache.get();
+    for entry in cache.iter_mut().filter(|e| ids.contains(&e.id)) {
+        *entry = EMPTY_ENTRY;
+    }
 }
 
 const CACHE_SLOTS: usize = 512;

@@ -319,7 +319,15 @@ class DiffPartition(Partition):
 
 
 def _roots() -> list:
-    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
+    """The modules, less heapsite's own: what they hold is not the program's
+    (and is left out of walks and of the relheap alike)."""
+    return [
+        m
+        for name, m in list(sys.modules.items())
+        if isinstance(m, types.ModuleType)
+        and name != "heapsite"
+        and not name.startswith("heapsite.")
+    ]
 
 
 def _frame_roots(depth: int) -> dict:

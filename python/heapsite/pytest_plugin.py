@@ -41,6 +41,7 @@ from . import (
 from . import (
     _heapsite as _core,
 )
+from ._snapshot import Frame, StatisticDiff, Traceback
 
 FRAMES = 16
 TOP_SITES = 5
@@ -59,8 +60,27 @@ def _program_bytes(foreign=None) -> int:
     return sum(
         live_bytes
         for _, frames, _, live_bytes, *_ in _core.sites()
-        if not _own(frames) and not (foreign and foreign(frames))
+        if live_bytes and not _own(frames) and not (foreign and foreign(frames))
     )
+
+
+def _live_by_site() -> dict:
+    """{site id: (live bytes, live blocks)}: what `_grown_sites` compares
+    with (a Snapshot would make an object per live block)."""
+    return {site: (size, count) for site, _, count, size, *_ in _core.sites() if count}
+
+
+def _grown_sites(before: dict, foreign=None) -> list:
+    """The program's sites holding more bytes than in `before`, largest
+    growth first, as tracemalloc's StatisticDiff lines."""
+    grown = []
+    for site, frames, count, size, *_ in _core.sites():
+        old_size, old_count = before.get(site, (0, 0))
+        if size > old_size and not _own(frames) and not (foreign and foreign(frames)):
+            traceback = Traceback(Frame(*frame) for frame in frames)
+            grown.append(StatisticDiff(traceback, size, size - old_size, count, count - old_count))
+    grown.sort(key=lambda d: -d.size_diff)
+    return grown
 
 
 def _program_snapshot():
@@ -115,7 +135,14 @@ def pytest_configure(config):
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
         config.pluginmanager.set_blocked("memray_manager")
-    if not is_tracing():
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    # Tracking starts once the tests are collected: importing test modules
+    # (and pytest rewriting their asserts) is allocation-heavy work that no
+    # marker or leak check looks at, and in a small suite most of the cost.
+    if getattr(session.config, "_heapsite_active", False) and not is_tracing():
         start(FRAMES)
 
 
@@ -201,19 +228,37 @@ def _thread_peak(baseline, foreign) -> int:
     )
 
 
+def _site_figures():
+    """(live bytes, live blocks, bytes at the peak) per site id, as arrays:
+    the engine's counters without a Python object per site."""
+    columns = []
+    for raw in _core.site_figures():
+        column = array.array("q")
+        column.frombytes(raw)
+        columns.append(column)
+    return columns
+
+
 def _peak_sites(first_new_site):
     """Top sites at the test's peak: a site made during the test counts all
     it held at the peak; an older one what it held at the peak beyond what
     it still holds now (its live bytes before the test are not kept)."""
+    live, _, at_peak = _site_figures()
     held = []
-    for sid, frames, _, live, _, _, _, at_peak in _core.sites():
-        if _own(frames):
-            continue
-        size = at_peak if sid >= first_new_site else at_peak - live
+    for sid, (peak, now) in enumerate(zip(at_peak, live)):
+        size = peak if sid >= first_new_site else peak - now
         if size > 0:
-            held.append((size, frames))
-    held.sort(key=lambda h: -h[0])
-    return [_pytest_summary.site_line(f, s) for s, f in held[: _pytest_summary.TOP_SITES]]
+            held.append((size, sid))
+    held.sort(reverse=True)
+    lines = []
+    # Frames only for the largest, until enough are the program's.
+    for size, sid in held:
+        frames = _core.frames_of(sid)
+        if not _own(frames):
+            lines.append(_pytest_summary.site_line(frames, size))
+            if len(lines) == _pytest_summary.TOP_SITES:
+                break
+    return lines
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -301,40 +346,81 @@ def _grew(figures) -> bool:
     return all(b > a for a, b in zip(figures, figures[1:]))
 
 
+# The interpreter's own attribute cache keeps the name strings of recent
+# lookups: `"{obj.attr}".format(...)` or `getattr(obj, "visit_" + kind)` make
+# a new name string each call, and the cache fills with them over many
+# rounds. Cleared before each measurement, it is not taken for the test's.
+_clear_internal_caches = getattr(sys, "_clear_internal_caches", None) or getattr(
+    sys, "_clear_type_cache", None
+)
+
+
+def _settle() -> None:
+    """Frees what the test left unreachable, and empties the interpreter's
+    caches that hold objects, before memory is measured. (A young-generation
+    collection would be cheaper, but what it leaves lets clean tests through
+    the cheap pass into the exact one, where pytest's own per-round objects
+    look like growth.)"""
+    gc.collect()
+    if _clear_internal_caches is not None:
+        _clear_internal_caches()
+
+
+def _cheap_pass(item, sizes, blocks) -> bool:
+    """Whether traced bytes or pymalloc blocks grew in every round.
+
+    The objects that existed before are frozen out of the collector
+    (`gc.freeze()`) meanwhile, so that each round's full collection looks
+    only at what the rounds made: in a large session that is most of the
+    cost of the check. Skipped if the program froze objects itself."""
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        _settle()
+        sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
+        for index in range(1, len(sizes)):
+            _pytest_rounds.run_again(item)
+            _settle()
+            sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
+            if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
+                return False
+        return True
+    finally:
+        if freeze:
+            gc.unfreeze()
+
+
 def _leak_check(item, rounds, foreign, data):
     """Runs the test body `rounds` more times after the first (the warm-up)
     and reports growth that happens in every round, or None.
 
-    A cheap pass first (all traced bytes and pymalloc blocks per round); only
-    a test that grew in every round of it gets the exact pass: the same number
-    of rounds again, measuring the program's own sites (less other threads'
-    unless --heapsite-all-threads) and new objects by a heap walk."""
+    A cheap pass first: all traced bytes and pymalloc blocks per round,
+    stopping at the first round that grows neither. Only a test that grew in
+    every round of it gets the exact pass: the same number of rounds again,
+    measuring the
+    program's own sites (less other threads' unless --heapsite-all-threads)
+    and new objects by a heap walk."""
     # Figures go to C arrays made beforehand: no new Python object per round
     # of the check itself.
     sizes = array.array("q", [0] * (rounds + 1))
     blocks = array.array("q", [0] * (rounds + 1))
-    gc.collect()
-    sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
-    for index in range(1, rounds + 1):
-        _pytest_rounds.run_again(item)
-        gc.collect()
-        sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
-    if not (_grew(sizes) or _grew(blocks)):
+    if not _cheap_pass(item, sizes, blocks):
         return None
 
     counts = array.array("q", [0] * (rounds + 1))
     # One more round first, and a heap walk, so that what the measuring itself
     # sets up once is in place before the base figures are taken.
     _pytest_rounds.run_again(item)
-    gc.collect()
-    base_snapshot = _program_snapshot()
+    _settle()
+    base = _live_by_site()
     _heap.setrelheap()
     _heap.heap()
     sizes[0] = _program_bytes(foreign)
     counts[0] = _heap.heap().count
     for index in range(1, rounds + 1):
         _pytest_rounds.run_again(item)
-        gc.collect()
+        _settle()
         sizes[index] = _program_bytes(foreign)
         counts[index] = _heap.heap().count
     if not (_grew(sizes) or _grew(counts)):
@@ -352,11 +438,7 @@ def _leak_check(item, rounds, foreign, data):
         "",
         "Where it was allocated (top call sites of what is still allocated):",
     ]
-    diffs = [
-        d
-        for d in _program_snapshot().compare_to(base_snapshot, "traceback")
-        if d.size_diff > 0 and not (foreign and foreign(d.traceback))
-    ]
+    diffs = _grown_sites(base, foreign)
     lines.extend(_site_lines(diffs))
     lines += ["", "What leaked, by kind:", str(leaked)]
     if path:

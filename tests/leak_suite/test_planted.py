@@ -2,6 +2,7 @@
 
 import collections
 import ctypes
+import dataclasses
 import functools
 
 import pytest
@@ -77,6 +78,13 @@ def test_clean_import_on_first_call():
 def test_clean_bounded_cache():
     _BOUNDED.append(bytearray(10000))
     assert len(_BOUNDED) == 1
+
+
+def test_clean_makes_a_dataclass():
+    # New code objects every call (the generated __init__ and __repr__), used
+    # and dropped: a profiler that holds code objects would keep them all.
+    point = dataclasses.make_dataclass("Point", ["x", "y"])
+    assert repr(point(1, 2)) == "Point(x=1, y=2)"
 
 
 _PER_PARAM = []

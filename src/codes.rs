@@ -1,0 +1,149 @@
+//! Code objects named by call sites, and what happens when one is freed.
+//!
+//! A site names its frames by code object and offset, resolved to file and
+//! line only when a report asks. heapsite does not hold references to those
+//! code objects (that kept alive everything a program compiles and drops,
+//! see src/codes.c); it asks CPython to tell it when one dies instead, and
+//! then *retires* the dying frames: resolves them for good and swaps them
+//! into the sites that name them (`sites::retire`). A retired site can no
+//! longer match a running stack, so a new code object at the same address
+//! starts a new site.
+//!
+//! Invariant this gives the rest of heapsite: a site's frames that are not
+//! retired (or native) name living code objects. Whoever resolves them must
+//! do so without letting Python run in between (`frames::resolve_all`).
+
+use crate::frames::RawFrame;
+use crate::sites::{self, SiteId};
+use crate::sync::GilCell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+extern "C" {
+    fn hs_codes_init(died: unsafe extern "C" fn(*mut c_void)) -> c_int;
+    fn hs_codes_watch(code: *mut c_void) -> c_int;
+    fn hs_codes_finalizing() -> c_int;
+}
+
+/// Set once code objects died during finalisation without being retired:
+/// sites may then name freed code objects (see `frames::resolve`).
+pub static ABANDONED: AtomicBool = AtomicBool::new(false);
+
+/// For each watched code object, the sites that name it.
+static USERS: GilCell<Option<HashMap<usize, Vec<SiteId>>>> = GilCell::new(None);
+/// Code objects of new sites, pinned until `flush` watches them.
+static PENDING: GilCell<Vec<(SiteId, usize)>> = GilCell::new(Vec::new());
+/// Whether a pending call to `flush` is queued with the interpreter.
+static SCHEDULED: AtomicBool = AtomicBool::new(false);
+/// Code objects freed since the report caches last dropped what they hold
+/// for them (`take_died`).
+static DIED: GilCell<Option<HashSet<usize>>> = GilCell::new(None);
+
+/// Registers the free function. GIL held; once, at module init.
+pub fn init() {
+    // SAFETY: GIL held by the import system; `code_died` matches `freefunc`.
+    unsafe { hs_codes_init(code_died) };
+}
+
+/// Pins the code objects of a new site's Python frames, to be watched
+/// instead by `flush`, which the interpreter runs soon as a pending call.
+///
+/// Why not watch them here: a new site is made inside an allocator hook,
+/// maybe the native malloc one, called with another allocator's lock held
+/// (tracemalloc's, with `-X tracemalloc`). Watching a code object allocates
+/// its extra array through the Python allocators, which would take that lock
+/// again. Pinning allocates nothing, and neither does queueing the call.
+///
+/// # Safety
+/// GIL held; the frames were just read from the running stack, so their code
+/// objects are alive.
+pub unsafe fn watch(site: SiteId, frames: &[RawFrame]) {
+    let pending = PENDING.get();
+    for (i, frame) in frames.iter().enumerate() {
+        if frame.is_python() && !frames[..i].iter().any(|f| f.code == frame.code) {
+            pyo3_ffi::Py_IncRef(frame.code.cast());
+            pending.push((site, frame.code as usize));
+        }
+    }
+    if !SCHEDULED.swap(true, Ordering::AcqRel)
+        && pyo3_ffi::Py_AddPendingCall(Some(pending_call), std::ptr::null_mut()) != 0
+    {
+        SCHEDULED.store(false, Ordering::Release);
+    }
+}
+
+extern "C" fn pending_call(_: *mut c_void) -> c_int {
+    // SAFETY: the interpreter runs pending calls with the GIL held, outside
+    // any allocator hook.
+    unsafe { flush() };
+    0
+}
+
+/// Watches the code objects pinned since the last flush and drops the pins;
+/// one that cannot be watched (no extra slot left) stays pinned. Dropping a
+/// pin may free a code object at once, which then retires its frames.
+///
+/// # Safety
+/// GIL held, outside any allocator hook (API calls, pending calls).
+pub unsafe fn flush() {
+    SCHEDULED.store(false, Ordering::Release);
+    let pending = std::mem::take(PENDING.get());
+    if pending.is_empty() {
+        return;
+    }
+    // Inside heapsite's guard, the extra arrays allocated here are not
+    // counted as the program's.
+    let unpin: Vec<usize> = sites::guarded(|_| {
+        let users = USERS.get().get_or_insert_with(HashMap::new);
+        pending
+            .into_iter()
+            .filter(|&(site, code)| {
+                let watched = hs_codes_watch(code as *mut c_void) >= 0;
+                if watched {
+                    users.entry(code).or_default().push(site);
+                }
+                watched
+            })
+            .map(|(_, code)| code)
+            .collect()
+    })
+    .unwrap_or_default();
+    // After the guard: a code object freed here reaches `code_died`.
+    for code in unpin {
+        pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);
+    }
+}
+
+/// The free function: `code` is being deallocated (GIL held, its fields
+/// still intact). Nothing here runs Python code or releases references.
+unsafe extern "C" fn code_died(code: *mut c_void) {
+    if hs_codes_finalizing() != 0 {
+        // Every module's code dies now; retiring each site would take long
+        // at exit, for reports that are already written.
+        ABANDONED.store(true, Ordering::Release);
+        return;
+    }
+    let Some(users) = USERS
+        .get()
+        .as_mut()
+        .and_then(|u| u.remove(&(code as usize)))
+    else {
+        return;
+    };
+    for &site in &users {
+        sites::retire(site, code);
+    }
+    sites::uncache(&users);
+    DIED.get()
+        .get_or_insert_with(HashSet::new)
+        .insert(code as usize);
+}
+
+/// The code objects freed since the last call (for caches keyed by address).
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn take_died() -> HashSet<usize> {
+    DIED.get().take().unwrap_or_default()
+}

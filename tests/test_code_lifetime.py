@@ -1,0 +1,78 @@
+"""Code objects a call site names are not kept alive by heapsite, and a site
+whose code object died still reports its file, line and function.
+
+heapsite used to hold a reference to every code object in a site. A program
+that compiles and drops code (exec, dataclasses, templates) then kept every
+one alive under heapsite and not without it: the observer changed the program.
+"""
+
+import gc
+import weakref
+
+import heapsite
+import heapsite.tracemalloc as hs_tracemalloc
+
+
+def compile_function(index, blank_lines=0):
+    """A fresh code object per call: `make{index}` allocates a bytearray (no
+    free list) on line `blank_lines + 2` of '<generated {index}>'."""
+    namespace = {}
+    source = "\n" * blank_lines + f"def make{index}(n):\n    return bytearray(n)\n"
+    exec(compile(source, f"<generated {index}>", "exec"), namespace)
+    return namespace[f"make{index}"]
+
+
+def sites_in(function_name):
+    return [
+        frames
+        for _, frames, *_ in heapsite._heapsite.sites()
+        if frames and frames[0][2] == function_name
+    ]
+
+
+def test_dropped_code_objects_are_freed_while_tracing():
+    heapsite.start(16)
+    codes, kept = [], []
+    for index in range(50):
+        function = compile_function(index)
+        kept.append(function(100 + index))
+        codes.append(weakref.ref(function.__code__))
+        del function
+    gc.collect()
+    heapsite._heapsite.sites()  # lets heapsite drop what new sites held
+    gc.collect()
+    assert [ref() for ref in codes] == [None] * 50
+    assert len(kept) == 50
+
+
+def test_a_dead_code_objects_site_still_resolves():
+    heapsite.start(16)
+    function = compile_function(7, blank_lines=3)
+    kept = function(1)
+    before = sites_in("make7")
+    code = weakref.ref(function.__code__)
+    del function
+    gc.collect()
+    after = sites_in("make7")
+    assert code() is None
+    assert before and after == before
+    assert after[0][0] == ("<generated 7>", 5, "make7")
+    assert len(kept) == 1
+
+
+def test_a_new_code_object_at_a_dead_ones_address_gets_its_own_site():
+    # Same-sized code objects come back at the same addresses; each one's
+    # allocation must still be reported at its own line.
+    hs_tracemalloc.start(1)
+    addresses, results = set(), []
+    for index in range(200):
+        function = compile_function(0, blank_lines=index % 7)
+        addresses.add(id(function.__code__))
+        results.append((index % 7 + 2, function(100 + index)))
+        del function
+        gc.collect()
+    reused = 200 - len(addresses)
+    assert reused > 0, "no address was reused: the test proves nothing"
+    for line, made in results:
+        traceback = hs_tracemalloc.get_object_traceback(made)
+        assert (traceback[0].filename, traceback[0].lineno) == ("<generated 0>", line)
