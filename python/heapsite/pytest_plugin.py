@@ -135,14 +135,7 @@ def pytest_configure(config):
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
         config.pluginmanager.set_blocked("memray_manager")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session):
-    # Tracking starts once the tests are collected: importing test modules
-    # (and pytest rewriting their asserts) is allocation-heavy work that no
-    # marker or leak check looks at, and in a small suite most of the cost.
-    if getattr(session.config, "_heapsite_active", False) and not is_tracing():
+    if not is_tracing():
         start(FRAMES)
 
 
@@ -367,28 +360,21 @@ def _settle() -> None:
 
 
 def _cheap_pass(item, sizes, blocks) -> bool:
-    """Whether traced bytes or pymalloc blocks grew in every round.
+    """Whether traced bytes or pymalloc blocks grew in every round, stopping
+    at the first round that grows neither.
 
-    The objects that existed before are frozen out of the collector
-    (`gc.freeze()`) meanwhile, so that each round's full collection looks
-    only at what the rounds made: in a large session that is most of the
-    cost of the check. Skipped if the program froze objects itself."""
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    try:
+    (Freezing the older objects out of the collector would make each round's
+    collection cheaper, but garbage that refers to a frozen object is then
+    kept, which lets clean tests through to the exact pass.)"""
+    _settle()
+    sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
+    for index in range(1, len(sizes)):
+        _pytest_rounds.run_again(item)
         _settle()
-        sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
-        for index in range(1, len(sizes)):
-            _pytest_rounds.run_again(item)
-            _settle()
-            sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
-            if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
-                return False
-        return True
-    finally:
-        if freeze:
-            gc.unfreeze()
+        sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
+        if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
+            return False
+    return True
 
 
 def _leak_check(item, rounds, foreign, data):
