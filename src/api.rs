@@ -82,8 +82,7 @@ pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 }
 
 pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    // Code objects the program dropped since new sites pinned them go first.
-    crate::codes::flush();
+    codes::flush();
     hook::settle();
     let (current, peak) = crate::counters::traced_memory();
     tuple(&[int(current.max(0)), int(peak.max(0))])
@@ -201,8 +200,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
 /// start() or clear(). frames: ((filename, lineno, name), ...), most recent
 /// first.
 pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    // Code objects the program dropped since new sites pinned them go first.
-    crate::codes::flush();
+    codes::flush();
     hook::settle();
     let list = PyList_New(0);
     if list.is_null() {
@@ -238,7 +236,7 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
 /// For the pytest plugin, which asks after every test: no frames, and no
 /// Python object per site.
 pub unsafe extern "C" fn site_figures(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    crate::codes::flush();
+    codes::flush();
     hook::settle();
     let count = sites::count() as usize;
     let mut columns = [Vec::new(), Vec::new(), Vec::new()];
@@ -292,8 +290,7 @@ pub(crate) unsafe fn site_id(arg: *mut PyObject) -> Result<u32, *mut PyObject> {
 
 /// frames_of(site_id: int) -> frames tuple.
 pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
-    // Code objects the program dropped since new sites pinned them go first.
-    crate::codes::flush();
+    codes::flush();
     match site_id(arg) {
         Ok(id) => site_frames(id),
         Err(error) => error,

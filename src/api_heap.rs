@@ -84,7 +84,6 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
 /// rows, signatures): split 0 nothing, 1 by allocating site, 2 by the kinds
 /// of the referrers; `own` lists heapsite's modules, dicts and classes.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    // Code objects the program dropped since new sites pinned them go first.
     crate::codes::flush();
     let Some((roots, own, split)) = walk_arguments(args) else {
         return ptr::null_mut();

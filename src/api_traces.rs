@@ -51,7 +51,6 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
 /// allocation: `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    // Code objects the program dropped since new sites pinned them go first.
     crate::codes::flush();
     let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
     hook::for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));

@@ -84,6 +84,10 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 /// one that cannot be watched (no extra slot left) stays pinned. Dropping a
 /// pin may free a code object at once, which then retires its frames.
 ///
+/// The API functions that read sites or memory figures call it first, so
+/// that code objects the program has dropped are gone before they measure,
+/// whether or not the pending call has run yet.
+///
 /// # Safety
 /// GIL held, outside any allocator hook (API calls, pending calls).
 pub unsafe fn flush() {

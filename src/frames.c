@@ -97,12 +97,12 @@ hs_read_frames(hs_frame *out, int max, int *total)
      * instructions: the __init__ clean-up shim (3.12+) and a frame whose
      * prologue set off a collection that runs finalisers. A caller's frame
      * further on is past its prologue. Entry shims are told by their owner. */
-    if (f != NULL && _PyFrame_IsIncomplete(f)) f = f->previous;
-    for (; f != NULL; f = f->previous) {
+    for (int running = 1; f != NULL; f = f->previous, running = 0) {
 #if PY_VERSION_HEX >= 0x030C0000
         if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
 #endif
-        if (_PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS && _PyFrame_IsIncomplete(f)) continue;
+        if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
+            && _PyFrame_IsIncomplete(f)) continue;
         if (n < max) {
 #if PY_VERSION_HEX >= 0x030D0000
             out[n].code = (void *)_PyFrame_GetCode(f);

@@ -12,7 +12,7 @@ pub const MAX_FRAMES: usize = 128;
 /// One recorded frame: a code object and the byte offset of its current
 /// instruction. Layout mirrors `hs_frame` in C. Two markers in `offset` make
 /// other kinds: a native frame (`code` is an instruction pointer) and a
-/// retired one (`code` is a `Retired` record; its code object was freed).
+/// retired one (`code` is a leaked `ResolvedFrame`; its code object was freed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawFrame {

@@ -175,7 +175,7 @@ fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
     (finish(h), finish(check))
 }
 
-/// Finds or creates the site for `frames`. GIL held (pins code objects).
+/// Finds or creates the site for `frames`. GIL held (has code objects watched).
 #[cold]
 fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
     let interner = INTERNER.get_or_init(Interner::default);

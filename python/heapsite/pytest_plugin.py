@@ -53,6 +53,12 @@ def _own(frames) -> bool:
     return bool(frames) and frames[0][0].startswith(_OWN)
 
 
+def _is_program(frames, foreign=None) -> bool:
+    """Whether a site is the program's: not heapsite's own and, given
+    `foreign`, not another thread's."""
+    return not _own(frames) and not (foreign and foreign(frames))
+
+
 def _program_bytes(foreign=None) -> int:
     """Live bytes of every call site whose most recent frame is not
     heapsite's own, less other threads' sites when `foreign` tells them
@@ -60,7 +66,7 @@ def _program_bytes(foreign=None) -> int:
     return sum(
         live_bytes
         for _, frames, _, live_bytes, *_ in _core.sites()
-        if live_bytes and not _own(frames) and not (foreign and foreign(frames))
+        if live_bytes and _is_program(frames, foreign)
     )
 
 
@@ -76,7 +82,7 @@ def _grown_sites(before: dict, foreign=None) -> list:
     grown = []
     for site, frames, count, size, *_ in _core.sites():
         old_size, old_count = before.get(site, (0, 0))
-        if size > old_size and not _own(frames) and not (foreign and foreign(frames)):
+        if size > old_size and _is_program(frames, foreign):
             traceback = Traceback(Frame(*frame) for frame in frames)
             grown.append(StatisticDiff(traceback, size, size - old_size, count, count - old_count))
     grown.sort(key=lambda d: -d.size_diff)
@@ -206,18 +212,14 @@ def _short_sites(diffs):
     ]
 
 
-def _site_live():
-    return {sid: live for sid, frames, _, live, *_ in _core.sites() if not _own(frames)}
-
-
 def _thread_peak(baseline, foreign) -> int:
     """The test thread's growth at the moment of the peak: each site's bytes
     live at the peak less its bytes live when the test began, summed over
     the sites that are neither heapsite's nor another thread's."""
     return sum(
-        at_peak - baseline.get(sid, 0)
+        at_peak - baseline.get(sid, (0, 0))[0]
         for sid, frames, _, _, _, _, _, at_peak in _core.sites()
-        if not _own(frames) and not foreign(frames)
+        if _is_program(frames, foreign)
     )
 
 
@@ -269,7 +271,7 @@ def pytest_runtest_call(item):
     if leak_limit is not None or rounds is not None:
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
-    baseline = _site_live() if memory_limit is not None and foreign else None
+    baseline = _live_by_site() if memory_limit is not None and foreign else None
     first_new_site = _core.stats()["sites"]
     start_current = traced_memory()[0]
     reset_peak()
@@ -384,9 +386,8 @@ def _leak_check(item, rounds, foreign, data):
     A cheap pass first: all traced bytes and pymalloc blocks per round,
     stopping at the first round that grows neither. Only a test that grew in
     every round of it gets the exact pass: the same number of rounds again,
-    measuring the
-    program's own sites (less other threads' unless --heapsite-all-threads)
-    and new objects by a heap walk."""
+    measuring the program's own sites (less other threads' unless
+    --heapsite-all-threads) and new objects by a heap walk."""
     # Figures go to C arrays made beforehand: no new Python object per round
     # of the check itself.
     sizes = array.array("q", [0] * (rounds + 1))
