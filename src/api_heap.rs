@@ -80,15 +80,16 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
     tuple(&items)
 }
 
-/// heap_walk(roots: list, own: list, split: 0 | 1 | 2) -> (count, size,
-/// rows, signatures): split 0 nothing, 1 by allocating site, 2 by the kinds
-/// of the referrers; `own` lists heapsite's modules, dicts and classes.
+/// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool) ->
+/// (count, size, rows, signatures): split 0 nothing, 1 by allocating site, 2
+/// by the kinds of the referrers; `own` lists heapsite's modules, dicts and
+/// classes; `relative` leaves out what setrelheap saw.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     crate::codes::flush();
-    let Some((roots, own, split)) = walk_arguments(args) else {
+    let Some((roots, own, split, relative)) = walk_arguments(args) else {
         return ptr::null_mut();
     };
-    kinds::walk(roots, own, true, None, split, |heap| {
+    kinds::walk(roots, own, relative, None, split, |heap| {
         let rows = rows(heap);
         let signatures = signatures(heap);
         tuple(&[
@@ -121,9 +122,11 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
     none()
 }
 
-unsafe fn walk_arguments(args: *mut PyObject) -> Option<(*mut PyObject, *mut PyObject, Split)> {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 3 {
-        crate::api::raise(PyExc_TypeError, "heap_walk(roots, own, split)");
+unsafe fn walk_arguments(
+    args: *mut PyObject,
+) -> Option<(*mut PyObject, *mut PyObject, Split, bool)> {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 4 {
+        crate::api::raise(PyExc_TypeError, "heap_walk(roots, own, split, relative)");
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
@@ -132,6 +135,10 @@ unsafe fn walk_arguments(args: *mut PyObject) -> Option<(*mut PyObject, *mut PyO
         crate::api::raise(PyExc_TypeError, "heap_walk: roots and own must be lists");
         return None;
     }
+    let relative = match PyObject_IsTrue(PyTuple_GetItem(args, 3)) {
+        -1 => return None,
+        truth => truth == 1,
+    };
     let split = match PyLong_AsLong(PyTuple_GetItem(args, 2)) {
         0 => Split::Nothing,
         1 => Split::Sites,
@@ -142,27 +149,28 @@ unsafe fn walk_arguments(args: *mut PyObject) -> Option<(*mut PyObject, *mut PyO
             return None;
         }
     };
-    Some((roots, own, split))
+    Some((roots, own, split, relative))
 }
 
-/// path_to(roots, target | None, kind_tag, kind_type) -> [root, ..., object]:
-/// the shortest reference chain from a root to `target`, or to any object
-/// of the kind (tag as in `kind_tuple`) when target is None.
+/// path_to(roots, own, target | None, kind_tag, kind_type) -> [root, ...,
+/// object]: the shortest chain of references from a root, never through
+/// `own` (heapsite's modules, as the walks leave them out).
 pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 4 {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 5 {
         return crate::api::raise(
             PyExc_TypeError,
-            "path_to(roots, target, kind_tag, kind_type)",
+            "path_to(roots, own, target, kind_tag, kind_type)",
         );
     }
     let roots = PyTuple_GetItem(args, 0);
-    if PyList_Check(roots) == 0 {
-        return crate::api::raise(PyExc_TypeError, "path_to: roots must be a list");
+    let own = PyTuple_GetItem(args, 1);
+    if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
+        return crate::api::raise(PyExc_TypeError, "path_to: roots and own must be lists");
     }
-    let target = PyTuple_GetItem(args, 1);
+    let target = PyTuple_GetItem(args, 2);
     let target = (target != Py_None()).then_some(target as usize);
-    let tag = PyLong_AsLong(PyTuple_GetItem(args, 2));
-    let ty = PyTuple_GetItem(args, 3) as usize;
+    let tag = PyLong_AsLong(PyTuple_GetItem(args, 3));
+    let ty = PyTuple_GetItem(args, 4) as usize;
     let kind = match tag {
         0 => Some(Kind::Type(ty)),
         1 => Some(Kind::DictOf(ty)),
@@ -170,7 +178,7 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
         _ => None,
     };
     if PyErr_Occurred().is_null() {
-        let chain = kinds::path_to(roots, target, kind);
+        let chain = kinds::path_to(roots, own, target, kind);
         let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
         tuple(&items)
     } else {

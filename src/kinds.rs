@@ -517,6 +517,7 @@ unsafe extern "C" fn enqueue(obj: *mut PyObject, arg: *mut c_void) -> c_int {
 /// GIL held; `roots` a list.
 pub unsafe fn path_to(
     roots: *mut PyObject,
+    own: *mut PyObject,
     target: Option<usize>,
     kind: Option<Kind>,
 ) -> Vec<usize> {
@@ -527,6 +528,11 @@ pub unsafe fn path_to(
         from: 0,
     };
     search.parent.insert(roots as usize, 0);
+    // Seen before the search starts, so no chain passes through them.
+    search.parent.insert(own as usize, 0);
+    for i in 0..PyList_Size(own).max(0) {
+        search.parent.insert(PyList_GET_ITEM(own, i) as usize, 0);
+    }
     for i in 0..PyList_Size(roots).max(0) {
         let root = PyList_GET_ITEM(roots, i) as usize;
         if search.parent.insert(root, 0).is_none() {

@@ -44,7 +44,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 35] = [
+static mut METHODS: [PyMethodDef; 36] = [
     method(
         c"start",
         api::start,
@@ -118,6 +118,12 @@ static mut METHODS: [PyMethodDef; 35] = [
         c"frames_of(site) -> ((file, line, name), ...)",
     ),
     method(
+        c"site_names",
+        api::site_names,
+        METH_O,
+        c"site_names(site) -> ((file, name), ...): frames without lines, nothing cached",
+    ),
+    method(
         c"set_count_total",
         api_traces::set_count_total,
         METH_O,
@@ -151,7 +157,7 @@ static mut METHODS: [PyMethodDef; 35] = [
         c"heap_walk",
         api_heap::heap_walk,
         METH_VARARGS,
-        c"heap_walk(roots, join_sites) -> (count, size, rows)",
+        c"heap_walk(roots, own, split, relative) -> (count, size, rows, signatures)",
     ),
     method(
         c"set_relheap",
@@ -163,7 +169,7 @@ static mut METHODS: [PyMethodDef; 35] = [
         c"path_to",
         api_heap::path_to,
         METH_VARARGS,
-        c"path_to(roots, target, kind_tag, kind_type) -> (root, ..., object)",
+        c"path_to(roots, own, target, kind_tag, kind_type) -> (root, ..., object)",
     ),
     method(
         c"instance_dict",

@@ -79,11 +79,16 @@ def test_messages_name_the_line_the_kind_and_the_root():
     assert "test_planted.__dict__['_CALLBACKS']" in text
     text = failure_text(result.stdout, "test_leak_c_buffer")
     assert f"test_planted.py:{planted_line('c-buffer')}" in text
+    # No object grows there: pytest's per-round request is not called the leak.
+    assert "no kind of Python object grew in every round" in text, text
+    assert "TopRequest" not in text and "What keeps" not in text, text
     text = failure_text(result.stdout, re.escape("test_leak_parametrized[30000]"))
     assert f"test_planted.py:{planted_line('param')}" in text and "bytearray" in text
     text = failure_text(result.stdout, "TestInClass.test_leak_method")
     assert f"test_planted.py:{planted_line('method')}" in text and "bytearray" in text
     assert "TestInClass.__dict__['registry']" in text or "'registry'" in text, text
+    # A chain never passes through heapsite's own modules.
+    assert "['heapsite." not in result.stdout, result.stdout
 
 
 def test_limit_markers_and_usage_errors(tmp_path):

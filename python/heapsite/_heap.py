@@ -353,11 +353,12 @@ def _frame_roots(depth: int) -> dict:
 
 
 def _path(target, tag: int, kind_type) -> str | None:
-    chain = _core.path_to(_roots(), target, tag, kind_type)
+    own = _own()
+    chain = _core.path_to(_roots(), own, target, tag, kind_type)
     if chain:
         return _describe(chain)
     frames = _frame_roots(2)
-    chain = _core.path_to([d for d, _ in frames.values()], target, tag, kind_type)
+    chain = _core.path_to([d for d, _ in frames.values()], own, target, tag, kind_type)
     return _describe(chain, frames)
 
 
@@ -428,8 +429,8 @@ def _own() -> list:
     return own
 
 
-def _walk(split: int) -> Partition:
-    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), _own(), split)
+def _walk(split: int, relative: bool = True) -> Partition:
+    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), _own(), split, relative)
     partition = Partition(_rows_of(raw_rows, split, signatures))
     assert partition.count == count and partition.size == size
     return partition
@@ -440,6 +441,15 @@ def heap() -> Partition:
     saw), by kind. `.bysite` splits each kind by allocating site, `.byrcs`
     by the kinds of the referrers."""
     return _walk(SPLIT_NOTHING)
+
+
+def whole_heap() -> Partition:
+    """Every object reachable from the gc-tracked ones, by kind, whatever
+    setrelheap() saw. Counts by kind compare across time where objects
+    made since a setrelheap() do not: a free list hands out the block of
+    an object setrelheap() saw without the allocator knowing, and the new
+    object is then left out as if it were that old one."""
+    return _walk(SPLIT_NOTHING, relative=False)
 
 
 def setrelheap(reference: None = None) -> None:

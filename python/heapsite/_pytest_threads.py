@@ -20,25 +20,33 @@ _THREADING = os.sep + "threading.py"
 
 
 def _is_entry(frame) -> bool:
-    filename, _, name = frame[0], frame[1], frame[2]
+    filename, name = frame[0], frame[-1]
     return filename.endswith(_THREADING) and name.rsplit(".", 1)[-1] in _ENTRY_POINTS
 
 
 def foreign_test(frame_limit: int):
     """A function frames -> bool: whether a site with these frames (most
-    recent first, as (file, line, name) tuples or Frame records) was allocated
-    by a thread other than the one running the test."""
+    recent first, as (file, line, name) or (file, name) tuples, or Frame
+    records) was allocated by a thread other than the one running the test.
+    The same function is returned for the same kind of test thread, so what
+    it told can be kept."""
     if threading.current_thread() is threading.main_thread():
+        return _foreign_to_main
+    return _FOREIGN_TO_OTHER.setdefault(frame_limit, _foreign_to_other(frame_limit))
 
-        def foreign(frames) -> bool:
-            return any(_is_entry(_astuple(f)) for f in frames)
 
-    else:
+def _foreign_to_main(frames) -> bool:
+    return any(_is_entry(_astuple(f)) for f in frames)
 
-        def foreign(frames) -> bool:
-            return 0 < len(frames) < frame_limit and _is_entry(_astuple(frames[-1]))
+
+def _foreign_to_other(frame_limit: int):
+    def foreign(frames) -> bool:
+        return 0 < len(frames) < frame_limit and _is_entry(_astuple(frames[-1]))
 
     return foreign
+
+
+_FOREIGN_TO_OTHER: dict = {}
 
 
 def _astuple(frame):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import array
 import gc
-import os
 import sys
 
 import pytest
@@ -41,56 +40,16 @@ from . import (
 from . import (
     _heapsite as _core,
 )
+from ._pytest_growth import EveryRound, KindsEveryRound
+from ._pytest_sites import OWN, ProgramSites, figures, own
 from ._snapshot import Frame, StatisticDiff, Traceback
 
 FRAMES = 16
 TOP_SITES = 5
-# heapsite's own allocations (snapshots, partitions) are not the test's.
-_OWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
-
-
-def _own(frames) -> bool:
-    return bool(frames) and frames[0][0].startswith(_OWN)
-
-
-def _is_program(frames, foreign=None) -> bool:
-    """Whether a site is the program's: not heapsite's own and, given
-    `foreign`, not another thread's."""
-    return not _own(frames) and not (foreign and foreign(frames))
-
-
-def _program_bytes(foreign=None) -> int:
-    """Live bytes of every call site whose most recent frame is not
-    heapsite's own, less other threads' sites when `foreign` tells them
-    (cheap next to a Snapshot: the native per-site figures)."""
-    return sum(
-        live_bytes
-        for _, frames, _, live_bytes, *_ in _core.sites()
-        if live_bytes and _is_program(frames, foreign)
-    )
-
-
-def _live_by_site() -> dict:
-    """{site id: (live bytes, live blocks)}: what `_grown_sites` compares
-    with (a Snapshot would make an object per live block)."""
-    return {site: (size, count) for site, _, count, size, *_ in _core.sites() if count}
-
-
-def _grown_sites(before: dict, foreign=None) -> list:
-    """The program's sites holding more bytes than in `before`, largest
-    growth first, as tracemalloc's StatisticDiff lines."""
-    grown = []
-    for site, frames, count, size, *_ in _core.sites():
-        old_size, old_count = before.get(site, (0, 0))
-        if size > old_size and _is_program(frames, foreign):
-            traceback = Traceback(Frame(*frame) for frame in frames)
-            grown.append(StatisticDiff(traceback, size, size - old_size, count, count - old_count))
-    grown.sort(key=lambda d: -d.size_diff)
-    return grown
 
 
 def _program_snapshot():
-    return snapshot().filter(exclude=[_OWN + "*"])
+    return snapshot().filter(exclude=[OWN + "*"])
 
 
 def pytest_addoption(parser):
@@ -214,31 +173,35 @@ def _short_sites(diffs):
 
 def _thread_peak(baseline, foreign) -> int:
     """The test thread's growth at the moment of the peak: each site's bytes
-    live at the peak less its bytes live when the test began, summed over
-    the sites that are neither heapsite's nor another thread's."""
+    live at the peak less its bytes live when the test began (`baseline`,
+    the live column of figures()), summed over the program's sites."""
+    sites = ProgramSites.of(foreign)
+    _, _, at_peak = figures()
     return sum(
-        at_peak - baseline.get(sid, (0, 0))[0]
-        for sid, frames, _, _, _, _, _, at_peak in _core.sites()
-        if _is_program(frames, foreign)
+        peak - (baseline[site] if site < len(baseline) else 0)
+        for site, peak in enumerate(at_peak)
+        if sites.is_program(site)
     )
 
 
-def _site_figures():
-    """(live bytes, live blocks, bytes at the peak) per site id, as arrays:
-    the engine's counters without a Python object per site."""
-    columns = []
-    for raw in _core.site_figures():
-        column = array.array("q")
-        column.frombytes(raw)
-        columns.append(column)
-    return columns
+def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
+    """The program's sites holding more bytes than in `base` (figures()),
+    largest growth first, at most `limit`, as tracemalloc's StatisticDiff
+    lines; given `only` (a byte per site), just the sites it marks."""
+    live, count, _ = figures()
+    diffs = []
+    for site, growth in sites.grown(base[0], live, only)[:limit]:
+        traceback = Traceback(Frame(*frame) for frame in _core.frames_of(site))
+        count_diff = count[site] - (base[1][site] if site < len(base[1]) else 0)
+        diffs.append(StatisticDiff(traceback, live[site], growth, count[site], count_diff))
+    return diffs
 
 
 def _peak_sites(first_new_site):
     """Top sites at the test's peak: a site made during the test counts all
     it held at the peak; an older one what it held at the peak beyond what
     it still holds now (its live bytes before the test are not kept)."""
-    live, _, at_peak = _site_figures()
+    live, _, at_peak = figures()
     held = []
     for sid, (peak, now) in enumerate(zip(at_peak, live)):
         size = peak if sid >= first_new_site else peak - now
@@ -249,7 +212,7 @@ def _peak_sites(first_new_site):
     # Frames only for the largest, until enough are the program's.
     for size, sid in held:
         frames = _core.frames_of(sid)
-        if not _own(frames):
+        if not own(frames):
             lines.append(_pytest_summary.site_line(frames, size))
             if len(lines) == _pytest_summary.TOP_SITES:
                 break
@@ -268,10 +231,10 @@ def pytest_runtest_call(item):
     foreign = (
         None if config.getoption("--heapsite-all-threads") else _pytest_threads.foreign_test(FRAMES)
     )
-    if leak_limit is not None or rounds is not None:
+    if leak_limit is not None:
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
-    baseline = _live_by_site() if memory_limit is not None and foreign else None
+    baseline = figures()[0] if memory_limit is not None and foreign else None
     first_new_site = _core.stats()["sites"]
     start_current = traced_memory()[0]
     reset_peak()
@@ -365,18 +328,49 @@ def _cheap_pass(item, sizes, blocks) -> bool:
     """Whether traced bytes or pymalloc blocks grew in every round, stopping
     at the first round that grows neither.
 
-    (Freezing the older objects out of the collector would make each round's
-    collection cheaper, but garbage that refers to a frozen object is then
-    kept, which lets clean tests through to the exact pass.)"""
-    _settle()
-    sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
-    for index in range(1, len(sizes)):
-        _pytest_rounds.run_again(item)
+    Everything alive after the warm-up is frozen out of the collector for
+    the pass, so each round's collection walks only what the rounds made: a
+    full collection in a pytest process walks tens of thousands of objects,
+    6 ms each time. What a frozen object refers to is kept for the pass,
+    even if it becomes garbage: the warm-up's fixture values are kept through
+    the first round, growth in that round only. The exact pass, unfrozen,
+    judges whatever gets through. A round that fails while frozen is run
+    again unfrozen, in case the test relies on the collector freeing
+    something older than the pass."""
+    frozen = _freeze()
+    try:
         _settle()
-        sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
-        if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
-            return False
+        sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
+        for index in range(1, len(sizes)):
+            try:
+                _pytest_rounds.run_again(item)
+            except Exception:
+                if not frozen:
+                    raise
+                frozen = _unfreeze()
+                _pytest_rounds.run_again(item)
+            _settle()
+            sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
+            if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
+                return False
+        return True
+    finally:
+        if frozen:
+            _unfreeze()
+
+
+def _freeze() -> bool:
+    """Freezes all objects alive now out of the collector, unless the program
+    froze some itself (theirs is left alone); whether it did."""
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
     return True
+
+
+def _unfreeze() -> bool:
+    gc.unfreeze()
+    return False
 
 
 def _leak_check(item, rounds, foreign, data):
@@ -396,24 +390,32 @@ def _leak_check(item, rounds, foreign, data):
         return None
 
     counts = array.array("q", [0] * (rounds + 1))
+    sites = ProgramSites.of(foreign)
     # One more round first, and a heap walk, so that what the measuring itself
     # sets up once is in place before the base figures are taken.
     _pytest_rounds.run_again(item)
     _settle()
-    base = _live_by_site()
+    base = figures()
+    # The relheap is for the report only (which objects are new, and a
+    # chain to one); counts compare whole heaps (see whole_heap).
     _heap.setrelheap()
-    _heap.heap()
-    sizes[0] = _program_bytes(foreign)
-    counts[0] = _heap.heap().count
+    _heap.whole_heap()
+    live = figures()[0]
+    every_round = EveryRound(live)
+    kinds = KindsEveryRound()
+    sizes[0] = sites.live_bytes(live)
+    counts[0] = kinds.add(_heap.whole_heap())
     for index in range(1, rounds + 1):
         _pytest_rounds.run_again(item)
         _settle()
-        sizes[index] = _program_bytes(foreign)
-        counts[index] = _heap.heap().count
+        live = figures()[0]
+        every_round.add(live)
+        sizes[index] = sites.live_bytes(live)
+        counts[index] = kinds.add(_heap.whole_heap())
     if not (_grew(sizes) or _grew(counts)):
         _heap.clearrelheap()
         return None
-    leaked = _heap.heap()
+    leaked = kinds.leaked(_heap.heap())
     # Found while the relheap still leaves out what existed before the rounds.
     path = leaked.path_to_root() if leaked.rows else None
     _heap.clearrelheap()
@@ -421,13 +423,23 @@ def _leak_check(item, rounds, foreign, data):
     lines = [
         f"{item.nodeid} leaks: memory grew in every one of {rounds} rounds after a warm-up "
         f"({', '.join(format_size(p, True) for p in per_round)} per round); "
-        f"{leaked.count} objects ({format_size(leaked.size)}) are still alive.",
+        f"{leaked.count} objects ({format_size(leaked.size)}) of kinds that grew are still "
+        "alive.",
         "",
         "Where it was allocated (top call sites of what is still allocated):",
     ]
-    diffs = _grown_sites(base, foreign)
+    # The sites that grew in every round; failing any, all that grew (the
+    # last round's own allocations, alive until the next, are among those).
+    diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
     lines.extend(_site_lines(diffs))
-    lines += ["", "What leaked, by kind:", str(leaked)]
+    if leaked.rows:
+        lines += ["", "What leaked, by kind:", str(leaked)]
+    else:
+        lines += [
+            "",
+            "What leaked, by kind: no kind of Python object grew in every round; what grew is "
+            "memory outside Python objects (a C-level allocation), made at the sites above.",
+        ]
     if path:
         lines += ["", f"What keeps one {leaked.rows[0].name} alive:", f"  {path}"]
     data.update(
@@ -479,13 +491,14 @@ class Tracker:
                 gc.collect()
                 result = Measurement()
                 before = _program_snapshot()
-                base = _program_bytes()
+                sites = ProgramSites.of()
+                base = sites.live_bytes(figures()[0])
                 live_at_start = traced_memory()[0]
                 reset_peak()
                 yield result
                 result.peak = max(0, traced_memory()[1] - live_at_start)
                 gc.collect()
-                result.leaked = _program_bytes() - base
+                result.leaked = sites.live_bytes(figures()[0]) - base
                 diffs = _program_snapshot().compare_to(before, "traceback")
                 result.sites = [d for d in diffs if d.size_diff > 0]
             finally:

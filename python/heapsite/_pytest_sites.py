@@ -1,0 +1,88 @@
+"""Which call sites are the program's, and their figures (for the pytest plugin).
+
+A site is the program's when its most recent frame is not in heapsite itself
+and, given a `foreign` test (see _pytest_threads), it was not allocated by
+another thread. A site's frames never change, so what a site is is worked
+out once per process and kept in a byte per site id; the figures are the
+engine's counters read as int64 arrays. The leak check reads both every
+round without making a Python object per site.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+
+from . import _heapsite as _core
+
+# heapsite's own allocations (snapshots, partitions) are not the test's.
+OWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+_UNKNOWN, _PROGRAM, _OTHER = 0, 1, 2
+
+
+def own(frames) -> bool:
+    return bool(frames) and frames[0][0].startswith(OWN)
+
+
+def is_program(frames, foreign=None) -> bool:
+    """Whether a site with these frames is the program's: not heapsite's
+    own and, given `foreign`, not another thread's."""
+    return not own(frames) and not (foreign and foreign(frames))
+
+
+def figures():
+    """(live bytes, live blocks, bytes at the peak) per site id, as arrays."""
+    columns = []
+    for raw in _core.site_figures():
+        column = array.array("q")
+        column.frombytes(raw)
+        columns.append(column)
+    return columns
+
+
+class ProgramSites:
+    """What each site is, for one `foreign` test, kept by site id."""
+
+    _by_foreign: dict = {}
+
+    @classmethod
+    def of(cls, foreign=None) -> ProgramSites:
+        known = cls._by_foreign.get(foreign)
+        if known is None:
+            known = cls._by_foreign[foreign] = cls(foreign)
+        return known
+
+    def __init__(self, foreign):
+        self.foreign = foreign
+        self.kinds = bytearray()
+
+    def is_program(self, site: int) -> bool:
+        if site >= len(self.kinds):
+            self.kinds.extend(bytes(site + 1 - len(self.kinds)))
+        kind = self.kinds[site]
+        if kind == _UNKNOWN:
+            # site_names, not frames_of: it keeps no new object (frames_of
+            # caches its tuples), so asking between a leak check's heap
+            # walks does not look like the test's growth.
+            kind = _PROGRAM if is_program(_core.site_names(site), self.foreign) else _OTHER
+            self.kinds[site] = kind
+        return kind == _PROGRAM
+
+    def live_bytes(self, live) -> int:
+        """The program's live bytes, given the live-bytes column of figures()."""
+        return sum(size for site, size in enumerate(live) if size and self.is_program(site))
+
+    def grown(self, before, now, only=None) -> list:
+        """(site, growth) for the program's sites whose value in `now` is
+        above that in `before` (columns of figures(); a site newer than
+        `before` had 0), largest growth first; given `only` (a byte per
+        site), just the sites it marks."""
+        grown = [
+            (value - (before[site] if site < len(before) else 0), site)
+            for site, value in enumerate(now)
+            if value > (before[site] if site < len(before) else 0)
+            and (only is None or (site < len(only) and only[site]))
+        ]
+        grown.sort(reverse=True)
+        return [(site, growth) for growth, site in grown if self.is_program(site)]
