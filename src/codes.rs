@@ -135,13 +135,32 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
     else {
         return;
     };
-    for &site in &users {
-        sites::retire(site, code);
-    }
+    // Retiring hashes and copies names, which can fail and clear an error:
+    // the exception a dying code object's frame may be raising is kept.
+    keeping_exception(|| {
+        for &site in &users {
+            sites::retire(site, code);
+        }
+    });
     sites::uncache(&users);
     DIED.get()
         .get_or_insert_with(HashSet::new)
         .insert(code as usize);
+}
+
+/// Runs `f` with the thread's current exception, if any, set aside and put
+/// back after, whatever `f` raised or cleared.
+///
+/// # Safety
+/// GIL held.
+#[allow(deprecated)] // PyErr_Fetch/Restore: the one pair on 3.9 to 3.13
+unsafe fn keeping_exception(f: impl FnOnce()) {
+    use std::ptr::null_mut;
+    let (mut kind, mut value, mut traceback) = (null_mut(), null_mut(), null_mut());
+    pyo3_ffi::PyErr_Fetch(&mut kind, &mut value, &mut traceback);
+    f();
+    pyo3_ffi::PyErr_Clear();
+    pyo3_ffi::PyErr_Restore(kind, value, traceback);
 }
 
 /// The code objects freed since the last call (for caches keyed by address).

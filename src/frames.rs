@@ -79,8 +79,9 @@ const RETIRED: i32 = i32::MIN + 1;
 /// one would be growth of heapsite's making in every round of a leak check.
 static KEPT_NAMES: GilCell<Option<HashMap<isize, Vec<*mut PyObject>>>> = GilCell::new(None);
 
-/// The kept string equal to `text` (a str), keeping `text` if none is. No
-/// allocation on the Python heap: str hashing and comparing allocate nothing.
+/// The kept string equal to `text` (a str), keeping a copy of `text` if
+/// none is. Finding one allocates nothing on the Python heap: str hashing
+/// and comparing allocate nothing.
 ///
 /// # Safety
 /// GIL held; `text` a live str.
@@ -102,9 +103,38 @@ unsafe fn kept_name(text: *mut PyObject) -> *mut PyObject {
     {
         return kept;
     }
-    pyo3_ffi::Py_IncRef(text);
-    same_hash.push(text);
-    text
+    let kept = untraced_copy(text);
+    same_hash.push(kept);
+    kept
+}
+
+/// A copy of `text` that heapsite owns, made inside its guard so that no
+/// site counts it; failing a copy, `text` itself with a new reference.
+/// Keeping the program's own string would leave its block live at the site
+/// that made it: a program that compiles code under a new file name each
+/// time (boltons' FunctionBuilder, `<string-41>`) would seem to leak one
+/// name per round of a leak check, held by heapsite.
+///
+/// # Safety
+/// GIL held; `text` a live str.
+unsafe fn untraced_copy(text: *mut PyObject) -> *mut PyObject {
+    let copy = || {
+        let mut size: pyo3_ffi::Py_ssize_t = 0;
+        let utf8 = pyo3_ffi::PyUnicode_AsUTF8AndSize(text, &mut size);
+        if utf8.is_null() {
+            return std::ptr::null_mut();
+        }
+        pyo3_ffi::PyUnicode_FromStringAndSize(utf8, size)
+    };
+    // Already inside the guard (a flush dropping its pins): copy as it is.
+    let kept = crate::sites::guarded(|_| copy()).unwrap_or_else(copy);
+    if kept.is_null() {
+        // Not UTF-8 encodable (a lone surrogate): keep the program's string.
+        pyo3_ffi::PyErr_Clear();
+        pyo3_ffi::Py_IncRef(text);
+        return text;
+    }
+    kept
 }
 
 impl PartialEq for RawFrame {

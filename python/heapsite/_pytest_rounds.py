@@ -60,6 +60,11 @@ def _refresh_fixtures(item) -> None:
         # (the rounds then share the first call's fixture values).
         return
     finalizers, _ = stack.pop(item)
+    # Teardowns may take what the reports left in the item's stash (tmp_path's
+    # takes the setup report's outcome); the round's own setup writes no
+    # report, so what they take is put back for the next round's teardown.
+    stored = getattr(getattr(item, "stash", None), "_storage", None)
+    kept = dict(stored) if isinstance(stored, dict) else {}
     errors = []
     while finalizers:
         finalizer = finalizers.pop()
@@ -67,8 +72,42 @@ def _refresh_fixtures(item) -> None:
             finalizer()
         except Exception as e:  # a fixture's teardown failed: report it as pytest would
             errors.append(e)
+    _drop_finished_from_wider_fixtures(item)
     stack[item] = ([item.teardown], None)
     item._initrequest()
     item.setup()
+    for key, value in kept.items():
+        stored.setdefault(key, value)
     if errors:
         raise errors[0]
+
+
+def _drop_finished_from_wider_fixtures(item) -> None:
+    """A function-scoped fixture that uses a wider one (tmp_path uses the
+    session's tmp_path_factory) leaves its `finish` among the wider one's
+    finalizers, with its request and values, until that one is torn down:
+    pytest's own growth per test, not the test's, and it would show in every
+    round. Those of fixtures already finished are dropped (calling them is a
+    no-op); a pytest whose fixtures look different is left as it is."""
+    info = getattr(item, "_fixtureinfo", None)
+    for fixturedefs in getattr(info, "name2fixturedefs", {}).values():
+        for fixturedef in fixturedefs:
+            finalizers = getattr(fixturedef, "_finalizers", None)
+            if getattr(fixturedef, "scope", "function") != "function" and isinstance(
+                finalizers, list
+            ):
+                finalizers[:] = [f for f in finalizers if not _finished_for(f, item)]
+
+
+def _finished_for(finalizer, item) -> bool:
+    """Whether `finalizer` is functools.partial(fixturedef.finish, request=...)
+    for a request of `item`, of a fixture whose value is already gone."""
+    func = getattr(finalizer, "func", None)
+    request = (getattr(finalizer, "keywords", None) or {}).get("request")
+    owner = getattr(func, "__self__", None)
+    return (
+        getattr(func, "__name__", None) == "finish"
+        and getattr(request, "node", None) is item
+        and owner is not None
+        and getattr(owner, "cached_result", True) is None
+    )

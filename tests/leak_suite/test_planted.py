@@ -4,6 +4,7 @@ import collections
 import ctypes
 import dataclasses
 import functools
+import itertools
 
 import pytest
 
@@ -85,6 +86,26 @@ def test_clean_makes_a_dataclass():
     # and dropped: a profiler that holds code objects would keep them all.
     point = dataclasses.make_dataclass("Point", ["x", "y"])
     assert repr(point(1, 2)) == "Point(x=1, y=2)"
+
+
+_NAMES = itertools.count()
+
+
+def test_clean_compiles_under_a_new_name():
+    # A template engine's way: new code under a new file name every call,
+    # used and dropped. A profiler that keeps the names of the code it saw die
+    # would hold one more string per call.
+    namespace = {}
+    source = "def build():\n    return [0] * 100\n"
+    exec(compile(source, f"<generated-{next(_NAMES)}>", "exec"), namespace)
+    assert len(namespace["build"]()) == 100
+
+
+def test_clean_writes_to_tmp_path(tmp_path):
+    # tmp_path's teardown reads what the setup report left, and each use
+    # leaves a finalizer with the session's tmp_path_factory: pytest's own.
+    (tmp_path / "out.txt").write_text("x" * 1000)
+    assert (tmp_path / "out.txt").stat().st_size == 1000
 
 
 _PER_PARAM = []
