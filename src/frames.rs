@@ -1,9 +1,7 @@
 //! The thin, unsafe edge to `frames.c`: reading the calling thread's Python
 //! frames and resolving them to file, line and function when a report asks.
 
-use crate::sync::GilCell;
 use pyo3_ffi::PyObject;
-use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 
 /// Deepest stack heapsite records; `start(frames=N)` accepts 1..=MAX_FRAMES.
@@ -12,7 +10,7 @@ pub const MAX_FRAMES: usize = 128;
 /// One recorded frame: a code object and the byte offset of its current
 /// instruction. Layout mirrors `hs_frame` in C. Two markers in `offset` make
 /// other kinds: a native frame (`code` is an instruction pointer) and a
-/// retired one (`code` is a leaked `ResolvedFrame`; its code object was freed).
+/// retired one (`code` is a record of src/retired.rs; its code object was freed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawFrame {
@@ -55,15 +53,8 @@ impl RawFrame {
     /// # Safety
     /// GIL held; a Python frame whose code object is still intact.
     pub unsafe fn retire(&self) -> RawFrame {
-        let resolved = resolve(self);
-        // Leaked: the record lives as long as the site.
-        let record = Box::leak(Box::new(ResolvedFrame {
-            filename: kept_name(resolved.filename),
-            name: kept_name(resolved.name),
-            lineno: resolved.lineno,
-        }));
         RawFrame {
-            code: (record as *mut ResolvedFrame).cast(),
+            code: crate::retired::keep(resolve(self)),
             offset: RETIRED,
             pad: 0,
         }
@@ -72,70 +63,6 @@ impl RawFrame {
 
 /// `offset` of a retired frame (no code offset is this negative).
 const RETIRED: i32 = i32::MIN + 1;
-
-/// The names retired frames keep, one string per distinct text, by hash. A
-/// program that compiles the same source again and again (doctest, a
-/// template engine) makes a new file-name string each time; keeping each
-/// one would be growth of heapsite's making in every round of a leak check.
-static KEPT_NAMES: GilCell<Option<HashMap<isize, Vec<*mut PyObject>>>> = GilCell::new(None);
-
-/// The kept string equal to `text` (a str), keeping a copy of `text` if
-/// none is. Finding one allocates nothing on the Python heap: str hashing
-/// and comparing allocate nothing.
-///
-/// # Safety
-/// GIL held; `text` a live str.
-unsafe fn kept_name(text: *mut PyObject) -> *mut PyObject {
-    let hash = pyo3_ffi::PyObject_Hash(text);
-    if hash == -1 {
-        pyo3_ffi::PyErr_Clear();
-        pyo3_ffi::Py_IncRef(text);
-        return text;
-    }
-    let same_hash = KEPT_NAMES
-        .get()
-        .get_or_insert_with(HashMap::new)
-        .entry(hash)
-        .or_default();
-    if let Some(&kept) = same_hash
-        .iter()
-        .find(|&&kept| pyo3_ffi::PyUnicode_Compare(kept, text) == 0)
-    {
-        return kept;
-    }
-    let kept = untraced_copy(text);
-    same_hash.push(kept);
-    kept
-}
-
-/// A copy of `text` that heapsite owns, made inside its guard so that no
-/// site counts it; failing a copy, `text` itself with a new reference.
-/// Keeping the program's own string would leave its block live at the site
-/// that made it: a program that compiles code under a new file name each
-/// time (boltons' FunctionBuilder, `<string-41>`) would seem to leak one
-/// name per round of a leak check, held by heapsite.
-///
-/// # Safety
-/// GIL held; `text` a live str.
-unsafe fn untraced_copy(text: *mut PyObject) -> *mut PyObject {
-    let copy = || {
-        let mut size: pyo3_ffi::Py_ssize_t = 0;
-        let utf8 = pyo3_ffi::PyUnicode_AsUTF8AndSize(text, &mut size);
-        if utf8.is_null() {
-            return std::ptr::null_mut();
-        }
-        pyo3_ffi::PyUnicode_FromStringAndSize(utf8, size)
-    };
-    // Already inside the guard (a flush dropping its pins): copy as it is.
-    let kept = crate::sites::guarded(|_| copy()).unwrap_or_else(copy);
-    if kept.is_null() {
-        // Not UTF-8 encodable (a lone surrogate): keep the program's string.
-        pyo3_ffi::PyErr_Clear();
-        pyo3_ffi::Py_IncRef(text);
-        return text;
-    }
-    kept
-}
 
 impl PartialEq for RawFrame {
     fn eq(&self, other: &Self) -> bool {
@@ -201,7 +128,7 @@ pub struct ResolvedFrame {
 /// GIL held; a Python frame's code object alive (see src/codes.rs).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
     if frame.is_retired() {
-        return *(frame.code as *const ResolvedFrame);
+        return crate::retired::resolve(frame.code);
     }
     if crate::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire) && !frame.is_native() {
         // At exit, after code objects died unretired: never read them.

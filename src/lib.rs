@@ -19,6 +19,7 @@ mod nursery;
 mod objects;
 mod preload;
 mod report;
+mod retired;
 mod segvec;
 mod sites;
 mod sync;

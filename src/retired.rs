@@ -1,0 +1,123 @@
+//! What a retired frame keeps: its file and function names as text, and its
+//! line (see `RawFrame::retire` and src/codes.rs).
+//!
+//! The names are copied out of the dying code object's strings, not kept as
+//! those strings: a kept string's block would stay live at the program's
+//! site that made it, so a program compiling code under a new file name each
+//! time (boltons' FunctionBuilder, `<string-41>`) would seem to leak one
+//! string per call, held by heapsite. A report gets a str made from the text
+//! the first time it asks, inside heapsite's guard: heapsite's own object,
+//! counted at no site. Names are kept once per distinct text (doctest makes a
+//! new file-name string for every example it runs).
+
+use crate::frames::ResolvedFrame;
+use crate::sync::GilCell;
+use pyo3_ffi::{PyObject, Py_ssize_t};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+/// One kept name. Leaked: retired frames live as long as their sites.
+struct KeptName {
+    /// None when the name is not UTF-8 encodable (a lone surrogate): then
+    /// `object` is the program's string itself, kept with a reference.
+    text: Option<&'static str>,
+    /// The str for reports, made on first use (GIL held for every access).
+    object: Cell<*mut PyObject>,
+}
+
+/// A retired frame, as `RawFrame::code` points to it.
+struct Record {
+    filename: &'static KeptName,
+    name: &'static KeptName,
+    lineno: i32,
+}
+
+/// The kept names by text.
+static KEPT: GilCell<Option<HashMap<&'static str, &'static KeptName>>> = GilCell::new(None);
+
+/// Keeps a frame resolved from a dying code object; the record's address.
+///
+/// # Safety
+/// GIL held; `frame`'s names are live strs.
+pub unsafe fn keep(frame: ResolvedFrame) -> *mut c_void {
+    let record = Box::leak(Box::new(Record {
+        filename: kept_name(frame.filename),
+        name: kept_name(frame.name),
+        lineno: frame.lineno,
+    }));
+    (record as *mut Record).cast()
+}
+
+/// A retired frame's names and line: borrowed strs, heapsite's own.
+///
+/// # Safety
+/// GIL held; `record` from `keep`.
+pub unsafe fn resolve(record: *mut c_void) -> ResolvedFrame {
+    let record = &*(record as *const Record);
+    ResolvedFrame {
+        filename: object_of(record.filename),
+        name: object_of(record.name),
+        lineno: record.lineno,
+    }
+}
+
+/// The kept name with the text of `name` (a str), kept now if none is.
+///
+/// # Safety
+/// GIL held; `name` a live str.
+unsafe fn kept_name(name: *mut PyObject) -> &'static KeptName {
+    let Some(text) = text_of(name) else {
+        pyo3_ffi::Py_IncRef(name);
+        return Box::leak(Box::new(KeptName {
+            text: None,
+            object: Cell::new(name),
+        }));
+    };
+    let kept = KEPT.get().get_or_insert_with(HashMap::new);
+    if let Some(&found) = kept.get(text.as_str()) {
+        return found;
+    }
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    let name = Box::leak(Box::new(KeptName {
+        text: Some(text),
+        object: Cell::new(std::ptr::null_mut()),
+    }));
+    kept.insert(text, name);
+    name
+}
+
+/// The UTF-8 text of a str, read inside heapsite's guard (a str that is not
+/// ASCII caches its UTF-8 form on first ask, and that block is not the
+/// program's); None if it cannot be encoded.
+unsafe fn text_of(name: *mut PyObject) -> Option<String> {
+    let read = || {
+        let mut size: Py_ssize_t = 0;
+        let utf8 = pyo3_ffi::PyUnicode_AsUTF8AndSize(name, &mut size);
+        if utf8.is_null() {
+            pyo3_ffi::PyErr_Clear();
+            return None;
+        }
+        let bytes = std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize);
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    };
+    // Already inside the guard (a flush dropping its pins): read as it is.
+    crate::sites::guarded(|_| read()).unwrap_or_else(read)
+}
+
+/// The str of a kept name, made inside heapsite's guard on first use.
+unsafe fn object_of(name: &KeptName) -> *mut PyObject {
+    if name.object.get().is_null() {
+        let text = name.text.unwrap_or_default();
+        let make = || {
+            pyo3_ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast(), text.len() as Py_ssize_t)
+        };
+        let object = crate::sites::guarded(|_| make()).unwrap_or_else(make);
+        if object.is_null() {
+            pyo3_ffi::PyErr_Clear();
+            return pyo3_ffi::Py_None();
+        }
+        name.object.set(object);
+    }
+    name.object.get()
+}
