@@ -5,10 +5,11 @@ pytest into a scratch directory, then runs its tests plain, with --heapsite
 and with --heapsite-leaks, alternating, and prints the median times and
 their ratios to plain (and of --heapsite-leaks to --heapsite).
 
-    python bench/pytest_suite.py [--project more-itertools|toolz] [--runs 3] [--dir DIR]
+    python bench/pytest_suite.py [--project more-itertools|toolz|boltons] [--runs 3] [--dir DIR]
 
 more-itertools' tests are unittest classes (left out of the repeat check);
-toolz's are plain pytest functions, so every one of them is repeated.
+toolz's and boltons' are plain pytest functions (boltons' use tmp_path and
+compile code), so every one of them is repeated.
 
 Targets: --heapsite at most 1.5x plain; --heapsite-leaks at most rounds (3)
 times --heapsite.
@@ -27,7 +28,7 @@ import tempfile
 import time
 
 # Where each known project keeps its tests, inside the sdist.
-TEST_DIRS = {"more-itertools": "tests", "toolz": "toolz/tests"}
+TEST_DIRS = {"more-itertools": "tests", "toolz": "toolz/tests", "boltons": "tests"}
 
 MODES = {
     "plain": [],
@@ -48,7 +49,8 @@ def fetch(project: str, scratch: str) -> str:
     return sdist[: -len(".tar.gz")]
 
 
-def run(root: str, tests: str, extra: list[str]) -> float:
+def run(root: str, tests: str, extra: list[str]) -> tuple[float, str]:
+    """The run's wall time and pytest's closing line (its counts)."""
     began = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:memray"]
@@ -61,7 +63,8 @@ def run(root: str, tests: str, extra: list[str]) -> float:
     took = time.perf_counter() - began
     if result.returncode not in (0, 1):  # 1: the project's own failures, if any
         sys.exit(f"pytest {' '.join(extra)} exited {result.returncode}:\n{result.stdout[-3000:]}")
-    return took
+    lines = result.stdout.strip().splitlines()
+    return took, (lines[-1].strip("= ") if lines else "")
 
 
 def main() -> None:
@@ -73,14 +76,17 @@ def main() -> None:
     scratch = args.dir or tempfile.mkdtemp(prefix="heapsite-bench-")
     root = fetch(args.project, scratch)
     times = {mode: [] for mode in MODES}
+    outcomes = {}
     for _ in range(args.runs):
         for mode, extra in MODES.items():
-            times[mode].append(run(root, TEST_DIRS[args.project], extra))
+            took, outcomes[mode] = run(root, TEST_DIRS[args.project], extra)
+            times[mode].append(took)
     plain = statistics.median(times["plain"])
     print(f"{os.path.basename(root)}, CPython {sys.version.split()[0]}, {args.runs} runs each")
     for mode, values in times.items():
         median = statistics.median(values)
         print(f"{mode:18} median {median:7.2f} s  {median / plain:5.2f}x plain  {values}")
+        print(f"{'':18} last run: {outcomes[mode]}")
     leaks = statistics.median(times["--heapsite-leaks"]) / statistics.median(times["--heapsite"])
     print(f"--heapsite-leaks is {leaks:.2f}x --heapsite")
 

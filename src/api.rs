@@ -98,6 +98,12 @@ pub unsafe extern "C" fn traceback_limit(_: *mut PyObject, _: *mut PyObject) -> 
     int(hook::depth() as i64)
 }
 
+/// site_count() -> int: what stats()["sites"] says, without stats()'s sums
+/// over every site and table (the pytest plugin asks before every test).
+pub unsafe extern "C" fn site_count(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    int(sites::count() as i64)
+}
+
 /// stats() -> dict of heapsite's own figures.
 pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     hook::settle();
@@ -193,6 +199,44 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
             tuple(&items)
         }
     }
+}
+
+/// peak_sites(first_new_site: int, limit: int) -> ((site, bytes), ...): the
+/// sites that held the most at the peak since reset_peak(), largest first,
+/// at most `limit`. A site from `first_new_site` on (made since) counts all
+/// it held at the peak; an older one what it held then beyond what it holds
+/// now, since its bytes live before are not kept. Worked out here, not from
+/// site_figures() in Python: the pytest plugin asks after many tests.
+pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
+        return raise(PyExc_TypeError, "peak_sites(first_new_site, limit)");
+    }
+    let first_new = PyLong_AsLongLong(PyTuple_GetItem(args, 0));
+    let limit = PyLong_AsLongLong(PyTuple_GetItem(args, 1));
+    if !PyErr_Occurred().is_null() {
+        return ptr::null_mut();
+    }
+    codes::flush();
+    hook::settle();
+    let mut held: Vec<(i64, u32)> = (0..sites::count())
+        .filter_map(|id| {
+            let t = sites::site(id).counters.totals();
+            let size = if i64::from(id) >= first_new {
+                t.peak_bytes
+            } else {
+                t.peak_bytes - t.live_bytes
+            };
+            (size > 0).then_some((size, id))
+        })
+        .collect();
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    held.truncate(limit.max(0) as usize);
+    let items: Vec<*mut PyObject> = held
+        .into_iter()
+        .map(|(size, id)| tuple(&[int(id as i64), int(size)]))
+        .collect();
+    // A tuple of pairs: `tuple` takes care of a pair that failed.
+    tuple(&items)
 }
 
 /// site_names(site_id: int) -> ((filename, name), ...), most recent first:

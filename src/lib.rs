@@ -45,7 +45,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 36] = [
+static mut METHODS: [PyMethodDef; 38] = [
     method(
         c"start",
         api::start,
@@ -93,6 +93,18 @@ static mut METHODS: [PyMethodDef; 36] = [
         api::stats,
         METH_NOARGS,
         c"stats() -> dict of heapsite's own figures.",
+    ),
+    method(
+        c"peak_sites",
+        api::peak_sites,
+        METH_VARARGS,
+        c"peak_sites(first_new_site, limit) -> ((site, bytes), ...), most at the peak first",
+    ),
+    method(
+        c"site_count",
+        api::site_count,
+        METH_NOARGS,
+        c"site_count() -> how many call sites there are (ids run 0..count)",
     ),
     method(
         c"sites",

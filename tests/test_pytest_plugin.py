@@ -50,8 +50,8 @@ def test_no_leaks_fails_exactly_the_planted_tests():
     result, outcomes = leaks_run()
     planted = {name for name in outcomes if is_planted(name)}
     clean = set(outcomes) - planted
-    # 5 plain, 2 parametrized, 1 method; 6 plain, 2 parametrized, 2 fixtures, 1 method.
-    assert len(planted) == 8 and len(clean) == 11, result.stdout
+    # 5 plain, 2 parametrized, 1 method; 7 plain, 2 parametrized, 2 fixtures, 1 method.
+    assert len(planted) == 8 and len(clean) == 12, result.stdout
     assert {n: outcomes[n] for n in planted} == dict.fromkeys(planted, "FAILED"), result.stdout
     assert {n: outcomes[n] for n in clean} == dict.fromkeys(clean, "PASSED"), result.stdout
 

@@ -198,23 +198,15 @@ def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
 
 
 def _peak_sites(first_new_site):
-    """Top sites at the test's peak: a site made during the test counts all
-    it held at the peak; an older one what it held at the peak beyond what
-    it still holds now (its live bytes before the test are not kept)."""
-    live, _, at_peak = figures()
-    held = []
-    for sid, (peak, now) in enumerate(zip(at_peak, live)):
-        size = peak if sid >= first_new_site else peak - now
-        if size > 0:
-            held.append((size, sid))
-    held.sort(reverse=True)
+    """Top sites at the test's peak (see _heapsite.peak_sites), leaving out
+    heapsite's own."""
     lines = []
-    # Frames only for the largest, until enough are the program's.
-    for size, sid in held:
+    wanted = _pytest_summary.TOP_SITES
+    for sid, size in _core.peak_sites(first_new_site, 8 * wanted):
         frames = _core.frames_of(sid)
         if not own(frames):
             lines.append(_pytest_summary.site_line(frames, size))
-            if len(lines) == _pytest_summary.TOP_SITES:
+            if len(lines) == wanted:
                 break
     return lines
 
@@ -235,7 +227,7 @@ def pytest_runtest_call(item):
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
     baseline = figures()[0] if memory_limit is not None and foreign else None
-    first_new_site = _core.stats()["sites"]
+    first_new_site = _core.site_count()
     start_current = traced_memory()[0]
     reset_peak()
     outcome = yield

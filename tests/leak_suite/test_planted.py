@@ -4,7 +4,9 @@ import collections
 import ctypes
 import dataclasses
 import functools
+import gc
 import itertools
+import weakref
 
 import pytest
 
@@ -106,6 +108,21 @@ def test_clean_writes_to_tmp_path(tmp_path):
     # leaves a finalizer with the session's tmp_path_factory: pytest's own.
     (tmp_path / "out.txt").write_text("x" * 1000)
     assert (tmp_path / "out.txt").stat().st_size == 1000
+
+
+_LAST_CYCLE = []
+
+
+def test_clean_collects_the_last_calls_cycle():
+    # Each call drops the cycle the call before made and needs the collector
+    # to free it: the check must not keep the collector from older objects.
+    if _LAST_CYCLE:
+        dropped = weakref.ref(_LAST_CYCLE.pop())
+        gc.collect()
+        assert dropped() is None
+    node = Node()
+    node.other = node
+    _LAST_CYCLE.append(node)
 
 
 _PER_PARAM = []
