@@ -10,81 +10,84 @@ from __future__ import annotations
 
 import array
 
+from ._heap import Row
+
 
 class EveryRound:
-    """Which sites' live bytes grew in every round so far, a byte per site
-    (a site made during the rounds counts from 0). Rounds hand in the
-    live-bytes column of figures(); only the last one is kept."""
+    """Which entries of a column (a value per index; later columns may be
+    longer, an entry new since counting from 0) grew in every round so far,
+    a byte per index. The first column handed in is the base; only the last
+    one is kept."""
 
-    def __init__(self, live):
-        self.previous = live
+    def __init__(self):
+        self.previous = None
         self.grew = bytearray()
-        self.rounds = 0
+        self.compared = 0
 
-    def add(self, live) -> None:
+    def add(self, values) -> None:
         previous, grew = self.previous, self.grew
+        if previous is not None:
 
-        def above(site, value) -> bool:
-            return value > (previous[site] if site < len(previous) else 0)
+            def above(index, value) -> bool:
+                return value > (previous[index] if index < len(previous) else 0)
 
-        if self.rounds == 0:
-            grew.extend(above(site, value) for site, value in enumerate(live))
-        else:
-            # Sites never go away, so `live` is at least as long as `grew`.
-            grew.extend(bytes(len(live) - len(grew)))
-            for site, value in enumerate(live):
-                if grew[site] and not above(site, value):
-                    grew[site] = 0
-        self.rounds += 1
-        self.previous = live
+            if self.compared == 0:
+                grew.extend(above(index, value) for index, value in enumerate(values))
+            else:
+                # An entry new since the first round did not grow in it.
+                grew.extend(bytes(len(values) - len(grew)))
+                for index, value in enumerate(values):
+                    if grew[index] and not above(index, value):
+                        grew[index] = 0
+            self.compared += 1
+        self.previous = values
 
 
 class KindsEveryRound:
     """Which kinds of object grew in count in every round so far, from each
-    round's whole_heap() partition. The first partition handed in is the
-    base."""
+    round's whole_heap() partition (the first is the base): each kind gets
+    an index the first time it is seen, and each round a column of counts."""
 
     def __init__(self):
         self.keys = array.array("q")  # a kind: its type's id * 4 + its tag
-        self.counts = array.array("q")
-        self.grew = bytearray()
-        self.rounds = 0
+        self.every = EveryRound()
+        self.base_counts = self.base_sizes = None
 
     @staticmethod
     def _key(row) -> int:
         tag, kind_type = row.kind
         return id(kind_type) * 4 + tag
 
+    def _index(self, row) -> int:
+        key = self._key(row)
+        if key in self.keys:
+            return self.keys.index(key)
+        self.keys.append(key)
+        return len(self.keys) - 1
+
     def add(self, partition) -> int:
         """Takes one round's partition; returns its count of objects."""
-        now = array.array("q", bytes(8 * len(self.keys)))
-        for row in partition.rows:
-            key = self._key(row)
-            try:
-                index = self.keys.index(key)
-            except ValueError:
-                # Absent until now: it grew in every round so far only if
-                # this is the first round (or the base).
-                self.keys.append(key)
-                self.counts.append(0)
-                self.grew.append(self.rounds <= 1)
-                now.append(0)
-                index = len(self.keys) - 1
-            now[index] = row.count
-        if self.rounds:
-            for index, count in enumerate(now):
-                if count <= self.counts[index]:
-                    self.grew[index] = 0
-        self.counts = now
-        self.rounds += 1
+        indexed = [(self._index(row), row) for row in partition.rows]
+        counts = array.array("q", bytes(8 * len(self.keys)))
+        sizes = array.array("q", bytes(8 * len(self.keys)))
+        for index, row in indexed:
+            counts[index], sizes[index] = row.count, row.size
+        if self.base_counts is None:
+            self.base_counts, self.base_sizes = counts, sizes
+        self.every.add(counts)
         return partition.count
 
     def leaked(self, partition):
-        """The rows of `partition` (a heap() after the last round) whose
-        kind grew in every round, as a partition of its own."""
+        """What the kinds that grew in every round gained since the base,
+        from `partition` (a whole_heap() after the last round), by kind."""
+        grew, base_counts, base_sizes = self.every.grew, self.base_counts, self.base_sizes
         rows = []
         for row in partition.rows:
-            key = self._key(row)
-            if key in self.keys and self.grew[self.keys.index(key)]:
-                rows.append(row)
+            index = self._index(row)
+            if index < len(grew) and grew[index]:
+                known = index < len(base_counts)
+                count = row.count - (base_counts[index] if known else 0)
+                size = row.size - (base_sizes[index] if known else 0)
+                rows.append(Row(row.name, count, size, kind=row.kind))
+        rows.sort(key=lambda r: (-r.size, -r.count, r.name))
         return type(partition)(rows)

@@ -393,7 +393,8 @@ def _leak_check(item, rounds, foreign, data):
     _heap.setrelheap()
     _heap.whole_heap()
     live = figures()[0]
-    every_round = EveryRound(live)
+    every_round = EveryRound()
+    every_round.add(live)
     kinds = KindsEveryRound()
     sizes[0] = sites.live_bytes(live)
     counts[0] = kinds.add(_heap.whole_heap())
@@ -407,7 +408,7 @@ def _leak_check(item, rounds, foreign, data):
     if not (_grew(sizes) or _grew(counts)):
         _heap.clearrelheap()
         return None
-    leaked = kinds.leaked(_heap.heap())
+    leaked = kinds.leaked(_heap.whole_heap())
     # Found while the relheap still leaves out what existed before the rounds.
     path = leaked.path_to_root() if leaked.rows else None
     _heap.clearrelheap()
@@ -415,8 +416,8 @@ def _leak_check(item, rounds, foreign, data):
     lines = [
         f"{item.nodeid} leaks: memory grew in every one of {rounds} rounds after a warm-up "
         f"({', '.join(format_size(p, True) for p in per_round)} per round); "
-        f"{leaked.count} objects ({format_size(leaked.size)}) of kinds that grew are still "
-        "alive.",
+        f"{leaked.count} more objects ({format_size(leaked.size)}) of the kinds that grew than "
+        "before the rounds.",
         "",
         "Where it was allocated (top call sites of what is still allocated):",
     ]
