@@ -1,9 +1,10 @@
 """What the pytest plugin costs on a real project's test suite.
 
 Downloads the sdist of a pure-Python project whose tests need nothing but
-pytest into a scratch directory, then runs its tests plain, with --heapsite
-and with --heapsite-leaks, alternating, and prints the median times and
-their ratios to plain (and of --heapsite-leaks to --heapsite).
+pytest into a scratch directory, then runs its tests plain, with --heapsite,
+with --heapsite-leaks and, where it is installed, with pytest-memray's
+--memray, alternating, and prints the median times and their ratios to
+plain (and of --heapsite-leaks to --heapsite).
 
     python bench/pytest_suite.py [--project more-itertools|toolz|boltons] [--runs 3] [--dir DIR]
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -30,11 +32,15 @@ import time
 # Where each known project keeps its tests, inside the sdist.
 TEST_DIRS = {"more-itertools": "tests", "toolz": "toolz/tests", "boltons": "tests"}
 
+NO_MEMRAY = ["-p", "no:memray"]
 MODES = {
-    "plain": [],
-    "--heapsite": ["--heapsite"],
-    "--heapsite-leaks": ["--heapsite-leaks"],
+    "plain": NO_MEMRAY,
+    "--heapsite": [*NO_MEMRAY, "--heapsite"],
+    "--heapsite-leaks": [*NO_MEMRAY, "--heapsite-leaks"],
 }
+# The peer, where installed: pytest-memray tracking every test (its markers
+# check only the tests that carry them).
+PEER = ("pytest-memray --memray", ["--memray"])
 
 
 def fetch(project: str, scratch: str) -> str:
@@ -53,7 +59,7 @@ def run(root: str, tests: str, extra: list[str]) -> tuple[float, str]:
     """The run's wall time and pytest's closing line (its counts)."""
     began = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:memray"]
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         + ["--rootdir", root, *extra, tests],
         cwd=root,
         capture_output=True,
@@ -75,18 +81,23 @@ def main() -> None:
     args = parser.parse_args()
     scratch = args.dir or tempfile.mkdtemp(prefix="heapsite-bench-")
     root = fetch(args.project, scratch)
-    times = {mode: [] for mode in MODES}
+    modes = dict(MODES)
+    if importlib.util.find_spec("pytest_memray") is not None:
+        modes[PEER[0]] = PEER[1]
+    else:
+        print(f"(pytest-memray is not installed: no {PEER[0]} column)")
+    times = {mode: [] for mode in modes}
     outcomes = {}
     for _ in range(args.runs):
-        for mode, extra in MODES.items():
+        for mode, extra in modes.items():
             took, outcomes[mode] = run(root, TEST_DIRS[args.project], extra)
             times[mode].append(took)
     plain = statistics.median(times["plain"])
     print(f"{os.path.basename(root)}, CPython {sys.version.split()[0]}, {args.runs} runs each")
     for mode, values in times.items():
         median = statistics.median(values)
-        print(f"{mode:18} median {median:7.2f} s  {median / plain:5.2f}x plain  {values}")
-        print(f"{'':18} last run: {outcomes[mode]}")
+        print(f"{mode:22} median {median:7.2f} s  {median / plain:5.2f}x plain  {values}")
+        print(f"{'':22} last run: {outcomes[mode]}")
     leaks = statistics.median(times["--heapsite-leaks"]) / statistics.median(times["--heapsite"])
     print(f"--heapsite-leaks is {leaks:.2f}x --heapsite")
 
