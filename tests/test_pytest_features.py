@@ -178,3 +178,35 @@ def test_unittest_methods_are_left_out_of_the_repeat_check(tmp_path):
     result, _ = run_suite("--heapsite", path=str(tmp_path))
     assert result.returncode == 4, result.stdout + result.stderr
     assert "no_leaks cannot be used: it is a unittest.TestCase method" in result.stderr
+
+
+def test_the_programs_own_frozen_objects_stay_frozen(tmp_path):
+    # The cheap pass freezes objects out of the collector and unfreezes them
+    # after; a program that froze objects itself (before forking workers,
+    # say) must find them still frozen.
+    (tmp_path / "conftest.py").write_text(
+        "import gc\n_KEPT = [[i] for i in range(1000)]\ngc.freeze()\n"
+    )
+    (tmp_path / "test_frozen.py").write_text(
+        textwrap.dedent(
+            """
+            import gc
+
+            import conftest
+
+
+            def test_grows_once_then_settles():
+                conftest._KEPT.append([1])
+
+
+            def test_still_frozen():
+                # A frozen object is not among the collector's objects.
+                assert id(conftest._KEPT) not in {id(o) for o in gc.get_objects()}
+            """
+        )
+    )
+    result, outcomes = run_suite("--heapsite-leaks", "-p", "no:randomly", path=str(tmp_path))
+    assert outcomes == {
+        "test_grows_once_then_settles": "FAILED",
+        "test_still_frozen": "PASSED",
+    }, result.stdout + result.stderr

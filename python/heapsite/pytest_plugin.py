@@ -351,10 +351,20 @@ def _cheap_pass(item, sizes, blocks) -> bool:
             _unfreeze()
 
 
+# How many objects may be frozen when the program froze none itself: none,
+# or the interpreter's own. CPython 3.12 keeps its immortal objects (its
+# static types' base tuples) in the frozen generation: a full collection
+# moves any it finds there. They are unfrozen with ours after a pass, which
+# is harmless (immortal, no collection can free them), and go back at the
+# next collection. Any other count means the program froze objects of its
+# own, and those are left alone: no freezing then.
+_NOT_THE_PROGRAMS = {0, gc.get_freeze_count()}
+
+
 def _freeze() -> bool:
     """Freezes all objects alive now out of the collector, unless the program
-    froze some itself (theirs is left alone); whether it did."""
-    if gc.get_freeze_count():
+    froze some itself; whether it did."""
+    if gc.get_freeze_count() not in _NOT_THE_PROGRAMS:
         return False
     gc.freeze()
     return True
