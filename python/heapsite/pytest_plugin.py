@@ -422,34 +422,44 @@ def _leak_check(item, rounds, foreign, data):
     # Found while the relheap still leaves out what existed before the rounds.
     path = leaked.path_to_root() if leaked.rows else None
     _heap.clearrelheap()
-    per_round = [b - a for a, b in zip(sizes, sizes[1:])]
-    lines = [
-        f"{item.nodeid} leaks: memory grew in every one of {rounds} rounds after a warm-up "
-        f"({', '.join(format_size(p, True) for p in per_round)} per round); "
-        f"{leaked.count} more objects ({format_size(leaked.size)}) of the kinds that grew than "
-        "before the rounds.",
-        "",
-        "Where it was allocated (top call sites of what is still allocated):",
-    ]
     # The sites that grew in every round; failing any, all that grew (the
     # last round's own allocations, alive until the next, are among those).
     diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
-    lines.extend(_site_lines(diffs))
-    if leaked.rows:
-        lines += ["", "What leaked, by kind:", str(leaked)]
-    else:
-        lines += [
-            "",
-            "What leaked, by kind: no kind of Python object grew in every round; what grew is "
-            "memory outside Python objects (a C-level allocation), made at the sites above.",
-        ]
-    if path:
-        lines += ["", f"What keeps one {leaked.rows[0].name} alive:", f"  {path}"]
     data.update(
         leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
     )
+    return _leak_message(item.nodeid, sizes, diffs, leaked, path)
+
+
+def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
+    """The failure: bytes per round, the sites (StatisticDiff lines), the
+    kinds that grew (a partition) and a chain to one object of the first."""
+    per_round = [b - a for a, b in zip(sizes, sizes[1:])]
+    objects = (
+        f"{leaked.count} more objects ({format_size(leaked.size)}) of the kinds that grew than "
+        "before the rounds"
+        if leaked.rows
+        else "no kind of Python object grew"
+    )
+    lines = [
+        f"{nodeid} leaks: memory grew in every one of {len(per_round)} rounds after a warm-up "
+        f"({', '.join(format_size(p, True) for p in per_round)} per round); {objects}.",
+        "",
+        "Where it was allocated (top call sites of what is still allocated):",
+        *_site_lines(diffs),
+        "",
+    ]
+    if leaked.rows:
+        lines += ["What leaked, by kind:", str(leaked)]
+    else:
+        lines.append(
+            "What leaked, by kind: no kind of Python object grew in every round; what grew is "
+            "memory outside Python objects (a C-level allocation), made at the sites above."
+        )
+    if path:
+        lines += ["", f"What keeps one {leaked.rows[0].name} alive:", f"  {path}"]
     return "\n".join(lines)
 
 
