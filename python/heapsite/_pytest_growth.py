@@ -9,6 +9,7 @@ in place: the heap walk of the next round would count a new container."""
 from __future__ import annotations
 
 import array
+import bisect
 
 from ._heap import Row
 
@@ -46,10 +47,13 @@ class EveryRound:
 class KindsEveryRound:
     """Which kinds of object grew in count in every round so far, from each
     round's whole_heap() partition (the first is the base): each kind gets
-    an index the first time it is seen, and each round a column of counts."""
+    an index the first time it is seen, and each round a column of counts.
+    Kinds are found by key in a sorted array (bisect), not a dict, whose new
+    int keys the next walk would count."""
 
     def __init__(self):
-        self.keys = array.array("q")  # a kind: its type's id * 4 + its tag
+        self.sorted_keys = array.array("q")  # a kind: its type's id * 4 + its tag
+        self.index_of = array.array("q")  # the index of each sorted key
         self.every = EveryRound()
         self.base_counts = self.base_sizes = None
 
@@ -58,18 +62,23 @@ class KindsEveryRound:
         tag, kind_type = row.kind
         return id(kind_type) * 4 + tag
 
-    def _index(self, row) -> int:
+    def _index(self, row, add: bool = True) -> int:
+        """The index of the row's kind (-1 if unseen and not `add`)."""
         key = self._key(row)
-        if key in self.keys:
-            return self.keys.index(key)
-        self.keys.append(key)
-        return len(self.keys) - 1
+        at = bisect.bisect_left(self.sorted_keys, key)
+        if at < len(self.sorted_keys) and self.sorted_keys[at] == key:
+            return self.index_of[at]
+        if not add:
+            return -1
+        self.sorted_keys.insert(at, key)
+        self.index_of.insert(at, len(self.index_of))
+        return len(self.index_of) - 1
 
     def add(self, partition) -> int:
         """Takes one round's partition; returns its count of objects."""
         indexed = [(self._index(row), row) for row in partition.rows]
-        counts = array.array("q", bytes(8 * len(self.keys)))
-        sizes = array.array("q", bytes(8 * len(self.keys)))
+        counts = array.array("q", bytes(8 * len(self.index_of)))
+        sizes = array.array("q", bytes(8 * len(self.index_of)))
         for index, row in indexed:
             counts[index], sizes[index] = row.count, row.size
         if self.base_counts is None:
@@ -77,17 +86,17 @@ class KindsEveryRound:
         self.every.add(counts)
         return partition.count
 
-    def leaked(self, partition):
-        """What the kinds that grew in every round gained since the base,
-        from `partition` (a whole_heap() after the last round), by kind."""
+    def leaked(self, last):
+        """What the kinds that grew in every round gained from the base to
+        `last` (the last round's partition), by kind, as a partition."""
         grew, base_counts, base_sizes = self.every.grew, self.base_counts, self.base_sizes
         rows = []
-        for row in partition.rows:
-            index = self._index(row)
-            if index < len(grew) and grew[index]:
+        for row in last.rows:
+            index = self._index(row, add=False)
+            if 0 <= index < len(grew) and grew[index]:
                 known = index < len(base_counts)
                 count = row.count - (base_counts[index] if known else 0)
                 size = row.size - (base_sizes[index] if known else 0)
                 rows.append(Row(row.name, count, size, kind=row.kind))
         rows.sort(key=lambda r: (-r.size, -r.count, r.name))
-        return type(partition)(rows)
+        return type(last)(rows)

@@ -332,23 +332,34 @@ def _cheap_pass(item, sizes, blocks) -> bool:
     frozen = _freeze()
     try:
         _settle()
-        sizes[0], blocks[0] = traced_memory()[0], sys.getallocatedblocks()
+        sizes[0], blocks[0] = _totals()
         for index in range(1, len(sizes)):
-            try:
-                _pytest_rounds.run_again(item)
-            except Exception:
-                if not frozen:
-                    raise
-                frozen = _unfreeze()
-                _pytest_rounds.run_again(item)
-            _settle()
-            sizes[index], blocks[index] = traced_memory()[0], sys.getallocatedblocks()
+            frozen = _cheap_round(item, frozen)
+            sizes[index], blocks[index] = _totals()
             if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
                 return False
         return True
     finally:
         if frozen:
             _unfreeze()
+
+
+def _totals() -> tuple:
+    """All traced bytes and pymalloc blocks, now."""
+    return traced_memory()[0], sys.getallocatedblocks()
+
+
+def _cheap_round(item, frozen: bool) -> bool:
+    """One round and a collection; whether objects are still frozen after."""
+    try:
+        _pytest_rounds.run_again(item)
+    except Exception:
+        if not frozen:
+            raise
+        frozen = _unfreeze()
+        _pytest_rounds.run_again(item)
+    _settle()
+    return frozen
 
 
 # How many objects may be frozen when the program froze none itself: none,
@@ -393,35 +404,31 @@ def _leak_check(item, rounds, foreign, data):
 
     counts = array.array("q", [0] * (rounds + 1))
     sites = ProgramSites.of(foreign)
-    # One more round first, and a heap walk, so that what the measuring itself
-    # sets up once is in place before the base figures are taken.
+    # One more round first, so that the base is taken with a round's own
+    # objects alive, as every later measurement is.
     _pytest_rounds.run_again(item)
     _settle()
     base = figures()
-    # The relheap is for the report only (which objects are new, and a
-    # chain to one); counts compare whole heaps (see whole_heap).
-    _heap.setrelheap()
-    _heap.whole_heap()
-    live = figures()[0]
+    live = base[0]
     every_round = EveryRound()
     every_round.add(live)
     kinds = KindsEveryRound()
     sizes[0] = sites.live_bytes(live)
     counts[0] = kinds.add(_heap.whole_heap())
     for index in range(1, rounds + 1):
+        walked = None  # the last round's partition is not in this round's walk
         _pytest_rounds.run_again(item)
         _settle()
         live = figures()[0]
         every_round.add(live)
         sizes[index] = sites.live_bytes(live)
-        counts[index] = kinds.add(_heap.whole_heap())
-    if not (_grew(sizes) or _grew(counts)):
-        _heap.clearrelheap()
-        return None
-    leaked = kinds.leaked(_heap.whole_heap())
-    # Found while the relheap still leaves out what existed before the rounds.
-    path = leaked.path_to_root() if leaked.rows else None
-    _heap.clearrelheap()
+        walked = _heap.whole_heap()
+        counts[index] = kinds.add(walked)
+        # As in the cheap pass: a round that grows neither ends the check.
+        if not (_grew(sizes[: index + 1]) or _grew(counts[: index + 1])):
+            return None
+    leaked = kinds.leaked(walked)
+    path = _path_to_a_new_one(item, leaked) if leaked.rows else None
     # The sites that grew in every round; failing any, all that grew (the
     # last round's own allocations, alive until the next, are among those).
     diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
@@ -431,6 +438,19 @@ def _leak_check(item, rounds, foreign, data):
         leak_sites=_short_sites(diffs),
     )
     return _leak_message(item.nodeid, sizes, diffs, leaked, path)
+
+
+def _path_to_a_new_one(item, leaked):
+    """A reference chain to one object of the first kind of `leaked` that one
+    more round makes: a kind that grew in every round grows in that one too.
+    (Only a failing test pays for this round and the relheap it needs.)"""
+    _heap.setrelheap()
+    try:
+        _pytest_rounds.run_again(item)
+        _settle()
+        return leaked.path_to_root()
+    finally:
+        _heap.clearrelheap()
 
 
 def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
