@@ -96,9 +96,8 @@ pub unsafe fn flush() {
     if pending.is_empty() {
         return;
     }
-    // Inside heapsite's guard, the extra arrays allocated here are not
-    // counted as the program's.
-    let unpin: Vec<usize> = sites::guarded(|_| {
+    // Untraced: the extra arrays allocated here are not the program's.
+    let unpin: Vec<usize> = sites::untraced(|| {
         let users = USERS.get().get_or_insert_with(HashMap::new);
         pending
             .into_iter()
@@ -111,8 +110,7 @@ pub unsafe fn flush() {
             })
             .map(|(_, code)| code)
             .collect()
-    })
-    .unwrap_or_default();
+    });
     // After the guard: a code object freed here reaches `code_died`.
     for code in unpin {
         pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);

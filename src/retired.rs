@@ -101,18 +101,16 @@ unsafe fn text_of(name: *mut PyObject) -> Option<String> {
         let bytes = std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize);
         std::str::from_utf8(bytes).ok().map(str::to_owned)
     };
-    // Already inside the guard (a flush dropping its pins): read as it is.
-    crate::sites::guarded(|_| read()).unwrap_or_else(read)
+    crate::sites::untraced(read)
 }
 
 /// The str of a kept name, made inside heapsite's guard on first use.
 unsafe fn object_of(name: &KeptName) -> *mut PyObject {
     if name.object.get().is_null() {
         let text = name.text.unwrap_or_default();
-        let make = || {
+        let object = crate::sites::untraced(|| {
             pyo3_ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast(), text.len() as Py_ssize_t)
-        };
-        let object = crate::sites::guarded(|_| make()).unwrap_or_else(make);
+        });
         if object.is_null() {
             pyo3_ffi::PyErr_Clear();
             return pyo3_ffi::Py_None();

@@ -308,6 +308,22 @@ pub unsafe fn guarded<R>(f: impl FnOnce(&HookState) -> R) -> Option<R> {
     Some(result)
 }
 
+/// Runs `f` with the GIL holder's allocations untraced: inside heapsite's
+/// guard, or as it is when already inside it (they are untraced then too).
+/// For heapsite's own Python objects, made outside any allocator hook.
+///
+/// # Safety
+/// The calling thread holds the GIL.
+pub unsafe fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    let state: &HookState = STATE.get();
+    if state.busy.replace(true) {
+        return f();
+    }
+    let result = f();
+    state.busy.set(false);
+    result
+}
+
 impl HookState {
     /// The site of the calling Python code, `depth` frames deep.
     ///

@@ -78,10 +78,13 @@ class KindsEveryRound:
         """Takes one round's partition; returns its count of objects."""
         indexed = [(self._index(row), row) for row in partition.rows]
         counts = array.array("q", bytes(8 * len(self.index_of)))
-        sizes = array.array("q", bytes(8 * len(self.index_of)))
         for index, row in indexed:
-            counts[index], sizes[index] = row.count, row.size
+            counts[index] = row.count
         if self.base_counts is None:
+            # Sizes only for the base: leaked() reports the gain since.
+            sizes = array.array("q", bytes(8 * len(self.index_of)))
+            for index, row in indexed:
+                sizes[index] = row.size
             self.base_counts, self.base_sizes = counts, sizes
         self.every.add(counts)
         return partition.count
