@@ -2,9 +2,10 @@
 
 Downloads the sdist of a pure-Python project whose tests need nothing but
 pytest into a scratch directory, then runs its tests plain, with --heapsite,
-with --heapsite-leaks and, where it is installed, with pytest-memray's
---memray, alternating, and prints the median times and their ratios to
-plain (and of --heapsite-leaks to --heapsite).
+with --heapsite-leaks, under `-X tracemalloc=16` and, where it is
+installed, with pytest-memray's --memray, alternating, and prints the
+median times and their ratios to plain (and of --heapsite-leaks to
+--heapsite).
 
     python bench/pytest_suite.py [--project more-itertools|toolz|boltons] [--runs 3] [--dir DIR]
 
@@ -33,14 +34,17 @@ import time
 TEST_DIRS = {"more-itertools": "tests", "toolz": "toolz/tests", "boltons": "tests"}
 
 NO_MEMRAY = ["-p", "no:memray"]
+# Each mode: (interpreter options, pytest options).
 MODES = {
-    "plain": NO_MEMRAY,
-    "--heapsite": [*NO_MEMRAY, "--heapsite"],
-    "--heapsite-leaks": [*NO_MEMRAY, "--heapsite-leaks"],
+    "plain": ([], NO_MEMRAY),
+    "--heapsite": ([], [*NO_MEMRAY, "--heapsite"]),
+    "--heapsite-leaks": ([], [*NO_MEMRAY, "--heapsite-leaks"]),
+    # The standard library's tracer at the plugin's frame depth, for scale.
+    "-X tracemalloc=16": (["-X", "tracemalloc=16"], NO_MEMRAY),
 }
 # The peer, where installed: pytest-memray tracking every test (its markers
 # check only the tests that carry them).
-PEER = ("pytest-memray --memray", ["--memray"])
+PEER = ("pytest-memray --memray", ([], ["--memray"]))
 
 
 def fetch(project: str, scratch: str) -> str:
@@ -55,11 +59,12 @@ def fetch(project: str, scratch: str) -> str:
     return sdist[: -len(".tar.gz")]
 
 
-def run(root: str, tests: str, extra: list[str]) -> tuple[float, str]:
+def run(root: str, tests: str, mode: tuple[list[str], list[str]]) -> tuple[float, str]:
     """The run's wall time and pytest's closing line (its counts)."""
+    python_options, extra = mode
     began = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        [sys.executable, *python_options, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         + ["--rootdir", root, *extra, tests],
         cwd=root,
         capture_output=True,
@@ -68,7 +73,8 @@ def run(root: str, tests: str, extra: list[str]) -> tuple[float, str]:
     )
     took = time.perf_counter() - began
     if result.returncode not in (0, 1):  # 1: the project's own failures, if any
-        sys.exit(f"pytest {' '.join(extra)} exited {result.returncode}:\n{result.stdout[-3000:]}")
+        command = " ".join(python_options + extra)
+        sys.exit(f"pytest {command} exited {result.returncode}:\n{result.stdout[-3000:]}")
     lines = result.stdout.strip().splitlines()
     return took, (lines[-1].strip("= ") if lines else "")
 
@@ -89,8 +95,8 @@ def main() -> None:
     times = {mode: [] for mode in modes}
     outcomes = {}
     for _ in range(args.runs):
-        for mode, extra in modes.items():
-            took, outcomes[mode] = run(root, TEST_DIRS[args.project], extra)
+        for mode, options in modes.items():
+            took, outcomes[mode] = run(root, TEST_DIRS[args.project], options)
             times[mode].append(took)
     plain = statistics.median(times["plain"])
     print(f"{os.path.basename(root)}, CPython {sys.version.split()[0]}, {args.runs} runs each")
