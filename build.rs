@@ -25,12 +25,22 @@ fn main() {
     );
     let include = String::from_utf8(out.stdout).expect("utf-8 include path");
     let include = include.trim();
+    // Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>,
+    // which lives beside the include directory, not in it: for an interpreter
+    // installed outside /usr (scripts/get-python) that directory must be named.
+    let multiarch_root = std::path::Path::new(include)
+        .parent()
+        .expect("include directory has a parent");
     cc::Build::new()
         .file("src/frames.c")
         .file("src/objects.c")
         .file("src/preload.c")
         .file("src/codes.c")
-        .include(include)
+        // As system headers: their own unused parameters are not our warnings.
+        .flag("-isystem")
+        .flag(include)
+        .flag("-isystem")
+        .flag(multiarch_root.to_str().expect("utf-8 include path"))
         .opt_level(3)
         // As CPython's release builds: the headers' asserts would read every
         // frame's code object (PyCode_Check) on the hot path.

@@ -14,8 +14,25 @@ python_for() {
         if [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
     done
     command -v "python$minor" && return 0
+    case "$minor" in
+        # Not on the machine image: Debian's packages, set up under the cache.
+        3.14|3.15) "$ROOT/scripts/get-python" "$minor"; return ;;
+    esac
     echo "no CPython $minor found (looked in $PYENV_ROOT/versions and PATH)" >&2
     return 1
+}
+
+# make_venv PYTHON DIR: a venv with pip. Debian's interpreters look for pip's
+# wheel under /usr/share/python-wheels, which is in get-python's root instead:
+# the venv is made without pip and pip installed from that root's wheel.
+make_venv() {
+    local base="$1" venv="$2" wheel
+    if "$base" -m venv "$venv" >/dev/null 2>&1; then return 0; fi
+    rm -rf "$venv"
+    "$base" -m venv --without-pip "$venv" >&2 || return 1
+    wheel="$(ls "$(dirname "$base")"/../share/python-wheels/pip-*.whl 2>/dev/null | head -n 1)"
+    [ -n "$wheel" ] || { echo "no pip wheel beside $base" >&2; return 1; }
+    "$venv/bin/python" "$wheel/pip" install -q --disable-pip-version-check "$wheel" >&2
 }
 
 # venv_for 3.11 [extra pip packages...] -> path of a venv's python with
@@ -25,7 +42,7 @@ venv_for() {
     local venv="$ROOT/.venvs/$minor" base
     base="$(python_for "$minor")" || return 1
     if [ ! -x "$venv/bin/python" ]; then
-        "$base" -m venv "$venv" >&2 || return 1
+        make_venv "$base" "$venv" || return 1
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         "maturin>=1.5,<2" "pytest>=7" numpy guppy3 protobuf grpcio-tools selenium pytest-memray pytest-xdist "$@" >&2 || return 1

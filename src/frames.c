@@ -19,7 +19,10 @@
 #include <frameobject.h>
 #include <stdint.h>
 
-#if PY_VERSION_HEX >= 0x030B0000
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14 split the frame header: the struct and its inline readers. */
+#include "internal/pycore_interpframe.h"
+#elif PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_frame.h"
 #endif
 #if PY_VERSION_HEX < 0x030C0000
@@ -98,7 +101,11 @@ hs_read_frames(hs_frame *out, int max, int *total)
      * prologue set off a collection that runs finalisers. A caller's frame
      * further on is past its prologue. Entry shims are told by their owner. */
     for (int running = 1; f != NULL; f = f->previous, running = 0) {
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX >= 0x030E0000
+        /* 3.14 adds interpreter-owned entry frames (owner 3) below the C
+         * stack shims (owner 4, gone in 3.15): neither has a line. */
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER) continue;
+#elif PY_VERSION_HEX >= 0x030C0000
         if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
 #endif
         if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)

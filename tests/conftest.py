@@ -11,6 +11,13 @@ collect_ignore = ["leak_suite"]
 
 
 @pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path, monkeypatch):
+    """Every test runs in its own temporary directory, so that files written
+    by default names (captures named by pid) never land in the tree."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _stopped_after_each_test():
     yield
     heapsite.stop()
