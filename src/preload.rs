@@ -8,6 +8,10 @@
 //!   ours initialises the interpreter as CPython does, starts heapsite
 //!   (`heapsite._preload.begin()`, which reads the `HEAPSITE_*` settings and
 //!   registers the capture at exit) and runs the program;
+//! - `__libc_start_main`, for an interpreter linked statically with libpython
+//!   (Debian's): its `main` calls its own `Py_BytesMain` directly, which no
+//!   preload can interpose, so the C library is asked to run ours instead of
+//!   that `main` (CPython's `main` is nothing but a call to `Py_BytesMain`);
 //! - `_exit`, so `os._exit()` (multiprocessing's fork children end so) still
 //!   writes the capture when it should;
 //! - the native allocators in `native.rs`.
@@ -34,6 +38,7 @@ static PRELOADED: AtomicBool = AtomicBool::new(false);
 static FINISHED: AtomicBool = AtomicBool::new(false);
 static REAL_BYTES_MAIN: AtomicUsize = AtomicUsize::new(0);
 static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
+static REAL_LIBC_START_MAIN: AtomicUsize = AtomicUsize::new(0);
 
 #[used]
 #[link_section = ".init_array"]
@@ -124,6 +129,75 @@ pub unsafe extern "C" fn Py_BytesMain(argc: c_int, argv: *mut *mut c_char) -> c_
     // SAFETY: libpython's Py_BytesMain, same signature.
     let real: unsafe extern "C" fn(c_int, *mut *mut c_char) -> c_int = std::mem::transmute(real);
     real(argc, argv)
+}
+
+type Main = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
+type LibcStartMain = unsafe extern "C" fn(
+    Main,
+    c_int,
+    *mut *mut c_char,
+    usize,
+    usize,
+    usize,
+    *mut libc::c_void,
+) -> c_int;
+
+/// The base address of the object that holds `address`, or 0.
+unsafe fn object_base(address: *const libc::c_void) -> usize {
+    let mut info: libc::Dl_info = std::mem::zeroed();
+    if libc::dladdr(address, &mut info) == 0 {
+        return 0;
+    }
+    info.dli_fbase as usize
+}
+
+/// Whether the executable itself defines `Py_BytesMain` (libpython linked
+/// statically). The executable comes first in the lookup order, before this
+/// library; with a shared libpython the first definition found is ours. (Told
+/// by the defining object, not by comparing with `Py_BytesMain as usize`: an
+/// exported symbol's address, even taken here, is the one the lookup found.)
+unsafe fn interpreter_in_executable() -> bool {
+    let found = libc::dlsym(libc::RTLD_DEFAULT, c"Py_BytesMain".as_ptr());
+    !found.is_null() && object_base(found) != object_base(on_load as *const libc::c_void)
+}
+
+/// The `main` run instead of a static interpreter's own.
+unsafe extern "C" fn static_interpreter_main(
+    argc: c_int,
+    argv: *mut *mut c_char,
+    _envp: *mut *mut c_char,
+) -> c_int {
+    hs_preload_main(argc, argv)
+}
+
+/// The program's `_start` calls this through its GOT, so a preload comes
+/// first. Only a preloaded static interpreter gets another `main`.
+///
+/// # Safety
+/// glibc's `__libc_start_main` contract; called once, by `_start`.
+#[no_mangle]
+pub unsafe extern "C" fn __libc_start_main(
+    main: Main,
+    argc: c_int,
+    argv: *mut *mut c_char,
+    init: usize,
+    fini: usize,
+    rtld_fini: usize,
+    stack_end: *mut libc::c_void,
+) -> c_int {
+    let real = next_symbol(&REAL_LIBC_START_MAIN, c"__libc_start_main");
+    assert!(
+        real != 0,
+        "heapsite: the C library's __libc_start_main not found"
+    );
+    // SAFETY: glibc's __libc_start_main, same signature.
+    let real: LibcStartMain = std::mem::transmute(real);
+    let main = if PRELOADED.load(Relaxed) && interpreter_in_executable() {
+        static_interpreter_main
+    } else {
+        main
+    };
+    real(main, argc, argv, init, fini, rtld_fini, stack_end)
 }
 
 /// Runs `heapsite._preload.<function>()` in a scratch namespace; failures

@@ -107,9 +107,10 @@ def preload_path() -> str:
 
 
 def _can_preload() -> bool:
-    """Preloading hooks Py_BytesMain, which only a libpython shared library
-    exposes to LD_PRELOAD; a statically linked python runs in-process (as
-    does any with HEAPSITE_IN_PROCESS=1)."""
+    """Preloading hooks Py_BytesMain (or, where the interpreter contains
+    libpython and exports its symbols, as Debian's does, the C library's call
+    of main); a python that exports no symbols runs in-process (as does any
+    with HEAPSITE_IN_PROCESS=1)."""
     if os.environ.get("HEAPSITE_IN_PROCESS", "") not in ("", "0"):
         return False
     return bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
