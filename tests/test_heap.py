@@ -9,6 +9,13 @@ import pytest
 from conftest import run_python
 from heapsite._heap import kind_name
 
+# guppy3 3.1.7, the oracle, does not build on CPython 3.15 (its C reads
+# PyInterpreterState.executor_list_head, which 3.15 removed); scripts/lib.sh
+# installs it on every other version, where these tests must run.
+needs_guppy3 = pytest.mark.skipif(
+    sys.version_info >= (3, 15), reason="guppy3 (the oracle) does not build on CPython 3.15"
+)
+
 
 class Plain:
     def __init__(self, i):
@@ -73,10 +80,18 @@ data = build(100_000)
 # objects (which it leaves out) and a __dict__ for every plain instance.
 mine = ours(heapsite.heap())
 theirs = heapy_counts(guppy.hpy().heap())
-print(json.dumps({{"mine": mine, "theirs": theirs}}))
+# 3.14+ keeps its interned strings in a dict the collector tracks, so it is
+# among gc.get_objects() (heapsite's roots) but not reached by heapy's: the
+# one object the two disagree on by design. Told by its shape (each key is
+# its own value).
+import gc
+interned = sum(sys.getsizeof(o) for o in gc.get_objects()
+               if type(o) is dict and len(o) > 1000 and all(k is v for k, v in o.items()))
+print(json.dumps({{"mine": mine, "theirs": theirs, "interned": interned}}))
 """
 
 
+@needs_guppy3
 def test_counts_and_sizes_agree_with_guppy3():
     import os
 
@@ -99,7 +114,9 @@ def test_counts_and_sizes_agree_with_guppy3():
     def total(counts):
         return sum(size for kind, (_, size) in counts.items() if kind != "dict of " + plain)
 
-    assert abs(total(mine) - total(theirs)) <= 0.01 * total(theirs)
+    if sys.version_info < (3, 14):
+        assert both["interned"] == 0
+    assert abs(total(mine) - both["interned"] - total(theirs)) <= 0.01 * total(theirs)
 
 
 def test_sizes_are_sys_getsizeof():
@@ -255,6 +272,7 @@ print(json.dumps({{"theirs": theirs, "ours": ours}}))
 """
 
 
+@needs_guppy3
 def test_byrcs_agrees_with_guppy3():
     import os
 
@@ -342,6 +360,7 @@ print(json.dumps({{"mine": mine, "theirs": theirs}}))
 """
 
 
+@needs_guppy3
 def test_counts_of_new_objects_agree_with_guppy3():
     import os
 

@@ -84,7 +84,9 @@ def test_same_output_and_status_and_a_capture_at_any_exit(tmp_path, mode, status
     assert traced.returncode == status
     capture = report(output)
     assert capture["meta"]["argv"] == [str(script), mode]
-    assert 20_000_000 <= line_bytes(capture, str(script), 5) < 22_000_000
+    # 20,000 bytearrays of 1,000 bytes and their list (3.15 keeps each buffer
+    # in a bytes object: 40 bytes more each, as tracemalloc also counts).
+    assert 20_000_000 <= line_bytes(capture, str(script), 5) < 23_000_000
     assert capture["kinds"], "kinds at exit"
 
 
@@ -106,7 +108,7 @@ def test_alongside_interpreter_options(tmp_path, flags, env):
     traced = run(script, "0", flags=flags, env={**preloaded_env(output), **env})
     assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout)
     assert traced.stderr == plain.stderr
-    assert 20_000_000 <= line_bytes(report(output), str(script), 5) < 22_000_000
+    assert 20_000_000 <= line_bytes(report(output), str(script), 5) < 23_000_000
 
 
 def test_children_that_are_not_python_still_run(tmp_path):

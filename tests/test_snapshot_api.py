@@ -1,6 +1,7 @@
 """The Snapshot API: grouping, formatting (tracemalloc's, as the oracle), files."""
 
 import io
+import re
 import tracemalloc
 
 import heapsite
@@ -101,7 +102,9 @@ def test_top_prints_a_readable_table():
     out = io.StringIO()
     heapsite.top(3, file=out)
     text = out.getvalue().splitlines()
-    assert text[0].startswith("heapsite: top 3 lineno by memory live")
+    # At most 3: fewer where fewer lines hold memory (3.14 allocates nothing
+    # else at start(1) time).
+    assert re.match(r"heapsite: top [123] lineno by memory live", text[0]), text[0]
     assert text[1].startswith(f"#1: {__file__}:")
     assert '"s%d" % i' in text[2]
     assert text[-1].startswith("Total: ")
@@ -114,6 +117,7 @@ def test_traceback_format_has_source_lines():
     stat = heapsite.snapshot().filter(include=__file__).statistics("traceback")[0]
     lines = stat.traceback.format()
     assert any("list(range(10))" in line for line in lines)
-    assert lines[-2].startswith(f'  File "{__file__}", line 11')
+    line = make_lists.__code__.co_firstlineno + 1
+    assert lines[-2].startswith(f'  File "{__file__}", line {line}')
     assert any("make_lists" in line for line in lines)
     del kept
