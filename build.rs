@@ -24,6 +24,7 @@ fn main() {
         "{python} failed to report its include directory"
     );
     let include = String::from_utf8(out.stdout).expect("utf-8 include path");
+    refuse_free_threaded(&python);
     let include = include.trim();
     // Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>,
     // which lives beside the include directory, not in it: for an interpreter
@@ -48,4 +49,20 @@ fn main() {
         .flag_if_supported("-fno-semantic-interposition")
         .warnings(true)
         .compile("heapsite_frames");
+}
+
+/// The engine relies on the GIL (docs/free-threading.md): a free-threaded
+/// interpreter gets one clear line instead of a build that would crash.
+fn refuse_free_threaded(python: &str) {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('Py_GIL_DISABLED') or 0)",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+        eprintln!("heapsite does not support the free-threaded build yet: build it for a GIL build of CPython (see docs/free-threading.md)");
+        std::process::exit(1);
+    }
 }

@@ -12,7 +12,14 @@ MEM and OBJ domains; see DESIGN.md in the source tree.
 
 from __future__ import annotations
 
-from . import _heapsite as _core
+import sysconfig as _sysconfig
+
+if _sysconfig.get_config_var("Py_GIL_DISABLED"):
+    # The engine relies on the GIL (docs/free-threading.md says what a
+    # free-threaded engine needs); refuse before loading it.
+    raise ImportError("heapsite does not support the free-threaded build yet (use a GIL build)")
+
+from . import _heapsite as _core  # noqa: E402
 from ._format import format_size, parse_size
 from ._heap import Partition, clearrelheap, heap, hpy, path_to_root, setrelheap
 from ._snapshot import (
