@@ -44,11 +44,16 @@ venv_for() {
     if [ ! -x "$venv/bin/python" ]; then
         make_venv "$base" "$venv" || return 1
     fi
-    local oracles="guppy3"
-    # guppy3 does not build on 3.15 (tests/test_heap.py says why).
-    [ "$minor" = "3.15" ] && oracles=""
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "maturin>=1.5,<2" "pytest>=7" numpy $oracles protobuf grpcio-tools selenium pytest-memray pytest-xdist "$@" >&2 || return 1
+    local packages=("maturin>=1.5,<2" "pytest>=7" numpy protobuf grpcio-tools selenium pytest-memray pytest-xdist "$@")
+    # guppy3, the heap() oracle, does not build on 3.15 (tests/test_heap.py says why).
+    [ "$minor" = "3.15" ] || packages+=(guppy3)
+    # Installed once per venv and set of packages: pip's resolver takes
+    # seconds even when everything is there already.
+    local stamp="$venv/.heapsite-deps-$(printf '%s\n' "${packages[@]}" | cksum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${packages[@]}" >&2 || return 1
+        touch "$stamp"
+    fi
     (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
         "$venv/bin/maturin" develop --release --quiet >&2) || return 1
     echo "$venv/bin/python"
