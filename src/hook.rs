@@ -2,7 +2,7 @@
 //!
 //! Each hook calls the allocator that was installed before it (tracemalloc,
 //! the debug hooks, pymalloc or malloc) and, when tracing, records the result.
-//! Rules (see DESIGN.md, "Rules of the hot path"):
+//! Rules (see docs/design.md, "Rules of the hot path"):
 //! - MEM and OBJ are called with the GIL held: their table and counters need
 //!   no lock.
 //! - RAW may be called from any thread without the GIL: its table is sharded

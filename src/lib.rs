@@ -309,5 +309,11 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
             return ptr::null_mut();
         }
     }
+    // The one source of the version: Cargo.toml (pyproject.toml's is dynamic).
+    let version = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    if PyModule_AddStringConstant(module, c"__version__".as_ptr(), version.as_ptr().cast()) < 0 {
+        Py_DECREF(module);
+        return ptr::null_mut();
+    }
     module
 }

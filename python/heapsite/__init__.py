@@ -7,7 +7,7 @@
     snap = heapsite.snapshot()    # statistics(), compare_to(), filter(), dump()
 
 The engine is a Rust extension installed with PyMem_SetAllocator on the RAW,
-MEM and OBJ domains; see DESIGN.md in the source tree.
+MEM and OBJ domains; see docs/design.md in the source tree.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ __all__ = [
     "traced_memory",
 ]
 
-__version__ = "0.1.0"
+__version__: str = _core.__version__
 
 MAX_FRAMES: int = _core.MAX_FRAMES
 
