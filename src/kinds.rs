@@ -9,10 +9,12 @@
 //! Dicts are only found, never created: on 3.11+ most instances keep their
 //! attributes without a dict until asked, and the walk does not ask.
 //!
-//! The walk runs no Python code while it holds raw pointers: referents come
-//! from `tp_traverse`, sizes of types that keep `object.__sizeof__` are
-//! computed directly, and before any other `__sizeof__` runs every object
-//! found is held by a strong reference.
+//! The walk runs no Python code and releases no reference while it holds raw
+//! pointers: referents come from `tp_traverse`, sizes of types that keep
+//! `object.__sizeof__` are computed directly (without the type attribute
+//! cache, whose updates release names: see `objects::keeps_default_sizeof`),
+//! and before any other `__sizeof__` runs every object found is held by a
+//! strong reference.
 
 use crate::hook;
 use crate::objects;

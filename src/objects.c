@@ -152,9 +152,55 @@ hs_traverse(PyObject *obj, visitproc visit, void *arg)
     return traverse(obj, visit, arg);
 }
 
+/* The value `name` has in the first class of `type`'s MRO whose own dict
+ * holds it (a borrowed reference), or NULL. Reads the dicts only: unlike
+ * _PyType_Lookup it leaves the type attribute cache alone (see below). */
+static PyObject *
+lookup_in_mro(PyTypeObject *type, PyObject *name)
+{
+    PyObject *mro = type->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(base))
+            continue;
+#if PY_VERSION_HEX >= 0x030C0000
+        /* Static builtin types keep tp_dict NULL since 3.12. A new reference,
+         * dropped at once: the class holds its dict, so nothing is freed. */
+        PyObject *dict = PyType_GetDict((PyTypeObject *)base);
+        Py_XDECREF(dict);
+#else
+        PyObject *dict = ((PyTypeObject *)base)->tp_dict;
+#endif
+        if (dict == NULL)
+            continue;
+        /* Borrowed. Against str keys, the compare runs no code; another
+         * key's __eq__ runs only on an equal hash, as in _PyType_Lookup. */
+        PyObject *found = PyDict_GetItemWithError(dict, name);
+        if (found != NULL)
+            return found;
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 /* Whether objects of `type` get their size from object.__sizeof__, so that
  * hs_default_sizeof gives sys.getsizeof's answer. Reads the MRO's dicts
- * only: runs no Python code. -1 on error (treated as "no"). */
+ * only: runs no Python code and releases no reference. -1 on error
+ * (treated as "no").
+ *
+ * Why not _PyType_Lookup: it fills the type attribute cache, and filling an
+ * entry releases the name the entry held before. That name may be a mortal
+ * interned string that nothing else owns (an attribute deleted since, such as
+ * enum's "_Color__in_progress"): releasing it frees it. The heap walk calls
+ * this while it holds only borrowed pointers, and on 3.14, where every dict is
+ * GC-tracked, gc.get_objects() lists the interned-strings dict, whose two
+ * references to each string are not counted. The walk then may already have
+ * found that string, and would later incref and size freed memory. */
 int
 hs_keeps_default_sizeof(PyTypeObject *type)
 {
@@ -166,8 +212,8 @@ hs_keeps_default_sizeof(PyTypeObject *type)
             return -1;
         }
     }
-    PyObject *mine = _PyType_Lookup(type, name);
-    PyObject *objects = _PyType_Lookup(&PyBaseObject_Type, name);
+    PyObject *mine = lookup_in_mro(type, name);
+    PyObject *objects = lookup_in_mro(&PyBaseObject_Type, name);
     return mine != NULL && mine == objects;
 }
 

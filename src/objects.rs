@@ -45,7 +45,9 @@ pub unsafe fn storage_of(obj: *mut PyObject) -> Option<usize> {
 }
 
 /// Whether objects of `ty` get their size from `object.__sizeof__` (then
-/// `size_of(obj, true)` computes it without calling into Python).
+/// `size_of(obj, true)` computes it without calling into Python). Releases
+/// no reference, so the heap walk may call it while it holds borrowed
+/// pointers (it bypasses the type attribute cache: see objects.c).
 ///
 /// # Safety
 /// GIL held; `ty` a live type.
