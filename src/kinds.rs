@@ -341,6 +341,7 @@ pub unsafe fn walk<R>(
     // neither counted nor walked through (heapy leaves its own out too).
     let mut own_types: AddressMap<()> = AddressMap::default();
     search.visited.insert(own as usize);
+    search.visited.insert(objects::interned_strings() as usize);
     for i in 0..PyList_Size(own).max(0) {
         let item = PyList_GET_ITEM(own, i);
         search.visited.insert(item as usize);
@@ -532,6 +533,9 @@ pub unsafe fn path_to(
     search.parent.insert(roots as usize, 0);
     // Seen before the search starts, so no chain passes through them.
     search.parent.insert(own as usize, 0);
+    search
+        .parent
+        .insert(objects::interned_strings() as usize, 0);
     for i in 0..PyList_Size(own).max(0) {
         search.parent.insert(PyList_GET_ITEM(own, i) as usize, 0);
     }

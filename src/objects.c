@@ -217,6 +217,20 @@ hs_keeps_default_sizeof(PyTypeObject *type)
     return mine != NULL && mine == objects;
 }
 
+/* The interpreter's dict of interned strings where the collector tracks it
+ * (3.14+ tracks every dict), so that it is among gc.get_objects(); NULL
+ * elsewhere. The heap walk leaves it out, as heapy and earlier versions do:
+ * it is the interpreter's table, not an object of the program. */
+PyObject *
+hs_interned_strings(void)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return _Py_INTERP_CACHED_OBJECT(PyInterpreterState_Get(), interned_strings);
+#else
+    return NULL;
+#endif
+}
+
 /* A container's separately allocated storage, if it has one heapsite can
  * name: a list's item array. Objects reused from a free list were allocated
  * before tracing started, but their storage usually was not. */

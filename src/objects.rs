@@ -15,6 +15,16 @@ extern "C" {
     fn hs_keeps_default_sizeof(ty: *mut PyTypeObject) -> c_int;
     fn hs_storage_of(obj: *mut PyObject) -> *mut c_void;
     fn hs_follow_reuse(on: c_int) -> c_int;
+    fn hs_interned_strings() -> *mut PyObject;
+}
+
+/// The interpreter's interned-strings dict where the collector tracks it
+/// (3.14+), else null: walks leave it out (see objects.c).
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn interned_strings() -> *mut PyObject {
+    hs_interned_strings()
 }
 
 /// Follows objects the interpreter hands out from free lists (see
