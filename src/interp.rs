@@ -27,15 +27,50 @@
 //! - The API refuses to run in a subinterpreter (`refuse_subinterpreter`):
 //!   its reports would build objects of one interpreter from another's.
 //!
-//! The check is cheap while no subinterpreter exists (two loads, see
-//! `hs_subinterpreter_of_caller` in frames.c), so the hot path pays about
-//! a call for it.
+//! Cost: until a subinterpreter is created the hooks test one static flag,
+//! set by an audit hook on CPython's "cpython.PyInterpreterState_New" event
+//! (raised by the creating thread before the new interpreter runs anything,
+//! so its threads all see the flag). Only then do they ask frames.c which
+//! interpreter the caller runs in: a call per allocation and per free, which
+//! measured 2% of a churning program's instructions when made always.
 
-use std::ffi::c_int;
+use pyo3_ffi::PyObject;
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 extern "C" {
     fn hs_subinterpreter_of_caller() -> c_int;
+    fn PySys_AddAuditHook(
+        hook: unsafe extern "C" fn(*const c_char, *mut PyObject, *mut c_void) -> c_int,
+        data: *mut c_void,
+    ) -> c_int;
+}
+
+/// Whether a subinterpreter may exist (sticky: set once one was created).
+static SUBINTERPRETERS: AtomicBool = AtomicBool::new(false);
+
+/// The audit hook: notes the creation of an interpreter. Called for every
+/// audited event of the process, so it only compares the name.
+unsafe extern "C" fn audit(event: *const c_char, _: *mut PyObject, _: *mut c_void) -> c_int {
+    // SAFETY: CPython passes the event name as a NUL-terminated string.
+    if !event.is_null() && CStr::from_ptr(event) == c"cpython.PyInterpreterState_New" {
+        SUBINTERPRETERS.store(true, Relaxed);
+    }
+    0
+}
+
+/// Watches for subinterpreters; once, at module init, GIL held. One that
+/// exists already, or a refused hook, turns the check on for good.
+pub fn init() {
+    // SAFETY: GIL held by the import system; the hook is a plain function.
+    unsafe {
+        let main = pyo3_ffi::PyInterpreterState_Main();
+        let others = pyo3_ffi::PyInterpreterState_Head() != main;
+        if others || PySys_AddAuditHook(audit, std::ptr::null_mut()) != 0 {
+            pyo3_ffi::PyErr_Clear();
+            SUBINTERPRETERS.store(true, Relaxed);
+        }
+    }
 }
 
 /// Where the calling thread runs Python, as far as the hooks care.
@@ -53,6 +88,14 @@ impl Interp {
     /// The calling thread's. Safe from any thread, GIL or not.
     #[inline(always)]
     pub fn of_caller() -> Interp {
+        if !SUBINTERPRETERS.load(Relaxed) {
+            return Interp::Main;
+        }
+        Self::asked()
+    }
+
+    #[inline(never)]
+    fn asked() -> Interp {
         // SAFETY: reads the runtime's interpreter list head and the calling
         // thread's own state; allocates nothing, takes no lock.
         match unsafe { hs_subinterpreter_of_caller() } {
@@ -85,7 +128,9 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// nothing.
 #[cold]
 pub fn warn_untraced() {
-    if WARNED.swap(true, Relaxed) {
+    // A load first: every untraced allocation comes here, from every
+    // subinterpreter's threads, and a swap would make them fight over the line.
+    if WARNED.load(Relaxed) || WARNED.swap(true, Relaxed) {
         return;
     }
     const MESSAGE: &[u8] = b"heapsite: allocations in subinterpreters are not traced\n";
