@@ -273,7 +273,6 @@ fn main_interpreter_gil() -> Option<bool> {
     }
 }
 
-
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.

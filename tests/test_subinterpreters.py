@@ -86,12 +86,17 @@ REPORT_BIG = textwrap.dedent(
     """
 )
 
+# Started in-process two ways: plainly, and following objects reused from
+# free lists (3.13+: a reference tracer, which is the runtime's, so every
+# interpreter's object creations reach it; a no-op before 3.13).
 START = "import heapsite; heapsite.start(frames=16)\n"
+STARTS = {
+    "start": START,
+    "follow_reuse": START + "heapsite._heapsite.follow_reuse(True)\n",
+}
 
-SHARED_GIL_PROGRAM = (
-    PRELUDE
-    + textwrap.dedent(
-        """
+SHARED_GIL_PROGRAM = PRELUDE + textwrap.dedent(
+    """
         CODE = {code!r}
         for round in range(3):
             interp = create(own_gil=False)
@@ -101,13 +106,10 @@ SHARED_GIL_PROGRAM = (
         big = bytearray(10_000_000)  # BIG
         print("main", len(big))
         """
-    ).format(code=ALLOCATING)
-)
+).format(code=ALLOCATING)
 
-OWN_GIL_PROGRAM = (
-    PRELUDE
-    + textwrap.dedent(
-        """
+OWN_GIL_PROGRAM = PRELUDE + textwrap.dedent(
+    """
         import threading
 
         CODE = {code!r}
@@ -137,8 +139,7 @@ OWN_GIL_PROGRAM = (
             print("round", round, "done", len(mine), flush=True)
         print("main", len(big))
         """
-    ).format(code=ALLOCATING)
-)
+).format(code=ALLOCATING)
 
 
 def run(args, env=None):
@@ -147,25 +148,35 @@ def run(args, env=None):
     )
 
 
-def run_three_ways(tmp_path, program):
+def run_started(tmp_path, program, start):
+    """The program started in-process: (process, its report or None)."""
+    started = tmp_path / "started.py"
+    started.write_text(STARTS[start] + program + REPORT_BIG)
+    report_path = tmp_path / f"report-{start}.json"
+    done = run([sys.executable, str(started)], env={"HEAPSITE_TEST_REPORT": str(report_path)})
+    return done, json.loads(report_path.read_text()) if report_path.exists() else None
+
+
+def run_three_ways(tmp_path, program, start):
     """The program plain, started in-process, and under `heapsite run`:
     (plain, in-process, its report, preloaded, its capture)."""
     plain_script = tmp_path / "plain.py"
     plain_script.write_text(program)
     plain = run([sys.executable, str(plain_script)])
 
-    started = tmp_path / "started.py"
-    started.write_text(START + program + REPORT_BIG)
-    report_path = tmp_path / "report.json"
-    in_process = run(
-        [sys.executable, str(started)], env={"HEAPSITE_TEST_REPORT": str(report_path)}
-    )
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    in_process, report = run_started(tmp_path, program, start)
 
     capture = tmp_path / "prog.capture"
     preloaded = run(
         [
-            sys.executable, "-m", "heapsite", "run", "-q", "-o", str(capture), str(plain_script),
+            sys.executable,
+            "-m",
+            "heapsite",
+            "run",
+            "-q",
+            "-o",
+            str(capture),
+            str(plain_script),
         ]
     )
     return plain, in_process, report, preloaded, capture
@@ -187,14 +198,12 @@ def line_of(program, marker):
     return next(n for n, text in enumerate(program.splitlines(), 1) if marker in text)
 
 
-def check_same_and_attributed(tmp_path, program):
-    plain, in_process, report, preloaded, capture = run_three_ways(tmp_path, program)
+def check_same_and_attributed(tmp_path, program, start):
+    plain, in_process, report, preloaded, capture = run_three_ways(tmp_path, program, start)
     assert plain.returncode == 0, plain.stderr
     assert WARNING not in plain.stderr
     for traced in (in_process, preloaded):
-        assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout), (
-            traced.stderr
-        )
+        assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout), traced.stderr
         # Said once per process.
         assert traced.stderr.count(WARNING) == 1, traced.stderr
     # The main interpreter's bytearray is at its line; nothing of the
@@ -205,16 +214,18 @@ def check_same_and_attributed(tmp_path, program):
     assert capture_line_bytes(capture, str(tmp_path / "plain.py"), big_line) >= 10_000_000
 
 
-def test_shared_gil_subinterpreter_allocating_then_destroyed(tmp_path):
-    check_same_and_attributed(tmp_path, SHARED_GIL_PROGRAM)
+@pytest.mark.parametrize("start", STARTS)
+def test_shared_gil_subinterpreter_allocating_then_destroyed(tmp_path, start):
+    check_same_and_attributed(tmp_path, SHARED_GIL_PROGRAM, start)
 
 
 @pytest.mark.skipif(
     sys.version_info < (3, 12),
     reason="subinterpreters with their own GIL exist from CPython 3.12 (PEP 684)",
 )
-def test_own_gil_subinterpreters_in_parallel_threads(tmp_path):
-    check_same_and_attributed(tmp_path, OWN_GIL_PROGRAM)
+@pytest.mark.parametrize("start", STARTS)
+def test_own_gil_subinterpreters_in_parallel_threads(tmp_path, start):
+    check_same_and_attributed(tmp_path, OWN_GIL_PROGRAM, start)
 
 
 API_IN_SUBINTERPRETER = PRELUDE + textwrap.dedent(
