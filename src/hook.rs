@@ -580,6 +580,7 @@ pub fn start(depth: usize) {
         return;
     }
     clear_tables();
+    interp::watch();
     install();
     crate::tracked::install();
     TRACING.store(true, Release);

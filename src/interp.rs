@@ -24,8 +24,9 @@
 //!   obmalloc (CPython requires it), so the MEM/OBJ blocks it frees are its
 //!   own, which were never traced. Counters are updated the GIL way only by
 //!   a holder of the main GIL, else atomically.
-//! - The API refuses to run in a subinterpreter (`refuse_subinterpreter`):
-//!   its reports would build objects of one interpreter from another's.
+//! - The API refuses to run in a subinterpreter (`main_interpreter_only!`
+//!   in lib.rs): its reports would build objects of one interpreter from
+//!   another's, and it would start or stop the main interpreter's tracing.
 //!
 //! Cost: until a subinterpreter is created the hooks test one static flag,
 //! set by an audit hook on CPython's "cpython.PyInterpreterState_New" event
@@ -33,6 +34,11 @@
 //! so its threads all see the flag). Only then do they ask frames.c which
 //! interpreter the caller runs in: a call per allocation and per free, which
 //! measured 2% of a churning program's instructions when made always.
+//! The hook is added at the first `start()`, not at import: while any C
+//! audit hook exists CPython builds the arguments of every audited event
+//! (`id()`, `sys._getframe()`, `open()`...), a cost not worth imposing on a
+//! program that imports heapsite without tracing. Audit hooks cannot be
+//! removed; this one only compares a name.
 
 use pyo3_ffi::PyObject;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -44,29 +50,54 @@ extern "C" {
         hook: unsafe extern "C" fn(*const c_char, *mut PyObject, *mut c_void) -> c_int,
         data: *mut c_void,
     ) -> c_int;
+    fn PySys_Audit(event: *const c_char, format: *const c_char, ...) -> c_int;
 }
 
 /// Whether a subinterpreter may exist (sticky: set once one was created).
 static SUBINTERPRETERS: AtomicBool = AtomicBool::new(false);
+/// Whether the audit hook heard heapsite's own probe event (it was added).
+static HOOKED: AtomicBool = AtomicBool::new(false);
+/// Whether `watch` tried to add the audit hook already.
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+const INTERPRETER_CREATED: &CStr = c"cpython.PyInterpreterState_New";
+const PROBE: &CStr = c"heapsite.watch_interpreters";
 
 /// The audit hook: notes the creation of an interpreter. Called for every
 /// audited event of the process, so it only compares the name.
 unsafe extern "C" fn audit(event: *const c_char, _: *mut PyObject, _: *mut c_void) -> c_int {
+    if event.is_null() {
+        return 0;
+    }
     // SAFETY: CPython passes the event name as a NUL-terminated string.
-    if !event.is_null() && CStr::from_ptr(event) == c"cpython.PyInterpreterState_New" {
+    let event = CStr::from_ptr(event);
+    if event == INTERPRETER_CREATED {
         SUBINTERPRETERS.store(true, Relaxed);
+    } else if event == PROBE {
+        HOOKED.store(true, Relaxed);
     }
     0
 }
 
-/// Watches for subinterpreters; once, at module init, GIL held. One that
-/// exists already, or a refused hook, turns the check on for good.
-pub fn init() {
-    // SAFETY: GIL held by the import system; the hook is a plain function.
+/// Watches for subinterpreters from now on; called by `start()`, before the
+/// hooks are installed, in the main interpreter with its GIL held. A
+/// subinterpreter that exists already, or a hook that did not take (a
+/// Python audit hook may veto "sys.addaudithook" silently: the probe event
+/// then goes unheard), turns the check on for good.
+pub fn watch() {
+    // SAFETY: GIL held by the API caller; the hook is a plain function; the
+    // probe event has no arguments (NULL format).
     unsafe {
-        let main = pyo3_ffi::PyInterpreterState_Main();
-        let others = pyo3_ffi::PyInterpreterState_Head() != main;
-        if others || PySys_AddAuditHook(audit, std::ptr::null_mut()) != 0 {
+        if pyo3_ffi::PyInterpreterState_Head() != pyo3_ffi::PyInterpreterState_Main() {
+            SUBINTERPRETERS.store(true, Relaxed);
+        }
+        if WATCHING.swap(true, Relaxed) {
+            return;
+        }
+        let added = PySys_AddAuditHook(audit, std::ptr::null_mut()) == 0
+            && PySys_Audit(PROBE.as_ptr(), std::ptr::null()) == 0
+            && HOOKED.load(Relaxed);
+        if !added {
             pyo3_ffi::PyErr_Clear();
             SUBINTERPRETERS.store(true, Relaxed);
         }

@@ -307,7 +307,6 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     sites::init();
     codes::init();
     hook::init();
-    interp::init();
     let def = &raw mut MODULE;
     (*def).m_methods = (&raw mut METHODS).cast();
     let module = PyModule_Create(def);
