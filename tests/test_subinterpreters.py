@@ -262,3 +262,41 @@ def test_the_api_in_a_subinterpreter_raises_one_clear_error(tmp_path):
         assert line.startswith("refused: " + API_ERROR), line
     # The main interpreter's tracing was not touched from there.
     assert lines[5:] == ["main tracing: True 16", "main snapshot: True"]
+
+
+# Subinterpreters are noticed by an audit hook added at start(): one created
+# before start() is noticed by looking, and a Python audit hook that vetoes
+# heapsite's leaves the check on for good. Either way the subinterpreter's
+# allocations pass through untraced, with the warning.
+BEFORE_START = PRELUDE + textwrap.dedent(
+    """
+    import heapsite
+    if sys.argv[1] == "veto":
+        def veto(event, args):
+            if event == "sys.addaudithook":
+                raise RuntimeError("no more audit hooks")
+        sys.addaudithook(veto)
+    interp = create(own_gil=False)
+    if sys.argv[1] == "veto":
+        destroy(interp)
+    heapsite.start(frames=16)
+    if sys.argv[1] == "veto":
+        interp = create(own_gil=False)
+    for _ in range(3):
+        run_in(interp, CODE)
+    destroy(interp)
+    big = bytearray(10_000_000)  # BIG
+    stats = heapsite.snapshot().statistics("lineno")
+    print(any(s.size >= 10_000_000 for s in stats),
+          sum(s.size for s in stats if any(f.filename == "<subinterpreter>" for f in s.traceback)))
+    """
+).replace("CODE", repr(ALLOCATING))
+
+
+@pytest.mark.parametrize("how", ["existing", "veto"])
+def test_subinterpreters_noticed_whenever_created(tmp_path, how):
+    script = tmp_path / "before.py"
+    script.write_text(BEFORE_START)
+    done = run([sys.executable, str(script), how])
+    assert (done.returncode, done.stdout) == (0, "True 0\n"), done.stderr
+    assert done.stderr.count(WARNING) == 1, done.stderr
