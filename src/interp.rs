@@ -116,17 +116,21 @@ pub enum Interp {
 }
 
 impl Interp {
-    /// The calling thread's. Safe from any thread, GIL or not.
+    /// The calling thread's, for the hooks while tracing: `Main` without
+    /// asking until a subinterpreter was seen (`watch`). Safe from any
+    /// thread, GIL or not.
     #[inline(always)]
     pub fn of_caller() -> Interp {
         if !SUBINTERPRETERS.load(Relaxed) {
             return Interp::Main;
         }
-        Self::asked()
+        Self::of_caller_exactly()
     }
 
+    /// The calling thread's, asked whether or not heapsite watches for
+    /// subinterpreters (the API, which may be called before `start()`).
     #[inline(never)]
-    fn asked() -> Interp {
+    pub fn of_caller_exactly() -> Interp {
         // SAFETY: reads the runtime's interpreter list head and the calling
         // thread's own state; allocates nothing, takes no lock.
         match unsafe { hs_subinterpreter_of_caller() } {

@@ -52,7 +52,7 @@ const fn method(
 macro_rules! main_interpreter_only {
     ($function:path) => {{
         unsafe extern "C" fn checked(module: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-            if !interp::Interp::of_caller().is_main() {
+            if !interp::Interp::of_caller_exactly().is_main() {
                 return api::raise(PyExc_RuntimeError, interp::API_REFUSED);
             }
             $function(module, args)
