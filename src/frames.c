@@ -169,15 +169,20 @@ hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **nam
  * while only the main interpreter exists its head is the main one. A thread
  * of a subinterpreter always sees it otherwise, since the interpreter was
  * linked in before that thread could run in it; a thread of the main
- * interpreter that reads a stale head merely takes the longer test. */
+ * interpreter that reads a stale head merely takes the longer test. When
+ * `head` is not NULL it receives where the runtime keeps that head, so that
+ * the hooks can make the first test inline, without calling here. */
 #if PY_VERSION_HEX >= 0x030C0000
 #include "internal/pycore_runtime.h"
 #include "internal/pycore_interp.h"
 #endif
 int
-hs_subinterpreter_of_caller(void)
+hs_subinterpreter_of_caller(PyInterpreterState ***head)
 {
     PyInterpreterState *main_interp = _PyRuntime.interpreters.main;
+    if (head != NULL) {
+        *head = &_PyRuntime.interpreters.head;
+    }
     if (__atomic_load_n(&_PyRuntime.interpreters.head, __ATOMIC_RELAXED) == main_interp) {
         return 0;
     }

@@ -580,7 +580,6 @@ pub fn start(depth: usize) {
         return;
     }
     clear_tables();
-    interp::watch();
     install();
     crate::tracked::install();
     TRACING.store(true, Release);

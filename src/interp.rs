@@ -28,80 +28,44 @@
 //!   in lib.rs): its reports would build objects of one interpreter from
 //!   another's, and it would start or stop the main interpreter's tracing.
 //!
-//! Cost: until a subinterpreter is created the hooks test one static flag,
-//! set by an audit hook on CPython's "cpython.PyInterpreterState_New" event
-//! (raised by the creating thread before the new interpreter runs anything,
-//! so its threads all see the flag). Only then do they ask frames.c which
-//! interpreter the caller runs in: a call per allocation and per free, which
-//! measured 2% of a churning program's instructions when made always.
-//! The hook is added at the first `start()`, not at import: while any C
-//! audit hook exists CPython builds the arguments of every audited event
-//! (`id()`, `sys._getframe()`, `open()`...), a cost not worth imposing on a
-//! program that imports heapsite without tracing. Audit hooks cannot be
-//! removed; this one only compares a name.
+//! Cost: the hooks first compare the head of the runtime's list of
+//! interpreters with the main interpreter, inline (two loads; the head's
+//! address comes from frames.c once, at module init). Only when other
+//! interpreters exist do they call frames.c to learn the caller's. Calling
+//! it always measured 2% of a churning program's instructions. (An audit
+//! hook on "cpython.PyInterpreterState_New" was tried as the gate: 3.13's
+//! `_interpreters` creates interpreters with no thread state attached, so
+//! the event is never raised.)
 
-use pyo3_ffi::PyObject;
-use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::ffi::{c_int, c_void};
+use std::ptr::{self, addr_of};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::Relaxed};
 
 extern "C" {
-    fn hs_subinterpreter_of_caller() -> c_int;
-    fn PySys_AddAuditHook(
-        hook: unsafe extern "C" fn(*const c_char, *mut PyObject, *mut c_void) -> c_int,
-        data: *mut c_void,
-    ) -> c_int;
-    fn PySys_Audit(event: *const c_char, format: *const c_char, ...) -> c_int;
+    fn hs_subinterpreter_of_caller(head: *mut *const AtomicPtr<c_void>) -> c_int;
 }
 
-/// Whether a subinterpreter may exist (sticky: set once one was created).
-static SUBINTERPRETERS: AtomicBool = AtomicBool::new(false);
-/// Whether the audit hook heard heapsite's own probe event (it was added).
-static HOOKED: AtomicBool = AtomicBool::new(false);
-/// Whether `watch` tried to add the audit hook already.
-static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Stands for the runtime's list head until `init`: equal to `MAIN`'s
+/// null, so that the hooks answer `Main` before the module is initialised
+/// (the preloaded native hooks run that early; they trace nothing then).
+static NO_RUNTIME_YET: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+/// Where the runtime keeps the head of its list of interpreters.
+static HEAD: AtomicPtr<AtomicPtr<c_void>> =
+    AtomicPtr::new(addr_of!(NO_RUNTIME_YET) as *mut AtomicPtr<c_void>);
+/// The main interpreter.
+static MAIN: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 
-const INTERPRETER_CREATED: &CStr = c"cpython.PyInterpreterState_New";
-const PROBE: &CStr = c"heapsite.watch_interpreters";
-
-/// The audit hook: notes the creation of an interpreter. Called for every
-/// audited event of the process, so it only compares the name.
-unsafe extern "C" fn audit(event: *const c_char, _: *mut PyObject, _: *mut c_void) -> c_int {
-    if event.is_null() {
-        return 0;
-    }
-    // SAFETY: CPython passes the event name as a NUL-terminated string.
-    let event = CStr::from_ptr(event);
-    if event == INTERPRETER_CREATED {
-        SUBINTERPRETERS.store(true, Relaxed);
-    } else if event == PROBE {
-        HOOKED.store(true, Relaxed);
-    }
-    0
-}
-
-/// Watches for subinterpreters from now on; called by `start()`, before the
-/// hooks are installed, in the main interpreter with its GIL held. A
-/// subinterpreter that exists already, or a hook that did not take (a
-/// Python audit hook may veto "sys.addaudithook" silently: the probe event
-/// then goes unheard), turns the check on for good.
-pub fn watch() {
-    // SAFETY: GIL held by the API caller; the hook is a plain function; the
-    // probe event has no arguments (NULL format).
+/// Learns where the runtime keeps its list of interpreters; once, at module
+/// init, with the GIL held.
+pub fn init() {
+    let mut head: *const AtomicPtr<c_void> = ptr::null();
+    // SAFETY: only writes `head` (the address of a field of the runtime's
+    // static state, which outlives every hook) and reads the runtime's list.
     unsafe {
-        if pyo3_ffi::PyInterpreterState_Head() != pyo3_ffi::PyInterpreterState_Main() {
-            SUBINTERPRETERS.store(true, Relaxed);
-        }
-        if WATCHING.swap(true, Relaxed) {
-            return;
-        }
-        let added = PySys_AddAuditHook(audit, std::ptr::null_mut()) == 0
-            && PySys_Audit(PROBE.as_ptr(), std::ptr::null()) == 0
-            && HOOKED.load(Relaxed);
-        if !added {
-            pyo3_ffi::PyErr_Clear();
-            SUBINTERPRETERS.store(true, Relaxed);
-        }
+        hs_subinterpreter_of_caller(&mut head);
+        MAIN.store(pyo3_ffi::PyInterpreterState_Main().cast(), Relaxed);
     }
+    HEAD.store(head.cast_mut(), Relaxed);
 }
 
 /// Where the calling thread runs Python, as far as the hooks care.
@@ -116,24 +80,24 @@ pub enum Interp {
 }
 
 impl Interp {
-    /// The calling thread's, for the hooks while tracing: `Main` without
-    /// asking until a subinterpreter was seen (`watch`). Safe from any
-    /// thread, GIL or not.
+    /// The calling thread's. Safe from any thread, GIL or not.
     #[inline(always)]
     pub fn of_caller() -> Interp {
-        if !SUBINTERPRETERS.load(Relaxed) {
+        // SAFETY: HEAD points at the runtime's list head (or at
+        // NO_RUNTIME_YET), both alive as long as the process; a relaxed load
+        // of an aligned pointer that the runtime writes under its lock.
+        let head = unsafe { (*HEAD.load(Relaxed)).load(Relaxed) };
+        if head == MAIN.load(Relaxed) {
             return Interp::Main;
         }
-        Self::of_caller_exactly()
+        Self::asked()
     }
 
-    /// The calling thread's, asked whether or not heapsite watches for
-    /// subinterpreters (the API, which may be called before `start()`).
     #[inline(never)]
-    pub fn of_caller_exactly() -> Interp {
+    fn asked() -> Interp {
         // SAFETY: reads the runtime's interpreter list head and the calling
         // thread's own state; allocates nothing, takes no lock.
-        match unsafe { hs_subinterpreter_of_caller() } {
+        match unsafe { hs_subinterpreter_of_caller(ptr::null_mut()) } {
             0 => Interp::Main,
             1 => Interp::SharedGil,
             _ => Interp::OwnGil,

@@ -52,7 +52,7 @@ const fn method(
 macro_rules! main_interpreter_only {
     ($function:path) => {{
         unsafe extern "C" fn checked(module: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-            if !interp::Interp::of_caller_exactly().is_main() {
+            if !interp::Interp::of_caller().is_main() {
                 return api::raise(PyExc_RuntimeError, interp::API_REFUSED);
             }
             $function(module, args)
@@ -307,6 +307,7 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     sites::init();
     codes::init();
     hook::init();
+    interp::init();
     let def = &raw mut MODULE;
     (*def).m_methods = (&raw mut METHODS).cast();
     let module = PyModule_Create(def);
