@@ -160,3 +160,46 @@ hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **nam
 #endif
     return PyCode_Addr2Line(code, offset);
 }
+
+/* Whether the calling thread runs Python in a subinterpreter, for the
+ * allocator hooks (src/interp.rs): 0 in the main interpreter (or with no
+ * thread state: a C thread, or one that released its GIL), 1 in a
+ * subinterpreter that shares the main GIL, 2 in one with its own GIL (3.12+).
+ * The first test reads the runtime's list of interpreters without its lock:
+ * while only the main interpreter exists its head is the main one. A thread
+ * of a subinterpreter always sees it otherwise, since the interpreter was
+ * linked in before that thread could run in it; a thread of the main
+ * interpreter that reads a stale head merely takes the longer test. When
+ * `head` is not NULL it receives where the runtime keeps that head, so that
+ * the hooks can make the first test inline, without calling here. */
+#if PY_VERSION_HEX >= 0x030C0000
+#include "internal/pycore_runtime.h"
+#include "internal/pycore_interp.h"
+#endif
+int
+hs_subinterpreter_of_caller(PyInterpreterState ***head)
+{
+    PyInterpreterState *main_interp = _PyRuntime.interpreters.main;
+    if (head != NULL) {
+        *head = &_PyRuntime.interpreters.head;
+    }
+    if (__atomic_load_n(&_PyRuntime.interpreters.head, __ATOMIC_RELAXED) == main_interp) {
+        return 0;
+    }
+    PyThreadState *ts = current_tstate();
+#if PY_VERSION_HEX < 0x030C0000
+    /* current_tstate() is the GIL holder's: the caller's only if it holds it. */
+    if (ts != NULL && ts->thread_id != PyThread_get_thread_ident()) {
+        ts = NULL;
+    }
+#endif
+    if (ts == NULL || ts->interp == main_interp) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (ts->interp->ceval.gil != main_interp->ceval.gil) {
+        return 2;
+    }
+#endif
+    return 1;
+}

@@ -16,8 +16,11 @@
 //!   back to the latest installation's previous allocator, which is exactly
 //!   the one that `ctx` belongs to.
 //! - Pointers heapsite never saw pass through untouched.
+//! - Only the main interpreter is traced: see src/interp.rs for what a
+//!   subinterpreter's calls may and may not touch, and why.
 
 use crate::frames::{self, RawFrame};
+use crate::interp::{self, Interp};
 use crate::nursery::{Freed, GilTable};
 use crate::sites::{self, SiteId, NO_GIL_SITE};
 use crate::sync::GilCell;
@@ -129,6 +132,10 @@ fn allocate_gil(
     if !tracing() {
         return allocate();
     }
+    let caller = Interp::of_caller();
+    if !caller.is_main() {
+        return allocate_in_subinterpreter(caller, allocate, before);
+    }
     // SAFETY: MEM and OBJ hooks run with the GIL held.
     let guarded = unsafe {
         sites::guarded(|thread| {
@@ -141,6 +148,23 @@ fn allocate_gil(
         })
     };
     guarded.unwrap_or_else(allocate)
+}
+
+/// A MEM/OBJ allocation (or realloc) in a subinterpreter: untraced. `before`
+/// forgets a realloc's old block, which only a holder of the main GIL may do
+/// (see src/interp.rs: one with its own GIL never holds a traced block).
+#[cold]
+fn allocate_in_subinterpreter(
+    caller: Interp,
+    allocate: impl Fn() -> *mut c_void,
+    before: impl FnOnce(),
+) -> *mut c_void {
+    interp::warn_untraced();
+    let ptr = allocate();
+    if !ptr.is_null() && caller == Interp::SharedGil {
+        before();
+    }
+    ptr
 }
 
 #[inline(always)]
@@ -216,7 +240,9 @@ extern "C" fn gil_realloc<const D: usize>(
 
 extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(D, ctx);
-    if !ptr.is_null() && tracing() {
+    // A subinterpreter with its own GIL must not touch the table, and frees
+    // only its own, untraced blocks (src/interp.rs).
+    if !ptr.is_null() && tracing() && Interp::of_caller() != Interp::OwnGil {
         untrack_gil(ptr);
     }
     if let Some(free) = prev.free {
@@ -233,6 +259,19 @@ const fn domain_of(d: usize) -> Domain {
 }
 
 // ---- RAW: any thread, GIL or not --------------------------------------------
+
+/// How the calling thread's new RAW or native block is recorded: `None` in a
+/// subinterpreter (untraced, see src/interp.rs), else whether the caller
+/// holds the GIL (so its frames can be read).
+#[inline(always)]
+fn main_interpreter_gil() -> Option<bool> {
+    if Interp::of_caller().is_main() {
+        Some(frames::gil_held())
+    } else {
+        interp::warn_untraced();
+        None
+    }
+}
 
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
@@ -289,7 +328,9 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     };
     let ptr = malloc(prev.ctx, size);
     if !ptr.is_null() && raw_tracing() {
-        track_raw(ptr, size, frames::gil_held());
+        if let Some(gil) = main_interpreter_gil() {
+            track_raw(ptr, size, gil);
+        }
     }
     ptr
 }
@@ -301,7 +342,9 @@ extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void
     };
     let ptr = calloc(prev.ctx, n, each);
     if !ptr.is_null() && raw_tracing() {
-        track_raw(ptr, n.saturating_mul(each), frames::gil_held());
+        if let Some(gil) = main_interpreter_gil() {
+            track_raw(ptr, n.saturating_mul(each), gil);
+        }
     }
     ptr
 }
@@ -342,12 +385,17 @@ fn realloc_raw_block(
         }
         return ptr;
     }
-    let gil = frames::gil_held();
+    let caller = Interp::of_caller();
+    let gil = caller.holds_main_gil();
     if let Some(record) = old_record {
         release(record, gil);
     }
     if !ptr.is_null() {
-        track_raw(ptr, size, gil);
+        if caller.is_main() {
+            track_raw(ptr, size, gil);
+        } else {
+            interp::warn_untraced();
+        }
     }
     ptr
 }
@@ -355,7 +403,7 @@ fn realloc_raw_block(
 /// Forgets a RAW-table block being freed and takes it off its site.
 fn forget_raw(ptr: *mut c_void) {
     if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
-        release(record, frames::gil_held());
+        release(record, Interp::of_caller().holds_main_gil());
     }
 }
 
@@ -385,7 +433,9 @@ pub fn native() -> bool {
 /// mmap for an arena) the block is that hook's and passes through.
 pub fn native_allocated(ptr: *mut c_void, size: usize) {
     if native_tracing() && !ptr.is_null() {
-        let gil = frames::gil_held();
+        let Some(gil) = main_interpreter_gil() else {
+            return;
+        };
         if gil && crate::native_frames::enabled() {
             track_raw_below_native(ptr, size);
         } else {
@@ -605,7 +655,8 @@ pub fn lookup(addr: usize) -> Option<Record> {
 /// and the block moves to the line creating the object now, as tracemalloc
 /// moves its trace. GIL held.
 pub fn object_created(block: usize) {
-    if !tracing() {
+    // The reference tracer is the runtime's: subinterpreters call it too.
+    if !tracing() || !Interp::of_caller().is_main() {
         return;
     }
     // SAFETY: GIL held (the reference tracer runs under it).

@@ -12,6 +12,7 @@ mod counters;
 mod frames;
 mod got;
 mod hook;
+mod interp;
 mod kinds;
 mod native;
 mod native_frames;
@@ -45,148 +46,163 @@ const fn method(
     }
 }
 
+/// A module function that raises in a subinterpreter before it touches any
+/// of heapsite's state, which belongs to the main interpreter (see
+/// src/interp.rs). Rendering captures (files in, bytes out) works anywhere.
+macro_rules! main_interpreter_only {
+    ($function:path) => {{
+        unsafe extern "C" fn checked(module: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+            if !interp::Interp::of_caller().is_main() {
+                return api::raise(PyExc_RuntimeError, interp::API_REFUSED);
+            }
+            $function(module, args)
+        }
+        checked
+    }};
+}
+
 static mut METHODS: [PyMethodDef; 38] = [
     method(
         c"start",
-        api::start,
+        main_interpreter_only!(api::start),
         METH_O,
         c"start(frames): trace every allocation, frames deep.",
     ),
     method(
         c"stop",
-        api::stop,
+        main_interpreter_only!(api::stop),
         METH_NOARGS,
         c"stop(): stop tracing, forget the records.",
     ),
     method(
         c"is_tracing",
-        api::is_tracing,
+        main_interpreter_only!(api::is_tracing),
         METH_NOARGS,
         c"is_tracing() -> bool",
     ),
     method(
         c"clear",
-        api::clear,
+        main_interpreter_only!(api::clear),
         METH_NOARGS,
         c"clear(): forget the records, keep tracing.",
     ),
     method(
         c"traced_memory",
-        api::traced_memory,
+        main_interpreter_only!(api::traced_memory),
         METH_NOARGS,
         c"traced_memory() -> (current, peak)",
     ),
     method(
         c"reset_peak",
-        api::reset_peak,
+        main_interpreter_only!(api::reset_peak),
         METH_NOARGS,
         c"reset_peak(): peak := current.",
     ),
     method(
         c"traceback_limit",
-        api::traceback_limit,
+        main_interpreter_only!(api::traceback_limit),
         METH_NOARGS,
         c"traceback_limit() -> int",
     ),
     method(
         c"stats",
-        api::stats,
+        main_interpreter_only!(api::stats),
         METH_NOARGS,
         c"stats() -> dict of heapsite's own figures.",
     ),
     method(
         c"peak_sites",
-        api::peak_sites,
+        main_interpreter_only!(api::peak_sites),
         METH_VARARGS,
         c"peak_sites(first_new_site, limit) -> ((site, bytes), ...), most at the peak first",
     ),
     method(
         c"site_count",
-        api::site_count,
+        main_interpreter_only!(api::site_count),
         METH_NOARGS,
         c"site_count() -> how many call sites there are (ids run 0..count)",
     ),
     method(
         c"sites",
-        api::sites_list,
+        main_interpreter_only!(api::sites_list),
         METH_NOARGS,
         c"sites() -> list of per-site figures.",
     ),
     method(
         c"site_figures",
-        api::site_figures,
+        main_interpreter_only!(api::site_figures),
         METH_NOARGS,
         c"site_figures() -> (live_bytes, live_counts, peak_bytes): int64 per site id.",
     ),
     method(
         c"site_of",
-        api::site_of,
+        main_interpreter_only!(api::site_of),
         METH_O,
         c"site_of(address) -> (site, size, domain) | None",
     ),
     method(
         c"frames_of",
-        api::frames_of,
+        main_interpreter_only!(api::frames_of),
         METH_O,
         c"frames_of(site) -> ((file, line, name), ...)",
     ),
     method(
         c"site_names",
-        api::site_names,
+        main_interpreter_only!(api::site_names),
         METH_O,
         c"site_names(site) -> ((file, name), ...): frames without lines, nothing cached",
     ),
     method(
         c"set_count_total",
-        api_traces::set_count_total,
+        main_interpreter_only!(api_traces::set_count_total),
         METH_O,
         c"set_count_total(flag): record whole stack depths.",
     ),
     method(
         c"traces",
-        api_traces::traces,
+        main_interpreter_only!(api_traces::traces),
         METH_NOARGS,
         c"traces() -> [(domain, size, frames, total_nframe)]",
     ),
     method(
         c"object_traceback",
-        api_traces::object_traceback,
+        main_interpreter_only!(api_traces::object_traceback),
         METH_O,
         c"object_traceback(obj) -> frames | None",
     ),
     method(
         c"object_site",
-        api_traces::object_site,
+        main_interpreter_only!(api_traces::object_site),
         METH_O,
         c"object_site(obj) -> (site, size) | None",
     ),
     method(
         c"site_depth",
-        api_traces::site_depth,
+        main_interpreter_only!(api_traces::site_depth),
         METH_O,
         c"site_depth(site) -> whole stack depth",
     ),
     method(
         c"heap_walk",
-        api_heap::heap_walk,
+        main_interpreter_only!(api_heap::heap_walk),
         METH_VARARGS,
         c"heap_walk(roots, own, split, relative) -> (count, size, rows, signatures)",
     ),
     method(
         c"set_relheap",
-        api_heap::set_relheap,
+        main_interpreter_only!(api_heap::set_relheap),
         METH_VARARGS,
         c"set_relheap(roots | None): leave what is reachable now out of later walks",
     ),
     method(
         c"path_to",
-        api_heap::path_to,
+        main_interpreter_only!(api_heap::path_to),
         METH_VARARGS,
         c"path_to(roots, own, target, kind_tag, kind_type) -> (root, ..., object)",
     ),
     method(
         c"instance_dict",
-        api_heap::instance_dict,
+        main_interpreter_only!(api_heap::instance_dict),
         METH_O,
         c"instance_dict(obj) -> its __dict__ if it exists, else None (never creates one)",
     ),
@@ -216,55 +232,55 @@ static mut METHODS: [PyMethodDef; 38] = [
     ),
     method(
         c"set_native",
-        api_preload::set_native,
+        main_interpreter_only!(api_preload::set_native),
         METH_O,
         c"set_native(on): also record malloc, mmap and the like (preloaded only)",
     ),
     method(
         c"follow_reuse",
-        api_traces::follow_reuse,
+        main_interpreter_only!(api_traces::follow_reuse),
         METH_O,
         c"follow_reuse(on) -> bool: blocks of objects reused from free lists move to the reusing line (3.13+)",
     ),
     method(
         c"set_native_frames",
-        api_preload::set_native_frames,
+        main_interpreter_only!(api_preload::set_native_frames),
         METH_O,
         c"set_native_frames(on): native frames above the Python ones for native blocks",
     ),
     method(
         c"native",
-        api_preload::native,
+        main_interpreter_only!(api_preload::native),
         METH_NOARGS,
         c"native() -> bool: whether native memory is recorded",
     ),
     method(
         c"preloaded",
-        api_preload::preloaded,
+        main_interpreter_only!(api_preload::preloaded),
         METH_NOARGS,
         c"preloaded() -> bool: whether heapsite was loaded by LD_PRELOAD",
     ),
     method(
         c"preload_finished",
-        api_preload::preload_finished,
+        main_interpreter_only!(api_preload::preload_finished),
         METH_NOARGS,
         c"preload_finished(): the capture at exit is done",
     ),
     method(
         c"timeline_start",
-        api_preload::timeline_start,
+        main_interpreter_only!(api_preload::timeline_start),
         METH_O,
         c"timeline_start(interval): sample traced memory every interval seconds",
     ),
     method(
         c"timeline_stop",
-        api_preload::timeline_stop,
+        main_interpreter_only!(api_preload::timeline_stop),
         METH_NOARGS,
         c"timeline_stop() -> [(seconds, bytes)]",
     ),
     method(
         c"timeline_after_fork",
-        api_preload::timeline_after_fork,
+        main_interpreter_only!(api_preload::timeline_after_fork),
         METH_NOARGS,
         c"timeline_after_fork(): restart sampling in a forked child",
     ),
@@ -291,6 +307,7 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     sites::init();
     codes::init();
     hook::init();
+    interp::init();
     let def = &raw mut MODULE;
     (*def).m_methods = (&raw mut METHODS).cast();
     let module = PyModule_Create(def);

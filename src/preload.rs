@@ -270,6 +270,8 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     if PRELOADED.load(Relaxed)
         && !FINISHED.load(Relaxed)
         && Py_IsInitialized() != 0
+        // The capture runs Python code: only in the main interpreter's.
+        && crate::interp::Interp::of_caller().is_main()
         && frames::gil_held()
     {
         FINISHED.store(true, Relaxed);

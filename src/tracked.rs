@@ -9,6 +9,7 @@
 
 use crate::frames;
 use crate::hook;
+use crate::interp::{self, Interp};
 use crate::sites::{self, SiteId, NO_GIL_SITE};
 use dashmap::DashMap;
 use std::ffi::{c_int, c_uint};
@@ -43,6 +44,11 @@ pub unsafe extern "C" fn heapsite_track(domain: c_uint, ptr: usize, size: usize)
     if !hook::is_tracing() {
         return forwarded;
     }
+    if !Interp::of_caller().is_main() {
+        // Untraced, as every allocation in a subinterpreter (src/interp.rs).
+        interp::warn_untraced();
+        return forwarded;
+    }
     let gil = frames::gil_held();
     if gil {
         // Counted once: as the domain's block, not also as a PyMem one.
@@ -69,7 +75,7 @@ pub unsafe extern "C" fn heapsite_untrack(domain: c_uint, ptr: usize) -> c_int {
     let forwarded = PyTraceMalloc_Untrack(domain, ptr);
     match tracked().remove(&(domain, ptr)) {
         Some((_, (size, site))) => {
-            account(site, size, false, frames::gil_held());
+            account(site, size, false, Interp::of_caller().holds_main_gil());
             0
         }
         None => forwarded,
