@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 
 from . import MAX_FRAMES, _capture
@@ -105,7 +106,23 @@ def begin() -> None:
         _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
     atexit.register(finish)
+    _capture_on_sigterm()
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
+
+
+def _capture_on_sigterm() -> None:
+    """A program ended by SIGTERM (a service stopped, a job cancelled) skips
+    atexit; unless it handles SIGTERM itself, heapsite's handler writes the
+    capture and then lets the signal end the process as it would have."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _finish_then_die)
+
+
+def _finish_then_die(signum, _frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # the process ends below anyway
+    finish()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def finish() -> None:

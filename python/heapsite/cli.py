@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
+import stat
 import sys
 import sysconfig
 
-from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite
+from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite, _launcher
 from ._snapshot import KEY_TYPES, VIEWS
 
 FORMATS = ("text", "json", "html", "pprof")
@@ -117,9 +117,11 @@ def _can_preload() -> bool:
 
 
 def _command(args) -> list:
+    """The program's command line, with this interpreter's options."""
+    python = [sys.executable, *_launcher.interpreter_options()]
     if args.module is not None:
-        return [sys.executable, "-m", args.module, *args.target]
-    return [sys.executable, *args.target]
+        return [*python, "-m", args.module, *args.target]
+    return [*python, *args.target]
 
 
 def _default_output(args) -> str:
@@ -134,15 +136,7 @@ def _run_preloaded(args, output: str) -> int:
     env["HEAPSITE_FRAMES"] = str(args.frames)
     env["HEAPSITE_NATIVE"] = "1" if args.native else "0"
     env["HEAPSITE_FOLLOW_FORK"] = "1" if args.follow_fork else "0"
-    # Ctrl-C reaches the program (same process group); heapsite waits for it
-    # to finish and write its capture.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        child = subprocess.Popen(_command(args), env=env)
-        status = child.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 128 - status if status < 0 else status
+    return _launcher.run(_command(args), env)
 
 
 def _run_in_process(args, output: str) -> int:
@@ -173,6 +167,9 @@ def _run_in_process(args, output: str) -> int:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, int) and e.code is not None:
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        status = -signal.SIGINT  # plain python ends killed by SIGINT
     except BaseException:
         traceback.print_exc()
         status = 1
@@ -180,6 +177,44 @@ def _run_in_process(args, output: str) -> int:
         _capture.write(output)
         _heapsite.stop()
     return status
+
+
+def _identity(path: str):
+    """What tells one file at `path` from another written there later (the
+    capture is written beside and renamed over a regular file); None if
+    there is nothing there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+
+
+def _how_it_ended(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def _tell_about_the_capture(args, output: str, before) -> bool:
+    """Says where the capture went, with the text report; False if the
+    program ended without writing one."""
+    after = _identity(output)
+    if after is None or after == before:
+        return False
+    if not stat.S_ISREG(after[-1]):
+        print(
+            f"heapsite: capture written to {output} (not a regular file: no report)",
+            file=sys.stderr,
+        )
+        return True
+    if not args.quiet:
+        text = _heapsite.render_report(output, "text", args.top).decode()
+        print("\n" + text, file=sys.stderr, end="")
+    print(
+        f"heapsite: capture written to {output}\n"
+        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _run(args, parser) -> int:
@@ -190,25 +225,19 @@ def _run(args, parser) -> int:
     output = os.path.abspath(args.output or _default_output(args))
     if os.path.isdir(output):
         parser.error(f"the output {output} is a directory")
-    if os.path.exists(output):
-        os.remove(output)  # a stale capture must not pass for this run's
+    # Never removed beforehand: it may be a device, a FIFO or a link. A
+    # stale capture is told from this run's by its identity.
+    before = _identity(output)
     if _can_preload():
         status = _run_preloaded(args, output)
     else:
         status = _run_in_process(args, output)
-    if not os.path.exists(output):
-        how = f"killed by signal {status - 128}" if status > 128 else f"exit status {status}"
-        print(f"heapsite: the program ended without a capture ({how})", file=sys.stderr)
-        return status
-    if not args.quiet:
-        text = _heapsite.render_report(output, "text", args.top).decode()
-        print("\n" + text, file=sys.stderr, end="")
-    print(
-        f"heapsite: capture written to {output}\n"
-        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
-        file=sys.stderr,
-    )
-    return status
+    if not _tell_about_the_capture(args, output, before):
+        print(
+            f"heapsite: the program ended without a capture ({_how_it_ended(status)})",
+            file=sys.stderr,
+        )
+    return _launcher.end_like(status)
 
 
 def _report_snapshot(args) -> int:
