@@ -17,6 +17,7 @@ mod native;
 mod native_frames;
 mod nursery;
 mod objects;
+mod output;
 mod preload;
 mod report;
 mod retired;
@@ -45,7 +46,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 38] = [
+static mut METHODS: [PyMethodDef; 39] = [
     method(
         c"start",
         api::start,
@@ -207,6 +208,12 @@ static mut METHODS: [PyMethodDef; 38] = [
         api_report::render_diff,
         METH_VARARGS,
         c"render_diff(old, new, view, limit) -> str: per-line change between two captures",
+    ),
+    method(
+        c"write_file",
+        api_report::write_file,
+        METH_VARARGS,
+        c"write_file(path, data): write bytes to a user's output path (into devices and FIFOs, atomically over regular files)",
     ),
     method(
         c"capture_magic",

@@ -112,8 +112,8 @@ def end_like(status: int) -> int:
     sys.stderr.flush()
     try:
         signal.signal(number, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
-        os.kill(os.getpid(), number)
     except (OSError, ValueError):
-        pass
+        pass  # SIGKILL has no handler to reset
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+    os.kill(os.getpid(), number)
     return 128 + number  # a signal that does not end a process by default

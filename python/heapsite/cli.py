@@ -21,6 +21,7 @@ in any format. Bad input gets one error line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import stat
@@ -240,42 +241,83 @@ def _run(args, parser) -> int:
     return _launcher.end_like(status)
 
 
+def _to_stdout(data: bytes) -> int:
+    """Writes a report to standard output. A reader that stopped reading
+    (`heapsite report x | head`) ends heapsite quietly; any other failure
+    (a full disk) is one error line."""
+    try:
+        sys.stdout.flush()
+        _write_all(sys.stdout.buffer, data)
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1
+    except OSError as e:
+        _discard_stdout()
+        return _error(f"cannot write the report to standard output: {e.strerror or e}")
+
+
+def _write_all(stream, data: bytes) -> None:
+    """Writes all of `data`: unbuffered (python -u, PYTHONUNBUFFERED), stdout's
+    binary layer is the raw file, whose write may take only part of it."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) or 0 :]
+
+
+def _discard_stdout() -> None:
+    """What is still buffered for stdout would fail again when the
+    interpreter flushes it at exit, with a traceback-like message."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a file here (an in-process caller's)
+
+
+def _emit(args, data: bytes, what: str) -> int:
+    """The rendered report to -o FILE, or to stdout."""
+    if args.output is None:
+        return _to_stdout(data)
+    try:
+        _heapsite.write_file(args.output, data)
+    except OSError as e:
+        return _error(str(e))
+    print(f"heapsite: {what} written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _report_snapshot(args) -> int:
     try:
         snap = Snapshot.load(args.file)
-    except (OSError, SnapshotFileError) as e:
+    except SnapshotFileError as e:
         return _error(str(e))
+    except OSError as e:
+        return _error(f"cannot read {args.file}: {e.strerror or e}")
     view = {"live": snap, "peak": snap.peak(), "total": snap.total()}[args.view]
-    view.top(args.top, key=args.key)
-    return 0
+    text = io.StringIO()
+    view.top(args.top, key=args.key, file=text)
+    return _emit(args, text.getvalue().encode(), "text report")
 
 
 def _report(args) -> int:
     try:
         is_capture = _capture.is_capture(args.file)
+        if not is_capture and args.format == "text":
+            with open(args.file, "rb") as f:
+                if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
+                    return _report_snapshot(args)
     except OSError as e:
-        return _error(f"cannot read {args.file}: {e.strerror}")
-    if not is_capture and args.format == "text":
-        with open(args.file, "rb") as f:
-            if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
-                return _report_snapshot(args)
+        return _error(f"cannot read {args.file}: {e.strerror or e}")
     if args.format == "pprof" and args.output is None and sys.stdout.isatty():
         return _error("pprof output is binary: give -o FILE")
     try:
         data = _heapsite.render_report(args.file, args.format, args.top)
     except ValueError as e:
         return _error(str(e))
-    if args.output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return 0
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        return _error(f"cannot write {args.output}: {e.strerror}")
-    print(f"heapsite: {args.format} report written to {args.output}", file=sys.stderr)
-    return 0
+    return _emit(args, data, f"{args.format} report")
 
 
 def _diff(args) -> int:
@@ -283,8 +325,7 @@ def _diff(args) -> int:
         text = _heapsite.render_diff(args.old, args.new, args.view, args.top)
     except ValueError as e:
         return _error(str(e))
-    sys.stdout.write(text)
-    return 0
+    return _to_stdout(text.encode())
 
 
 def main(argv: list[str] | None = None) -> int:
