@@ -27,7 +27,7 @@ fn target(path: &Path) -> io::Result<Target> {
     match fs::metadata(path) {
         // Through any links: the file itself is what gets replaced.
         Ok(meta) if meta.is_file() => Ok(Target::Replace(fs::canonicalize(path)?)),
-        Ok(meta) if meta.is_dir() => Err(io::Error::new(io::ErrorKind::Other, "it is a directory")),
+        Ok(meta) if meta.is_dir() => Err(io::Error::other("it is a directory")),
         Ok(_) => Ok(Target::WriteInto(path.to_path_buf())),
         // A link to nothing yet: create what it names.
         Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
