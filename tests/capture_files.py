@@ -3,12 +3,15 @@ bad ones: a real run's model, changed and wrapped again with a right header
 (so the reader gets past the checksum to the content)."""
 
 import json
+import os
+import stat
 import struct
 import subprocess
 import sys
 import zlib
 
 import heapsite
+import pytest
 
 CAPTURE_MAGIC = heapsite._heapsite.capture_magic()
 CAPTURE_FORMAT = 1
@@ -71,3 +74,17 @@ def bomb(inflated_mib: int) -> bytes:
     first = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
     block = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
     return first + block * (inflated_mib - 1) + compressor.flush()
+
+
+NULL_DEVICE, FULL_DEVICE = 3, 7  # minor numbers of /dev/null and /dev/full
+
+
+def memory_device(path, minor: int):
+    """A character device node with the numbers of one of /dev/null,
+    /dev/full... at `path` (under tmp_path: tests never use the machine's
+    own device files)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path

@@ -12,6 +12,7 @@ import threading
 
 import heapsite
 import pytest
+from capture_files import NULL_DEVICE, memory_device
 from heapsite.cli import preload_path
 
 CAPTURE_MAGIC = heapsite._heapsite.capture_magic()
@@ -46,12 +47,7 @@ def fifo_reader(path):
 
 
 def null_device(path):
-    """A character device node with the null device's numbers, under tmp_path."""
-    try:
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    except PermissionError:
-        pytest.skip("making a device node needs root")
-    return path
+    return memory_device(path, NULL_DEVICE)
 
 
 def is_char_device(path) -> bool:

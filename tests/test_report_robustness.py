@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 import time
@@ -15,9 +14,11 @@ import time
 import heapsite
 import pytest
 from capture_files import (
+    FULL_DEVICE,
     bomb,
     capture_around,
     capture_of,
+    memory_device,
     model_of,
     real_capture,
     snapshot_around,
@@ -209,19 +210,10 @@ def test_every_renderer_is_bounded_on_deep_stacks(tmp_path, model):
     assert "[3072 outer frames folded]" in svgs
 
 
-def full_device(path):
-    """A character device node with /dev/full's numbers, under tmp_path."""
-    try:
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))
-    except PermissionError:
-        pytest.skip("making a device node needs root")
-    return path
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_full_standard_output_is_one_line(tmp_path, fmt):
     capture = real_capture(tmp_path)
-    with open(full_device(tmp_path / "full"), "wb") as full:
+    with open(memory_device(tmp_path / "full", FULL_DEVICE), "wb") as full:
         status, _, stderr, _, _ = measured(
             ["report", str(capture), "--format", fmt], tmp_path, full
         )
