@@ -13,6 +13,7 @@ SHOW_OPTIONS = (
     "print(sorted(sys._xoptions.items()))\n"
     "print(sys.warnoptions)\n"
     "print(tracemalloc.is_tracing())\n"
+    "print(type(sys.stdout.buffer).__name__)\n"
 )
 
 
@@ -25,6 +26,7 @@ SHOW_OPTIONS = (
         ["-O", "-b", "-W", "error::ResourceWarning"],
         ["-X", "tracemalloc=5", "-X", "int_max_str_digits=5000"],
         ["-X", "utf8", "-X", "warn_default_encoding"],
+        ["-u"],
     ],
     ids=" ".join,
 )
@@ -33,6 +35,7 @@ def test_the_program_runs_with_the_interpreters_options(tmp_path, options, in_pr
     script = tmp_path / "show.py"
     script.write_text(SHOW_OPTIONS)
     env = {**os.environ, "HEAPSITE_IN_PROCESS": in_process}
+    env.pop("PYTHONUNBUFFERED", None)  # would hide whether -u reached the program
     plain = subprocess.run(
         [sys.executable, *options, str(script)], capture_output=True, text=True, timeout=60, env=env
     )

@@ -18,6 +18,7 @@ so that signals and exit status behave as with a plain `python` run.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 import subprocess
@@ -32,14 +33,23 @@ PR_SET_PDEATHSIG = 1
 
 def interpreter_options() -> list:
     """The command-line options of this interpreter, for the child's command:
-    what subprocess reproduces, plus every other -X option it leaves out
+    what subprocess reproduces, plus -u and every -X option it leaves out
     (int_max_str_digits, warn_default_encoding, ...)."""
     options = subprocess._args_from_interpreter_flags()
+    if _unbuffered():
+        options.append("-u")
     given = {options[i + 1].split("=", 1)[0] for i, opt in enumerate(options) if opt == "-X"}
     for name, value in sys._xoptions.items():
         if name not in given and name != "dev":  # dev mode is in the flags already
             options += ["-X", name if value is True else f"{name}={value}"]
     return options
+
+
+def _unbuffered() -> bool:
+    """-u has no entry in sys.flags; it shows as stdout's binary layer being
+    the raw file itself."""
+    stream = sys.__stdout__
+    return stream is not None and isinstance(getattr(stream, "buffer", None), io.FileIO)
 
 
 def _in_terminal_foreground() -> bool:

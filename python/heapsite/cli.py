@@ -226,6 +226,8 @@ def _run(args, parser) -> int:
     output = os.path.abspath(args.output or _default_output(args))
     if os.path.isdir(output):
         parser.error(f"the output {output} is a directory")
+    if not os.path.isdir(os.path.dirname(output)):
+        parser.error(f"no directory {os.path.dirname(output)} for the output")
     # Never removed beforehand: it may be a device, a FIFO or a link. A
     # stale capture is told from this run's by its identity.
     before = _identity(output)
