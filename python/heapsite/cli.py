@@ -11,8 +11,10 @@
 with malloc or mmap included (--native adds the C frames to its sites). When
 the program ends (normally, by sys.exit(), by an uncaught exception or by
 os._exit()) its capture is written to FILE and the text report goes to
-stderr. The program's arguments, standard streams and
-exit status pass through unchanged.
+stderr. The program's arguments, standard streams, the interpreter's options
+and exit status pass through unchanged, and signals reach it as they would
+without heapsite (see _launcher.py). FILE is written into when it is a
+device or a FIFO, replaced whole when it is a regular file (src/output.rs).
 
 `report` renders a capture (or a snapshot file from Snapshot.dump) again,
 in any format. Bad input gets one error line and exit status 2.
