@@ -59,6 +59,7 @@ fn replace(path: &Path, data: &[u8]) -> io::Result<()> {
         };
         let written = file
             .write_all(data)
+            .and_then(|()| keep_permissions(path, &file))
             .and_then(|()| fs::rename(&partial, path));
         if written.is_err() {
             let _ = fs::remove_file(&partial);
@@ -66,6 +67,15 @@ fn replace(path: &Path, data: &[u8]) -> io::Result<()> {
         return written;
     }
     unreachable!("the loop returns")
+}
+
+/// The new file gets the permissions of the one it replaces (a capture kept
+/// private stays private).
+fn keep_permissions(path: &Path, new: &fs::File) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(old) => new.set_permissions(old.permissions()),
+        Err(_) => Ok(()), // nothing there yet
+    }
 }
 
 fn write_into(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -90,7 +100,7 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{symlink, FileTypeExt};
+    use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -105,6 +115,7 @@ mod tests {
         let dir = scratch("links");
         let file = dir.join("real.capture");
         fs::write(&file, b"old").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.join("link.capture");
         symlink(&file, &link).unwrap();
         write(&link, b"new").unwrap();
@@ -113,6 +124,10 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(fs::read(&file).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         write(&dir.join("fresh"), b"x").unwrap();
         assert_eq!(fs::read(dir.join("fresh")).unwrap(), b"x");
         let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
