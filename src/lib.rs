@@ -22,6 +22,7 @@ mod preload;
 mod report;
 mod retired;
 mod segvec;
+mod sigterm;
 mod sites;
 mod sync;
 mod table;
@@ -46,7 +47,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 39] = [
+static mut METHODS: [PyMethodDef; 41] = [
     method(
         c"start",
         api::start,
@@ -208,6 +209,18 @@ static mut METHODS: [PyMethodDef; 39] = [
         api_report::render_diff,
         METH_VARARGS,
         c"render_diff(old, new, view, limit) -> str: per-line change between two captures",
+    ),
+    method(
+        c"sigterm_deadline",
+        api_preload::sigterm_deadline,
+        METH_O,
+        c"sigterm_deadline(seconds): Python's SIGTERM handler must start this soon after the signal",
+    ),
+    method(
+        c"sigterm_handling",
+        api_preload::sigterm_handling,
+        METH_NOARGS,
+        c"sigterm_handling(): Python's SIGTERM handler has started",
     ),
     method(
         c"write_file",

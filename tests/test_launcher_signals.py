@@ -132,6 +132,22 @@ def test_a_program_with_its_own_sigterm_handler_keeps_it(tmp_path, reaper):
     assert capture_is_readable(output)  # written at exit, as for any sys.exit
 
 
+def test_sigterm_still_ends_a_program_busy_in_a_long_c_call(tmp_path, reaper):
+    # sum() over a range runs in C and never checks for signals: heapsite's
+    # Python handler cannot run, so its deadline ends the program instead.
+    script = tmp_path / "busy.py"
+    script.write_text("print('ready', __import__('os').getpid(), flush=True)\nsum(range(10**13))\n")
+    plain_status, _ = signalled(
+        [sys.executable, str(script)], tmp_path, signal.SIGTERM, False, reaper
+    )
+    started = time.monotonic()
+    output = tmp_path / "busy.capture"
+    status, err = signalled(heapsite_run(output, script), tmp_path, signal.SIGTERM, False, reaper)
+    assert status == plain_status == -signal.SIGTERM, err
+    assert time.monotonic() - started < 10
+    assert "the program ended without a capture (killed by signal 15)" in err
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
