@@ -102,7 +102,10 @@ pub fn arm(grace: Duration) -> std::io::Result<()> {
         let wake = pipe[0];
         std::thread::Builder::new()
             .name("heapsite-sigterm".into())
-            .spawn(move || watch(wake, grace))?;
+            .spawn(move || {
+                crate::native::own_thread(); // its allocations are not the program's
+                watch(wake, grace)
+            })?;
         let mut ours = current;
         ours.sa_sigaction = ours_address;
         ours.sa_flags |= libc::SA_SIGINFO;
