@@ -65,7 +65,7 @@ def _wait_for_ready(stream, deadline: float) -> int:
     return int(pid)
 
 
-def start(command, cwd, reaper):
+def start(command, cwd, reaper, env=None):
     """The command in a session of its own (so that killpg reaches it and
     nothing else), once its program printed "ready"; (process, program pid)."""
     process = subprocess.Popen(
@@ -75,6 +75,7 @@ def start(command, cwd, reaper):
         stderr=subprocess.PIPE,
         start_new_session=True,
         preexec_fn=_no_core_dumps,
+        env=env,
     )
     reaper.append(process.pid)
     program = _wait_for_ready(process.stdout, time.monotonic() + TIMEOUT)
@@ -86,10 +87,10 @@ def heapsite_run(output, script):
     return [sys.executable, "-m", "heapsite", "run", "-q", "-o", str(output), str(script)]
 
 
-def signalled(command, cwd, sig, to_group, reaper):
+def signalled(command, cwd, sig, to_group, reaper, env=None):
     """Runs the command until ready, sends `sig` (to its process or its
     whole process group); (status, stderr)."""
-    process, _ = start(command, cwd, reaper)
+    process, _ = start(command, cwd, reaper, env)
     (os.killpg if to_group else os.kill)(process.pid, sig)
     _, stderr = process.communicate(timeout=TIMEOUT)
     return process.returncode, stderr.decode()
@@ -119,6 +120,17 @@ def test_a_signal_ends_the_program_as_it_ends_plain_python(tmp_path, sig, to_gro
         assert f"capture written to {output}" in err
     else:
         assert "the program ended without a capture (killed by signal" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_in_process_a_signal_still_leaves_the_capture(tmp_path, reaper, sig):
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    output = tmp_path / "server.capture"
+    env = {**os.environ, "HEAPSITE_IN_PROCESS": "1"}
+    status, err = signalled(heapsite_run(output, script), tmp_path, sig, False, reaper, env)
+    assert status == -sig, err
+    assert capture_is_readable(output), err
 
 
 def test_a_program_with_its_own_sigterm_handler_keeps_it(tmp_path, reaper):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import sys
 
 from . import MAX_FRAMES, _capture
@@ -106,30 +105,8 @@ def begin() -> None:
         _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
     atexit.register(finish)
-    _capture_on_sigterm()
+    _capture.on_sigterm(finish)
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
-
-
-# Seconds SIGTERM waits for heapsite's Python handler to start (a program in
-# one long C call runs none) before it ends the process as without heapsite.
-SIGTERM_GRACE = 2.0
-
-
-def _capture_on_sigterm() -> None:
-    """A program ended by SIGTERM (a service stopped, a job cancelled) skips
-    atexit; unless it handles SIGTERM itself, heapsite's handler writes the
-    capture and then lets the signal end the process as it would have."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _finish_then_die)
-        _core.sigterm_deadline(SIGTERM_GRACE)
-
-
-def _finish_then_die(signum, _frame) -> None:
-    _core.sigterm_handling()
-    signal.signal(signum, signal.SIG_IGN)  # the process ends below anyway
-    finish()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 def finish() -> None:

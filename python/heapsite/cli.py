@@ -160,6 +160,7 @@ def _run_in_process(args, output: str) -> int:
 
     _capture.started_at = time.time()
     _heapsite.start(args.frames)
+    _capture.on_sigterm(lambda: _capture.write(output))
     status = 0
     try:
         if args.module is not None:
