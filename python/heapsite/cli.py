@@ -206,7 +206,7 @@ def _tell_about_the_capture(args, output: str, before) -> bool:
         return False
     if not stat.S_ISREG(after[-1]):
         print(
-            f"heapsite: capture written to {output} (not a regular file: no report)",
+            f"heapsite: the capture went into {output} (not a regular file: no report)",
             file=sys.stderr,
         )
         return True
