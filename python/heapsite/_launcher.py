@@ -9,7 +9,10 @@ so that signals and exit status behave as with a plain `python` run.
   group, so Ctrl-C (or Ctrl-\\, a hang-up) reaches both from the terminal and
   is not passed on again; elsewhere the child has a process group of its own,
   so a signal sent to the launcher's group reaches the program only through
-  the launcher. Either way the program sees each signal once.
+  the launcher. Either way the program sees each signal once, but for one
+  case: in a terminal, a signal sent with kill() to the whole process group
+  (a shell's `kill %1`) reaches it both directly and passed on (a second
+  SIGTERM is then ignored by heapsite's handler while it writes the capture).
 - The child dies with the launcher (PR_SET_PDEATHSIG), never orphaned.
 - The launcher ends as the program did: with its exit status, or killed by
   the same signal.
