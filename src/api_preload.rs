@@ -2,7 +2,7 @@
 //! memory on/off, the memory-over-time sampler, and the preload state.
 
 use crate::api::{int, none, raise, tuple};
-use crate::{hook, preload, timeline};
+use crate::{hook, preload, sigterm, timeline};
 use pyo3_ffi::*;
 use std::ffi::c_long;
 
@@ -86,5 +86,34 @@ pub unsafe extern "C" fn timeline_stop(_: *mut PyObject, _: *mut PyObject) -> *m
 
 pub unsafe extern "C" fn timeline_after_fork(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     timeline::after_fork_in_child();
+    none()
+}
+
+/// sigterm_deadline(seconds): once SIGTERM arrives, Python's handler for it
+/// (just installed) must start within `seconds`, or the signal's default
+/// action ends the process (see sigterm.rs).
+pub unsafe extern "C" fn sigterm_deadline(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let seconds = PyFloat_AsDouble(arg);
+    if seconds == -1.0 && !PyErr_Occurred().is_null() {
+        return std::ptr::null_mut();
+    }
+    if !(seconds > 0.0 && seconds < 3600.0) {
+        return raise(
+            PyExc_ValueError,
+            "the grace period must be 0 to 3600 seconds",
+        );
+    }
+    match sigterm::arm(std::time::Duration::from_secs_f64(seconds)) {
+        Ok(()) => none(),
+        Err(e) => raise(
+            PyExc_OSError,
+            &format!("cannot arm the SIGTERM deadline: {e}"),
+        ),
+    }
+}
+
+/// sigterm_handling(): Python's SIGTERM handler has started (no deadline).
+pub unsafe extern "C" fn sigterm_handling(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    sigterm::handling();
     none()
 }

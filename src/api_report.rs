@@ -85,6 +85,28 @@ pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -
     }
 }
 
+/// write_file(path, data): writes bytes where the user asked (see output.rs).
+pub unsafe extern "C" fn write_file(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
+    let Some([path, data]) = args::<2>(tuple, "write_file") else {
+        return std::ptr::null_mut();
+    };
+    let Some(path) = text_arg(path, "path") else {
+        return std::ptr::null_mut();
+    };
+    if PyBytes_Check(data) == 0 {
+        return raise(PyExc_TypeError, "data must be bytes");
+    }
+    // SAFETY: a bytes object's buffer, alive as long as the tuple holds it.
+    let data = std::slice::from_raw_parts(
+        PyBytes_AsString(data) as *const u8,
+        PyBytes_Size(data) as usize,
+    );
+    match crate::output::write(&PathBuf::from(path), data) {
+        Ok(()) => crate::api::none(),
+        Err(e) => raise(PyExc_OSError, &e),
+    }
+}
+
 /// render_report(path, format, limit) -> bytes
 pub unsafe extern "C" fn render_report(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
     let Some([path, format, limit]) = args::<3>(tuple, "render_report") else {

@@ -25,9 +25,16 @@ use std::path::Path;
 pub const MAGIC: &[u8] = b"HEAPSITE-CAPTURE\n";
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER: usize = MAGIC.len() + 4 + 8 + 4;
-/// A JSON payload this large is not one heapsite wrote: refuse it rather
-/// than inflate without bound.
-const MAX_PAYLOAD: u64 = 4 << 30;
+/// A stored payload larger than this is not one heapsite wrote; refused
+/// before it is read (the file may be a device that never ends).
+const MAX_STORED: u64 = 1 << 30;
+/// How far a payload may inflate: heapsite's JSON compresses 20-40 times
+/// (deep recursive stacks the most), so a payload inflating further (up to
+/// deflate's 1032 times: a decompression bomb) is refused. The JSON is
+/// parsed as it inflates, never held whole, so memory stays that of the
+/// capture read.
+const MAX_RATIO: u64 = 256;
+const MIN_INFLATE_LIMIT: u64 = 64 << 20;
 
 #[derive(Debug, PartialEq)]
 pub struct CaptureError(pub String);
@@ -101,33 +108,72 @@ pub fn decode(bytes: &[u8]) -> Result<Capture, CaptureError> {
     if crc32fast::hash(payload) != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    let mut json = Vec::new();
-    ZlibDecoder::new(payload)
-        .take(MAX_PAYLOAD + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| corrupt(format!("cannot inflate the payload ({e})")))?;
-    if json.len() as u64 > MAX_PAYLOAD {
-        return Err(corrupt("payload inflates beyond 4 GiB"));
-    }
-    let capture: Capture = serde_json::from_slice(&json).map_err(corrupt)?;
+    let json = std::io::BufReader::new(Inflating {
+        decoder: ZlibDecoder::new(payload),
+        left: inflate_limit(length),
+    });
+    let capture: Capture = serde_json::from_reader(json).map_err(corrupt)?;
     capture.validate().map_err(corrupt)?;
     Ok(capture)
 }
 
 pub fn write(path: &Path, capture: &Capture) -> Result<(), CaptureError> {
-    // Write beside and rename, so a reader never sees half a file.
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, encode(capture))
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            CaptureError(format!("cannot write {}: {e}", path.display()))
-        })
+    crate::output::write(path, &encode(capture)).map_err(CaptureError)
+}
+
+/// The payload's JSON as it inflates; an error once past the limit.
+struct Inflating<'a> {
+    decoder: ZlibDecoder<&'a [u8]>,
+    left: u64,
+}
+
+impl Read for Inflating<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.decoder.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot inflate the payload ({e})"))
+        })?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other("the payload inflates further than any capture of its size")
+        })?;
+        Ok(n)
+    }
+}
+
+/// The most JSON a payload of `stored` bytes may inflate to.
+fn inflate_limit(stored: u64) -> u64 {
+    MIN_INFLATE_LIMIT.max(stored.saturating_mul(MAX_RATIO))
+}
+
+/// The header, then no more than the payload length it states (and one byte
+/// to tell trailing bytes): a device, a FIFO or a huge foreign file is never
+/// read whole.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CaptureError> {
+    let cannot = |e: std::io::Error| CaptureError(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(HEADER as u64)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() < HEADER || !bytes.starts_with(MAGIC) {
+        return Ok(bytes);
+    }
+    let at = MAGIC.len() + 4;
+    let length = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    if length > MAX_STORED {
+        return Err(CaptureError(format!(
+            "{}: corrupt heapsite capture: a payload of {length} bytes, more than heapsite writes",
+            path.display()
+        )));
+    }
+    file.take(length + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    Ok(bytes)
 }
 
 pub fn read(path: &Path) -> Result<Capture, CaptureError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CaptureError(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_bounded(path)?;
     decode(&bytes).map_err(|e| CaptureError(format!("{}: {e}", path.display())))
 }
 
@@ -198,19 +244,38 @@ mod tests {
         }
     }
 
+    /// A small payload inflating far (a decompression bomb) is refused as it
+    /// inflates, not after.
+    #[test]
+    fn decompression_bombs_are_refused() {
+        let mut encoder = ZlibEncoder::new(Vec::new(), Compression::best());
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..(MIN_INFLATE_LIMIT >> 20) + 1 {
+            encoder.write_all(&spaces).unwrap();
+        }
+        let payload = encoder.finish().unwrap();
+        assert!(inflate_limit(payload.len() as u64) == MIN_INFLATE_LIMIT);
+        let err = decode(&container(&payload)).unwrap_err();
+        assert!(err.0.contains("inflates further"), "{err}");
+    }
+
+    /// A capture file around a (compressed) payload, its header right.
+    fn container(payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
     /// Payloads with a valid checksum but broken content: still an error.
     #[test]
     fn valid_checksum_bad_content() {
         let payload = |json: &str| {
             let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
             encoder.write_all(json.as_bytes()).unwrap();
-            let payload = encoder.finish().unwrap();
-            let mut out = MAGIC.to_vec();
-            out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            out.extend_from_slice(&payload);
-            out
+            container(&encoder.finish().unwrap())
         };
         assert!(decode(&payload("{}")).is_err());
         let mut capture = sample::capture();

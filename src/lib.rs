@@ -18,10 +18,12 @@ mod native;
 mod native_frames;
 mod nursery;
 mod objects;
+mod output;
 mod preload;
 mod report;
 mod retired;
 mod segvec;
+mod sigterm;
 mod sites;
 mod sync;
 mod table;
@@ -61,7 +63,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 38] = [
+static mut METHODS: [PyMethodDef; 41] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -223,6 +225,24 @@ static mut METHODS: [PyMethodDef; 38] = [
         api_report::render_diff,
         METH_VARARGS,
         c"render_diff(old, new, view, limit) -> str: per-line change between two captures",
+    ),
+    method(
+        c"sigterm_deadline",
+        main_interpreter_only!(api_preload::sigterm_deadline),
+        METH_O,
+        c"sigterm_deadline(seconds): Python's SIGTERM handler must start this soon after the signal",
+    ),
+    method(
+        c"sigterm_handling",
+        main_interpreter_only!(api_preload::sigterm_handling),
+        METH_NOARGS,
+        c"sigterm_handling(): Python's SIGTERM handler has started",
+    ),
+    method(
+        c"write_file",
+        api_report::write_file,
+        METH_VARARGS,
+        c"write_file(path, data): write bytes to a user's output path (into devices and FIFOs, atomically over regular files)",
     ),
     method(
         c"capture_magic",

@@ -96,6 +96,33 @@ def write(path, **options) -> None:
     _core.write_capture(os.fspath(path), json.dumps(model(**options)))
 
 
+# Seconds SIGTERM waits for heapsite's Python handler to start (a program in
+# one long C call runs none) before it ends the process as without heapsite.
+SIGTERM_GRACE = 2.0
+
+
+def on_sigterm(write_capture) -> None:
+    """A program ended by SIGTERM (a service stopped, a job cancelled) skips
+    atexit; unless it handles SIGTERM itself, heapsite's handler calls
+    `write_capture()` and then lets the signal end the process as it would
+    have (the same exit status)."""
+    import signal
+
+    def write_then_die(signum, _frame) -> None:
+        _core.sigterm_handling()
+        signal.signal(signum, signal.SIG_IGN)  # the process ends below anyway
+        try:
+            write_capture()
+        except Exception as e:  # the signal must end the process all the same
+            sys.stderr.write(f"heapsite: could not write the capture: {e}\n")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, write_then_die)
+        _core.sigterm_deadline(SIGTERM_GRACE)
+
+
 def is_capture(path) -> bool:
     """Whether the file at `path` starts like a capture file."""
     magic = _core.capture_magic()

@@ -105,6 +105,7 @@ def begin() -> None:
         _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
     atexit.register(finish)
+    _capture.on_sigterm(finish)
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
 
 

@@ -90,13 +90,11 @@ class Traceback(tuple):
         frames = list(self) if most_recent_first else list(reversed(self))
         if limit is not None:
             frames = frames[:limit] if limit >= 0 else frames[limit:]
-        import linecache
-
         lines = []
         for frame in frames:
             where = f'  File "{frame.filename}", line {frame.lineno}'
             lines.append(where + (f", in {frame.name}" if frame.name else ""))
-            source = linecache.getline(frame.filename, frame.lineno).strip()
+            source = _source_line(frame.filename, frame.lineno)
             if source:
                 lines.append(f"    {source}")
         return lines
@@ -237,6 +235,109 @@ def _group_keys(traceback: Traceback, key_type: str, cumulative: bool) -> list[T
     return list(dict.fromkeys(keys))  # a site counts once per key
 
 
+# Snapshot files: a payload larger than this is not one dump() wrote, and
+# one may inflate at most this far (JSON of sites compresses 20-40 times,
+# deep recursive stacks the most; a decompression bomb, up to 1032 times).
+_MAX_STORED = 1 << 30
+_MAX_RATIO = 256
+_MIN_INFLATE_LIMIT = 64 << 20
+_MAX_INFLATE_LIMIT = 512 << 20
+
+
+def _parse_payload(payload: bytes):
+    """The JSON document of a snapshot payload; ValueError naming what is
+    wrong (an inflating bomb, a broken stream, bad JSON, non-finite numbers,
+    nesting too deep)."""
+    import json
+
+    limit = min(max(_MIN_INFLATE_LIMIT, _MAX_RATIO * len(payload)), _MAX_INFLATE_LIMIT)
+    text = _inflate(payload, limit)
+    try:
+        return json.loads(text, parse_constant=_not_a_number)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _inflate(payload: bytes, limit: int) -> bytearray:
+    """The payload inflated a MiB at a time, refused once past `limit`."""
+    import zlib
+
+    inflater = zlib.decompressobj()
+    text = bytearray()
+    rest = payload
+    try:
+        while rest or not inflater.eof:
+            chunk = inflater.decompress(rest, 1 << 20)
+            if not chunk and rest == inflater.unconsumed_tail:
+                break  # no progress: the stream ends early
+            text += chunk
+            if len(text) > limit:
+                raise ValueError(f"the payload inflates to more than {limit} bytes")
+            rest = inflater.unconsumed_tail
+    except zlib.error as e:
+        raise ValueError(str(e)) from None
+    if not inflater.eof:
+        raise ValueError("incomplete or truncated stream")
+    return text
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a number a snapshot holds")
+
+
+def _list(value, what: str, length: int | None = None) -> list:
+    if type(value) is not list:
+        raise TypeError(f"{what} must be a list, got {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{what} must have {length} items, got {len(value)}")
+    return value
+
+
+def _whole(value, what: str) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{what} must be a whole number, got {type(value).__name__}")
+    return value
+
+
+def _whole_numbers(value, length: int, what: str) -> list:
+    return [_whole(item, what) for item in _list(value, what, length)]
+
+
+def _text(value, what: str) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _frame_of(entry) -> Frame:
+    filename, lineno, name = _list(entry, "a frame", 3)
+    return Frame(
+        _text(filename, "a file name"),
+        _whole(lineno, "a line number"),
+        _text(name, "a function name"),
+    )
+
+
+def _site_of(entry) -> Site:
+    frames, *figures = _list(entry, "a site", 7)
+    traceback = Traceback(_frame_of(frame) for frame in _list(frames, "a traceback"))
+    return Site(traceback, *(_whole(n, "a site's figure") for n in figures))
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    """The source of a line, from a regular file only: a snapshot may name a
+    device or a FIFO, which linecache would read without end."""
+    import linecache
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(filename).st_mode):
+            return ""
+    except (OSError, ValueError):
+        return ""
+    return linecache.getline(filename, lineno).strip()
+
+
 def _check_key(key_type: str, cumulative: bool) -> None:
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key_type: {key_type!r} (expected one of {', '.join(KEY_TYPES)})")
@@ -354,8 +455,6 @@ class Snapshot:
 
     def top(self, limit: int = 10, key: str = "lineno", file=None) -> None:
         """Prints the `limit` largest groups with their source lines."""
-        import linecache
-
         out = file if file is not None else sys.stdout
         stats = self.statistics(key)
         what = {"live": "live", "peak": "live at peak", "total": "allocated in total"}[self.view]
@@ -368,7 +467,7 @@ class Snapshot:
         for index, stat in enumerate(stats[:limit], 1):
             print(f"#{index}: {stat}", file=out)
             frame = stat.traceback[0]
-            line = linecache.getline(frame.filename, frame.lineno).strip()
+            line = _source_line(frame.filename, frame.lineno)
             if line and key != "filename":
                 print(f"    {line}", file=out)
         rest = stats[limit:]
@@ -403,50 +502,42 @@ class Snapshot:
         }
 
     def dump(self, filename: str | os.PathLike) -> None:
-        """Writes the snapshot to a file (atomically: a crash leaves no half file)."""
+        """Writes the snapshot to a file: atomically over a regular file (a
+        crash leaves no half file), into a device or a FIFO."""
         import json
-        import tempfile
         import zlib
 
+        from . import _heapsite
+
         payload = zlib.compress(json.dumps(self._to_json(), separators=(",", ":")).encode())
-        path = os.fspath(filename)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".heapsite-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(self.MAGIC)
-                out.write(len(payload).to_bytes(8, "little"))
-                out.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        data = self.MAGIC + len(payload).to_bytes(8, "little") + payload
+        _heapsite.write_file(os.fspath(filename), data)
 
     @classmethod
     def load(cls, filename: str | os.PathLike) -> Snapshot:
         """Reads a file written by dump(); SnapshotFileError if it is not one."""
-        import json
-        import zlib
-
         path = os.fspath(filename)
-        with open(path, "rb") as f:
-            data = f.read()
-        if not data.startswith(cls.MAGIC):
-            raise SnapshotFileError(f"{path}: not a heapsite snapshot file")
         header = len(cls.MAGIC)
-        if len(data) < header + 8:
-            raise SnapshotFileError(f"{path}: truncated heapsite snapshot (no length field)")
-        length = int.from_bytes(data[header : header + 8], "little")
-        payload = data[header + 8 :]
+        with open(path, "rb") as f:
+            start = f.read(header + 8)
+            if not start.startswith(cls.MAGIC):
+                raise SnapshotFileError(f"{path}: not a heapsite snapshot file")
+            if len(start) < header + 8:
+                raise SnapshotFileError(f"{path}: truncated heapsite snapshot (no length field)")
+            length = int.from_bytes(start[header:], "little")
+            if length > _MAX_STORED:
+                raise SnapshotFileError(
+                    f"{path}: corrupt heapsite snapshot (a payload of {length} bytes)"
+                )
+            payload = f.read(length + 1)  # never more: the file may not end
         if len(payload) != length:
             raise SnapshotFileError(
                 f"{path}: truncated or corrupt heapsite snapshot "
                 f"({len(payload)} of {length} payload bytes)"
             )
         try:
-            doc = json.loads(zlib.decompress(payload))
-        except (zlib.error, ValueError) as e:
+            doc = _parse_payload(payload)
+        except ValueError as e:
             raise SnapshotFileError(f"{path}: corrupt heapsite snapshot ({e})") from None
         return cls._from_json(doc, path)
 
@@ -460,14 +551,9 @@ class Snapshot:
                 f"(this heapsite reads version {cls.VERSION})"
             )
         try:
-            sites = [
-                Site(
-                    Traceback(Frame(str(f), int(n), str(name)) for f, n, name in frames),
-                    *map(int, nums),
-                )
-                for frames, *nums in doc["sites"]
-            ]
-            current, peak = (int(x) for x in doc["traced_memory"])
-            return cls(sites, int(doc["traceback_limit"]), (current, peak), doc.get("view", "live"))
-        except (KeyError, TypeError, ValueError) as e:
+            sites = [_site_of(entry) for entry in _list(doc.get("sites"), "sites")]
+            current, peak = _whole_numbers(doc.get("traced_memory"), 2, "traced_memory")
+            limit = _whole(doc.get("traceback_limit"), "traceback_limit")
+            return cls(sites, limit, (current, peak), doc.get("view", "live"))
+        except (TypeError, ValueError) as e:
             raise SnapshotFileError(f"{path}: corrupt heapsite snapshot ({e})") from None

@@ -11,8 +11,10 @@
 with malloc or mmap included (--native adds the C frames to its sites). When
 the program ends (normally, by sys.exit(), by an uncaught exception or by
 os._exit()) its capture is written to FILE and the text report goes to
-stderr. The program's arguments, standard streams and
-exit status pass through unchanged.
+stderr. The program's arguments, standard streams, the interpreter's options
+and exit status pass through unchanged, and signals reach it as they would
+without heapsite (see _launcher.py). FILE is written into when it is a
+device or a FIFO, replaced whole when it is a regular file (src/output.rs).
 
 `report` renders a capture (or a snapshot file from Snapshot.dump) again,
 in any format. Bad input gets one error line and exit status 2.
@@ -21,13 +23,14 @@ in any format. Bad input gets one error line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
-import subprocess
+import stat
 import sys
 import sysconfig
 
-from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite
+from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite, _launcher
 from ._snapshot import KEY_TYPES, VIEWS
 
 FORMATS = ("text", "json", "html", "pprof")
@@ -117,9 +120,11 @@ def _can_preload() -> bool:
 
 
 def _command(args) -> list:
+    """The program's command line, with this interpreter's options."""
+    python = [sys.executable, *_launcher.interpreter_options()]
     if args.module is not None:
-        return [sys.executable, "-m", args.module, *args.target]
-    return [sys.executable, *args.target]
+        return [*python, "-m", args.module, *args.target]
+    return [*python, *args.target]
 
 
 def _default_output(args) -> str:
@@ -134,15 +139,7 @@ def _run_preloaded(args, output: str) -> int:
     env["HEAPSITE_FRAMES"] = str(args.frames)
     env["HEAPSITE_NATIVE"] = "1" if args.native else "0"
     env["HEAPSITE_FOLLOW_FORK"] = "1" if args.follow_fork else "0"
-    # Ctrl-C reaches the program (same process group); heapsite waits for it
-    # to finish and write its capture.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        child = subprocess.Popen(_command(args), env=env)
-        status = child.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 128 - status if status < 0 else status
+    return _launcher.run(_command(args), env)
 
 
 def _run_in_process(args, output: str) -> int:
@@ -163,6 +160,7 @@ def _run_in_process(args, output: str) -> int:
 
     _capture.started_at = time.time()
     _heapsite.start(args.frames)
+    _capture.on_sigterm(lambda: _capture.write(output))
     status = 0
     try:
         if args.module is not None:
@@ -173,6 +171,9 @@ def _run_in_process(args, output: str) -> int:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, int) and e.code is not None:
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        status = -signal.SIGINT  # plain python ends killed by SIGINT
     except BaseException:
         traceback.print_exc()
         status = 1
@@ -180,6 +181,44 @@ def _run_in_process(args, output: str) -> int:
         _capture.write(output)
         _heapsite.stop()
     return status
+
+
+def _identity(path: str):
+    """What tells one file at `path` from another written there later (the
+    capture is written beside and renamed over a regular file); None if
+    there is nothing there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+
+
+def _how_it_ended(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def _tell_about_the_capture(args, output: str, before) -> bool:
+    """Says where the capture went, with the text report; False if the
+    program ended without writing one."""
+    after = _identity(output)
+    if after is None or after == before:
+        return False
+    if not stat.S_ISREG(after[-1]):
+        print(
+            f"heapsite: the capture went into {output} (not a regular file: no report)",
+            file=sys.stderr,
+        )
+        return True
+    if not args.quiet:
+        text = _heapsite.render_report(output, "text", args.top).decode()
+        print("\n" + text, file=sys.stderr, end="")
+    print(
+        f"heapsite: capture written to {output}\n"
+        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _run(args, parser) -> int:
@@ -190,63 +229,100 @@ def _run(args, parser) -> int:
     output = os.path.abspath(args.output or _default_output(args))
     if os.path.isdir(output):
         parser.error(f"the output {output} is a directory")
-    if os.path.exists(output):
-        os.remove(output)  # a stale capture must not pass for this run's
+    if not os.path.isdir(os.path.dirname(output)):
+        parser.error(f"no directory {os.path.dirname(output)} for the output")
+    # Never removed beforehand: it may be a device, a FIFO or a link. A
+    # stale capture is told from this run's by its identity.
+    before = _identity(output)
     if _can_preload():
         status = _run_preloaded(args, output)
     else:
         status = _run_in_process(args, output)
-    if not os.path.exists(output):
-        how = f"killed by signal {status - 128}" if status > 128 else f"exit status {status}"
-        print(f"heapsite: the program ended without a capture ({how})", file=sys.stderr)
-        return status
-    if not args.quiet:
-        text = _heapsite.render_report(output, "text", args.top).decode()
-        print("\n" + text, file=sys.stderr, end="")
-    print(
-        f"heapsite: capture written to {output}\n"
-        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
-        file=sys.stderr,
-    )
-    return status
+    if not _tell_about_the_capture(args, output, before):
+        print(
+            f"heapsite: the program ended without a capture ({_how_it_ended(status)})",
+            file=sys.stderr,
+        )
+    return _launcher.end_like(status)
+
+
+def _to_stdout(data: bytes) -> int:
+    """Writes a report to standard output. A reader that stopped reading
+    (`heapsite report x | head`) ends heapsite quietly; any other failure
+    (a full disk) is one error line."""
+    try:
+        sys.stdout.flush()
+        _write_all(sys.stdout.buffer, data)
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1
+    except OSError as e:
+        _discard_stdout()
+        return _error(f"cannot write the report to standard output: {e.strerror or e}")
+
+
+def _write_all(stream, data: bytes) -> None:
+    """Writes all of `data`: unbuffered (python -u, PYTHONUNBUFFERED), stdout's
+    binary layer is the raw file, whose write may take only part of it."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) or 0 :]
+
+
+def _discard_stdout() -> None:
+    """What is still buffered for stdout would fail again when the
+    interpreter flushes it at exit, with a traceback-like message."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a file here (an in-process caller's)
+
+
+def _emit(args, data: bytes, what: str) -> int:
+    """The rendered report to -o FILE, or to stdout."""
+    if args.output is None:
+        return _to_stdout(data)
+    try:
+        _heapsite.write_file(args.output, data)
+    except OSError as e:
+        return _error(str(e))
+    print(f"heapsite: {what} written to {args.output}", file=sys.stderr)
+    return 0
 
 
 def _report_snapshot(args) -> int:
     try:
         snap = Snapshot.load(args.file)
-    except (OSError, SnapshotFileError) as e:
+    except SnapshotFileError as e:
         return _error(str(e))
+    except OSError as e:
+        return _error(f"cannot read {args.file}: {e.strerror or e}")
     view = {"live": snap, "peak": snap.peak(), "total": snap.total()}[args.view]
-    view.top(args.top, key=args.key)
-    return 0
+    text = io.StringIO()
+    view.top(args.top, key=args.key, file=text)
+    return _emit(args, text.getvalue().encode(), "text report")
 
 
 def _report(args) -> int:
     try:
         is_capture = _capture.is_capture(args.file)
+        if not is_capture and args.format == "text":
+            with open(args.file, "rb") as f:
+                if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
+                    return _report_snapshot(args)
     except OSError as e:
-        return _error(f"cannot read {args.file}: {e.strerror}")
-    if not is_capture and args.format == "text":
-        with open(args.file, "rb") as f:
-            if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
-                return _report_snapshot(args)
+        return _error(f"cannot read {args.file}: {e.strerror or e}")
     if args.format == "pprof" and args.output is None and sys.stdout.isatty():
         return _error("pprof output is binary: give -o FILE")
     try:
         data = _heapsite.render_report(args.file, args.format, args.top)
     except ValueError as e:
         return _error(str(e))
-    if args.output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return 0
-    try:
-        with open(args.output, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        return _error(f"cannot write {args.output}: {e.strerror}")
-    print(f"heapsite: {args.format} report written to {args.output}", file=sys.stderr)
-    return 0
+    return _emit(args, data, f"{args.format} report")
 
 
 def _diff(args) -> int:
@@ -254,8 +330,7 @@ def _diff(args) -> int:
         text = _heapsite.render_diff(args.old, args.new, args.view, args.top)
     except ValueError as e:
         return _error(str(e))
-    sys.stdout.write(text)
-    return 0
+    return _to_stdout(text.encode())
 
 
 def main(argv: list[str] | None = None) -> int:

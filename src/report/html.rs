@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn deep_stacks_keep_their_innermost_frames_under_one_folded_frame() {
+        let mut capture = sample::capture();
+        capture.sites[0].stack = (0..300).map(|i| [0, 1, 2][i % 3]).collect();
+        let lines = flame::folded(&capture, View::Peak);
+        let deep = lines
+            .iter()
+            .find(|line| line.starts_with("[172 outer frames folded];"))
+            .expect("the deep site, folded");
+        assert_eq!(deep.matches(';').count(), flame::MAX_DEPTH);
+        assert!(deep.ends_with(";calc_pure_python (julia.py:45) 64000000"));
+        let svg = svg_of(&render(&capture, 10), View::Peak);
+        assert!(svg.contains("have their outer frames folded"));
+    }
+
+    #[test]
     fn three_flamegraphs_titled_by_view_the_first_shown() {
         let page = render(&sample::capture(), 10);
         for view in View::ALL {

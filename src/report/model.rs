@@ -172,9 +172,12 @@ impl Capture {
     }
 
     pub fn total_of(&self, view: View) -> (u64, u64) {
-        self.sites
-            .iter()
-            .fold((0, 0), |(b, c), s| (b + view.bytes(s), c + view.count(s)))
+        self.sites.iter().fold((0u64, 0u64), |(b, c), s| {
+            (
+                b.saturating_add(view.bytes(s)),
+                c.saturating_add(view.count(s)),
+            )
+        })
     }
 }
 

@@ -75,17 +75,33 @@ pub fn beyond(stats: &[LineStat], limit: usize) -> Option<(usize, u64, u64)> {
     Some((rest.len(), bytes, count))
 }
 
+/// Source files larger than this are not read for their lines.
+const MAX_SOURCE: u64 = 16 << 20;
+
+/// The lines of a source file named in a capture, if it is a regular file
+/// that is still there; never a device or a FIFO (the capture may name
+/// anything, and reading /dev/zero would not end).
+fn source_lines(filename: &str) -> Vec<String> {
+    let readable = std::fs::metadata(filename)
+        .map(|meta| meta.is_file() && meta.len() <= MAX_SOURCE)
+        .unwrap_or(false);
+    if !readable {
+        return Vec::new();
+    }
+    std::fs::read_to_string(filename)
+        .map(|text| text.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// The source text of a line, if the file is still readable.
 pub fn source_line(
     filename: &str,
     lineno: u32,
     cache: &mut HashMap<String, Vec<String>>,
 ) -> String {
-    let lines = cache.entry(filename.to_string()).or_insert_with(|| {
-        std::fs::read_to_string(filename)
-            .map(|text| text.lines().map(str::to_string).collect())
-            .unwrap_or_default()
-    });
+    let lines = cache
+        .entry(filename.to_string())
+        .or_insert_with(|| source_lines(filename));
     lines
         .get((lineno as usize).wrapping_sub(1))
         .map(|line| line.trim().to_string())

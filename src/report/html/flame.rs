@@ -29,9 +29,32 @@ fn label(capture: &Capture, index: u32) -> String {
         .replace(['\n', '\r'], " ")
 }
 
+/// Stacks deeper than this are drawn with their innermost MAX_DEPTH frames
+/// under one frame that stands for the outer ones: drawing work grows with
+/// depth, and a capture from elsewhere may hold stacks thousands of frames
+/// deep (heapsite records at most 128).
+pub const MAX_DEPTH: usize = 128;
+
+/// One site's stack in the folded format, root first (a site's stack is
+/// innermost first), its outer frames folded past MAX_DEPTH.
+fn folded_stack(capture: &Capture, stack: &[u32]) -> String {
+    if stack.is_empty() {
+        return String::from("[no Python frames]");
+    }
+    let kept = &stack[..stack.len().min(MAX_DEPTH)];
+    let mut labels: Vec<String> = kept.iter().rev().map(|&f| label(capture, f)).collect();
+    if stack.len() > MAX_DEPTH {
+        labels.insert(
+            0,
+            format!("[{} outer frames folded]", stack.len() - MAX_DEPTH),
+        );
+    }
+    labels.join(";")
+}
+
 /// The view's sites as folded stacks ("root;...;allocating bytes"), root
-/// first as flamegraphs draw them (a site's stack is innermost first). Sites
-/// whose frames resolve alike are summed, and the map keeps the order stable.
+/// first as flamegraphs draw them. Sites whose frames resolve alike are
+/// summed, and the map keeps the order stable.
 pub fn folded(capture: &Capture, view: View) -> Vec<String> {
     let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
     for site in &capture.sites {
@@ -39,18 +62,10 @@ pub fn folded(capture: &Capture, view: View) -> Vec<String> {
         if bytes == 0 {
             continue;
         }
-        let stack = if site.stack.is_empty() {
-            String::from("[no Python frames]")
-        } else {
-            let labels: Vec<String> = site
-                .stack
-                .iter()
-                .rev()
-                .map(|&f| label(capture, f))
-                .collect();
-            labels.join(";")
-        };
-        *stacks.entry(stack).or_default() += bytes;
+        let entry = stacks
+            .entry(folded_stack(capture, &site.stack))
+            .or_default();
+        *entry = entry.saturating_add(bytes);
     }
     stacks
         .into_iter()
@@ -77,8 +92,19 @@ pub fn render(capture: &Capture, view: View) -> Option<Flame> {
     let (bytes, count) = capture.total_of(view);
     let mut options = Options::default();
     options.title = view.title().to_string();
+    let deepest = capture
+        .sites
+        .iter()
+        .map(|s| s.stack.len())
+        .max()
+        .unwrap_or(0);
+    let folding = if deepest > MAX_DEPTH {
+        format!("; stacks deeper than {MAX_DEPTH} frames have their outer frames folded")
+    } else {
+        String::new()
+    };
     options.subtitle = Some(format!(
-        "{} in {count} blocks; frames are function (file:line), the allocating line on top",
+        "{} in {count} blocks; frames are function (file:line), the allocating line on top{folding}",
         format_size(bytes as f64, false)
     ));
     options.count_name = "bytes".to_string();
@@ -109,23 +135,28 @@ const MAX_FRAMES: usize = 300;
 /// wider if that would still draw more than MAX_FRAMES frames. A frame is a
 /// distinct stack prefix, as wide as the bytes of the stacks under it.
 fn min_width(lines: &[String]) -> f64 {
-    let mut prefixes: HashMap<&str, u64> = HashMap::new();
-    let mut total = 0;
+    // Each distinct prefix is a node of a tree, found by (parent, label):
+    // linear in the frames, where hashing whole prefixes was quadratic.
+    let mut nodes: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut widths: Vec<u64> = Vec::new();
+    let mut total: u64 = 0;
     for line in lines {
         let Some((stack, bytes)) = line.rsplit_once(' ') else {
             continue;
         };
         let bytes: u64 = bytes.parse().unwrap_or(0);
-        total += bytes;
-        let ends = stack
-            .match_indices(';')
-            .map(|(i, _)| i)
-            .chain([stack.len()]);
-        for end in ends {
-            *prefixes.entry(&stack[..end]).or_default() += bytes;
+        total = total.saturating_add(bytes);
+        let mut parent = usize::MAX; // the root
+        for frame in stack.split(';') {
+            let next = widths.len();
+            let node = *nodes.entry((parent, frame)).or_insert(next);
+            if node == next {
+                widths.push(0);
+            }
+            widths[node] = widths[node].saturating_add(bytes);
+            parent = node;
         }
     }
-    let mut widths: Vec<u64> = prefixes.into_values().collect();
     if widths.len() <= MAX_FRAMES || total == 0 {
         return MIN_WIDTH;
     }
