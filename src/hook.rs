@@ -581,12 +581,16 @@ pub fn tracking_bytes() -> usize {
     gil + raw + sites::memory_bytes()
 }
 
-/// Visits every live allocation: address and record. GIL held.
+/// Visits every live allocation: address and record. GIL held. `visit` may
+/// allocate (a list of traces) while a RAW shard is locked: that memory is
+/// heapsite's own (see `native::own_memory`).
 pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     settled_gil_table().for_each(account_free, &mut visit);
-    for shard in RAW_TABLE.shards() {
-        shard.lock().for_each(&mut visit);
-    }
+    crate::native::own_memory(|| {
+        for shard in RAW_TABLE.shards() {
+            shard.lock().for_each(&mut visit);
+        }
+    });
 }
 
 pub fn dropped() -> usize {

@@ -1,0 +1,122 @@
+"""Never harm the host (issue 19): programs that stress heapsite's engine run
+exactly as they do without it -- same output, same exit status -- in-process,
+under `heapsite run` and under `heapsite run --native`.
+
+Each case runs in a child bounded by a timeout, so a hang fails the test
+instead of the suite; everything it writes stays under pytest's tmp_path."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from heapsite.cli import _can_preload
+
+# The program runs with heapsite tracing in-process (started before its first
+# line, as `heapsite.start(frames=16)`), preloaded, or preloaded with native
+# frames. The plain run is the reference.
+IN_PROCESS = (
+    "import heapsite, runpy, sys; heapsite.start(frames=16); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+MODES = ["in-process", "run", "run --native"]
+
+
+def command(mode, script, capture):
+    if mode == "plain":
+        return [sys.executable, str(script)]
+    if mode == "in-process":
+        return [sys.executable, "-c", IN_PROCESS, str(script)]
+    if not _can_preload():
+        pytest.skip("this python cannot be preloaded (no shared libpython)")
+    extra = ["--native"] if mode.endswith("--native") else []
+    return [sys.executable, "-m", "heapsite", "run", "-q", *extra, "-o", str(capture), str(script)]
+
+
+def run(mode, script, tmp_path, timeout, preexec_fn=None):
+    capture = tmp_path / f"{mode.replace(' ', '_')}.capture"
+    try:
+        return subprocess.run(
+            command(mode, script, capture),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+            preexec_fn=preexec_fn,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"{mode}: no exit within {timeout} s (a hang?): {hung.stderr!r}")
+
+
+def same_as_plain(mode, program, tmp_path, timeout=120, preexec_fn=None):
+    """Runs `program` plainly and in `mode`; both must print the same and exit
+    with the same status. Returns the traced run."""
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(program))
+    plain = run("plain", script, tmp_path, timeout, preexec_fn)
+    traced = run(mode, script, tmp_path, timeout, preexec_fn)
+    assert plain.returncode == 0, plain.stderr
+    assert (traced.returncode, traced.stdout) == (plain.returncode, plain.stdout), traced.stderr
+    return traced
+
+
+# ---- 1. no self-deadlock ----------------------------------------------------
+
+CLEAR_AFTER_ALLOCATING = """
+import heapsite
+
+kept = [bytearray(100 + i) for i in range(1000)]
+for _ in range(20):
+    heapsite.clear()
+    kept += [bytearray(5000) for _ in range(200)]
+print("kept", len(kept), sum(map(len, kept)))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_clear_while_tracing_does_not_deadlock(mode, tmp_path):
+    same_as_plain(mode, CLEAR_AFTER_ALLOCATING, tmp_path, timeout=60)
+
+
+CONTROL_WHILE_THREADS_ALLOCATE = """
+import hashlib, threading, zlib
+import heapsite
+
+ROUNDS = 3000
+
+def churn(seed, results):
+    # Python objects (MEM/OBJ, GIL held) and zlib's buffers (RAW, allocated
+    # with the GIL released): a checksum of everything made on the way.
+    digest = hashlib.sha256(str(seed).encode())
+    kept = []
+    for i in range(ROUNDS):
+        block = bytearray((seed * 31 + i) % 251 for _ in range(64 + i % 200))
+        kept.append({"i": i, "data": block, "list": [i] * (i % 17)})
+        if i % 7 == 0:
+            digest.update(zlib.compress(bytes(block) * 50, 6)[:16])
+        if len(kept) > 50:
+            digest.update(bytes(kept.pop(0)["data"]))
+    results[seed] = digest.hexdigest()
+
+results = {}
+threads = [threading.Thread(target=churn, args=(seed, results)) for seed in range(4)]
+for thread in threads:
+    thread.start()
+while any(thread.is_alive() for thread in threads):
+    heapsite.start(16)
+    heapsite.clear()
+    heapsite.snapshot()
+    heapsite.stats()
+    heapsite.stop()
+for thread in threads:
+    thread.join()
+for seed in sorted(results):
+    print(seed, results[seed])
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_start_clear_snapshot_stop_while_threads_allocate(mode, tmp_path):
+    same_as_plain(mode, CONTROL_WHILE_THREADS_ALLOCATE, tmp_path, timeout=180)
