@@ -46,6 +46,16 @@ pub fn init() {
     unsafe { hs_codes_init(code_died) };
 }
 
+/// Makes room to watch `frames` more code objects; false out of memory
+/// (then no site is made, so none names a code object heapsite cannot
+/// watch).
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn reserve_watch(frames: usize) -> bool {
+    PENDING.get().try_reserve(frames).is_ok()
+}
+
 /// Pins the code objects of a new site's Python frames, to be watched
 /// instead by `flush`, which the interpreter runs soon as a pending call.
 ///
@@ -57,7 +67,7 @@ pub fn init() {
 ///
 /// # Safety
 /// GIL held; the frames were just read from the running stack, so their code
-/// objects are alive.
+/// objects are alive; `reserve_watch` made room for them.
 pub unsafe fn watch(site: SiteId, frames: &[RawFrame]) {
     let pending = PENDING.get();
     for (i, frame) in frames.iter().enumerate() {

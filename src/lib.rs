@@ -12,6 +12,7 @@ mod counters;
 mod frames;
 mod got;
 mod hook;
+mod interner;
 mod kinds;
 mod native;
 mod native_frames;
