@@ -142,7 +142,7 @@ unsafe fn frame_tuples(frames: &[RawFrame]) -> Vec<*mut PyObject> {
     if !died.is_empty() {
         let mut dropped = Vec::new();
         cache.retain(|&(code, _), &mut item| {
-            let keep = !died.contains(&code);
+            let keep = !died.includes(code);
             if !keep {
                 dropped.push(item as *mut PyObject);
             }

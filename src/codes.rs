@@ -38,7 +38,47 @@ static PENDING: GilCell<Vec<(SiteId, usize)>> = GilCell::new(Vec::new());
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 /// Code objects freed since the report caches last dropped what they hold
 /// for them (`take_died`).
-static DIED: GilCell<Option<HashSet<usize>>> = GilCell::new(None);
+static DIED: GilCell<Died> = GilCell::new(Died::None);
+
+/// Code objects freed since the report caches were last told.
+pub enum Died {
+    None,
+    These(HashSet<usize>),
+    /// More than `DIED_KEPT` (a program that execs and drops code all day),
+    /// or no memory to note one: the caches drop everything.
+    Many,
+}
+
+/// Freed code objects noted one by one before `Died::Many`.
+const DIED_KEPT: usize = 4096;
+
+impl Died {
+    fn note(&mut self, code: usize) {
+        if let Died::None = self {
+            *self = Died::These(HashSet::new());
+        }
+        if let Died::These(set) = self {
+            if set.len() >= DIED_KEPT || set.try_reserve(1).is_err() {
+                *self = Died::Many;
+            } else {
+                set.insert(code);
+            }
+        }
+    }
+
+    /// Whether a cache entry for `code` must go.
+    pub fn includes(&self, code: usize) -> bool {
+        match self {
+            Died::None => false,
+            Died::These(set) => set.contains(&code),
+            Died::Many => true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Died::None)
+    }
+}
 
 /// Registers the free function. GIL held; once, at module init.
 pub fn init() {
@@ -106,25 +146,34 @@ pub unsafe fn flush() {
     if pending.is_empty() {
         return;
     }
+    let mut pending = pending;
     // Untraced: the extra arrays allocated here are not the program's.
-    let unpin: Vec<usize> = sites::untraced(|| {
+    sites::untraced(|| {
         let users = USERS.get().get_or_insert_with(HashMap::new);
-        pending
-            .into_iter()
-            .filter(|&(site, code)| {
-                let watched = hs_codes_watch(code as *mut c_void) >= 0;
-                if watched {
-                    users.entry(code).or_default().push(site);
-                }
-                watched
-            })
-            .map(|(_, code)| code)
-            .collect()
+        pending.retain(|&(site, code)| watch_now(users, site, code));
     });
     // After the guard: a code object freed here reaches `code_died`.
-    for code in unpin {
+    for (_, code) in pending {
         pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);
     }
+}
+
+/// Watches `code` for `site`; false if it cannot be (no extra slot, or no
+/// memory to note the site), and then it stays pinned: a site must never
+/// name a code object that could die unseen.
+///
+/// # Safety
+/// GIL held; `code` pinned.
+unsafe fn watch_now(users: &mut HashMap<usize, Vec<SiteId>>, site: SiteId, code: usize) -> bool {
+    if users.try_reserve(1).is_err() {
+        return false;
+    }
+    let sites = users.entry(code).or_default();
+    if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
+        return false;
+    }
+    sites.push(site);
+    true
 }
 
 /// The free function: `code` is being deallocated (GIL held, its fields
@@ -151,9 +200,7 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
         }
     });
     sites::uncache(&users);
-    DIED.get()
-        .get_or_insert_with(HashSet::new)
-        .insert(code as usize);
+    DIED.get().note(code as usize);
 }
 
 /// Runs `f` with the thread's current exception, if any, set aside and put
@@ -175,6 +222,6 @@ unsafe fn keeping_exception(f: impl FnOnce()) {
 ///
 /// # Safety
 /// GIL held.
-pub unsafe fn take_died() -> HashSet<usize> {
-    DIED.get().take().unwrap_or_default()
+pub unsafe fn take_died() -> Died {
+    std::mem::replace(DIED.get(), Died::None)
 }

@@ -105,16 +105,14 @@ fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: 
     // Queued frees first, so the peak is never checked with them counted.
     table.settle(account_free);
     match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
-        Ok(replaced) => {
-            if let Some(old) = replaced {
-                sites::site(old.site).counters.sub_gil(old.size);
-            }
-            site_ref.counters.add_gil(size);
-        }
-        Err(()) => {
+        Ok(Some(stale)) => sites::site(stale.site).counters.sub_gil(stale.size),
+        Ok(None) => {}
+        Err(lost) => {
+            sites::site(lost.site).counters.sub_gil(lost.size);
             drop_record();
         }
     }
+    site_ref.counters.add_gil(size);
 }
 
 /// Calls the previous allocator inside the re-entrancy guard, then records

@@ -9,6 +9,7 @@ mod api_traces;
 mod capture;
 mod codes;
 mod counters;
+mod fallible;
 mod frames;
 mod got;
 mod hook;

@@ -10,6 +10,7 @@
 //! counted at no site. Names are kept once per distinct text (doctest makes a
 //! new file-name string for every example it runs).
 
+use crate::fallible::{try_leak, try_str};
 use crate::frames::ResolvedFrame;
 use crate::sync::GilCell;
 use pyo3_ffi::{PyObject, Py_ssize_t};
@@ -36,17 +37,18 @@ struct Record {
 /// The kept names by text.
 static KEPT: GilCell<Option<HashMap<&'static str, &'static KeptName>>> = GilCell::new(None);
 
-/// Keeps a frame resolved from a dying code object; the record's address.
+/// Keeps a frame resolved from a dying code object; the record's address,
+/// or None when memory for it cannot be had.
 ///
 /// # Safety
 /// GIL held; `frame`'s names are live strs.
-pub unsafe fn keep(frame: ResolvedFrame) -> *mut c_void {
-    let record = Box::leak(Box::new(Record {
-        filename: kept_name(frame.filename),
-        name: kept_name(frame.name),
+pub unsafe fn keep(frame: ResolvedFrame) -> Option<*mut c_void> {
+    let record = try_leak(Record {
+        filename: kept_name(frame.filename)?,
+        name: kept_name(frame.name)?,
         lineno: frame.lineno,
-    }));
-    (record as *mut Record).cast()
+    })?;
+    Some((record as *mut Record).cast())
 }
 
 /// A retired frame's names and line: borrowed strs, heapsite's own.
@@ -62,35 +64,39 @@ pub unsafe fn resolve(record: *mut c_void) -> ResolvedFrame {
     }
 }
 
-/// The kept name with the text of `name` (a str), kept now if none is.
+/// The kept name with the text of `name` (a str), kept now if none is;
+/// None out of memory.
 ///
 /// # Safety
 /// GIL held; `name` a live str.
-unsafe fn kept_name(name: *mut PyObject) -> &'static KeptName {
+unsafe fn kept_name(name: *mut PyObject) -> Option<&'static KeptName> {
     let Some(text) = text_of(name) else {
-        pyo3_ffi::Py_IncRef(name);
-        return Box::leak(Box::new(KeptName {
+        let kept = try_leak(KeptName {
             text: None,
             object: Cell::new(name),
-        }));
+        })?;
+        pyo3_ffi::Py_IncRef(name);
+        return Some(kept);
     };
     let kept = KEPT.get().get_or_insert_with(HashMap::new);
-    if let Some(&found) = kept.get(text.as_str()) {
-        return found;
+    if let Some(&found) = kept.get(text) {
+        return Some(found);
     }
-    let text: &'static str = Box::leak(text.into_boxed_str());
-    let name = Box::leak(Box::new(KeptName {
+    kept.try_reserve(1).ok()?;
+    let text = try_str(text)?;
+    let name = try_leak(KeptName {
         text: Some(text),
         object: Cell::new(std::ptr::null_mut()),
-    }));
+    })?;
     kept.insert(text, name);
-    name
+    Some(name)
 }
 
 /// The UTF-8 text of a str, read inside heapsite's guard (a str that is not
 /// ASCII caches its UTF-8 form on first ask, and that block is not the
-/// program's); None if it cannot be encoded.
-unsafe fn text_of(name: *mut PyObject) -> Option<String> {
+/// program's); None if it cannot be encoded. Borrowed from the str: valid
+/// while it lives.
+unsafe fn text_of<'a>(name: *mut PyObject) -> Option<&'a str> {
     let read = || {
         let mut size: Py_ssize_t = 0;
         let utf8 = pyo3_ffi::PyUnicode_AsUTF8AndSize(name, &mut size);
@@ -99,7 +105,7 @@ unsafe fn text_of(name: *mut PyObject) -> Option<String> {
             return None;
         }
         let bytes = std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize);
-        std::str::from_utf8(bytes).ok().map(str::to_owned)
+        std::str::from_utf8(bytes).ok()
     };
     crate::sites::untraced(read)
 }

@@ -10,6 +10,7 @@
 //! unrecorded (counted as dropped by the hook), and the program goes on.
 
 use crate::counters::SiteCounters;
+use crate::fallible;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
 use crate::interner::{Found, Interner};
 use crate::segvec::{SegVec, Zeroable};
@@ -173,7 +174,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
         Found::FreeKey(key) => key,
     };
     // Everything a new site needs is had before it is made.
-    let copy = copy_frames(frames)?;
+    let copy = fallible::try_copy(frames)?;
     if !interner.reserve_one() || !crate::codes::reserve_watch(frames.len()) {
         return None;
     }
@@ -190,14 +191,6 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
     // SAFETY: GIL held; the code objects are on the running stack, so alive.
     crate::codes::watch(id, frames);
     Some(id)
-}
-
-/// A copy of `frames` for a site to keep; None out of memory.
-fn copy_frames(frames: &[RawFrame]) -> Option<Box<[RawFrame]>> {
-    let mut copy = Vec::new();
-    copy.try_reserve_exact(frames.len()).ok()?;
-    copy.extend_from_slice(frames);
-    Some(copy.into_boxed_slice())
 }
 
 /// The hash a site was interned under (its frames still all alive).
@@ -219,20 +212,20 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
         // Its first code object to die: it can match no stack any more.
         INTERNER.get().remove(interned_hash(id), id, interned_hash);
     }
-    let retired: Box<[RawFrame]> = slot
-        .frames()
-        .iter()
-        .map(|f| {
-            if f.code == code && f.is_python() {
-                f.retire()
-            } else {
-                *f
-            }
-        })
-        .collect();
+    let retired = fallible::try_collect(slot.frames().iter().map(|f| {
+        if f.code == code && f.is_python() {
+            f.retire()
+        } else {
+            Some(*f)
+        }
+    }));
     // The old frames are leaked, not freed: a report may be reading them.
-    slot.frames
-        .store(Box::leak(retired).as_mut_ptr(), Ordering::Release);
+    // Out of memory the site loses its frames rather than name a freed
+    // code object.
+    let retired = retired.map_or(std::ptr::null_mut(), |frames| {
+        Box::leak(frames).as_mut_ptr()
+    });
+    slot.frames.store(retired, Ordering::Release);
 }
 
 /// Drops the hook cache's entries for these (retired) sites.

@@ -120,3 +120,50 @@ for seed in sorted(results):
 @pytest.mark.parametrize("mode", MODES)
 def test_start_clear_snapshot_stop_while_threads_allocate(mode, tmp_path):
     same_as_plain(mode, CONTROL_WHILE_THREADS_ALLOCATE, tmp_path, timeout=180)
+
+
+# ---- 2. out of memory ---------------------------------------------------------
+
+
+def limit_address_space():
+    """In the child before exec: its address space capped at what it uses now
+    plus 300 MB (`ulimit -v`), so allocating on ends in MemoryError soon."""
+    import resource
+
+    with open("/proc/self/status") as status:
+        vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = vm_kb * 1024 + 300 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+ALLOCATE_UNTIL_MEMORY_ERROR = """
+def exhaust(make):
+    kept = []
+    try:
+        while True:
+            kept.append(make())
+    except MemoryError:
+        made = len(kept)
+        kept.clear()
+        return made > 0
+
+print("bytearrays", exhaust(lambda: bytearray(1 << 20)))
+print("small lists", exhaust(lambda: [0] * 8))
+print("dicts", exhaust(lambda: {i: str(i) for i in range(8)}))
+try:
+    bytearray(50 << 30)
+except MemoryError:
+    print("50 GiB refused")
+print("and on:", sum(len(str(i)) for i in range(100_000)))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES[:2])
+def test_a_program_that_runs_out_of_memory_recovers_as_without_heapsite(mode, tmp_path):
+    same_as_plain(
+        mode,
+        ALLOCATE_UNTIL_MEMORY_ERROR,
+        tmp_path,
+        timeout=180,
+        preexec_fn=limit_address_space,
+    )
