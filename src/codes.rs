@@ -136,11 +136,14 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 ///
 /// The API functions that read sites or memory figures call it first, so
 /// that code objects the program has dropped are gone before they measure,
-/// whether or not the pending call has run yet.
+/// whether or not the pending call has run yet. It also lets sites of
+/// freed code give their ids back (src/reuse.rs).
 ///
 /// # Safety
-/// GIL held, outside any allocator hook (API calls, pending calls).
+/// GIL held, outside any allocator hook (API calls, pending calls), with
+/// no site's frames borrowed.
 pub unsafe fn flush() {
+    crate::reuse::sweep();
     SCHEDULED.store(false, Ordering::Release);
     let pending = std::mem::take(PENDING.get());
     if pending.is_empty() {
@@ -169,11 +172,25 @@ unsafe fn watch_now(users: &mut HashMap<usize, Vec<SiteId>>, site: SiteId, code:
         return false;
     }
     let sites = users.entry(code).or_default();
+    if sites.len() == sites.capacity() {
+        forget_stale_users(code, sites);
+    }
     if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
         return false;
     }
     sites.push(site);
     true
+}
+
+/// Drops the ids in `code`'s users that no longer name it: sites given back
+/// and reused (src/reuse.rs), and repeats. A long-lived code object (a
+/// module running a loop) is in the stack of every site made under it; its
+/// list would otherwise grow with every site that ever died there. Done
+/// when the list is full, so it costs O(1) per site, amortised.
+fn forget_stale_users(code: usize, sites: &mut Vec<SiteId>) {
+    sites.retain(|&id| sites::names(id, code as *mut c_void));
+    sites.sort_unstable();
+    sites.dedup();
 }
 
 /// The free function: `code` is being deallocated (GIL held, its fields
@@ -194,10 +211,16 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
     };
     // Retiring hashes and copies names, which can fail and clear an error:
     // the exception a dying code object's frame may be raising is kept.
+    // What it allocates is heapsite's, not the program's line that dropped
+    // the code object.
     keeping_exception(|| {
-        for &site in &users {
-            sites::retire(site, code);
-        }
+        sites::untraced(|| {
+            crate::native::own_memory(|| {
+                for &site in &users {
+                    sites::retire(site, code);
+                }
+            })
+        })
     });
     sites::uncache(&users);
     DIED.get().note(code as usize);

@@ -22,6 +22,7 @@ mod objects;
 mod preload;
 mod report;
 mod retired;
+mod reuse;
 mod segvec;
 mod sites;
 mod sync;
@@ -106,7 +107,7 @@ static mut METHODS: [PyMethodDef; 38] = [
         c"site_count",
         api::site_count,
         METH_NOARGS,
-        c"site_count() -> how many call sites there are (ids run 0..count)",
+        c"site_count() -> how many call sites were made so far (peak_sites' first_new_site)",
     ),
     method(
         c"sites",
@@ -299,11 +300,12 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     if module.is_null() {
         return module;
     }
-    let constants: [(&CStr, i64); 4] = [
+    let constants: [(&CStr, i64); 5] = [
         (c"MAX_FRAMES", frames::MAX_FRAMES as i64),
         (c"NO_FRAME_SITE", sites::NO_FRAME_SITE as i64),
         (c"NO_GIL_SITE", sites::NO_GIL_SITE as i64),
         (c"OVERFLOW_SITE", sites::OVERFLOW_SITE as i64),
+        (c"FREED_CODE_SITE", sites::FREED_CODE_SITE as i64),
     ];
     for (name, value) in constants {
         if PyModule_AddIntConstant(module, name.as_ptr(), value as std::ffi::c_long) < 0 {

@@ -28,7 +28,10 @@ pub const NO_FRAME_SITE: SiteId = 0;
 pub const NO_GIL_SITE: SiteId = 1;
 /// Where allocations go once the (huge) site id space is exhausted.
 pub const OVERFLOW_SITE: SiteId = 2;
-const FIRST_DYNAMIC_SITE: SiteId = 3;
+/// What sites of freed code allocated in total, once their ids were reused
+/// (src/reuse.rs).
+pub const FREED_CODE_SITE: SiteId = 3;
+const FIRST_DYNAMIC_SITE: SiteId = 4;
 /// Site ids must fit the table's 30-bit field.
 const MAX_SITE: SiteId = (1 << 30) - 1;
 
@@ -37,6 +40,8 @@ pub struct Site {
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
+    /// How many sites were made before this one (ids are reused, births not).
+    born: AtomicU32,
     pub counters: SiteCounters,
 }
 
@@ -59,6 +64,26 @@ impl Site {
         self.total_depth.load(Ordering::Relaxed)
     }
 
+    /// How many sites were made before this one.
+    pub fn born(&self) -> u32 {
+        self.born.load(Ordering::Relaxed)
+    }
+
+    /// Makes `frames` the site's (None: no frames) and returns the ones it
+    /// had. GIL held: only GIL holders read a site's frames.
+    pub fn swap_frames(&self, frames: Option<Box<[RawFrame]>>) -> Option<Box<[RawFrame]>> {
+        let (len, ptr) = match frames {
+            Some(frames) => (frames.len(), Box::leak(frames).as_mut_ptr()),
+            None => (0, std::ptr::null_mut()),
+        };
+        let old_len = self.nframes.swap(len as u32, Ordering::Relaxed) as usize;
+        let old = self.frames.swap(ptr, Ordering::AcqRel);
+        // SAFETY: a non-null pointer was published here from a leaked boxed
+        // slice of `old_len` frames, and is no longer published.
+        (!old.is_null())
+            .then(|| unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) })
+    }
+
     #[inline(always)]
     fn is(&self, frames: &[RawFrame], total_depth: u32) -> bool {
         self.total_depth() == total_depth && self.frames() == frames
@@ -75,6 +100,7 @@ pub fn set_count_total_depth(on: bool) {
 
 static SITES: SegVec<Site> = SegVec::new();
 static NEXT_SITE: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
+static BIRTHS: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
 
 /// The sites whose code objects are all alive, by stack hash. GIL held.
 static INTERNER: GilCell<Interner> = GilCell::new(Interner::new());
@@ -96,9 +122,16 @@ pub fn init() {
     }
 }
 
-/// Number of ids handed out so far (reserved ones included).
+/// Number of ids handed out so far (reserved ones included): ids run
+/// 0..count().
 pub fn count() -> SiteId {
     NEXT_SITE.load(Ordering::Acquire)
+}
+
+/// Number of sites made so far (reserved ones included), reused ids counted
+/// once per site made under them.
+pub fn births() -> u32 {
+    BIRTHS.load(Ordering::Acquire)
 }
 
 /// Bytes of heapsite's own memory spent on sites and their frames.
@@ -178,15 +211,19 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
     if !interner.reserve_one() || !crate::codes::reserve_watch(frames.len()) {
         return None;
     }
-    let id = NEXT_SITE.fetch_add(1, Ordering::AcqRel);
+    let id = match crate::reuse::take_id() {
+        Some(id) => id,
+        None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
+    };
     if id > MAX_SITE {
         return Some(OVERFLOW_SITE);
     }
     let slot = SITES.get_or_grow(id as usize)?;
-    slot.nframes.store(copy.len() as u32, Ordering::Relaxed);
     slot.total_depth.store(total_depth, Ordering::Relaxed);
-    slot.frames
-        .store(Box::leak(copy).as_mut_ptr(), Ordering::Release);
+    let born = BIRTHS.fetch_add(1, Ordering::AcqRel);
+    slot.born.store(born, Ordering::Relaxed);
+    let previous = slot.swap_frames(Some(copy));
+    debug_assert!(previous.is_none(), "a site id handed out twice");
     interner.insert(key, id);
     // SAFETY: GIL held; the code objects are on the running stack, so alive.
     crate::codes::watch(id, frames);
@@ -208,9 +245,14 @@ fn interned_hash(id: SiteId) -> u64 {
 /// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
 pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
     let slot = site(id);
+    if !names(id, code) {
+        return; // the id was given back and reused since (src/reuse.rs)
+    }
     if !slot.frames().iter().any(RawFrame::is_retired) {
-        // Its first code object to die: it can match no stack any more.
+        // Its first code object to die: it can match no stack any more, and
+        // once it holds nothing its id can be given back.
         INTERNER.get().remove(interned_hash(id), id, interned_hash);
+        crate::reuse::died(id);
     }
     let retired = fallible::try_collect(slot.frames().iter().map(|f| {
         if f.code == code && f.is_python() {
@@ -219,13 +261,19 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
             Some(*f)
         }
     }));
-    // The old frames are leaked, not freed: a report may be reading them.
-    // Out of memory the site loses its frames rather than name a freed
-    // code object.
-    let retired = retired.map_or(std::ptr::null_mut(), |frames| {
-        Box::leak(frames).as_mut_ptr()
-    });
-    slot.frames.store(retired, Ordering::Release);
+    // Out of memory the site loses its frames rather than name a freed code
+    // object. The old frames are freed later: a report may be reading them.
+    if let Some(old) = slot.swap_frames(retired) {
+        crate::reuse::bury(old);
+    }
+}
+
+/// Whether site `id` has a (live) Python frame of `code`. GIL held.
+pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
+    site(id)
+        .frames()
+        .iter()
+        .any(|f| f.code == code && f.is_python())
 }
 
 /// Drops the hook cache's entries for these (retired) sites.
