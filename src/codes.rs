@@ -241,6 +241,15 @@ unsafe fn keeping_exception(f: impl FnOnce()) {
     pyo3_ffi::PyErr_Restore(kind, value, traceback);
 }
 
+/// `addr` named a frame that report caches may hold (a retired frame's
+/// record, freed): they drop what they hold for it.
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn note_freed(addr: usize) {
+    DIED.get().note(addr);
+}
+
 /// The code objects freed since the last call (for caches keyed by address).
 ///
 /// # Safety

@@ -70,7 +70,11 @@ pub unsafe fn take_id() -> Option<SiteId> {
 /// # Safety
 /// GIL held; no site's frames borrowed by the caller.
 pub unsafe fn sweep() {
-    crate::native::own_memory(|| GRAVEYARD.get().clear());
+    crate::native::own_memory(|| {
+        for frames in GRAVEYARD.get().drain(..) {
+            crate::retired::release_all(&frames);
+        }
+    });
     let dead = DEAD.get();
     let sweep_at = SWEEP_AT.get();
     if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {

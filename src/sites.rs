@@ -261,6 +261,10 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
             Some(*f)
         }
     }));
+    if retired.is_some() {
+        // The frames retired before are in both the old frames and the new.
+        crate::retired::hold_all(slot.frames());
+    }
     // Out of memory the site loses its frames rather than name a freed code
     // object. The old frames are freed later: a report may be reading them.
     if let Some(old) = slot.swap_frames(retired) {

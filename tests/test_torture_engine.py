@@ -167,3 +167,49 @@ def test_a_program_that_runs_out_of_memory_recovers_as_without_heapsite(mode, tm
         timeout=180,
         preexec_fn=limit_address_space,
     )
+
+
+# ---- 3. code that comes and goes -------------------------------------------
+
+EXEC_AND_DROP_FUNCTIONS = """
+import json, sys, time
+import heapsite
+
+def heapsite_figures():
+    if not heapsite.is_tracing():
+        return None
+    heapsite.traced_memory()  # lets heapsite settle what died
+    stats = heapsite.stats()
+    return {"sites": stats["sites"], "tracking_bytes": stats["tracking_bytes"]}
+
+checksum = 0
+figures = {}
+started = time.perf_counter()
+for i in range(20_000):
+    namespace = {}
+    exec(f"def function_{i}(x):\\n    return [x, {i}] * 3\\n", namespace)
+    checksum += len(namespace[f"function_{i}"](i))
+    if i + 1 in (5_000, 20_000):
+        figures[i + 1] = heapsite_figures()
+seconds = time.perf_counter() - started
+print(json.dumps({"checksum": checksum, "seconds": seconds, "figures": figures}))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES[:2])
+def test_code_that_comes_and_goes_costs_time_and_memory_in_proportion(mode, tmp_path):
+    import json
+
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(EXEC_AND_DROP_FUNCTIONS))
+    plain = run("plain", script, tmp_path, timeout=120)
+    traced = run(mode, script, tmp_path, timeout=300)
+    assert (plain.returncode, traced.returncode) == (0, 0), traced.stderr
+    plain, traced = json.loads(plain.stdout), json.loads(traced.stdout)
+    assert traced["checksum"] == plain["checksum"]
+    assert traced["seconds"] < 5 * plain["seconds"] + 5
+    # Four times the functions, not four times heapsite's memory: what it
+    # keeps follows the code alive, not the code that ever ran.
+    early, late = traced["figures"]["5000"], traced["figures"]["20000"]
+    assert late["sites"] < 2 * early["sites"], (early, late)
+    assert late["tracking_bytes"] < 2 * early["tracking_bytes"], (early, late)
