@@ -196,7 +196,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
         NO_FRAME_SITE => pseudo_frame(c"<no Python frame>"),
         NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
         OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
-        FREED_CODE_SITE => pseudo_frame(c"<code freed since>"),
+        FREED_CODE_SITE => pseudo_frame(c"<freed code>"),
         _ => {
             let items = frame_tuples(sites::site(id).frames());
             tuple(&items)

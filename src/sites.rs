@@ -4,7 +4,8 @@
 //! small cache of recent sites; only a miss reaches the interner
 //! (src/interner.rs). A new site copies its frames and has their code objects
 //! watched (src/codes.rs): one that is freed has its frames resolved for good
-//! first, and the site leaves the interner. Sites are never freed.
+//! first, and the site leaves the interner; once it holds nothing, its id is
+//! reused (src/reuse.rs). Slots are never freed: ids index them.
 //!
 //! Out of memory, no new site is made: the allocation it was for goes
 //! unrecorded (counted as dropped by the hook), and the program goes on.
