@@ -145,11 +145,10 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 pub unsafe fn flush() {
     crate::reuse::sweep();
     SCHEDULED.store(false, Ordering::Release);
-    let pending = std::mem::take(PENDING.get());
+    let mut pending = std::mem::take(PENDING.get());
     if pending.is_empty() {
         return;
     }
-    let mut pending = pending;
     // Untraced: the extra arrays allocated here are not the program's.
     sites::untraced(|| {
         let users = USERS.get().get_or_insert_with(HashMap::new);

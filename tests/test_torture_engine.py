@@ -5,13 +5,12 @@ under `heapsite run` and under `heapsite run --native`.
 Each case runs in a child bounded by a timeout, so a hang fails the test
 instead of the suite; everything it writes stays under pytest's tmp_path."""
 
-import os
+import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
 from heapsite.cli import _can_preload
 
 # The program runs with heapsite tracing in-process (started before its first
@@ -198,8 +197,6 @@ print(json.dumps({"checksum": checksum, "seconds": seconds, "figures": figures})
 
 @pytest.mark.parametrize("mode", MODES[:2])
 def test_code_that_comes_and_goes_costs_time_and_memory_in_proportion(mode, tmp_path):
-    import json
-
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(EXEC_AND_DROP_FUNCTIONS))
     plain = run("plain", script, tmp_path, timeout=120)
