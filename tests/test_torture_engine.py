@@ -157,7 +157,7 @@ print("and on:", sum(len(str(i)) for i in range(100_000)))
 """
 
 
-@pytest.mark.parametrize("mode", MODES[:2])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_program_that_runs_out_of_memory_recovers_as_without_heapsite(mode, tmp_path):
     same_as_plain(
         mode,
