@@ -5,7 +5,7 @@
 use crate::codes;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
 use crate::hook;
-use crate::sites::{self, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
+use crate::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
 use crate::sync::GilCell;
 use pyo3_ffi::*;
 use std::collections::HashMap;
@@ -98,10 +98,12 @@ pub unsafe extern "C" fn traceback_limit(_: *mut PyObject, _: *mut PyObject) -> 
     int(hook::depth() as i64)
 }
 
-/// site_count() -> int: what stats()["sites"] says, without stats()'s sums
-/// over every site and table (the pytest plugin asks before every test).
+/// site_count() -> int: how many sites were made so far (what peak_sites
+/// takes as `first_new_site`; ids of sites of freed code are reused, so
+/// this counts births, not ids), without stats()'s sums over every site and
+/// table (the pytest plugin asks before every test).
 pub unsafe extern "C" fn site_count(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    int(sites::count() as i64)
+    int(sites::births() as i64)
 }
 
 /// stats() -> dict of heapsite's own figures.
@@ -142,7 +144,7 @@ unsafe fn frame_tuples(frames: &[RawFrame]) -> Vec<*mut PyObject> {
     if !died.is_empty() {
         let mut dropped = Vec::new();
         cache.retain(|&(code, _), &mut item| {
-            let keep = !died.contains(&code);
+            let keep = !died.includes(code);
             if !keep {
                 dropped.push(item as *mut PyObject);
             }
@@ -194,6 +196,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
         NO_FRAME_SITE => pseudo_frame(c"<no Python frame>"),
         NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
         OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
+        FREED_CODE_SITE => pseudo_frame(c"<freed code>"),
         _ => {
             let items = frame_tuples(sites::site(id).frames());
             tuple(&items)
@@ -203,7 +206,7 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
 
 /// peak_sites(first_new_site: int, limit: int) -> ((site, bytes), ...): the
 /// sites that held the most at the peak since reset_peak(), largest first,
-/// at most `limit`. A site from `first_new_site` on (made since) counts all
+/// at most `limit`. A site born from `first_new_site` on (made since) counts all
 /// it held at the peak; an older one what it held then beyond what it holds
 /// now, since its bytes live before are not kept. Worked out here, not from
 /// site_figures() in Python: the pytest plugin asks after many tests.
@@ -220,8 +223,9 @@ pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *m
     hook::settle();
     let mut held: Vec<(i64, u32)> = (0..sites::count())
         .filter_map(|id| {
-            let t = sites::site(id).counters.totals();
-            let size = if i64::from(id) >= first_new {
+            let site = sites::site(id);
+            let t = site.counters.totals();
+            let size = if i64::from(site.born()) >= first_new {
                 t.peak_bytes
             } else {
                 t.peak_bytes - t.live_bytes
@@ -249,7 +253,10 @@ pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mu
         Ok(id) => id,
         Err(error) => return error,
     };
-    if matches!(id, NO_FRAME_SITE | NO_GIL_SITE | OVERFLOW_SITE) {
+    if matches!(
+        id,
+        NO_FRAME_SITE | NO_GIL_SITE | OVERFLOW_SITE | FREED_CODE_SITE
+    ) {
         return tuple(&[]);
     }
     let pairs: Vec<*mut PyObject> = frames::resolve_all(sites::site(id).frames())

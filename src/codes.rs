@@ -38,12 +38,62 @@ static PENDING: GilCell<Vec<(SiteId, usize)>> = GilCell::new(Vec::new());
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 /// Code objects freed since the report caches last dropped what they hold
 /// for them (`take_died`).
-static DIED: GilCell<Option<HashSet<usize>>> = GilCell::new(None);
+static DIED: GilCell<Died> = GilCell::new(Died::None);
+
+/// Code objects freed since the report caches were last told.
+pub enum Died {
+    None,
+    These(HashSet<usize>),
+    /// More than `DIED_KEPT` (a program that execs and drops code all day),
+    /// or no memory to note one: the caches drop everything.
+    Many,
+}
+
+/// Freed code objects noted one by one before `Died::Many`.
+const DIED_KEPT: usize = 4096;
+
+impl Died {
+    fn note(&mut self, code: usize) {
+        if let Died::None = self {
+            *self = Died::These(HashSet::new());
+        }
+        if let Died::These(set) = self {
+            if set.len() >= DIED_KEPT || set.try_reserve(1).is_err() {
+                *self = Died::Many;
+            } else {
+                set.insert(code);
+            }
+        }
+    }
+
+    /// Whether a cache entry for `code` must go.
+    pub fn includes(&self, code: usize) -> bool {
+        match self {
+            Died::None => false,
+            Died::These(set) => set.contains(&code),
+            Died::Many => true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Died::None)
+    }
+}
 
 /// Registers the free function. GIL held; once, at module init.
 pub fn init() {
     // SAFETY: GIL held by the import system; `code_died` matches `freefunc`.
     unsafe { hs_codes_init(code_died) };
+}
+
+/// Makes room to watch `frames` more code objects; false out of memory
+/// (then no site is made, so none names a code object heapsite cannot
+/// watch).
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn reserve_watch(frames: usize) -> bool {
+    PENDING.get().try_reserve(frames).is_ok()
 }
 
 /// Pins the code objects of a new site's Python frames, to be watched
@@ -57,7 +107,7 @@ pub fn init() {
 ///
 /// # Safety
 /// GIL held; the frames were just read from the running stack, so their code
-/// objects are alive.
+/// objects are alive; `reserve_watch` made room for them.
 pub unsafe fn watch(site: SiteId, frames: &[RawFrame]) {
     let pending = PENDING.get();
     for (i, frame) in frames.iter().enumerate() {
@@ -86,35 +136,60 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 ///
 /// The API functions that read sites or memory figures call it first, so
 /// that code objects the program has dropped are gone before they measure,
-/// whether or not the pending call has run yet.
+/// whether or not the pending call has run yet. It also lets sites of
+/// freed code give their ids back (src/reuse.rs).
 ///
 /// # Safety
-/// GIL held, outside any allocator hook (API calls, pending calls).
+/// GIL held, outside any allocator hook (API calls, pending calls), with
+/// no site's frames borrowed.
 pub unsafe fn flush() {
+    crate::reuse::sweep();
     SCHEDULED.store(false, Ordering::Release);
-    let pending = std::mem::take(PENDING.get());
+    let mut pending = std::mem::take(PENDING.get());
     if pending.is_empty() {
         return;
     }
     // Untraced: the extra arrays allocated here are not the program's.
-    let unpin: Vec<usize> = sites::untraced(|| {
+    sites::untraced(|| {
         let users = USERS.get().get_or_insert_with(HashMap::new);
-        pending
-            .into_iter()
-            .filter(|&(site, code)| {
-                let watched = hs_codes_watch(code as *mut c_void) >= 0;
-                if watched {
-                    users.entry(code).or_default().push(site);
-                }
-                watched
-            })
-            .map(|(_, code)| code)
-            .collect()
+        pending.retain(|&(site, code)| watch_now(users, site, code));
     });
     // After the guard: a code object freed here reaches `code_died`.
-    for code in unpin {
+    for (_, code) in pending {
         pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);
     }
+}
+
+/// Watches `code` for `site`; false if it cannot be (no extra slot, or no
+/// memory to note the site), and then it stays pinned: a site must never
+/// name a code object that could die unseen.
+///
+/// # Safety
+/// GIL held; `code` pinned.
+unsafe fn watch_now(users: &mut HashMap<usize, Vec<SiteId>>, site: SiteId, code: usize) -> bool {
+    if users.try_reserve(1).is_err() {
+        return false;
+    }
+    let sites = users.entry(code).or_default();
+    if sites.len() == sites.capacity() {
+        forget_stale_users(code, sites);
+    }
+    if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
+        return false;
+    }
+    sites.push(site);
+    true
+}
+
+/// Drops the ids in `code`'s users that no longer name it: sites given back
+/// and reused (src/reuse.rs), and repeats. A long-lived code object (a
+/// module running a loop) is in the stack of every site made under it; its
+/// list would otherwise grow with every site that ever died there. Done
+/// when the list is full, so it costs O(1) per site, amortised.
+fn forget_stale_users(code: usize, sites: &mut Vec<SiteId>) {
+    sites.retain(|&id| sites::names(id, code as *mut c_void));
+    sites.sort_unstable();
+    sites.dedup();
 }
 
 /// The free function: `code` is being deallocated (GIL held, its fields
@@ -135,15 +210,19 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
     };
     // Retiring hashes and copies names, which can fail and clear an error:
     // the exception a dying code object's frame may be raising is kept.
+    // What it allocates is heapsite's, not the program's line that dropped
+    // the code object.
     keeping_exception(|| {
-        for &site in &users {
-            sites::retire(site, code);
-        }
+        sites::untraced(|| {
+            crate::native::own_memory(|| {
+                for &site in &users {
+                    sites::retire(site, code);
+                }
+            })
+        })
     });
     sites::uncache(&users);
-    DIED.get()
-        .get_or_insert_with(HashSet::new)
-        .insert(code as usize);
+    DIED.get().note(code as usize);
 }
 
 /// Runs `f` with the thread's current exception, if any, set aside and put
@@ -161,10 +240,19 @@ unsafe fn keeping_exception(f: impl FnOnce()) {
     pyo3_ffi::PyErr_Restore(kind, value, traceback);
 }
 
+/// `addr` named a frame that report caches may hold (a retired frame's
+/// record, freed): they drop what they hold for it.
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn note_freed(addr: usize) {
+    DIED.get().note(addr);
+}
+
 /// The code objects freed since the last call (for caches keyed by address).
 ///
 /// # Safety
 /// GIL held.
-pub unsafe fn take_died() -> HashSet<usize> {
-    DIED.get().take().unwrap_or_default()
+pub unsafe fn take_died() -> Died {
+    std::mem::replace(DIED.get(), Died::None)
 }

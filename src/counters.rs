@@ -131,6 +131,12 @@ impl SiteCounters {
         }
     }
 
+    /// Adds another site's totals (src/reuse.rs); GIL held.
+    pub fn absorb_totals(&self, count: i64, bytes: i64) {
+        bump(&self.total_count, count);
+        bump(&self.total_bytes, bytes);
+    }
+
     /// Zeroes the site; GIL held, with the tables cleared at the same time.
     pub fn reset(&self) {
         for cell in [

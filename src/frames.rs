@@ -48,16 +48,17 @@ impl RawFrame {
         !self.is_native() && !self.is_retired()
     }
 
-    /// This frame resolved for good, before its code object is freed.
+    /// This frame resolved for good, before its code object is freed; None
+    /// when memory to keep it cannot be had.
     ///
     /// # Safety
     /// GIL held; a Python frame whose code object is still intact.
-    pub unsafe fn retire(&self) -> RawFrame {
-        RawFrame {
-            code: crate::retired::keep(resolve(self)),
+    pub unsafe fn retire(&self) -> Option<RawFrame> {
+        Some(RawFrame {
+            code: crate::retired::keep(resolve(self))?,
             offset: RETIRED,
             pad: 0,
-        }
+        })
     }
 }
 

@@ -100,21 +100,22 @@ fn native_tracing() -> bool {
 #[inline(always)]
 fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: Domain) {
     // SAFETY: MEM and OBJ hooks run with the GIL held.
-    let (site, site_ref) = unsafe { thread.current_site(DEPTH.load(Relaxed)) };
+    let Some((site, site_ref)) = (unsafe { thread.current_site(DEPTH.load(Relaxed)) }) else {
+        drop_record();
+        return;
+    };
     let table = unsafe { GIL_TABLE.get() };
     // Queued frees first, so the peak is never checked with them counted.
     table.settle(account_free);
     match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
-        Ok(replaced) => {
-            if let Some(old) = replaced {
-                sites::site(old.site).counters.sub_gil(old.size);
-            }
-            site_ref.counters.add_gil(size);
-        }
-        Err(()) => {
-            DROPPED.fetch_add(1, Relaxed);
+        Ok(Some(stale)) => sites::site(stale.site).counters.sub_gil(stale.size),
+        Ok(None) => {}
+        Err(lost) => {
+            sites::site(lost.site).counters.sub_gil(lost.size);
+            drop_record();
         }
     }
+    site_ref.counters.add_gil(size);
 }
 
 /// Calls the previous allocator inside the re-entrancy guard, then records
@@ -276,8 +277,9 @@ fn main_interpreter_gil() -> Option<bool> {
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.
-        match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed)).0) } {
-            Some(site) => site,
+        match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed))) } {
+            Some(Some((site, _))) => site,
+            Some(None) => return drop_record(), // no memory for its site
             None => return, // re-entered from inside heapsite: not the program's
         }
     } else {
@@ -307,7 +309,7 @@ fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, gil: bool) {
             }
         }
         Err(()) => {
-            DROPPED.fetch_add(1, Relaxed);
+            drop_record();
         }
     }
 }
@@ -452,14 +454,20 @@ fn track_raw_below_native(ptr: *mut c_void, size: usize) {
     let site = unsafe {
         sites::guarded(|thread| {
             let n = crate::native_frames::capture(&mut native);
-            thread
-                .current_site_below(&native[..n], DEPTH.load(Relaxed))
-                .0
+            thread.current_site_below(&native[..n], DEPTH.load(Relaxed))
         })
     };
-    if let Some(site) = site {
-        insert_raw(ptr, size, site, true);
+    match site {
+        Some(Some((site, _))) => insert_raw(ptr, size, site, true),
+        Some(None) => drop_record(),
+        None => {}
     }
+}
+
+/// An allocation left unrecorded: heapsite had no memory for its bookkeeping.
+#[cold]
+fn drop_record() {
+    DROPPED.fetch_add(1, Relaxed);
 }
 
 /// A block released by free, munmap or a moving realloc.
@@ -631,12 +639,16 @@ pub fn tracking_bytes() -> usize {
     gil + raw + sites::memory_bytes()
 }
 
-/// Visits every live allocation: address and record. GIL held.
+/// Visits every live allocation: address and record. GIL held. `visit` may
+/// allocate (a list of traces) while a RAW shard is locked: that memory is
+/// heapsite's own (see `native::own_memory`).
 pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     settled_gil_table().for_each(account_free, &mut visit);
-    for shard in RAW_TABLE.shards() {
-        shard.lock().for_each(&mut visit);
-    }
+    crate::native::own_memory(|| {
+        for shard in RAW_TABLE.shards() {
+            shard.lock().for_each(&mut visit);
+        }
+    });
 }
 
 pub fn dropped() -> usize {
@@ -666,7 +678,9 @@ pub fn object_created(block: usize) {
             let Some(record) = table.get(block, account_free) else {
                 return;
             };
-            let (site, _) = thread.current_site(DEPTH.load(Relaxed));
+            let Some((site, _)) = thread.current_site(DEPTH.load(Relaxed)) else {
+                return; // no memory for a new site: the block stays where it is
+            };
             if site != record.site {
                 untrack_gil(block as *mut c_void);
                 record_gil(thread, block as *mut c_void, record.size, record.domain);

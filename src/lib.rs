@@ -9,9 +9,11 @@ mod api_traces;
 mod capture;
 mod codes;
 mod counters;
+mod fallible;
 mod frames;
 mod got;
 mod hook;
+mod interner;
 mod interp;
 mod kinds;
 mod native;
@@ -22,6 +24,7 @@ mod output;
 mod preload;
 mod report;
 mod retired;
+mod reuse;
 mod segvec;
 mod sigterm;
 mod sites;
@@ -122,7 +125,7 @@ static mut METHODS: [PyMethodDef; 41] = [
         c"site_count",
         main_interpreter_only!(api::site_count),
         METH_NOARGS,
-        c"site_count() -> how many call sites there are (ids run 0..count)",
+        c"site_count() -> how many call sites were made so far (peak_sites' first_new_site)",
     ),
     method(
         c"sites",
@@ -334,11 +337,12 @@ pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
     if module.is_null() {
         return module;
     }
-    let constants: [(&CStr, i64); 4] = [
+    let constants: [(&CStr, i64); 5] = [
         (c"MAX_FRAMES", frames::MAX_FRAMES as i64),
         (c"NO_FRAME_SITE", sites::NO_FRAME_SITE as i64),
         (c"NO_GIL_SITE", sites::NO_GIL_SITE as i64),
         (c"OVERFLOW_SITE", sites::OVERFLOW_SITE as i64),
+        (c"FREED_CODE_SITE", sites::FREED_CODE_SITE as i64),
     ];
     for (name, value) in constants {
         if PyModule_AddIntConstant(module, name.as_ptr(), value as std::ffi::c_long) < 0 {

@@ -153,14 +153,20 @@ impl GilTable {
     }
 
     /// Carries out every queued operation (before reading the table); a
-    /// stale record met on the way is reported as freed.
+    /// stale record met on the way, or one the table had no room for, is
+    /// reported as freed.
     fn flush(&mut self, mut freed: impl FnMut(Freed)) {
         self.settle(&mut freed);
         while let Some(young) = self.moving.pop() {
-            if let Ok(Some(stale)) = self.old.insert(young.addr, young.record) {
+            // Out of memory the young block itself is forgotten, as if freed.
+            let forgotten = match self.old.insert(young.addr, young.record) {
+                Ok(stale) => stale,
+                Err(()) => Some(young.record),
+            };
+            if let Some(record) = forgotten {
                 freed(Freed {
-                    record: stale,
-                    site: sites::site(stale.site),
+                    record,
+                    site: sites::site(record.site),
                 });
             }
         }
@@ -168,8 +174,10 @@ impl GilTable {
 
     /// Records `addr` (call `settle` first). Returns a record that had to be
     /// dropped as stale (its address was recorded already: a free heapsite did
-    /// not see), so the caller can take it off its site's counters. Err(())
-    /// when out of memory.
+    /// not see), so the caller can take it off its site's counters.
+    /// Err(lost) when the table could not grow for an older block on its way
+    /// from the nursery: `addr` is recorded, `lost` no longer is, and the
+    /// caller takes it off its site's counters (its free will pass unseen).
     ///
     /// A stale record is only noticed where it is met on the way (the same
     /// nursery slot, or the table when a block moves there): looking in the
@@ -181,7 +189,7 @@ impl GilTable {
         addr: usize,
         record: Record,
         site: &'static Site,
-    ) -> Result<Option<Record>, ()> {
+    ) -> Result<Option<Record>, Record> {
         let young = Young { addr, record, site };
         let slot = &mut self.young[slot_of(addr)];
         if slot.addr == 0 {
@@ -196,7 +204,10 @@ impl GilTable {
         let evicted = std::mem::replace(slot, young);
         self.old.prefetch(evicted.addr);
         match self.moving.push(evicted) {
-            Some(due) => self.old.insert(due.addr, due.record),
+            Some(due) => self
+                .old
+                .insert(due.addr, due.record)
+                .map_err(|()| due.record),
             None => Ok(None),
         }
     }

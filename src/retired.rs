@@ -8,22 +8,32 @@
 //! string per call, held by heapsite. A report gets a str made from the text
 //! the first time it asks, inside heapsite's guard: heapsite's own object,
 //! counted at no site. Names are kept once per distinct text (doctest makes a
-//! new file-name string for every example it runs).
+//! new file-name string for every example it runs), and records once per
+//! (file, function, line).
+//!
+//! Both are counted: each retired frame in a site's frames holds its record,
+//! each record its two names. When the last frame naming a record is freed
+//! (a site of freed code giving its id back, src/reuse.rs) the record goes,
+//! and a name no record uses goes with it, so a program that execs code
+//! under new names all day does not make heapsite grow.
 
-use crate::frames::ResolvedFrame;
+use crate::fallible::{try_leak, try_str};
+use crate::frames::{RawFrame, ResolvedFrame};
 use crate::sync::GilCell;
 use pyo3_ffi::{PyObject, Py_ssize_t};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
-/// One kept name. Leaked: retired frames live as long as their sites.
+/// One kept name.
 struct KeptName {
     /// None when the name is not UTF-8 encodable (a lone surrogate): then
     /// `object` is the program's string itself, kept with a reference.
     text: Option<&'static str>,
     /// The str for reports, made on first use (GIL held for every access).
     object: Cell<*mut PyObject>,
+    /// Records using it.
+    users: Cell<usize>,
 }
 
 /// A retired frame, as `RawFrame::code` points to it.
@@ -31,22 +41,123 @@ struct Record {
     filename: &'static KeptName,
     name: &'static KeptName,
     lineno: i32,
+    /// Retired frames naming it, in any site's frames (live or buried).
+    users: Cell<usize>,
+}
+
+type RecordKey = (usize, usize, i32);
+
+impl Record {
+    fn key(&self) -> RecordKey {
+        (address(self.filename), address(self.name), self.lineno)
+    }
+}
+
+fn address<T>(value: &T) -> usize {
+    value as *const T as usize
 }
 
 /// The kept names by text.
 static KEPT: GilCell<Option<HashMap<&'static str, &'static KeptName>>> = GilCell::new(None);
+/// The records by names and line.
+static RECORDS: GilCell<Option<HashMap<RecordKey, &'static Record>>> = GilCell::new(None);
 
-/// Keeps a frame resolved from a dying code object; the record's address.
+/// Keeps a frame resolved from a dying code object; the record's address,
+/// or None when memory for it cannot be had. The caller's frame holds it.
 ///
 /// # Safety
 /// GIL held; `frame`'s names are live strs.
-pub unsafe fn keep(frame: ResolvedFrame) -> *mut c_void {
-    let record = Box::leak(Box::new(Record {
-        filename: kept_name(frame.filename),
-        name: kept_name(frame.name),
-        lineno: frame.lineno,
-    }));
-    (record as *mut Record).cast()
+pub unsafe fn keep(frame: ResolvedFrame) -> Option<*mut c_void> {
+    let filename = kept_name(frame.filename)?;
+    let Some(name) = kept_name(frame.name) else {
+        release_name(filename);
+        return None;
+    };
+    let key = (address(filename), address(name), frame.lineno);
+    let records = RECORDS.get().get_or_insert_with(HashMap::new);
+    if let Some(&found) = records.get(&key) {
+        // Its names are held for it already.
+        release_name(filename);
+        release_name(name);
+        hold(found);
+        return Some(address(found) as *mut c_void);
+    }
+    let made = match records.try_reserve(1) {
+        Ok(()) => try_leak(Record {
+            filename,
+            name,
+            lineno: frame.lineno,
+            users: Cell::new(1),
+        }),
+        Err(_) => None,
+    };
+    let Some(record) = made else {
+        release_name(filename);
+        release_name(name);
+        return None;
+    };
+    records.insert(key, record);
+    Some(address(record) as *mut c_void)
+}
+
+/// One more retired frame names these frames' records (a site's frames
+/// copied as another of its code objects retires).
+///
+/// # Safety
+/// GIL held; retired frames' records alive.
+pub unsafe fn hold_all(frames: &[RawFrame]) {
+    for frame in frames.iter().filter(|f| f.is_retired()) {
+        hold(&*(frame.code as *const Record));
+    }
+}
+
+fn hold(record: &Record) {
+    record.users.set(record.users.get() + 1);
+}
+
+/// These frames are being freed: their records lose a user, and go with
+/// their last.
+///
+/// # Safety
+/// GIL held, outside any allocator hook, no report reading these records.
+pub unsafe fn release_all(frames: &[RawFrame]) {
+    for frame in frames.iter().filter(|f| f.is_retired()) {
+        release(frame.code as *mut Record);
+    }
+}
+
+unsafe fn release(record: *mut Record) {
+    let users = (*record).users.get() - 1;
+    (*record).users.set(users);
+    if users > 0 {
+        return;
+    }
+    if let Some(records) = RECORDS.get() {
+        records.remove(&(*record).key());
+    }
+    release_name((*record).filename);
+    release_name((*record).name);
+    // A report cache may hold this frame's tuple under this address.
+    crate::codes::note_freed(record as usize);
+    // SAFETY: made by `try_leak` (one element: the layout of a Box<Record>),
+    // and no frame names it any more.
+    drop(Box::from_raw(record));
+}
+
+unsafe fn release_name(name: &'static KeptName) {
+    let users = name.users.get() - 1;
+    name.users.set(users);
+    if users > 0 {
+        return;
+    }
+    if let (Some(text), Some(kept)) = (name.text, KEPT.get().as_mut()) {
+        kept.remove(text);
+        // SAFETY: leaked by `try_str`, and its map entry is gone.
+        drop(Box::from_raw(text as *const str as *mut str));
+    }
+    pyo3_ffi::Py_XDECREF(name.object.get());
+    // SAFETY: made by `try_leak`, and no record uses it any more.
+    drop(Box::from_raw(name as *const KeptName as *mut KeptName));
 }
 
 /// A retired frame's names and line: borrowed strs, heapsite's own.
@@ -62,35 +173,42 @@ pub unsafe fn resolve(record: *mut c_void) -> ResolvedFrame {
     }
 }
 
-/// The kept name with the text of `name` (a str), kept now if none is.
+/// The kept name with the text of `name` (a str), kept now if none is,
+/// held for a record; None out of memory.
 ///
 /// # Safety
 /// GIL held; `name` a live str.
-unsafe fn kept_name(name: *mut PyObject) -> &'static KeptName {
+unsafe fn kept_name(name: *mut PyObject) -> Option<&'static KeptName> {
     let Some(text) = text_of(name) else {
-        pyo3_ffi::Py_IncRef(name);
-        return Box::leak(Box::new(KeptName {
+        let kept = try_leak(KeptName {
             text: None,
             object: Cell::new(name),
-        }));
+            users: Cell::new(1),
+        })?;
+        pyo3_ffi::Py_IncRef(name);
+        return Some(kept);
     };
     let kept = KEPT.get().get_or_insert_with(HashMap::new);
-    if let Some(&found) = kept.get(text.as_str()) {
-        return found;
+    if let Some(&found) = kept.get(text) {
+        found.users.set(found.users.get() + 1);
+        return Some(found);
     }
-    let text: &'static str = Box::leak(text.into_boxed_str());
-    let name = Box::leak(Box::new(KeptName {
+    kept.try_reserve(1).ok()?;
+    let text = try_str(text)?;
+    let name = try_leak(KeptName {
         text: Some(text),
         object: Cell::new(std::ptr::null_mut()),
-    }));
+        users: Cell::new(1),
+    })?;
     kept.insert(text, name);
-    name
+    Some(name)
 }
 
 /// The UTF-8 text of a str, read inside heapsite's guard (a str that is not
 /// ASCII caches its UTF-8 form on first ask, and that block is not the
-/// program's); None if it cannot be encoded.
-unsafe fn text_of(name: *mut PyObject) -> Option<String> {
+/// program's); None if it cannot be encoded. Borrowed from the str: valid
+/// while it lives.
+unsafe fn text_of<'a>(name: *mut PyObject) -> Option<&'a str> {
     let read = || {
         let mut size: Py_ssize_t = 0;
         let utf8 = pyo3_ffi::PyUnicode_AsUTF8AndSize(name, &mut size);
@@ -99,7 +217,7 @@ unsafe fn text_of(name: *mut PyObject) -> Option<String> {
             return None;
         }
         let bytes = std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize);
-        std::str::from_utf8(bytes).ok().map(str::to_owned)
+        std::str::from_utf8(bytes).ok()
     };
     crate::sites::untraced(read)
 }

@@ -1,21 +1,24 @@
 //! Call sites: a stack of frames interned to a `SiteId`, with its counters.
 //!
 //! The hot path reads the frames, hashes them, and looks the hash up in a
-//! small per-thread cache of recent sites; only a miss reaches the concurrent
-//! interner (a `DashMap` keyed by the hash). A new site copies its frames and
-//! has their code objects watched (src/codes.rs): one that is freed has its
-//! frames resolved for good first. Sites are never freed.
+//! small cache of recent sites; only a miss reaches the interner
+//! (src/interner.rs). A new site copies its frames and has their code objects
+//! watched (src/codes.rs): one that is freed has its frames resolved for good
+//! first, and the site leaves the interner; once it holds nothing, its id is
+//! reused (src/reuse.rs). Slots are never freed: ids index them.
+//!
+//! Out of memory, no new site is made: the allocation it was for goes
+//! unrecorded (counted as dropped by the hook), and the program goes on.
 
 use crate::counters::SiteCounters;
+use crate::fallible;
 use crate::frames::{self, RawFrame, MAX_FRAMES};
+use crate::interner::{Found, Interner};
 use crate::segvec::{SegVec, Zeroable};
 use crate::sync::GilCell;
-use dashmap::DashMap;
 use std::cell::{Cell, UnsafeCell};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
-use std::sync::OnceLock;
 
 pub type SiteId = u32;
 
@@ -26,7 +29,10 @@ pub const NO_FRAME_SITE: SiteId = 0;
 pub const NO_GIL_SITE: SiteId = 1;
 /// Where allocations go once the (huge) site id space is exhausted.
 pub const OVERFLOW_SITE: SiteId = 2;
-const FIRST_DYNAMIC_SITE: SiteId = 3;
+/// What sites of freed code allocated in total, once their ids were reused
+/// (src/reuse.rs).
+pub const FREED_CODE_SITE: SiteId = 3;
+const FIRST_DYNAMIC_SITE: SiteId = 4;
 /// Site ids must fit the table's 30-bit field.
 const MAX_SITE: SiteId = (1 << 30) - 1;
 
@@ -35,6 +41,8 @@ pub struct Site {
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
+    /// How many sites were made before this one (ids are reused, births not).
+    born: AtomicU32,
     pub counters: SiteCounters,
 }
 
@@ -57,6 +65,26 @@ impl Site {
         self.total_depth.load(Ordering::Relaxed)
     }
 
+    /// How many sites were made before this one.
+    pub fn born(&self) -> u32 {
+        self.born.load(Ordering::Relaxed)
+    }
+
+    /// Makes `frames` the site's (None: no frames) and returns the ones it
+    /// had. GIL held: only GIL holders read a site's frames.
+    pub fn swap_frames(&self, frames: Option<Box<[RawFrame]>>) -> Option<Box<[RawFrame]>> {
+        let (len, ptr) = match frames {
+            Some(frames) => (frames.len(), Box::leak(frames).as_mut_ptr()),
+            None => (0, std::ptr::null_mut()),
+        };
+        let old_len = self.nframes.swap(len as u32, Ordering::Relaxed) as usize;
+        let old = self.frames.swap(ptr, Ordering::AcqRel);
+        // SAFETY: a non-null pointer was published here from a leaked boxed
+        // slice of `old_len` frames, and is no longer published.
+        (!old.is_null())
+            .then(|| unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) })
+    }
+
     #[inline(always)]
     fn is(&self, frames: &[RawFrame], total_depth: u32) -> bool {
         self.total_depth() == total_depth && self.frames() == frames
@@ -73,25 +101,10 @@ pub fn set_count_total_depth(on: bool) {
 
 static SITES: SegVec<Site> = SegVec::new();
 static NEXT_SITE: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
+static BIRTHS: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
 
-/// The hash is computed by `hash_frames`; the map must not hash it again.
-#[derive(Default)]
-struct PrehashedKey(u64);
-
-impl Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys are interned")
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-type Interner = DashMap<u64, SiteId, BuildHasherDefault<PrehashedKey>>;
-static INTERNER: OnceLock<Interner> = OnceLock::new();
+/// The sites whose code objects are all alive, by stack hash. GIL held.
+static INTERNER: GilCell<Interner> = GilCell::new(Interner::new());
 
 /// The site with this id. Every id handed out has its slot allocated.
 #[inline(always)]
@@ -108,12 +121,18 @@ pub fn init() {
             .get_or_grow(id as usize)
             .expect("memory for the first sites");
     }
-    INTERNER.get_or_init(Interner::default);
 }
 
-/// Number of ids handed out so far (reserved ones included).
+/// Number of ids handed out so far (reserved ones included): ids run
+/// 0..count().
 pub fn count() -> SiteId {
     NEXT_SITE.load(Ordering::Acquire)
+}
+
+/// Number of sites made so far (reserved ones included), reused ids counted
+/// once per site made under them.
+pub fn births() -> u32 {
+    BIRTHS.load(Ordering::Acquire)
 }
 
 /// Bytes of heapsite's own memory spent on sites and their frames.
@@ -121,7 +140,8 @@ pub fn memory_bytes() -> usize {
     let frames: usize = (FIRST_DYNAMIC_SITE..count())
         .map(|id| std::mem::size_of_val(site(id).frames()))
         .sum();
-    let interner = INTERNER.get().map_or(0, |m| m.capacity() * 16);
+    // SAFETY: GIL held by the API caller.
+    let interner = unsafe { INTERNER.get() }.memory_bytes();
     SITES.allocated_bytes() + frames + interner
 }
 
@@ -175,34 +195,46 @@ fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
     (finish(h), finish(check))
 }
 
-/// Finds or creates the site for `frames`. GIL held (has code objects watched).
+/// Finds or creates the site for `frames`; None when memory for a new one
+/// cannot be had.
+///
+/// # Safety
+/// GIL held (reads the interner, has code objects watched).
 #[cold]
-fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
-    let interner = INTERNER.get_or_init(Interner::default);
-    // Distinct stacks with equal 64-bit hashes take the next free key.
-    let mut key = hash;
-    while let Some(id) = interner.get(&key).map(|entry| *entry) {
-        if site(id).is(frames, total_depth) {
-            return id;
-        }
-        key = key.wrapping_add(1);
-    }
-    let id = NEXT_SITE.fetch_add(1, Ordering::AcqRel);
-    if id > MAX_SITE {
-        return OVERFLOW_SITE;
-    }
-    let Some(slot) = SITES.get_or_grow(id as usize) else {
-        return OVERFLOW_SITE;
+unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<SiteId> {
+    let interner = INTERNER.get();
+    let key = match interner.find(hash, |id| site(id).is(frames, total_depth)) {
+        Found::Site(id) => return Some(id),
+        Found::FreeKey(key) => key,
     };
-    let boxed: Box<[RawFrame]> = frames.into();
-    slot.nframes.store(boxed.len() as u32, Ordering::Relaxed);
+    // Everything a new site needs is had before it is made.
+    let copy = fallible::try_copy(frames)?;
+    if !interner.reserve_one() || !crate::codes::reserve_watch(frames.len()) {
+        return None;
+    }
+    let id = match crate::reuse::take_id() {
+        Some(id) => id,
+        None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
+    };
+    if id > MAX_SITE {
+        return Some(OVERFLOW_SITE);
+    }
+    let slot = SITES.get_or_grow(id as usize)?;
     slot.total_depth.store(total_depth, Ordering::Relaxed);
-    slot.frames
-        .store(Box::leak(boxed).as_mut_ptr(), Ordering::Release);
+    let born = BIRTHS.fetch_add(1, Ordering::AcqRel);
+    slot.born.store(born, Ordering::Relaxed);
+    let previous = slot.swap_frames(Some(copy));
+    debug_assert!(previous.is_none(), "a site id handed out twice");
     interner.insert(key, id);
     // SAFETY: GIL held; the code objects are on the running stack, so alive.
-    unsafe { crate::codes::watch(id, frames) };
-    id
+    crate::codes::watch(id, frames);
+    Some(id)
+}
+
+/// The hash a site was interned under (its frames still all alive).
+fn interned_hash(id: SiteId) -> u64 {
+    let site = site(id);
+    hash_stack(site.frames(), site.total_depth()).0
 }
 
 /// Resolves for good the frames of site `id` that name `code`, which is
@@ -214,20 +246,39 @@ fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> SiteId {
 /// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
 pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
     let slot = site(id);
-    let retired: Box<[RawFrame]> = slot
+    if !names(id, code) {
+        return; // the id was given back and reused since (src/reuse.rs)
+    }
+    if !slot.frames().iter().any(RawFrame::is_retired) {
+        // Its first code object to die: it can match no stack any more, and
+        // once it holds nothing its id can be given back.
+        INTERNER.get().remove(interned_hash(id), id, interned_hash);
+        crate::reuse::died(id);
+    }
+    let retired = fallible::try_collect(slot.frames().iter().map(|f| {
+        if f.code == code && f.is_python() {
+            f.retire()
+        } else {
+            Some(*f)
+        }
+    }));
+    if retired.is_some() {
+        // The frames retired before are in both the old frames and the new.
+        crate::retired::hold_all(slot.frames());
+    }
+    // Out of memory the site loses its frames rather than name a freed code
+    // object. The old frames are freed later: a report may be reading them.
+    if let Some(old) = slot.swap_frames(retired) {
+        crate::reuse::bury(old);
+    }
+}
+
+/// Whether site `id` has a (live) Python frame of `code`. GIL held.
+pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
+    site(id)
         .frames()
         .iter()
-        .map(|f| {
-            if f.code == code && f.is_python() {
-                f.retire()
-            } else {
-                *f
-            }
-        })
-        .collect();
-    // The old frames are leaked, not freed: a report may be reading them.
-    slot.frames
-        .store(Box::leak(retired).as_mut_ptr(), Ordering::Release);
+        .any(|f| f.code == code && f.is_python())
 }
 
 /// Drops the hook cache's entries for these (retired) sites.
@@ -325,17 +376,18 @@ pub unsafe fn untraced<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl HookState {
-    /// The site of the calling Python code, `depth` frames deep.
+    /// The site of the calling Python code, `depth` frames deep; None when
+    /// it is new and memory for it cannot be had.
     ///
     /// # Safety
     /// GIL held by the calling thread.
     #[inline(always)]
-    pub unsafe fn current_site(&self, depth: usize) -> (SiteId, &'static Site) {
+    pub unsafe fn current_site(&self, depth: usize) -> Option<(SiteId, &'static Site)> {
         let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
         let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
         let (n, total) = frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)], count_total);
         if n == 0 {
-            return (NO_FRAME_SITE, site(NO_FRAME_SITE));
+            return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
         }
         // SAFETY: read_frames initialised the first n entries.
         let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
@@ -353,7 +405,7 @@ impl HookState {
         &self,
         native: &[RawFrame],
         depth: usize,
-    ) -> (SiteId, &'static Site) {
+    ) -> Option<(SiteId, &'static Site)> {
         let mut buf = [RawFrame::NONE; MAX_FRAMES];
         let skip = native.len().min(MAX_FRAMES - 1);
         buf[..skip].copy_from_slice(&native[..skip]);
@@ -365,23 +417,23 @@ impl HookState {
         );
         let (n, total) = frames::read_frames(tail, count_total);
         if skip + n == 0 {
-            return (NO_FRAME_SITE, site(NO_FRAME_SITE));
+            return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
         }
         self.site_of(&buf[..skip + n], total + skip as u32)
     }
 
     /// The cache, then the interner.
     #[inline(always)]
-    unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> (SiteId, &'static Site) {
+    unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> Option<(SiteId, &'static Site)> {
         let n = frames.len();
         let (hash, check) = hash_stack(frames, total);
         // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
         let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
         if entry.holds((hash, check), n, total) {
             // SAFETY: a non-null entry points at a site, and sites live forever.
-            return (entry.id, &*entry.site);
+            return Some((entry.id, &*entry.site));
         }
-        let id = intern(frames, total, hash);
+        let id = intern(frames, total, hash)?;
         let found = site(id);
         *entry = CacheEntry {
             hash,
@@ -391,7 +443,7 @@ impl HookState {
             nframes: n as u32,
             total_depth: total,
         };
-        (id, found)
+        Some((id, found))
     }
 }
 

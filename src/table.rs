@@ -19,9 +19,21 @@
 //! its run and is simply emptied. Once live and dead slots fill 75% of the
 //! table it is rebuilt without tombstones, 1.3x larger if more than 60% is
 //! live: 16-26 bytes per live allocation (tracemalloc needs about 97).
+//!
+//! The table's own memory (slots, side maps) is allocated and freed only
+//! inside `native::own_memory`: a RAW shard does so under its lock, and under
+//! LD_PRELOAD the free would otherwise come back to the native hook and wait
+//! for that same lock.
 
+use crate::native::own_memory;
 use crate::sync::{SpinGuard, SpinLock};
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// A side map; grown with `try_reserve`, so that running out of memory
+/// drops a record instead of aborting the program.
+type SideMap<V> = HashMap<usize, V, BuildHasherDefault<DefaultHasher>>;
 
 /// Which allocator domain an allocation came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,9 +110,9 @@ pub struct AddrTable {
     /// Rebuild when len + dead reaches this.
     rebuild_at: usize,
     /// Exact sizes of slots whose size field is SIZE_SPILLED.
-    huge: BTreeMap<usize, usize>,
+    huge: SideMap<usize>,
     /// Allocations whose address fits no slot (odd or very high addresses).
-    odd: BTreeMap<usize, Record>,
+    odd: SideMap<Record>,
 }
 
 impl AddrTable {
@@ -110,8 +122,8 @@ impl AddrTable {
             len: 0,
             dead: 0,
             rebuild_at: 0,
-            huge: BTreeMap::new(),
-            odd: BTreeMap::new(),
+            huge: SideMap::with_hasher(BuildHasherDefault::new()),
+            odd: SideMap::with_hasher(BuildHasherDefault::new()),
         }
     }
 
@@ -126,12 +138,14 @@ impl AddrTable {
     }
 
     pub fn clear(&mut self) {
-        self.slots = Vec::new();
+        own_memory(|| {
+            self.slots = Vec::new();
+            self.huge.clear();
+            self.odd.clear();
+        });
         self.len = 0;
         self.dead = 0;
         self.rebuild_at = 0;
-        self.huge.clear();
-        self.odd.clear();
     }
 
     #[inline(always)]
@@ -185,12 +199,16 @@ impl AddrTable {
     pub fn insert(&mut self, addr: usize, record: Record) -> Result<Option<Record>, ()> {
         debug_assert!(record.site <= SITE_MASK);
         let Some(key) = key_of(addr) else {
-            return Ok(self.odd.insert(addr, record));
+            return own_memory(|| {
+                self.odd.try_reserve(1).map_err(|_| ())?;
+                Ok(self.odd.insert(addr, record))
+            });
         };
         if self.len + self.dead >= self.rebuild_at {
             self.rebuild()?;
         }
         let size = if record.size as u64 >= SIZE_SPILLED {
+            own_memory(|| self.huge.try_reserve(1)).map_err(|_| ())?;
             self.huge.insert(addr, record.size);
             SIZE_SPILLED
         } else {
@@ -214,7 +232,7 @@ impl AddrTable {
                 }
                 let old = self.decode(addr, current);
                 if size != SIZE_SPILLED && current.word >> KEY_BITS == SIZE_SPILLED {
-                    self.huge.remove(&addr);
+                    own_memory(|| self.huge.remove(&addr));
                 }
                 return Ok(Some(old));
             }
@@ -244,14 +262,14 @@ impl AddrTable {
             return if self.odd.is_empty() {
                 None
             } else {
-                self.odd.remove(&addr)
+                own_memory(|| self.odd.remove(&addr))
             };
         };
         let i = self.find(key)?;
         let slot = self.slot(i);
         let record = self.decode(addr, slot);
         if slot.word >> KEY_BITS == SIZE_SPILLED {
-            self.huge.remove(&addr);
+            own_memory(|| self.huge.remove(&addr));
         }
         self.len -= 1;
         if self.slot(self.next(i)).key() == 0 {
@@ -332,6 +350,10 @@ impl AddrTable {
     /// Rebuilds the table without tombstones, larger if it is mostly live.
     #[cold]
     fn rebuild(&mut self) -> Result<(), ()> {
+        own_memory(|| self.rebuild_in_own_memory())
+    }
+
+    fn rebuild_in_own_memory(&mut self) -> Result<(), ()> {
         let old_cap = self.slots.len();
         let grow = self.len * GROW_LIVE.1 >= old_cap * GROW_LIVE.0;
         let new_cap = if grow { old_cap * 13 / 10 } else { old_cap }.max(1 << 12);

@@ -34,12 +34,18 @@ fn sample_now(series: &mut Series) {
         return;
     };
     let bytes = counters::traced_memory().0.max(0) as u64;
+    if series.samples.try_reserve(1).is_err() {
+        return; // out of memory: a sample fewer, not an abort
+    }
     series
         .samples
         .push((started.elapsed().as_secs_f64(), bytes));
     if series.samples.len() >= MAX_SAMPLES {
-        let kept: Vec<(f64, u64)> = series.samples.iter().copied().step_by(2).collect();
-        series.samples = kept;
+        let mut index = 0;
+        series.samples.retain(|_| {
+            index += 1;
+            index % 2 == 1
+        });
         series.interval *= 2;
     }
 }

@@ -56,9 +56,9 @@ pub unsafe extern "C" fn heapsite_track(domain: c_uint, ptr: usize, size: usize)
     }
     let site = if gil {
         // SAFETY: this thread holds the GIL.
-        match sites::guarded(|state| state.current_site(hook::depth()).0) {
-            Some(site) => site,
-            None => return forwarded,
+        match sites::guarded(|state| state.current_site(hook::depth())) {
+            Some(Some((site, _))) => site,
+            _ => return forwarded, // inside heapsite, or no memory for a site
         }
     } else {
         NO_GIL_SITE

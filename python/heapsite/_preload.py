@@ -136,5 +136,17 @@ def finish() -> None:
     except Exception as e:  # the program's exit must not fail because of us
         sys.stderr.write(f"heapsite: could not write the capture {output}: {e}\n")
         return
+    _say_if_records_were_dropped()
     if _settings["verbose"]:
         sys.stderr.write(f"heapsite: capture written to {output}\n")
+
+
+def _say_if_records_were_dropped() -> None:
+    """One line when heapsite ran out of memory for its own bookkeeping and
+    left allocations unrecorded: the capture then undercounts."""
+    dropped = _core.stats()["dropped"]
+    if dropped:
+        sys.stderr.write(
+            f"heapsite: {dropped} allocations not recorded: no memory was left "
+            "for heapsite's bookkeeping (the capture undercounts)\n"
+        )
