@@ -2,7 +2,7 @@
 //! `setrelheap()` stand on them).
 
 use crate::api::{int, none, tuple};
-use crate::kinds::{self, AddressSet, Heap, Kind, Split, NO_SITE};
+use crate::kinds::{self, AddressSet, Goal, Heap, Kind, Split, NO_SITE};
 use pyo3_ffi::*;
 use std::ptr;
 
@@ -171,12 +171,7 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
     let target = (target != Py_None()).then_some(target as usize);
     let tag = PyLong_AsLong(PyTuple_GetItem(args, 3));
     let ty = PyTuple_GetItem(args, 4) as usize;
-    let kind = match tag {
-        0 => Some(Kind::Type(ty)),
-        1 => Some(Kind::DictOf(ty)),
-        2 => Some(Kind::DictNoOwner),
-        _ => None,
-    };
+    let kind = kind_from(tag, ty);
     if PyErr_Occurred().is_null() {
         let chain = kinds::path_to(roots, own, target, kind);
         let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
@@ -184,6 +179,69 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
     } else {
         ptr::null_mut()
     }
+}
+
+/// The kind a (tag, type) pair names (see `kind_tuple`), or None for a
+/// tag that names none.
+fn kind_from(tag: std::ffi::c_long, ty: usize) -> Option<Kind> {
+    match tag {
+        0 => Some(Kind::Type(ty)),
+        1 => Some(Kind::DictOf(ty)),
+        2 => Some(Kind::DictNoOwner),
+        _ => None,
+    }
+}
+
+/// One goal of `paths_to` from its (tag, type, site) tuple, site -1 = any.
+unsafe fn goal_from(item: *mut PyObject) -> Option<Goal> {
+    if PyTuple_Check(item) == 0 || PyTuple_Size(item) != 3 {
+        return None;
+    }
+    let tag = PyLong_AsLong(PyTuple_GetItem(item, 0));
+    let ty = PyTuple_GetItem(item, 1) as usize;
+    let site = PyLong_AsLongLong(PyTuple_GetItem(item, 2));
+    if !PyErr_Occurred().is_null() {
+        return None;
+    }
+    let site = u64::try_from(site).ok();
+    Some(Goal::Kind(kind_from(tag, ty)?, site))
+}
+
+/// paths_to(roots, own, goals) -> [(root, ..., object) | (), ...]: for each
+/// goal (kind_tag, kind_type, site), site -1 for any, the shortest chain of
+/// references from a root to an object of that kind allocated at that site;
+/// one search for all goals.
+pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+    let usage = "paths_to(roots: list, own: list, goals: list of (kind_tag, kind_type, site))";
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 3 {
+        return crate::api::raise(PyExc_TypeError, usage);
+    }
+    let (roots, own, items) = (
+        PyTuple_GetItem(args, 0),
+        PyTuple_GetItem(args, 1),
+        PyTuple_GetItem(args, 2),
+    );
+    if PyList_Check(roots) == 0 || PyList_Check(own) == 0 || PyList_Check(items) == 0 {
+        return crate::api::raise(PyExc_TypeError, usage);
+    }
+    let mut goals = Vec::new();
+    for i in 0..PyList_Size(items) {
+        match goal_from(PyList_GET_ITEM(items, i)) {
+            Some(goal) => goals.push(goal),
+            None => {
+                PyErr_Clear();
+                return crate::api::raise(PyExc_TypeError, usage);
+            }
+        }
+    }
+    let chains: Vec<*mut PyObject> = kinds::paths_to(roots, own, &goals)
+        .into_iter()
+        .map(|chain| {
+            let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
+            tuple(&items)
+        })
+        .collect();
+    tuple(&chains)
 }
 
 /// instance_dict(obj) -> the instance's __dict__ if it exists, else None;

@@ -45,7 +45,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 38] = [
+static mut METHODS: [PyMethodDef; 39] = [
     method(
         c"start",
         api::start,
@@ -183,6 +183,12 @@ static mut METHODS: [PyMethodDef; 38] = [
         api_heap::path_to,
         METH_VARARGS,
         c"path_to(roots, own, target, kind_tag, kind_type) -> (root, ..., object)",
+    ),
+    method(
+        c"paths_to",
+        api_heap::paths_to,
+        METH_VARARGS,
+        c"paths_to(roots, own, [(kind_tag, kind_type, site), ...]) -> ((root, ..., object) | (), ...)",
     ),
     method(
         c"instance_dict",
