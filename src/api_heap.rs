@@ -25,7 +25,8 @@ unsafe fn kind_tuple(kind: &Kind) -> *mut PyObject {
 
 /// The walk's rows: (tag, type, count, size, split), split =
 /// [(key, count, size), ...]: a site id (-1: none known) or a referrer
-/// signature's index, by the walk's split.
+/// signature's index, by the walk's split (a sampled site split's figures
+/// are estimates: each small object looked up stands for `stride`).
 unsafe fn rows(heap: &Heap) -> *mut PyObject {
     let list = PyList_New(0);
     if list.is_null() {
@@ -80,10 +81,11 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
     tuple(&items)
 }
 
-/// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool) ->
-/// (count, size, rows, signatures): split 0 nothing, 1 by allocating site, 2
-/// by the kinds of the referrers; `own` lists heapsite's modules, dicts and
-/// classes; `relative` leaves out what setrelheap saw.
+/// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool[,
+/// stride: int]) -> (count, size, rows, signatures): split 0 nothing, 1 by
+/// allocating site (with a stride above 1, looking up one small object in
+/// `stride`), 2 by the kinds of the referrers; `own` lists heapsite's
+/// modules, dicts and classes; `relative` leaves out what setrelheap saw.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     crate::codes::flush();
     let Some((roots, own, split, relative)) = walk_arguments(args) else {
@@ -125,8 +127,9 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
 unsafe fn walk_arguments(
     args: *mut PyObject,
 ) -> Option<(*mut PyObject, *mut PyObject, Split, bool)> {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 4 {
-        crate::api::raise(PyExc_TypeError, "heap_walk(roots, own, split, relative)");
+    let usage = "heap_walk(roots, own, split, relative[, stride])";
+    if PyTuple_Check(args) == 0 || !(4..=5).contains(&PyTuple_Size(args)) {
+        crate::api::raise(PyExc_TypeError, usage);
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
@@ -139,9 +142,21 @@ unsafe fn walk_arguments(
         -1 => return None,
         truth => truth == 1,
     };
+    let stride = match PyTuple_Size(args) {
+        5 => PyLong_AsLongLong(PyTuple_GetItem(args, 4)),
+        _ => 1,
+    };
+    if stride < 1 {
+        PyErr_Clear();
+        crate::api::raise(PyExc_ValueError, "heap_walk: stride must be at least 1");
+        return None;
+    }
     let split = match PyLong_AsLong(PyTuple_GetItem(args, 2)) {
         0 => Split::Nothing,
-        1 => Split::Sites,
+        1 if stride == 1 => Split::Sites,
+        1 => Split::SampledSites {
+            stride: stride as u64,
+        },
         2 => Split::Referrers,
         _ => {
             PyErr_Clear();

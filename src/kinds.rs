@@ -199,6 +199,14 @@ pub enum Split {
     Nothing,
     /// By the site that allocated each object (`NO_SITE` where unknown).
     Sites,
+    /// As `Sites`, but of the objects smaller than `ALWAYS_LOOKED_UP` only
+    /// one in `stride` (in walk order) is looked up, and stands for
+    /// `stride` objects in its site's figures: a site lookup costs more
+    /// than the rest of the walk, so on big heaps the split is sampled to
+    /// bound its time. The kinds' own figures stay exact.
+    SampledSites {
+        stride: u64,
+    },
     /// By the set of kinds of each object's referrers (a signature id from
     /// `Heap::signatures`; 0 is the empty set).
     Referrers,
@@ -206,6 +214,10 @@ pub enum Split {
 
 /// The split key of an object heapsite has no allocation record for.
 pub const NO_SITE: u64 = u64::MAX;
+/// Objects this big are looked up by a sampled site split whatever its
+/// stride: they are few (at most one per KiB of heap) and a sample could
+/// miss one that is a kind's whole size.
+const ALWAYS_LOOKED_UP: u64 = 1024;
 
 #[derive(Default)]
 pub struct Tally {
@@ -293,6 +305,8 @@ struct Search {
     visited: AddressSet,
     stack: Vec<*mut PyObject>,
     referrers: Option<Referrers>,
+    /// Objects keyed so far by a sampled site split.
+    sampled: u64,
 }
 
 unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_int {
@@ -333,6 +347,7 @@ pub unsafe fn walk<R>(
         visited: AddressSet::default(),
         stack: Vec::with_capacity(n_roots),
         referrers: (split == Split::Referrers).then(Referrers::new),
+        sampled: 0,
     };
     search.visited.insert(roots as usize);
     // heapsite's own modules, their dicts and its classes' instances are
@@ -408,7 +423,7 @@ pub unsafe fn walk<R>(
                 // Referrers found later would be missed: count at the end.
                 sized.push((obj, size));
             } else {
-                let key = split_key(split, &search, obj, block);
+                let key = split_key(split, &mut search, obj, block, size);
                 count(&mut heap, Kind::Type(last_type), size, key);
             }
         } else {
@@ -416,7 +431,7 @@ pub unsafe fn walk<R>(
         }
     }
     for &(obj, size) in &sized {
-        let key = split_key(split, &search, obj, 0);
+        let key = split_key(split, &mut search, obj, 0, size);
         count(&mut heap, Kind::Type(Py_TYPE(obj) as usize), size, key);
     }
     // Other __sizeof__ methods may run Python code: hold those objects first.
@@ -426,7 +441,7 @@ pub unsafe fn walk<R>(
     for &obj in &later {
         let size = objects::size_of(obj, false) as u64;
         let kind = kind_of(Py_TYPE(obj) as usize, obj as usize, &owners);
-        let key = split_key(split, &search, obj, objects::allocation_of(obj));
+        let key = split_key(split, &mut search, obj, objects::allocation_of(obj), size);
         count(&mut heap, kind, size, key);
     }
     if let Some(referrers) = search.referrers.take() {
@@ -464,16 +479,35 @@ fn kind_of(ty: usize, addr: usize, owners: &AddressMap<usize>) -> Kind {
     }
 }
 
-/// The key an object is split by within its kind.
+/// The key an object is split by within its kind, and how many objects
+/// it stands for there (0: none, it was not sampled).
 #[inline(always)]
-unsafe fn split_key(split: Split, search: &Search, obj: *mut PyObject, block: usize) -> u64 {
+unsafe fn split_key(
+    split: Split,
+    search: &mut Search,
+    obj: *mut PyObject,
+    block: usize,
+    size: u64,
+) -> (u64, u64) {
     match split {
-        Split::Nothing => 0,
-        Split::Sites => site_of(obj, block),
-        Split::Referrers => search
-            .referrers
-            .as_ref()
-            .map_or(0, |r| r.of.get(obj as usize)) as u64,
+        Split::Nothing => (0, 1),
+        Split::Sites => (site_of(obj, block), 1),
+        Split::SampledSites { .. } if size >= ALWAYS_LOOKED_UP => (site_of(obj, block), 1),
+        Split::SampledSites { stride } => {
+            search.sampled += 1;
+            if search.sampled % stride == 0 {
+                (site_of(obj, block), stride)
+            } else {
+                (0, 0)
+            }
+        }
+        Split::Referrers => (
+            search
+                .referrers
+                .as_ref()
+                .map_or(0, |r| r.of.get(obj as usize)) as u64,
+            1,
+        ),
     }
 }
 
@@ -488,14 +522,17 @@ unsafe fn site_of(obj: *mut PyObject, block: usize) -> u64 {
         .map_or(NO_SITE, |r| r.site as u64)
 }
 
+/// Counts an object in its kind, and `weight` times under its split key.
 #[inline(always)]
-fn count(heap: &mut Heap, kind: Kind, size: u64, key: u64) {
+fn count(heap: &mut Heap, kind: Kind, size: u64, (key, weight): (u64, u64)) {
     let tally = heap.kinds.entry(kind).or_default();
     tally.count += 1;
     tally.size += size;
-    let entry = tally.split.entry(key).or_default();
-    entry.0 += 1;
-    entry.1 += size;
+    if weight > 0 {
+        let entry = tally.split.entry(key).or_default();
+        entry.0 += weight;
+        entry.1 += size * weight;
+    }
     heap.count += 1;
     heap.size += size;
 }

@@ -170,7 +170,7 @@ static mut METHODS: [PyMethodDef; 39] = [
         c"heap_walk",
         api_heap::heap_walk,
         METH_VARARGS,
-        c"heap_walk(roots, own, split, relative) -> (count, size, rows, signatures)",
+        c"heap_walk(roots, own, split, relative[, stride]) -> (count, size, rows, signatures)",
     ),
     method(
         c"set_relheap",

@@ -41,7 +41,10 @@ mod tests {
         assert_eq!(value["frames"][0]["function"], "calc_pure_python");
         assert_eq!(value["schema_version"], 2);
         assert_eq!(value["joined"]["kinds"][0]["path"], "__main__.zs[0]");
-        assert_eq!(value["joined"]["kinds"][0]["sites"][0]["frame"]["lineno"], 45);
+        assert_eq!(
+            value["joined"]["kinds"][0]["sites"][0]["frame"]["lineno"],
+            45
+        );
     }
 
     #[test]

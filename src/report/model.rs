@@ -44,6 +44,14 @@ pub struct Joined {
     /// Seconds the table took to compute at exit.
     #[serde(default)]
     pub seconds: f64,
+    /// 1: every object's site was looked up; n: one object in n was, and
+    /// the sites' figures are scaled up from that sample (`note` says so).
+    #[serde(default = "one")]
+    pub site_stride: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -327,6 +335,7 @@ pub mod sample {
                 ],
                 note: Some("paths: 1 of 2 kinds searched".into()),
                 seconds: 0.25,
+                site_stride: 1,
             }),
             timeline: vec![
                 Sample { t: 0.0, bytes: 0 },
