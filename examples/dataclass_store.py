@@ -41,8 +41,8 @@ def price(product: str, rng: random.Random) -> float:
 
 def handle(order_id: int, rng: random.Random) -> float:
     """One request: build the order, audit it, return its total."""
-    product = rng.choice(PRODUCTS)
-    order = Order(order_id, rng.choice(CUSTOMERS), product, rng.randint(1, 9), price(product, rng))  # record line
+    customer, product, quantity = rng.choice(CUSTOMERS), rng.choice(PRODUCTS), rng.randint(1, 9)
+    order = Order(order_id, customer, product, quantity, price(product, rng))  # record line
     AUDIT_LOG.append(order)
     return order.total
 

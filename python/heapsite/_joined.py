@@ -54,6 +54,12 @@ def _library_prefixes() -> tuple:
     return tuple(sorted(prefixes))
 
 
+def _is_program_file(filename: str, library: tuple) -> bool:
+    """Whether a file is the program's own: not under `library`, and not
+    <frozen ...> or <string> (a dataclass's generated __init__)."""
+    if not filename or filename.startswith("<"):
+        return False
+    return not os.path.realpath(filename).startswith(library)
 
 
 def _frame(frame) -> dict:
@@ -74,12 +80,7 @@ class _Lines:
     def _is_program(self, filename: str) -> bool:
         known = self._program_files.get(filename)
         if known is None:
-            # <frozen ...> and <string> (a dataclass's __init__) are not
-            # lines the program wrote.
-            known = not filename.startswith("<") and not os.path.realpath(filename or "/").startswith(
-                self._library
-            )
-            self._program_files[filename] = known
+            known = self._program_files[filename] = _is_program_file(filename, self._library)
         return known
 
     def of(self, site_id: int) -> tuple:
@@ -193,7 +194,12 @@ def compute(budget: float = BUDGET) -> tuple:
     for name, tag, t, count, size, splits in rows[:KINDS]:
         sites = _top_sites(splits, lines)
         table.append(
-            {"name": name, "count": count, "bytes": size, "sites": [_site_entry(*s[:3]) for s in sites]}
+            {
+                "name": name,
+                "count": count,
+                "bytes": size,
+                "sites": [_site_entry(*s[:3]) for s in sites],
+            }
         )
         if len(goals) < PATHS:
             goals.append((tag, t, sites[0][3] if sites else -1))
