@@ -28,7 +28,7 @@ from . import _heapsite as _core
 
 KINDS = 10  # kinds in the table
 SITES = 3  # allocating lines per kind
-PATHS = 5  # kinds, largest first, that get a holder path
+PATHS = 5  # kinds, largest first, that get a holder path (see _table)
 # Seconds the table may add to the program's exit. A path search costs
 # about what a heap walk does (both visit every reachable object once),
 # so it runs only when the walk took less than half of the budget.
@@ -182,6 +182,28 @@ def _walk(every: int) -> list:
     return rows
 
 
+def _table(rows: list) -> tuple:
+    """The joined rows of the KINDS largest kinds, and the (row, goal)
+    pairs of the PATHS largest whose top line is known: a kind made before
+    tracking started is the interpreter's and its imports', not what the
+    program holds on to."""
+    lines = _Lines()
+    table, goals = [], []
+    for name, tag, t, count, size, splits in rows[:KINDS]:
+        sites = _top_sites(splits, lines)
+        entry = {
+            "name": name,
+            "count": count,
+            "bytes": size,
+            "sites": [_site_entry(*s[:3]) for s in sites],
+        }
+        table.append(entry)
+        top_site = sites[0][3] if sites else -1
+        if top_site >= 0 and len(goals) < PATHS:
+            goals.append((entry, (tag, t, top_site)))
+    return table, goals
+
+
 def compute(budget: float = BUDGET) -> tuple:
     """(kinds, joined): every kind alive now as the capture's `kinds`, and
     the joined table as the capture's `joined` (docs/json-report.md)."""
@@ -189,27 +211,14 @@ def compute(budget: float = BUDGET) -> tuple:
     every = stride()
     rows = _walk(every)
     kinds = [{"name": name, "count": c, "bytes": z} for name, _, _, c, z, _ in rows]
-    lines = _Lines()
-    table, goals = [], []
-    for name, tag, t, count, size, splits in rows[:KINDS]:
-        sites = _top_sites(splits, lines)
-        table.append(
-            {
-                "name": name,
-                "count": count,
-                "bytes": size,
-                "sites": [_site_entry(*s[:3]) for s in sites],
-            }
-        )
-        if len(goals) < PATHS:
-            goals.append((tag, t, sites[0][3] if sites else -1))
+    table, goals = _table(rows)
     walked = time.perf_counter() - started
-    joined: dict = {"kinds": table, "site_stride": every}
     notes = []
     if every > 1:
         notes.append(f"lines' figures estimated from one object in {every}")
     if walked < budget / 2:
-        for entry, path in zip(table, _paths(goals)):
+        paths = _paths([goal for _, goal in goals])
+        for (entry, _), path in zip(goals, paths):
             if path is not None:
                 entry["path"] = readable(path)
     elif goals:
@@ -217,6 +226,7 @@ def compute(budget: float = BUDGET) -> tuple:
             f"holders not searched: the heap walk took {walked:.2f} s, "
             f"a search would pass the {budget:.1f} s budget"
         )
+    joined: dict = {"kinds": table, "site_stride": every}
     if notes:
         joined["note"] = "; ".join(notes)
     joined["seconds"] = round(time.perf_counter() - started, 4)
