@@ -495,7 +495,7 @@ unsafe fn split_key(
         Split::SampledSites { .. } if size >= ALWAYS_LOOKED_UP => (site_of(obj, block), 1),
         Split::SampledSites { stride } => {
             search.sampled += 1;
-            if search.sampled % stride == 0 {
+            if search.sampled.is_multiple_of(stride) {
                 (site_of(obj, block), stride)
             } else {
                 (0, 0)

@@ -3,8 +3,7 @@ kinds, as heap() counts them), where it was allocated (each kind's top
 lines, as heap().bysite splits them) and what holds it (a shortest
 reference path to one object of the kind, as path_to_root() writes it):
 
-    30000 __main__.Order  2.3 MiB  100% at orders.py:19 (build_orders)
-                                   held by __main__.AUDIT_LOG[0]
+    30000 __main__.Order  1406 KiB  100% at orders.py:19 (build)  held by __main__.AUDIT_LOG[0]
 
 It is computed when the capture is written, since the objects are gone by
 the time it is read (`src/report/joined.rs` renders it). One heap walk
@@ -156,7 +155,9 @@ def _paths(goals: list) -> list:
     if missing:
         frames = _heap._frame_roots(0)
         roots = [d for d, _ in frames.values()]
-        found = _core.paths_to(roots, own, [goals[i] for i in missing])
+        # This frame holds the chains found so far: no path through them.
+        found_so_far = [chain for chain in chains if chain]
+        found = _core.paths_to(roots, own + found_so_far, [goals[i] for i in missing])
         for i, chain in zip(missing, found):
             chains[i] = chain
     return [_heap._describe(chain, frames) for chain in chains]
