@@ -2,7 +2,7 @@
 //! `setrelheap()` stand on them).
 
 use crate::api::{int, none, tuple};
-use crate::kinds::{self, AddressSet, Heap, Kind, Split, NO_SITE};
+use crate::kinds::{self, AddressSet, Goal, Heap, Kind, Split, NO_SITE};
 use pyo3_ffi::*;
 use std::ptr;
 
@@ -25,7 +25,8 @@ unsafe fn kind_tuple(kind: &Kind) -> *mut PyObject {
 
 /// The walk's rows: (tag, type, count, size, split), split =
 /// [(key, count, size), ...]: a site id (-1: none known) or a referrer
-/// signature's index, by the walk's split.
+/// signature's index, by the walk's split (a sampled site split's figures
+/// are estimates: each small object looked up stands for `stride`).
 unsafe fn rows(heap: &Heap) -> *mut PyObject {
     let list = PyList_New(0);
     if list.is_null() {
@@ -80,10 +81,11 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
     tuple(&items)
 }
 
-/// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool) ->
-/// (count, size, rows, signatures): split 0 nothing, 1 by allocating site, 2
-/// by the kinds of the referrers; `own` lists heapsite's modules, dicts and
-/// classes; `relative` leaves out what setrelheap saw.
+/// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool[,
+/// stride: int]) -> (count, size, rows, signatures): split 0 nothing, 1 by
+/// allocating site (with a stride above 1, looking up one small object in
+/// `stride`), 2 by the kinds of the referrers; `own` lists heapsite's
+/// modules, dicts and classes; `relative` leaves out what setrelheap saw.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     crate::codes::flush();
     let Some((roots, own, split, relative)) = walk_arguments(args) else {
@@ -125,8 +127,9 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
 unsafe fn walk_arguments(
     args: *mut PyObject,
 ) -> Option<(*mut PyObject, *mut PyObject, Split, bool)> {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 4 {
-        crate::api::raise(PyExc_TypeError, "heap_walk(roots, own, split, relative)");
+    let usage = "heap_walk(roots, own, split, relative[, stride])";
+    if PyTuple_Check(args) == 0 || !(4..=5).contains(&PyTuple_Size(args)) {
+        crate::api::raise(PyExc_TypeError, usage);
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
@@ -139,9 +142,21 @@ unsafe fn walk_arguments(
         -1 => return None,
         truth => truth == 1,
     };
+    let stride = match PyTuple_Size(args) {
+        5 => PyLong_AsLongLong(PyTuple_GetItem(args, 4)),
+        _ => 1,
+    };
+    if stride < 1 {
+        PyErr_Clear();
+        crate::api::raise(PyExc_ValueError, "heap_walk: stride must be at least 1");
+        return None;
+    }
     let split = match PyLong_AsLong(PyTuple_GetItem(args, 2)) {
         0 => Split::Nothing,
-        1 => Split::Sites,
+        1 if stride == 1 => Split::Sites,
+        1 => Split::SampledSites {
+            stride: stride as u64,
+        },
         2 => Split::Referrers,
         _ => {
             PyErr_Clear();
@@ -171,12 +186,7 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
     let target = (target != Py_None()).then_some(target as usize);
     let tag = PyLong_AsLong(PyTuple_GetItem(args, 3));
     let ty = PyTuple_GetItem(args, 4) as usize;
-    let kind = match tag {
-        0 => Some(Kind::Type(ty)),
-        1 => Some(Kind::DictOf(ty)),
-        2 => Some(Kind::DictNoOwner),
-        _ => None,
-    };
+    let kind = kind_from(tag, ty);
     if PyErr_Occurred().is_null() {
         let chain = kinds::path_to(roots, own, target, kind);
         let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
@@ -184,6 +194,69 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
     } else {
         ptr::null_mut()
     }
+}
+
+/// The kind a (tag, type) pair names (see `kind_tuple`), or None for a
+/// tag that names none.
+fn kind_from(tag: std::ffi::c_long, ty: usize) -> Option<Kind> {
+    match tag {
+        0 => Some(Kind::Type(ty)),
+        1 => Some(Kind::DictOf(ty)),
+        2 => Some(Kind::DictNoOwner),
+        _ => None,
+    }
+}
+
+/// One goal of `paths_to` from its (tag, type, site) tuple, site -1 = any.
+unsafe fn goal_from(item: *mut PyObject) -> Option<Goal> {
+    if PyTuple_Check(item) == 0 || PyTuple_Size(item) != 3 {
+        return None;
+    }
+    let tag = PyLong_AsLong(PyTuple_GetItem(item, 0));
+    let ty = PyTuple_GetItem(item, 1) as usize;
+    let site = PyLong_AsLongLong(PyTuple_GetItem(item, 2));
+    if !PyErr_Occurred().is_null() {
+        return None;
+    }
+    let site = u64::try_from(site).ok();
+    Some(Goal::Kind(kind_from(tag, ty)?, site))
+}
+
+/// paths_to(roots, own, goals) -> [(root, ..., object) | (), ...]: for each
+/// goal (kind_tag, kind_type, site), site -1 for any, the shortest chain of
+/// references from a root to an object of that kind allocated at that site;
+/// one search for all goals.
+pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
+    let usage = "paths_to(roots: list, own: list, goals: list of (kind_tag, kind_type, site))";
+    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 3 {
+        return crate::api::raise(PyExc_TypeError, usage);
+    }
+    let (roots, own, items) = (
+        PyTuple_GetItem(args, 0),
+        PyTuple_GetItem(args, 1),
+        PyTuple_GetItem(args, 2),
+    );
+    if PyList_Check(roots) == 0 || PyList_Check(own) == 0 || PyList_Check(items) == 0 {
+        return crate::api::raise(PyExc_TypeError, usage);
+    }
+    let mut goals = Vec::new();
+    for i in 0..PyList_Size(items) {
+        match goal_from(PyList_GET_ITEM(items, i)) {
+            Some(goal) => goals.push(goal),
+            None => {
+                PyErr_Clear();
+                return crate::api::raise(PyExc_TypeError, usage);
+            }
+        }
+    }
+    let chains: Vec<*mut PyObject> = kinds::paths_to(roots, own, &goals)
+        .into_iter()
+        .map(|chain| {
+            let items: Vec<*mut PyObject> = chain.into_iter().map(|addr| object(addr)).collect();
+            tuple(&items)
+        })
+        .collect();
+    tuple(&chains)
 }
 
 /// instance_dict(obj) -> the instance's __dict__ if it exists, else None;

@@ -201,6 +201,14 @@ pub enum Split {
     Nothing,
     /// By the site that allocated each object (`NO_SITE` where unknown).
     Sites,
+    /// As `Sites`, but of the objects smaller than `ALWAYS_LOOKED_UP` only
+    /// one in `stride` (in walk order) is looked up, and stands for
+    /// `stride` objects in its site's figures: a site lookup costs more
+    /// than the rest of the walk, so on big heaps the split is sampled to
+    /// bound its time. The kinds' own figures stay exact.
+    SampledSites {
+        stride: u64,
+    },
     /// By the set of kinds of each object's referrers (a signature id from
     /// `Heap::signatures`; 0 is the empty set).
     Referrers,
@@ -208,6 +216,10 @@ pub enum Split {
 
 /// The split key of an object heapsite has no allocation record for.
 pub const NO_SITE: u64 = u64::MAX;
+/// Objects this big are looked up by a sampled site split whatever its
+/// stride: they are few (at most one per KiB of heap) and a sample could
+/// miss one that is a kind's whole size.
+const ALWAYS_LOOKED_UP: u64 = 1024;
 
 #[derive(Default)]
 pub struct Tally {
@@ -295,6 +307,8 @@ struct Search {
     visited: AddressSet,
     stack: Vec<*mut PyObject>,
     referrers: Option<Referrers>,
+    /// Objects keyed so far by a sampled site split.
+    sampled: u64,
 }
 
 unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_int {
@@ -335,6 +349,7 @@ pub unsafe fn walk<R>(
         visited: AddressSet::default(),
         stack: Vec::with_capacity(n_roots),
         referrers: (split == Split::Referrers).then(Referrers::new),
+        sampled: 0,
     };
     search.visited.insert(roots as usize);
     // heapsite's own modules, their dicts and its classes' instances are
@@ -411,7 +426,7 @@ pub unsafe fn walk<R>(
                 // Referrers found later would be missed: count at the end.
                 sized.push((obj, size));
             } else {
-                let key = split_key(split, &search, obj, block);
+                let key = split_key(split, &mut search, obj, block, size);
                 count(&mut heap, Kind::Type(last_type), size, key);
             }
         } else {
@@ -419,7 +434,7 @@ pub unsafe fn walk<R>(
         }
     }
     for &(obj, size) in &sized {
-        let key = split_key(split, &search, obj, 0);
+        let key = split_key(split, &mut search, obj, 0, size);
         count(&mut heap, Kind::Type(Py_TYPE(obj) as usize), size, key);
     }
     // Other __sizeof__ methods may run Python code: hold those objects first.
@@ -429,7 +444,7 @@ pub unsafe fn walk<R>(
     for &obj in &later {
         let size = objects::size_of(obj, false) as u64;
         let kind = kind_of(Py_TYPE(obj) as usize, obj as usize, &owners);
-        let key = split_key(split, &search, obj, objects::allocation_of(obj));
+        let key = split_key(split, &mut search, obj, objects::allocation_of(obj), size);
         count(&mut heap, kind, size, key);
     }
     if let Some(referrers) = search.referrers.take() {
@@ -467,31 +482,60 @@ fn kind_of(ty: usize, addr: usize, owners: &AddressMap<usize>) -> Kind {
     }
 }
 
-/// The key an object is split by within its kind.
+/// The key an object is split by within its kind, and how many objects
+/// it stands for there (0: none, it was not sampled).
 #[inline(always)]
-unsafe fn split_key(split: Split, search: &Search, obj: *mut PyObject, block: usize) -> u64 {
+unsafe fn split_key(
+    split: Split,
+    search: &mut Search,
+    obj: *mut PyObject,
+    block: usize,
+    size: u64,
+) -> (u64, u64) {
     match split {
-        Split::Nothing => 0,
-        // A block heapsite did not see (taken from a free list, or allocated
-        // before tracing) is named by its storage, if that was seen.
-        Split::Sites => hook::lookup(block)
-            .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
-            .map_or(NO_SITE, |r| r.site as u64),
-        Split::Referrers => search
-            .referrers
-            .as_ref()
-            .map_or(0, |r| r.of.get(obj as usize)) as u64,
+        Split::Nothing => (0, 1),
+        Split::Sites => (site_of(obj, block), 1),
+        Split::SampledSites { .. } if size >= ALWAYS_LOOKED_UP => (site_of(obj, block), 1),
+        Split::SampledSites { stride } => {
+            search.sampled += 1;
+            if search.sampled.is_multiple_of(stride) {
+                (site_of(obj, block), stride)
+            } else {
+                (0, 0)
+            }
+        }
+        Split::Referrers => (
+            search
+                .referrers
+                .as_ref()
+                .map_or(0, |r| r.of.get(obj as usize)) as u64,
+            1,
+        ),
     }
 }
 
+/// The site that allocated an object whose block starts at `block`
+/// (`NO_SITE` where unknown). A block heapsite did not see (taken from a
+/// free list, or allocated before tracing) is named by its storage, if that
+/// was seen.
 #[inline(always)]
-fn count(heap: &mut Heap, kind: Kind, size: u64, key: u64) {
+unsafe fn site_of(obj: *mut PyObject, block: usize) -> u64 {
+    hook::lookup(block)
+        .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
+        .map_or(NO_SITE, |r| r.site as u64)
+}
+
+/// Counts an object in its kind, and `weight` times under its split key.
+#[inline(always)]
+fn count(heap: &mut Heap, kind: Kind, size: u64, (key, weight): (u64, u64)) {
     let tally = heap.kinds.entry(kind).or_default();
     tally.count += 1;
     tally.size += size;
-    let entry = tally.split.entry(key).or_default();
-    entry.0 += 1;
-    entry.1 += size;
+    if weight > 0 {
+        let entry = tally.split.entry(key).or_default();
+        entry.0 += weight;
+        entry.1 += size * weight;
+    }
     heap.count += 1;
     heap.size += size;
 }
@@ -512,6 +556,40 @@ unsafe extern "C" fn enqueue(obj: *mut PyObject, arg: *mut c_void) -> c_int {
     0
 }
 
+/// What a path search looks for.
+#[derive(Clone, Copy)]
+pub enum Goal {
+    /// This very object.
+    Object(usize),
+    /// Any object of this kind not left out by setrelheap, allocated at
+    /// this site when one is given (a site id as `Split::Sites` keys it).
+    Kind(Kind, Option<u64>),
+}
+
+impl Goal {
+    /// Whether `obj` is what this goal looks for; `owners` names the dicts
+    /// whose owners the search has met so far.
+    unsafe fn is_met_by(
+        &self,
+        obj: *mut PyObject,
+        owners: &AddressMap<usize>,
+        exclude: Option<&AddressSet>,
+    ) -> bool {
+        let addr = obj as usize;
+        match *self {
+            Goal::Object(target) => addr == target,
+            Goal::Kind(kind, site) => {
+                if kind_of(Py_TYPE(obj) as usize, addr, owners) != kind {
+                    return false;
+                }
+                let block = objects::allocation_of(obj);
+                !exclude.is_some_and(|set| set.contains(block))
+                    && site.is_none_or(|site| site_of(obj, block) == site)
+            }
+        }
+    }
+}
+
 /// The shortest chain of references from one of `roots` (a list, usually
 /// the modules) to `target`, or to any object of `kind` not left out by
 /// setrelheap when `target` is None: [root, ..., object], or empty if none.
@@ -524,7 +602,29 @@ pub unsafe fn path_to(
     target: Option<usize>,
     kind: Option<Kind>,
 ) -> Vec<usize> {
+    let goal = match (target, kind) {
+        (Some(target), _) => Goal::Object(target),
+        (None, Some(kind)) => Goal::Kind(kind, None),
+        (None, None) => return Vec::new(),
+    };
+    paths_to(roots, own, &[goal]).swap_remove(0)
+}
+
+/// For each goal, the shortest chain of references from one of `roots` to
+/// an object meeting it ([root, ..., object], empty if none is reachable),
+/// all found by one breadth-first search: finding the paths of several
+/// kinds costs about one heap walk, not one walk each.
+///
+/// # Safety
+/// GIL held; `roots` a list.
+pub unsafe fn paths_to(
+    roots: *mut PyObject,
+    own: *mut PyObject,
+    goals: &[Goal],
+) -> Vec<Vec<usize>> {
     let exclude = RELHEAP.get().as_ref();
+    let mut found: Vec<Vec<usize>> = vec![Vec::new(); goals.len()];
+    let mut pending = goals.len();
     let mut search = Breadth {
         queue: std::collections::VecDeque::new(),
         parent: AddressMap::default(),
@@ -546,39 +646,41 @@ pub unsafe fn path_to(
         }
     }
     let mut owners: AddressMap<usize> = AddressMap::default();
-    while let Some(addr) = search.queue.pop_front() {
-        let obj = addr as *mut PyObject;
-        let ty = Py_TYPE(obj) as usize;
-        let found = match (target, kind) {
-            (Some(target), _) => addr == target,
-            (None, Some(wanted)) => {
-                kind_of(ty, addr, &owners) == wanted
-                    && !exclude.is_some_and(|set| set.contains(objects::allocation_of(obj)))
-            }
-            (None, None) => false,
+    while pending > 0 {
+        let Some(addr) = search.queue.pop_front() else {
+            break;
         };
-        if found {
-            let mut chain = vec![addr];
-            let mut at = addr;
-            while let Some(&up) = search.parent.get(&at) {
-                if up == 0 {
-                    break;
-                }
-                chain.push(up);
-                at = up;
+        let obj = addr as *mut PyObject;
+        for (goal, chain) in goals.iter().zip(found.iter_mut()) {
+            if chain.is_empty() && goal.is_met_by(obj, &owners, exclude) {
+                *chain = chain_to(&search.parent, addr);
+                pending -= 1;
             }
-            chain.reverse();
-            return chain;
         }
         search.from = addr;
         let dict = owned_dict(obj);
         if !dict.is_null() {
-            owners.insert(dict as usize, ty);
+            owners.insert(dict as usize, Py_TYPE(obj) as usize);
             enqueue(dict, &mut search as *mut Breadth as *mut c_void);
         }
         objects::traverse(obj, enqueue, &mut search as *mut Breadth as *mut c_void);
     }
-    Vec::new()
+    found
+}
+
+/// [root, ..., addr], following the search's parent links up from `addr`.
+fn chain_to(parent: &AddressMap<usize>, addr: usize) -> Vec<usize> {
+    let mut chain = vec![addr];
+    let mut at = addr;
+    while let Some(&up) = parent.get(&at) {
+        if up == 0 {
+            break;
+        }
+        chain.push(up);
+        at = up;
+    }
+    chain.reverse();
+    chain
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 41] = [
+static mut METHODS: [PyMethodDef; 42] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -191,7 +191,7 @@ static mut METHODS: [PyMethodDef; 41] = [
         c"heap_walk",
         main_interpreter_only!(api_heap::heap_walk),
         METH_VARARGS,
-        c"heap_walk(roots, own, split, relative) -> (count, size, rows, signatures)",
+        c"heap_walk(roots, own, split, relative[, stride]) -> (count, size, rows, signatures)",
     ),
     method(
         c"set_relheap",
@@ -204,6 +204,12 @@ static mut METHODS: [PyMethodDef; 41] = [
         main_interpreter_only!(api_heap::path_to),
         METH_VARARGS,
         c"path_to(roots, own, target, kind_tag, kind_type) -> (root, ..., object)",
+    ),
+    method(
+        c"paths_to",
+        main_interpreter_only!(api_heap::paths_to),
+        METH_VARARGS,
+        c"paths_to(roots, own, [(kind_tag, kind_type, site), ...]) -> ((root, ..., object) | (), ...)",
     ),
     method(
         c"instance_dict",

@@ -1,6 +1,7 @@
 """Capture files: the aggregated model of a run (sites with frames and
-figures, kinds at exit, memory over time, run metadata), gathered here from
-the live engine and written by the native core (`src/capture.rs`).
+figures, kinds at exit joined with their sites and holders, memory over
+time, run metadata), gathered here from the live engine and written by the
+native core (`src/capture.rs`).
 
 `write(path)` captures the running program now; `heapsite run` and the
 LD_PRELOAD path call it when the program ends. `heapsite report FILE` renders
@@ -15,6 +16,7 @@ import sys
 import time
 
 from . import _heapsite as _core
+from . import _joined
 
 # The start of tracing, for durations; set by whoever starts tracing.
 started_at = time.time()
@@ -24,22 +26,13 @@ def _own_prefix() -> str:
     return os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def _kinds() -> list:
-    """Objects alive now, by kind, as heap() counts them; empty if the heap
-    cannot be walked."""
-    try:
-        from ._heap import heap
-
-        return [{"name": row.name, "count": row.count, "bytes": row.size} for row in heap().rows]
-    except Exception:  # a report without kinds beats no report
-        return []
-
-
 def model(
     *, native: bool = False, native_frames: bool = False, timeline=(), kinds: bool = True, argv=None
 ) -> dict:
     """The capture model of the traced program, now."""
     current, peak = _core.traced_memory()
+    # Walked first, before this function's own objects pile up.
+    heap_kinds, joined = _joined.at_exit() if kinds else ([], None)
     own = _own_prefix()
     frames: list = []
     frame_index: dict = {}
@@ -68,6 +61,7 @@ def model(
         )
     from . import __version__
 
+    extra = {} if joined is None else {"joined": joined}
     return {
         "meta": {
             "argv": list(sys.argv if argv is None else argv),
@@ -84,8 +78,9 @@ def model(
         },
         "frames": frames,
         "sites": sites,
-        "kinds": _kinds() if kinds else [],
+        "kinds": heap_kinds,
         "timeline": [{"t": t, "bytes": b} for t, b in timeline],
+        **extra,
     }
 
 

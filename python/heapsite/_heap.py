@@ -392,7 +392,26 @@ def _step(parent, child) -> str:
     for slot in getattr(type(parent), "__slots__", ()) or ():
         if getattr(parent, slot, None) is child:
             return f".{slot}"
+    for name in _declared_attributes(type(parent)):
+        if getattr(parent, name, None) is child:
+            return f".{name}"
     return f" -> <{kind_name(type(child))}>"
+
+
+def _declared_attributes(cls: type) -> list:
+    """The instance attributes a class declares (dataclass fields,
+    annotations, and on 3.13+ those its methods assign): how to name an
+    attribute of an instance whose values live without a __dict__ (3.11+),
+    reading it without creating one."""
+    names: list = []
+    for klass in getattr(cls, "__mro__", ()):
+        try:
+            names += getattr(klass, "__dataclass_fields__", {}) or {}
+            names += klass.__dict__.get("__annotations__", {}) or {}
+            names += getattr(klass, "__static_attributes__", ()) or ()
+        except Exception:  # noqa: BLE001 - a class's own attributes may raise
+            continue
+    return list(dict.fromkeys(n for n in names if isinstance(n, str)))
 
 
 def _describe(chain, frames: dict | None = None) -> str | None:

@@ -10,7 +10,7 @@ Settings, from the environment:
     HEAPSITE_NATIVE        1: native (C) frames in the sites of those (default 0)
     HEAPSITE_FOLLOW_FORK   1: forked children write <output stem>.<pid><ext>
     HEAPSITE_INTERVAL      seconds between memory-over-time samples (0.01)
-    HEAPSITE_KINDS         0: skip the object-kinds table at exit (default 1)
+    HEAPSITE_KINDS         0: skip the kinds and joined tables at exit (default 1)
     HEAPSITE_TRACEMALLOC   1: `import tracemalloc` gets heapsite.tracemalloc
     HEAPSITE_VERBOSE       1: say on stderr where the capture went
 

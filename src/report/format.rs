@@ -56,8 +56,9 @@ pub fn heapy_table(kinds: &[Kind]) -> String {
     heapy_table_top(kinds, usize::MAX)
 }
 
-/// The kinds as heapy prints them: the `limit` largest rows, then heapy's
-/// line saying how many more there are.
+/// The kinds as heapy prints them: the `limit` largest rows, then a line
+/// saying how many more there are (not heapy's "Type e.g. '_.more' to
+/// view.", which means nothing in a shell: `--top` shows more).
 pub fn heapy_table_top(kinds: &[Kind], limit: usize) -> String {
     let count: u64 = kinds.iter().map(|k| k.count).sum();
     let size: u64 = kinds.iter().map(|k| k.bytes).sum();
@@ -71,8 +72,9 @@ pub fn heapy_table_top(kinds: &[Kind], limit: usize) -> String {
     for (index, kind) in rows.iter().enumerate() {
         if index == limit {
             out += &format!(
-                "<{} more rows. Type e.g. '_.more' to view.>\n",
-                rows.len() - limit
+                "<{} more rows: --top {} shows them all>\n",
+                rows.len() - limit,
+                rows.len()
             );
             break;
         }
@@ -105,6 +107,23 @@ mod tests {
         assert_eq!(format_size(64_000_000.0, false), "61.0 MiB");
         assert_eq!(format_size(-47_185_920.0, true), "-45.0 MiB");
         assert_eq!(format_size(2.5, false), "2 B"); // "%.0f": ties to even
+    }
+
+    #[test]
+    fn a_cut_table_says_how_to_see_the_rest_in_a_shell() {
+        let kinds: Vec<Kind> = (0..3)
+            .map(|i| Kind {
+                name: format!("kind{i}"),
+                count: 1,
+                bytes: 10 + i,
+            })
+            .collect();
+        let table = heapy_table_top(&kinds, 2);
+        assert!(
+            table.ends_with("<1 more rows: --top 3 shows them all>\n"),
+            "{table}"
+        );
+        assert!(!table.contains("_.more"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The HTML report: one self-contained page (no network: styles, script and
-//! pictures are all inline) with the run's header, three flamegraphs (live at
+//! pictures are all inline) with the run's header, what is alive at exit
+//! joined with where it was allocated and what holds it, three flamegraphs (live at
 //! peak, allocated in total, still live at exit) switched by buttons, memory
 //! over time, the top lines as the text report ranks them, and the objects
 //! alive at exit in heapy's table.
@@ -9,6 +10,7 @@ mod chart;
 mod flame;
 
 use super::format::{format_size, heapy_table, statistic};
+use super::joined;
 use super::model::{Capture, View};
 use super::text::{beyond, by_line, source_line};
 use std::collections::HashMap;
@@ -189,6 +191,7 @@ pub fn render(capture: &Capture, limit: usize) -> String {
         include_str!("html/page.css")
     );
     out += &header(capture);
+    out += &joined::html(capture);
     out += "<h2>Flamegraphs</h2>\n";
     out += &flamegraphs(capture);
     out += "<h2>Memory over time</h2>\n";

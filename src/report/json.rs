@@ -5,7 +5,8 @@ use super::model::Capture;
 use serde::Serialize;
 
 pub const SCHEMA: &str = "heapsite-report";
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the `joined` table (what is alive at exit, where, held by what).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct Tagged<'a> {
@@ -38,5 +39,20 @@ mod tests {
         assert_eq!(value["schema"], SCHEMA);
         assert_eq!(value["sites"][0]["peak_bytes"], 64_000_000);
         assert_eq!(value["frames"][0]["function"], "calc_pure_python");
+        assert_eq!(value["schema_version"], 2);
+        assert_eq!(value["joined"]["kinds"][0]["path"], "__main__.zs[0]");
+        assert_eq!(
+            value["joined"]["kinds"][0]["sites"][0]["frame"]["lineno"],
+            45
+        );
+    }
+
+    #[test]
+    fn a_capture_from_before_the_joined_table_still_reads() {
+        let mut old = serde_json::to_value(sample::capture()).unwrap();
+        old.as_object_mut().unwrap().remove("joined");
+        let capture: Capture = serde_json::from_value(old).unwrap();
+        assert_eq!(capture.joined, None);
+        assert!(!render(&capture).contains("\"joined\""));
     }
 }

@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod format;
 pub mod html;
+pub mod joined;
 pub mod json;
 pub mod model;
 pub mod pprof;

@@ -23,6 +23,67 @@ pub struct Capture {
     /// Traced memory over the run, oldest first.
     #[serde(default)]
     pub timeline: Vec<Sample>,
+    /// The largest kinds at exit joined with the lines that allocated them
+    /// and what holds them; absent in captures older than report schema 2,
+    /// and when the heap was not walked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Joined>,
+}
+
+/// What is alive at exit, where it was allocated, who holds it: the
+/// answer `heap().bysite` and `path_to_root()` give, computed when the
+/// capture was written (the objects are gone by the time it is read).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Joined {
+    /// The largest kinds by bytes, largest first.
+    pub kinds: Vec<JoinedKind>,
+    /// Why some paths are missing (e.g. the time budget was spent), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Seconds the table took to compute at exit.
+    #[serde(default)]
+    pub seconds: f64,
+    /// 1: every object's site was looked up; n: one object in n was, and
+    /// the sites' figures are scaled up from that sample (`note` says so).
+    #[serde(default = "one")]
+    pub site_stride: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinedKind {
+    /// heapy's name for the kind: `list`, `__main__.Order`, `dict of module`.
+    pub name: String,
+    pub count: u64,
+    pub bytes: u64,
+    /// The lines that allocated the most of this kind's bytes, largest first.
+    pub sites: Vec<JoinedSite>,
+    /// A shortest reference chain from a module (or a running frame) to one
+    /// object of this kind from its first site, as `path_to_root()` writes
+    /// it (`__main__.AUDIT_LOG[0]`); absent when not searched or not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinedSite {
+    /// The allocating frame; absent for objects heapsite has no record of
+    /// (allocated before tracking started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<Frame>,
+    /// The innermost frame of the program's own code (not the standard
+    /// library's, nor an installed package's) when the allocating frame
+    /// is not one: the program's line that called `json.loads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_frame: Option<Frame>,
+    pub count: u64,
+    pub bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -236,6 +297,49 @@ pub mod sample {
                     bytes: 16_000_000,
                 },
             ],
+            joined: Some(Joined {
+                kinds: vec![
+                    JoinedKind {
+                        name: "complex".into(),
+                        count: 2_000_000,
+                        bytes: 64_000_000,
+                        sites: vec![JoinedSite {
+                            frame: Some(frame("julia.py", 45, "calc_pure_python")),
+                            program_frame: None,
+                            count: 2_000_000,
+                            bytes: 64_000_000,
+                        }],
+                        path: Some("__main__.zs[0]".into()),
+                    },
+                    JoinedKind {
+                        name: "list".into(),
+                        count: 3,
+                        bytes: 16_000_000,
+                        sites: vec![
+                            JoinedSite {
+                                frame: Some(frame(
+                                    "/usr/lib/python3.12/json/decoder.py",
+                                    353,
+                                    "raw_decode",
+                                )),
+                                program_frame: Some(frame("<b&d>.py", 7, "helper")),
+                                count: 2,
+                                bytes: 15_000_000,
+                            },
+                            JoinedSite {
+                                frame: None,
+                                program_frame: None,
+                                count: 1,
+                                bytes: 1_000_000,
+                            },
+                        ],
+                        path: None,
+                    },
+                ],
+                note: Some("paths: 1 of 2 kinds searched".into()),
+                seconds: 0.25,
+                site_stride: 1,
+            }),
             timeline: vec![
                 Sample { t: 0.0, bytes: 0 },
                 Sample {

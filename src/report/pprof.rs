@@ -15,6 +15,7 @@
 //! file), since pprof's function views group by `Function`. The figures are
 //! exact counts, not sampled ones, so `period` is 1.
 
+use super::joined;
 use super::model::{Capture, Frame, Site};
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
@@ -264,6 +265,19 @@ impl<'a> Symbols<'a> {
     }
 }
 
+/// The joined table as comments, a line per kind: pprof's samples are call
+/// sites, and a kind at exit is not one (a site allocates several kinds,
+/// and a kind comes from several sites), so it cannot be a sample label
+/// without counting a site's bytes more than once.
+fn joined_comments(capture: &Capture) -> Vec<String> {
+    capture
+        .joined
+        .iter()
+        .flat_map(|joined| &joined.kinds)
+        .map(|kind| format!("alive at exit: {}", joined::summary(kind)))
+        .collect()
+}
+
 /// The profile message, before encoding.
 pub fn profile(capture: &Capture) -> proto::Profile {
     let mut strings = Strings::new();
@@ -290,8 +304,9 @@ pub fn profile(capture: &Capture) -> proto::Profile {
         format!("peak traced bytes: {}", meta.peak_bytes),
         format!("live traced bytes: {}", meta.live_bytes),
     ]
-    .iter()
-    .map(|text| strings.add(text))
+    .into_iter()
+    .chain(joined_comments(capture))
+    .map(|text| strings.add(&text))
     .collect();
 
     let no_frame = Frame {
@@ -459,6 +474,10 @@ mod tests {
         let comments: Vec<&str> = profile.comment.iter().map(|&c| text(&profile, c)).collect();
         assert!(comments.contains(&"argv: julia.py --fast"));
         assert!(comments.contains(&"pid: 42"));
+        assert!(comments.contains(
+            &"alive at exit: 2000000 complex 61.0 MiB, 100% at julia.py:45 (calc_pure_python)  \
+              held by __main__.zs[0]"
+        ));
         assert!(comments.contains(&"python: CPython 3.11.7"));
         assert_eq!(profile.time_nanos, 1_700_000_000_000_000_000);
         assert_eq!(profile.duration_nanos, 2_500_000_000);

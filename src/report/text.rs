@@ -1,8 +1,11 @@
-//! The text report: the run in three lines, the top allocating lines at the
-//! peak and at exit in tracemalloc's line format (with the source line), and
-//! the objects alive at exit in heapy's table layout.
+//! The text report: the run in three lines, what is alive at exit joined
+//! with where it was allocated and what holds it (`joined`), the top
+//! allocating lines at the peak and at exit in tracemalloc's line format
+//! (with the source line), and the objects alive at exit in heapy's table
+//! layout.
 
 use super::format::{format_size, heapy_table_top, statistic};
+use super::joined;
 use super::model::{Capture, View};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -176,6 +179,8 @@ fn lines_table(stats: &[LineStat], title: &str, limit: usize, total: bool) -> St
 
 pub fn render(capture: &Capture, limit: usize) -> String {
     let mut out = header(capture);
+    out.push('\n');
+    out += &joined::text(capture, limit);
     for view in [View::Peak, View::Live] {
         out.push('\n');
         out += &top_lines(capture, view, limit);
