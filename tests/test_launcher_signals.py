@@ -87,13 +87,31 @@ def heapsite_run(output, script):
     return [sys.executable, "-m", "heapsite", "run", "-q", "-o", str(output), str(script)]
 
 
-def signalled(command, cwd, sig, to_group, reaper, env=None):
-    """Runs the command until ready, sends `sig` (to its process or its
-    whole process group); (status, stderr)."""
-    process, _ = start(command, cwd, reaper, env)
+def signalled(command, cwd, sig, to_group, reaper, env=None, busy_for=0.0):
+    """Runs the command until ready (and, with `busy_for`, until its program
+    has used that many seconds of CPU since), sends `sig` (to its process or
+    its whole process group); (status, stderr)."""
+    process, program = start(command, cwd, reaper, env)
+    if busy_for:
+        _wait_for_cpu(program, busy_for)
     (os.killpg if to_group else os.kill)(process.pid, sig)
     _, stderr = process.communicate(timeout=TIMEOUT)
     return process.returncode, stderr.decode()
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_for_cpu(pid: int, seconds: float) -> None:
+    """Until the process has run `seconds` on a CPU: past the few
+    instructions between its "ready" and a long C call, however busy the
+    machine (wall time alone would race with the scheduler)."""
+    start_cpu, deadline = _cpu_seconds(pid), time.monotonic() + TIMEOUT
+    while _cpu_seconds(pid) - start_cpu < seconds and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def capture_is_readable(path) -> bool:
@@ -150,11 +168,13 @@ def test_sigterm_still_ends_a_program_busy_in_a_long_c_call(tmp_path, reaper):
     script = tmp_path / "busy.py"
     script.write_text("print('ready', __import__('os').getpid(), flush=True)\nsum(range(10**13))\n")
     plain_status, _ = signalled(
-        [sys.executable, str(script)], tmp_path, signal.SIGTERM, False, reaper
+        [sys.executable, str(script)], tmp_path, signal.SIGTERM, False, reaper, busy_for=0.2
     )
     started = time.monotonic()
     output = tmp_path / "busy.capture"
-    status, err = signalled(heapsite_run(output, script), tmp_path, signal.SIGTERM, False, reaper)
+    status, err = signalled(
+        heapsite_run(output, script), tmp_path, signal.SIGTERM, False, reaper, busy_for=0.2
+    )
     assert status == plain_status == -signal.SIGTERM, err
     assert time.monotonic() - started < 10
     assert "the program ended without a capture (killed by signal 15)" in err
