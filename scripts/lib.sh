@@ -44,7 +44,7 @@ venv_for() {
     if [ ! -x "$venv/bin/python" ]; then
         make_venv "$base" "$venv" || return 1
     fi
-    local packages=("maturin>=1.5,<2" "pytest>=7" numpy protobuf grpcio-tools selenium pytest-memray pytest-xdist "$@")
+    local packages=("maturin>=1.5,<2" "pytest>=7" numpy protobuf grpcio-tools selenium pytest-memray pytest-xdist greenlet gevent "$@")
     # guppy3, the heap() oracle, does not build on 3.15 (tests/test_heap.py says why).
     [ "$minor" = "3.15" ] || packages+=(guppy3)
     # Installed once per venv and set of packages: pip's resolver takes
