@@ -72,6 +72,18 @@ pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObje
     none()
 }
 
+/// own_work_enter() -> bool: the calling thread's allocations are heapsite's
+/// own until own_work_leave() (see src/own_work.rs); False if another
+/// thread is inside (then do not leave).
+pub unsafe extern "C" fn own_work_enter(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    PyBool_FromLong(crate::own_work::enter() as c_long)
+}
+
+pub unsafe extern "C" fn own_work_leave(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    crate::own_work::leave();
+    none()
+}
+
 pub unsafe extern "C" fn is_tracing(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     PyBool_FromLong(hook::is_tracing() as c_long)
 }

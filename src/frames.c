@@ -145,6 +145,14 @@ hs_gil_held(void)
 #endif
 }
 
+/* The calling thread's state while it holds the GIL (on 3.9-3.11, the
+ * holder's: call only from a thread that holds it). */
+void *
+hs_current_thread(void)
+{
+    return (void *)current_tstate();
+}
+
 /* Resolves one recorded frame for a report: borrowed references to the code
  * object's file name and function name, and the line number. Needs the GIL;
  * the code object is pinned by the site registry so it is still alive. */

@@ -75,6 +75,7 @@ impl PartialEq for RawFrame {
 extern "C" {
     fn hs_read_frames(out: *mut RawFrame, max: c_int, total: *mut c_int) -> c_int;
     fn hs_gil_held() -> c_int;
+    fn hs_current_thread() -> *mut c_void;
     fn hs_resolve_frame(
         code: *mut c_void,
         offset: c_int,
@@ -113,6 +114,12 @@ pub unsafe fn read_frames(
 pub fn gil_held() -> bool {
     // SAFETY: hs_gil_held only compares thread-state pointers.
     unsafe { hs_gil_held() != 0 }
+}
+
+/// The calling thread's state, as an identity; only for a GIL holder.
+pub fn current_thread() -> *mut c_void {
+    // SAFETY: hs_current_thread only reads the thread-state pointer.
+    unsafe { hs_current_thread() }
 }
 
 /// A frame resolved for a report: borrowed file and function names.

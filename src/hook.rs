@@ -22,6 +22,7 @@
 use crate::frames::{self, RawFrame};
 use crate::interp::{self, Interp};
 use crate::nursery::{Freed, GilTable};
+use crate::own_work;
 use crate::sites::{self, SiteId, NO_GIL_SITE};
 use crate::sync::GilCell;
 use crate::table::{Domain, RawTable, Record};
@@ -137,6 +138,9 @@ fn allocate_gil(
     if !caller.is_main() {
         return allocate_in_subinterpreter(caller, allocate, before);
     }
+    if own_work::is_caller() {
+        return allocate_for_heapsite(allocate, before);
+    }
     // SAFETY: MEM and OBJ hooks run with the GIL held.
     let guarded = unsafe {
         sites::guarded(|thread| {
@@ -149,6 +153,18 @@ fn allocate_gil(
         })
     };
     guarded.unwrap_or_else(allocate)
+}
+
+/// A MEM/OBJ allocation (or realloc) by heapsite's own Python code:
+/// untraced, but a realloc'd block of the program's is forgotten (it moved
+/// or was freed), as in any realloc.
+#[cold]
+fn allocate_for_heapsite(allocate: impl Fn() -> *mut c_void, before: impl FnOnce()) -> *mut c_void {
+    let ptr = allocate();
+    if !ptr.is_null() {
+        before();
+    }
+    ptr
 }
 
 /// A MEM/OBJ allocation (or realloc) in a subinterpreter: untraced. `before`
@@ -275,6 +291,9 @@ fn main_interpreter_gil() -> Option<bool> {
 }
 
 fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
+    if gil && own_work::is_caller() {
+        return; // heapsite's own Python code
+    }
     let site: SiteId = if gil {
         // SAFETY: this thread holds the GIL, so its frames are stable.
         match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed))) } {
@@ -449,6 +468,9 @@ pub fn native_allocated(ptr: *mut c_void, size: usize) {
 /// `track_raw` with the native frames above the Python ones. GIL held.
 #[cold]
 fn track_raw_below_native(ptr: *mut c_void, size: usize) {
+    if own_work::is_caller() {
+        return; // heapsite's own Python code
+    }
     let mut native = [RawFrame::NONE; crate::native_frames::MAX_NATIVE];
     // SAFETY: this thread holds the GIL.
     let site = unsafe {
@@ -668,7 +690,7 @@ pub fn lookup(addr: usize) -> Option<Record> {
 /// moves its trace. GIL held.
 pub fn object_created(block: usize) {
     // The reference tracer is the runtime's: subinterpreters call it too.
-    if !tracing() || !Interp::of_caller().is_main() {
+    if !tracing() || !Interp::of_caller().is_main() || own_work::is_caller() {
         return;
     }
     // SAFETY: GIL held (the reference tracer runs under it).

@@ -21,6 +21,7 @@ mod native_frames;
 mod nursery;
 mod objects;
 mod output;
+mod own_work;
 mod preload;
 mod report;
 mod retired;
@@ -66,7 +67,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 42] = [
+static mut METHODS: [PyMethodDef; 44] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -78,6 +79,18 @@ static mut METHODS: [PyMethodDef; 42] = [
         main_interpreter_only!(api::stop),
         METH_NOARGS,
         c"stop(): stop tracing, forget the records.",
+    ),
+    method(
+        c"own_work_enter",
+        main_interpreter_only!(api::own_work_enter),
+        METH_NOARGS,
+        c"own_work_enter() -> bool: this thread's allocations are heapsite's own until own_work_leave()",
+    ),
+    method(
+        c"own_work_leave",
+        main_interpreter_only!(api::own_work_leave),
+        METH_NOARGS,
+        c"own_work_leave(): ends what own_work_enter() began",
     ),
     method(
         c"is_tracing",

@@ -20,8 +20,10 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
     raise ImportError("heapsite does not support the free-threaded build yet (use a GIL build)")
 
 from . import _heapsite as _core  # noqa: E402
+from . import _own
 from ._format import format_size, parse_size
 from ._heap import Partition, clearrelheap, heap, hpy, path_to_root, setrelheap
+from ._own import own_work
 from ._snapshot import (
     Frame,
     Site,
@@ -120,12 +122,16 @@ def _require_tracing(what: str) -> None:
 def snapshot() -> Snapshot:
     """The call sites with their live, total and at-peak memory, now."""
     _require_tracing("a snapshot")
-    memory = _core.traced_memory()
-    sites = [
-        Site(Traceback(Frame(*f) for f in frames), *figures)
-        for _id, frames, *figures in _core.sites()
-    ]
-    return Snapshot(sites, _core.traceback_limit(), memory)
+    entered = _own.enter()
+    try:
+        memory = _core.traced_memory()
+        sites = [
+            Site(Traceback(Frame(*f) for f in frames), *figures)
+            for _id, frames, *figures in _core.sites()
+        ]
+        return Snapshot(sites, _core.traceback_limit(), memory)
+    finally:
+        _own.leave(entered)
 
 
 def peak() -> Snapshot:
@@ -133,6 +139,7 @@ def peak() -> Snapshot:
     return snapshot().peak()
 
 
+@own_work
 def top(limit: int = 10, key: str = "lineno", file=None) -> None:
     """Prints the `limit` call sites (or files) holding the most live memory."""
     snapshot().top(limit, key, file)

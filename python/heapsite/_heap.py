@@ -20,6 +20,7 @@ import sys
 import types
 
 from . import _heapsite as _core
+from . import _own as own_work
 
 ROWS_SHOWN = 10
 BEFORE_TRACKING = "<before tracking>"
@@ -449,8 +450,14 @@ def _own() -> list:
 
 
 def _walk(split: int, relative: bool = True) -> Partition:
-    count, size, raw_rows, signatures = _core.heap_walk(gc.get_objects(), _own(), split, relative)
-    partition = Partition(_rows_of(raw_rows, split, signatures))
+    entered = own_work.enter()  # not a decorator: its arguments would be walked
+    try:
+        count, size, raw_rows, signatures = _core.heap_walk(
+            gc.get_objects(), _own(), split, relative
+        )
+        partition = Partition(_rows_of(raw_rows, split, signatures))
+    finally:
+        own_work.leave(entered)
     assert partition.count == count and partition.size == size
     return partition
 
@@ -475,7 +482,11 @@ def setrelheap(reference: None = None) -> None:
     """Later heap() calls count only objects created after this call."""
     if reference is not None:
         raise TypeError("setrelheap() takes no reference set in heapsite; call it with no argument")
-    _core.set_relheap(gc.get_objects(), _own())
+    entered = own_work.enter()
+    try:
+        _core.set_relheap(gc.get_objects(), _own())
+    finally:
+        own_work.leave(entered)
 
 
 def clearrelheap() -> None:

@@ -85,9 +85,10 @@ def _child_setup(mask, launcher: int, own_group: bool):
     return setup
 
 
-def run(command: list, env: dict) -> int:
+def run(command: list, env: dict, on_start=None) -> int:
     """Runs `command` as a child, passing signals on, until it ends; returns
-    its status as subprocess does (-N: killed by signal N)."""
+    its status as subprocess does (-N: killed by signal N). `on_start` is
+    called with the child's pid as soon as it exists."""
     own_group = not _in_terminal_foreground()
     # Blocked here and taken with sigtimedwait, so none is lost between now
     # and the wait, and each comes with who sent it.
@@ -97,6 +98,8 @@ def run(command: list, env: dict) -> int:
         child = subprocess.Popen(
             command, env=env, preexec_fn=_child_setup(mask, os.getpid(), own_group)
         )
+        if on_start is not None:
+            on_start(child.pid)
         return _wait_passing_signals(child, watched, own_group)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -4,7 +4,8 @@ the program ends (atexit, or os._exit), and writes the capture.
 
 Settings, from the environment:
 
-    HEAPSITE_OUTPUT        capture path (default heapsite-<pid>.capture)
+    HEAPSITE_OUTPUT        capture path, %p standing for the program's pid
+                           (default heapsite-%p.capture)
     HEAPSITE_FRAMES        frames per call site, 1..128 (default 16)
     HEAPSITE_MALLOC        0: do not track malloc, mmap & co. (default 1)
     HEAPSITE_NATIVE        1: native (C) frames in the sites of those (default 0)
@@ -35,8 +36,8 @@ class SettingError(Exception):
     pass
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
+def _flag(environ, name: str, default: bool) -> bool:
+    value = environ.get(name, "").strip().lower()
     if value == "":
         return default
     if value in ("1", "true", "yes", "on"):
@@ -46,8 +47,8 @@ def _flag(name: str, default: bool) -> bool:
     raise SettingError(f"{name} must be 1 or 0, got {value!r}")
 
 
-def _number(name: str, default, kind, low, high):
-    text = os.environ.get(name, "").strip()
+def _number(environ, name: str, default, kind, low, high):
+    text = environ.get(name, "").strip()
     if text == "":
         return default
     try:
@@ -59,18 +60,27 @@ def _number(name: str, default, kind, low, high):
     return value
 
 
-def read_settings() -> dict:
-    """The HEAPSITE_* settings, checked; raises SettingError naming the bad one."""
+DEFAULT_OUTPUT = "heapsite-%p.capture"
+
+
+def output_for(template: str, pid: int) -> str:
+    """The capture path for the program with this pid (%p in the setting)."""
+    return template.replace("%p", str(pid))
+
+
+def read_settings(environ=os.environ) -> dict:
+    """The HEAPSITE_* settings, checked; raises SettingError naming the bad
+    one. `heapsite run` checks them the same way before it starts anything."""
     return {
-        "output": os.environ.get("HEAPSITE_OUTPUT") or f"heapsite-{os.getpid()}.capture",
-        "frames": _number("HEAPSITE_FRAMES", 16, int, 1, MAX_FRAMES),
-        "malloc": _flag("HEAPSITE_MALLOC", True),
-        "native": _flag("HEAPSITE_NATIVE", False),
-        "follow_fork": _flag("HEAPSITE_FOLLOW_FORK", False),
-        "interval": _number("HEAPSITE_INTERVAL", 0.01, float, 0.001, 3600.0),
-        "kinds": _flag("HEAPSITE_KINDS", True),
-        "tracemalloc": _flag("HEAPSITE_TRACEMALLOC", False),
-        "verbose": _flag("HEAPSITE_VERBOSE", False),
+        "output": output_for(environ.get("HEAPSITE_OUTPUT") or DEFAULT_OUTPUT, os.getpid()),
+        "frames": _number(environ, "HEAPSITE_FRAMES", 16, int, 1, MAX_FRAMES),
+        "malloc": _flag(environ, "HEAPSITE_MALLOC", True),
+        "native": _flag(environ, "HEAPSITE_NATIVE", False),
+        "follow_fork": _flag(environ, "HEAPSITE_FOLLOW_FORK", False),
+        "interval": _number(environ, "HEAPSITE_INTERVAL", 0.01, float, 0.001, 3600.0),
+        "kinds": _flag(environ, "HEAPSITE_KINDS", True),
+        "tracemalloc": _flag(environ, "HEAPSITE_TRACEMALLOC", False),
+        "verbose": _flag(environ, "HEAPSITE_VERBOSE", False),
     }
 
 

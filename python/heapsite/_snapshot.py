@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from ._format import format_size
+from ._own import own_work
 
 KEY_TYPES = ("lineno", "filename", "traceback")
 VIEWS = ("live", "peak", "total")
@@ -379,10 +380,12 @@ class Snapshot:
             self.view if view is None else view,
         )
 
+    @own_work
     def peak(self) -> Snapshot:
         """The same sites, measured by what each had live at the peak."""
         return self._with(view="peak")
 
+    @own_work
     def total(self) -> Snapshot:
         """The same sites, measured by all they allocated since start()."""
         return self._with(view="total")
@@ -400,6 +403,7 @@ class Snapshot:
                 entry[1] += count
         return groups
 
+    @own_work
     def statistics(self, key: str = "lineno", cumulative: bool = False) -> list[Statistic]:
         """Memory grouped by line, file or whole traceback, largest first."""
         stats = [
@@ -408,6 +412,7 @@ class Snapshot:
         stats.sort(reverse=True, key=Statistic._sort_key)
         return stats
 
+    @own_work
     def compare_to(
         self, old: Snapshot, key: str = "lineno", cumulative: bool = False
     ) -> list[StatisticDiff]:
@@ -424,6 +429,7 @@ class Snapshot:
         diffs.sort(reverse=True, key=StatisticDiff._sort_key)
         return diffs
 
+    @own_work
     def filter(
         self,
         include: str | Sequence[str] | None = None,
@@ -453,6 +459,7 @@ class Snapshot:
         ]
         return self._with(sites=kept)
 
+    @own_work
     def top(self, limit: int = 10, key: str = "lineno", file=None) -> None:
         """Prints the `limit` largest groups with their source lines."""
         out = file if file is not None else sys.stdout
@@ -501,6 +508,7 @@ class Snapshot:
             ],
         }
 
+    @own_work
     def dump(self, filename: str | os.PathLike) -> None:
         """Writes the snapshot to a file: atomically over a regular file (a
         crash leaves no half file), into a device or a FIFO."""
@@ -514,6 +522,7 @@ class Snapshot:
         _heapsite.write_file(os.fspath(filename), data)
 
     @classmethod
+    @own_work
     def load(cls, filename: str | os.PathLike) -> Snapshot:
         """Reads a file written by dump(); SnapshotFileError if it is not one."""
         path = os.fspath(filename)

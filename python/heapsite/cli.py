@@ -30,7 +30,16 @@ import stat
 import sys
 import sysconfig
 
-from . import MAX_FRAMES, Snapshot, SnapshotFileError, _capture, _heapsite, _launcher
+from . import (
+    MAX_FRAMES,
+    Snapshot,
+    SnapshotFileError,
+    __version__,
+    _capture,
+    _heapsite,
+    _launcher,
+    _preload,
+)
 from ._snapshot import KEY_TYPES, VIEWS
 
 FORMATS = ("text", "json", "html", "pprof")
@@ -62,11 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heapsite", description="Memory profiler for Python: what uses memory, and where."
     )
+    parser.add_argument("--version", action="version", version=f"heapsite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a script or module and report its memory")
-    run.add_argument("-o", "--output", help="capture file (default heapsite-<name>.<pid>.capture)")
-    run.add_argument("--frames", type=_frames, default=16, help="frames per call site (default 16)")
+    run.add_argument(
+        "-o",
+        "--output",
+        help="capture file, %%p for the program's pid (default heapsite-<name>.%%p.capture)",
+    )
+    # Options left unset keep what HEAPSITE_* says, as the preloaded library
+    # reads it; given, they take precedence.
+    run.add_argument(
+        "--frames", type=_frames, help="frames per call site (default HEAPSITE_FRAMES, else 16)"
+    )
     run.add_argument(
         "--native",
         action="store_true",
@@ -78,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         help="forked children write their own capture (<output stem>.<pid>.capture)",
     )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no report on stderr")
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing of heapsite's unless it fails"
+    )
     run.add_argument("-m", dest="module", help="run a library module as a script")
     run.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args...]")
 
@@ -128,38 +148,65 @@ def _command(args) -> list:
 
 
 def _default_output(args) -> str:
+    """Named after the program and its pid (%p: known once it runs)."""
     name = args.module or os.path.splitext(os.path.basename(args.target[0]))[0]
-    return os.path.abspath(f"heapsite-{name}.{os.getpid()}.capture")
+    return f"heapsite-{name}.%p.capture"
 
 
-def _run_preloaded(args, output: str) -> int:
+def _program_env(args, output: str) -> dict:
+    """The program's environment: HEAPSITE_* as inherited, the command
+    line's options taking precedence."""
     env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join(p for p in (preload_path(), env.get("LD_PRELOAD", "")) if p)
     env["HEAPSITE_OUTPUT"] = output
-    env["HEAPSITE_FRAMES"] = str(args.frames)
-    env["HEAPSITE_NATIVE"] = "1" if args.native else "0"
-    env["HEAPSITE_FOLLOW_FORK"] = "1" if args.follow_fork else "0"
-    return _launcher.run(_command(args), env)
+    if args.frames is not None:
+        env["HEAPSITE_FRAMES"] = str(args.frames)
+    if args.native:
+        env["HEAPSITE_NATIVE"] = "1"
+    if args.follow_fork:
+        env["HEAPSITE_FOLLOW_FORK"] = "1"
+    return env
 
 
-def _run_in_process(args, output: str) -> int:
+class _Capture:
+    """Where the program's capture goes (known once it has a pid), and what
+    was there before, to tell a stale file from this run's."""
+
+    def __init__(self, template: str):
+        self.template = template
+        self.path = ""
+        self.before = None
+
+    def program_started(self, pid: int) -> None:
+        self.path = _preload.output_for(self.template, pid)
+        self.before = _identity(self.path)
+
+
+def _run_preloaded(args, env: dict, capture: _Capture) -> int:
+    env = dict(env)
+    env["LD_PRELOAD"] = " ".join(p for p in (preload_path(), env.get("LD_PRELOAD", "")) if p)
+    return _launcher.run(_command(args), env, capture.program_started)
+
+
+def _run_in_process(args, settings: dict, capture: _Capture) -> int:
     """The fallback for a python without a shared libpython."""
     import runpy
     import traceback
 
-    if args.native:
+    if settings["native"]:
         print("heapsite: --native needs a python built with --enable-shared", file=sys.stderr)
+    capture.program_started(os.getpid())
+    output = capture.path
     sys.argv = [args.module, *args.target] if args.module else list(args.target)
     if args.module is None:
         sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-    if os.environ.get("HEAPSITE_TRACEMALLOC", "") not in ("", "0"):
+    if settings["tracemalloc"]:
         from . import tracemalloc as drop_in
 
         drop_in.install()
     import time
 
     _capture.started_at = time.time()
-    _heapsite.start(args.frames)
+    _heapsite.start(settings["frames"])
     _capture.on_sigterm(lambda: _capture.write(output))
     status = 0
     try:
@@ -198,27 +245,46 @@ def _how_it_ended(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
-def _tell_about_the_capture(args, output: str, before) -> bool:
-    """Says where the capture went, with the text report; False if the
-    program ended without writing one."""
-    after = _identity(output)
-    if after is None or after == before:
+def _tell_about_the_capture(args, capture: _Capture) -> bool:
+    """Says where the capture went, with the text report (nothing with
+    -q); False if the program ended without writing one."""
+    output = capture.path
+    after = _identity(output) if output else None
+    if after is None or after == capture.before:
         return False
+    if args.quiet:
+        return True
     if not stat.S_ISREG(after[-1]):
         print(
             f"heapsite: the capture went into {output} (not a regular file: no report)",
             file=sys.stderr,
         )
         return True
-    if not args.quiet:
-        text = _heapsite.render_report(output, "text", args.top).decode()
-        print("\n" + text, file=sys.stderr, end="")
+    text = _heapsite.render_report(output, "text", args.top).decode()
+    # How to read it again, with the interpreter's own name for heapsite:
+    # a user of ./scripts/try-julia has no `heapsite` on PATH.
+    again = f"{sys.executable} -m heapsite report {output}"
     print(
-        f"heapsite: capture written to {output}\n"
-        f"heapsite: see it in a browser: heapsite report {output} --format html -o report.html",
+        "\n" + text + f"heapsite: capture written to {output}\n"
+        f"heapsite: see it in a browser: {again} --format html -o report.html",
         file=sys.stderr,
     )
     return True
+
+
+def _missing_module(name: str) -> bool:
+    """Whether `python -m name` would fail to find the module's top-level
+    package (looked up as the program would, from the working directory,
+    without importing anything)."""
+    import importlib.util
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.util.find_spec(name.partition(".")[0]) is None
+    except (ImportError, ValueError):
+        return True
+    finally:
+        sys.path.pop(0)
 
 
 def _run(args, parser) -> int:
@@ -226,19 +292,28 @@ def _run(args, parser) -> int:
         parser.error("run needs a script (or -m module) to run")
     if args.module is None and not os.path.exists(args.target[0]):
         parser.error(f"no such script: {args.target[0]}")
-    output = os.path.abspath(args.output or _default_output(args))
-    if os.path.isdir(output):
-        parser.error(f"the output {output} is a directory")
-    if not os.path.isdir(os.path.dirname(output)):
-        parser.error(f"no directory {os.path.dirname(output)} for the output")
+    if args.module is not None and _missing_module(args.module):
+        # As python -m says it, and with its status: nothing was run.
+        print(f"{sys.executable}: No module named {args.module}", file=sys.stderr)
+        return 1
+    template = os.path.abspath(args.output or _default_output(args))
+    if os.path.isdir(template):
+        parser.error(f"the output {template} is a directory")
+    if not os.path.isdir(os.path.dirname(template)):
+        parser.error(f"no directory {os.path.dirname(template)} for the output")
+    env = _program_env(args, template)
+    try:
+        settings = _preload.read_settings(env)
+    except _preload.SettingError as e:
+        return _error(str(e))
     # Never removed beforehand: it may be a device, a FIFO or a link. A
     # stale capture is told from this run's by its identity.
-    before = _identity(output)
+    capture = _Capture(template)
     if _can_preload():
-        status = _run_preloaded(args, output)
+        status = _run_preloaded(args, env, capture)
     else:
-        status = _run_in_process(args, output)
-    if not _tell_about_the_capture(args, output, before):
+        status = _run_in_process(args, settings, capture)
+    if not _tell_about_the_capture(args, capture):
         print(
             f"heapsite: the program ended without a capture ({_how_it_ended(status)})",
             file=sys.stderr,
@@ -310,9 +385,14 @@ def _report_snapshot(args) -> int:
 def _report(args) -> int:
     try:
         is_capture = _capture.is_capture(args.file)
-        if not is_capture and args.format == "text":
+        if not is_capture:
             with open(args.file, "rb") as f:
                 if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
+                    if args.format != "text":
+                        return _error(
+                            f"{args.file} is a snapshot file (Snapshot.dump), which renders "
+                            "as text only; captures of heapsite run render in every format"
+                        )
                     return _report_snapshot(args)
     except OSError as e:
         return _error(f"cannot read {args.file}: {e.strerror or e}")

@@ -40,6 +40,7 @@ from . import (
 from . import (
     _heapsite as _core,
 )
+from . import _own as own_work
 from ._pytest_growth import EveryRound, KindsEveryRound
 from ._pytest_sites import OWN, ProgramSites, figures, own
 from ._snapshot import Frame, StatisticDiff, Traceback
@@ -521,19 +522,29 @@ class Tracker:
             if started_here:
                 start(FRAMES)
             try:
-                gc.collect()
-                result = Measurement()
-                before = _program_snapshot()
-                sites = ProgramSites.of()
-                base = sites.live_bytes(figures()[0])
-                live_at_start = traced_memory()[0]
-                reset_peak()
+                # Set-up and tear-down are heapsite's own work: only the
+                # block between them is measured.
+                entered = own_work.enter()
+                try:
+                    gc.collect()
+                    result = Measurement()
+                    before = _program_snapshot()
+                    sites = ProgramSites.of()
+                    base = sites.live_bytes(figures()[0])
+                    live_at_start = traced_memory()[0]
+                    reset_peak()
+                finally:
+                    own_work.leave(entered)
                 yield result
-                result.peak = max(0, traced_memory()[1] - live_at_start)
-                gc.collect()
-                result.leaked = sites.live_bytes(figures()[0]) - base
-                diffs = _program_snapshot().compare_to(before, "traceback")
-                result.sites = [d for d in diffs if d.size_diff > 0]
+                entered = own_work.enter()
+                try:
+                    result.peak = max(0, traced_memory()[1] - live_at_start)
+                    gc.collect()
+                    result.leaked = sites.live_bytes(figures()[0]) - base
+                    diffs = _program_snapshot().compare_to(before, "traceback")
+                    result.sites = [d for d in diffs if d.size_diff > 0]
+                finally:
+                    own_work.leave(entered)
             finally:
                 if started_here:
                     stop()
