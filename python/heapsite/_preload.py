@@ -27,6 +27,7 @@ import sys
 
 from . import MAX_FRAMES, _capture
 from . import _heapsite as _core
+from . import _own as own_work
 
 _settings: dict = {}
 _state = {"parent": 0, "done": False}
@@ -131,10 +132,13 @@ def finish() -> None:
         if not _settings["follow_fork"]:
             return
         output = child_output(output, pid)
-    timeline = _core.timeline_stop()
-    if not _core.is_tracing():
-        return  # the program stopped heapsite itself
+    # The timeline's samples and the capture's tables are heapsite's own
+    # objects: not in the capture's figures.
+    entered = own_work.enter()
     try:
+        timeline = _core.timeline_stop()
+        if not _core.is_tracing():
+            return  # the program stopped heapsite itself
         _core.set_native(False)
         _capture.write(
             output,
@@ -146,6 +150,8 @@ def finish() -> None:
     except Exception as e:  # the program's exit must not fail because of us
         sys.stderr.write(f"heapsite: could not write the capture {output}: {e}\n")
         return
+    finally:
+        own_work.leave(entered)
     _say_if_records_were_dropped()
     if _settings["verbose"]:
         sys.stderr.write(f"heapsite: capture written to {output}\n")
