@@ -44,8 +44,9 @@ def test_the_tracker_measures_only_its_block(heapsite_tracker):
     kept = []
     with heapsite_tracker() as m:
         kept.append([bytearray(1000) for _ in range(100)])
-    # The block's own bytes: 100 bytearrays of 1,000 bytes and their list.
-    assert 100_000 <= m.leaked <= 110_000, m.leaked
+    # The block's own bytes: 100 bytearrays of 1,000 bytes and their list
+    # (3.15 keeps each buffer in a bytes object: some 40 bytes more each).
+    assert 100_000 <= m.leaked <= 115_000, m.leaked
     assert all(not frame.filename.startswith(PACKAGE) for d in m.sites for frame in d.traceback), (
         m.sites
     )
