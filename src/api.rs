@@ -216,18 +216,14 @@ unsafe fn site_frames(id: u32) -> *mut PyObject {
     }
 }
 
-/// peak_sites(first_new_site: int, limit: int) -> ((site, bytes), ...): the
-/// sites that held the most at the peak since reset_peak(), largest first,
-/// at most `limit`. A site born from `first_new_site` on (made since) counts all
-/// it held at the peak; an older one what it held then beyond what it holds
-/// now, since its bytes live before are not kept. Worked out here, not from
-/// site_figures() in Python: the pytest plugin asks after many tests.
-pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
-        return raise(PyExc_TypeError, "peak_sites(first_new_site, limit)");
-    }
-    let first_new = PyLong_AsLongLong(PyTuple_GetItem(args, 0));
-    let limit = PyLong_AsLongLong(PyTuple_GetItem(args, 1));
+/// peak_sites(limit: int) -> ((site, bytes), ...): the sites that grew the
+/// most from the last reset_peak() to the peak since, largest first, at most
+/// `limit` (counters.rs: what each held at the peak less what it held at the
+/// reset; over every site these add up to the peak less the traced memory at
+/// the reset). Worked out here, not from site_figures() in Python: the
+/// pytest plugin asks after many tests.
+pub unsafe extern "C" fn peak_sites(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    let limit = PyLong_AsLongLong(arg);
     if !PyErr_Occurred().is_null() {
         return ptr::null_mut();
     }
@@ -235,14 +231,8 @@ pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *m
     hook::settle();
     let mut held: Vec<(i64, u32)> = (0..sites::count())
         .filter_map(|id| {
-            let site = sites::site(id);
-            let t = site.counters.totals();
-            let size = if i64::from(site.born()) >= first_new {
-                t.peak_bytes
-            } else {
-                t.peak_bytes - t.live_bytes
-            };
-            (size > 0).then_some((size, id))
+            let growth = sites::site(id).counters.growth_at_peak();
+            (growth > 0).then_some((growth, id))
         })
         .collect();
     held.sort_unstable_by(|a, b| b.cmp(a));

@@ -60,6 +60,46 @@ unsafe fn read_capture(path: &str) -> Option<Capture> {
     }
 }
 
+/// A capture path, or a list or tuple of them (several processes of one
+/// program, reported as one: see `report::merge`).
+unsafe fn read_captures(arg: *mut PyObject) -> Option<Capture> {
+    if PyUnicode_Check(arg) != 0 {
+        return read_capture(&text_arg(arg, "path")?);
+    }
+    if PyList_Check(arg) == 0 && PyTuple_Check(arg) == 0 {
+        raise(PyExc_TypeError, "path must be a str or a list of str");
+        return None;
+    }
+    let items = PySequence_Fast(arg, c"path".as_ptr());
+    if items.is_null() {
+        return None;
+    }
+    let mut captures = Vec::new();
+    for i in 0..PySequence_Size(items).max(0) {
+        let item = PySequence_GetItem(items, i);
+        let capture = if item.is_null() {
+            None
+        } else {
+            let path = text_arg(item, "path");
+            Py_DECREF(item);
+            path.and_then(|path| read_capture(&path))
+        };
+        match capture {
+            Some(capture) => captures.push(capture),
+            None => {
+                Py_DECREF(items);
+                return None;
+            }
+        }
+    }
+    Py_DECREF(items);
+    if captures.is_empty() {
+        raise(PyExc_ValueError, "no capture file given");
+        return None;
+    }
+    Some(report::merge::merge(&captures))
+}
+
 unsafe fn bytes(data: &[u8]) -> *mut PyObject {
     PyBytes_FromStringAndSize(data.as_ptr() as *const c_char, data.len() as Py_ssize_t)
 }
@@ -107,16 +147,46 @@ pub unsafe extern "C" fn write_file(_: *mut PyObject, tuple: *mut PyObject) -> *
     }
 }
 
-/// render_report(path, format, limit) -> bytes
+/// A trailing optional bool: whether to show the import system's frames
+/// (they are folded into the importing line unless it is true).
+unsafe fn show_import_system(tuple: *mut PyObject, at: usize) -> Option<bool> {
+    if PyTuple_Check(tuple) == 0 || PyTuple_Size(tuple) <= at as Py_ssize_t {
+        return Some(false);
+    }
+    match PyObject_IsTrue(PyTuple_GetItem(tuple, at as Py_ssize_t)) {
+        -1 => None,
+        flag => Some(flag == 1),
+    }
+}
+
+/// The first N arguments of a call taking N and an optional flag.
+unsafe fn args_and_flag<const N: usize>(
+    tuple: *mut PyObject,
+    name: &str,
+) -> Option<([*mut PyObject; N], bool)> {
+    if PyTuple_Check(tuple) == 0
+        || !(N as Py_ssize_t..=N as Py_ssize_t + 1).contains(&PyTuple_Size(tuple))
+    {
+        raise(
+            PyExc_TypeError,
+            &format!("{name}() takes {N} arguments and an optional show_import_system"),
+        );
+        return None;
+    }
+    let flag = show_import_system(tuple, N)?;
+    Some((
+        std::array::from_fn(|i| PyTuple_GetItem(tuple, i as Py_ssize_t)),
+        flag,
+    ))
+}
+
+/// render_report(path or [paths], format, limit[, show_import_system]) -> bytes
 pub unsafe extern "C" fn render_report(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
-    let Some([path, format, limit]) = args::<3>(tuple, "render_report") else {
+    let Some(([path, format, limit], show_imports)) = args_and_flag::<3>(tuple, "render_report")
+    else {
         return std::ptr::null_mut();
     };
-    let (Some(path), Some(format), Some(limit)) = (
-        text_arg(path, "path"),
-        text_arg(format, "format"),
-        limit_arg(limit),
-    ) else {
+    let (Some(format), Some(limit)) = (text_arg(format, "format"), limit_arg(limit)) else {
         return std::ptr::null_mut();
     };
     if !report::FORMATS.contains(&format.as_str()) {
@@ -128,26 +198,23 @@ pub unsafe extern "C" fn render_report(_: *mut PyObject, tuple: *mut PyObject) -
             ),
         );
     }
-    let Some(capture) = read_capture(&path) else {
+    let Some(capture) = read_captures(path) else {
         return std::ptr::null_mut();
     };
-    match report::render(&capture, &format, limit) {
+    match report::render(&capture, &format, limit, show_imports) {
         Ok(data) => bytes(&data),
         Err(e) => raise(PyExc_ValueError, &e),
     }
 }
 
-/// render_diff(old_path, new_path, view, limit) -> str
+/// render_diff(old, new, view, limit[, show_import_system]) -> str; old and
+/// new each a path or a list of paths.
 pub unsafe extern "C" fn render_diff(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
-    let Some([old, new, view, limit]) = args::<4>(tuple, "render_diff") else {
+    let Some(([old, new, view, limit], show_imports)) = args_and_flag::<4>(tuple, "render_diff")
+    else {
         return std::ptr::null_mut();
     };
-    let (Some(old), Some(new), Some(view), Some(limit)) = (
-        text_arg(old, "old"),
-        text_arg(new, "new"),
-        text_arg(view, "view"),
-        limit_arg(limit),
-    ) else {
+    let (Some(view), Some(limit)) = (text_arg(view, "view"), limit_arg(limit)) else {
         return std::ptr::null_mut();
     };
     let Some(view) = View::ALL.into_iter().find(|v| v.name() == view) else {
@@ -156,9 +223,16 @@ pub unsafe extern "C" fn render_diff(_: *mut PyObject, tuple: *mut PyObject) -> 
             &format!("unknown view {view:?}: choose peak, total or live"),
         );
     };
-    let (Some(old), Some(new)) = (read_capture(&old), read_capture(&new)) else {
+    let Some(old) = read_captures(old) else {
         return std::ptr::null_mut();
     };
+    let Some(new) = read_captures(new) else {
+        return std::ptr::null_mut();
+    };
+    let (old, new) = (
+        report::as_shown(&old, show_imports),
+        report::as_shown(&new, show_imports),
+    );
     let text = report::diff::render(&old, &new, view, limit);
     PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as Py_ssize_t)
 }

@@ -12,6 +12,12 @@
 //! saves its live values (they are what it had at that peak). At report time a
 //! site saved in the current epoch reports the saved values, any other site its
 //! live ones, since it has not changed since the peak.
+//!
+//! `reset_peak()` starts a new epoch too, and remembers it (`RESET_EPOCH`):
+//! a site first touched since then saves its live values as it was at the
+//! reset, in the same rare branch, so what each site grew by at the peak
+//! since the reset (the pytest plugin's per-test peak, split by site) costs
+//! nothing more per event.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -19,6 +25,7 @@ static GIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static NOGIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
+static RESET_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Default)]
 pub struct SiteCounters {
@@ -29,6 +36,8 @@ pub struct SiteCounters {
     peak_count: AtomicI64,
     peak_bytes: AtomicI64,
     saved_epoch: AtomicU64,
+    /// Live values when the peak was last reset (see RESET_EPOCH).
+    at_reset_bytes: AtomicI64,
     nogil_live_count: AtomicI64,
     nogil_live_bytes: AtomicI64,
     nogil_total_count: AtomicI64,
@@ -56,7 +65,14 @@ impl SiteCounters {
     #[inline(always)]
     fn save_if_first_since_peak(&self) {
         let epoch = EPOCH.load(Relaxed);
-        if self.saved_epoch.load(Relaxed) != epoch {
+        let saved = self.saved_epoch.load(Relaxed);
+        if saved != epoch {
+            if saved < RESET_EPOCH.load(Relaxed) {
+                // First touch since the reset: untouched till now, so
+                // what is live is what was live at the reset.
+                self.at_reset_bytes
+                    .store(self.live_bytes.load(Relaxed), Relaxed);
+            }
             self.peak_count
                 .store(self.live_count.load(Relaxed), Relaxed);
             self.peak_bytes
@@ -131,6 +147,22 @@ impl SiteCounters {
         }
     }
 
+    /// Bytes the site had live at the peak less what it had when the peak
+    /// was last reset (GIL-held figures); GIL held. Summed over every site,
+    /// this is the peak less the traced memory at the reset.
+    pub fn growth_at_peak(&self) -> i64 {
+        let epoch = self.saved_epoch.load(Relaxed);
+        if epoch < RESET_EPOCH.load(Relaxed) {
+            return 0; // untouched since the reset
+        }
+        let at_peak = if epoch == EPOCH.load(Relaxed) {
+            self.peak_bytes.load(Relaxed)
+        } else {
+            self.live_bytes.load(Relaxed)
+        };
+        at_peak - self.at_reset_bytes.load(Relaxed)
+    }
+
     /// Adds another site's totals (src/reuse.rs); GIL held.
     pub fn absorb_totals(&self, count: i64, bytes: i64) {
         bump(&self.total_count, count);
@@ -146,6 +178,7 @@ impl SiteCounters {
             &self.total_bytes,
             &self.peak_count,
             &self.peak_bytes,
+            &self.at_reset_bytes,
             &self.nogil_live_count,
             &self.nogil_live_bytes,
             &self.nogil_total_count,
@@ -166,7 +199,9 @@ pub fn traced_memory() -> (i64, i64) {
 /// Makes the peak the current size; what is live now becomes "at peak".
 pub fn reset_peak() {
     PEAK.store(traced_memory().0, Relaxed);
-    EPOCH.store(EPOCH.load(Relaxed) + 1, Relaxed);
+    let epoch = EPOCH.load(Relaxed) + 1;
+    EPOCH.store(epoch, Relaxed);
+    RESET_EPOCH.store(epoch, Relaxed);
 }
 
 /// Zeroes the global figures; callers reset every site alongside.
@@ -175,4 +210,38 @@ pub fn reset_globals() {
     NOGIL_CURRENT.store(0, Relaxed);
     PEAK.store(0, Relaxed);
     EPOCH.store(0, Relaxed);
+    RESET_EPOCH.store(0, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The globals are shared: the one test that moves them.
+    #[test]
+    fn growth_at_peak_splits_the_peak_since_the_reset() {
+        let (old, grows, shrinks, new) = (
+            SiteCounters::default(),
+            SiteCounters::default(),
+            SiteCounters::default(),
+            SiteCounters::default(),
+        );
+        old.add_gil(1000); // before the reset, then left alone
+        grows.add_gil(100);
+        shrinks.add_gil(500);
+        reset_peak();
+        let at_reset = traced_memory().0;
+        grows.add_gil(300);
+        shrinks.sub_gil(500);
+        new.add_gil(700); // the peak: +300 - 500 + 700
+        new.sub_gil(700);
+        grows.add_gil(50); // after the peak: not in it
+        let growth: Vec<i64> = [&old, &grows, &shrinks, &new]
+            .iter()
+            .map(|c| c.growth_at_peak())
+            .collect();
+        assert_eq!(growth, vec![0, 300, -500, 700]);
+        let (_, peak) = traced_memory();
+        assert_eq!(growth.iter().sum::<i64>(), peak - at_reset);
+    }
 }

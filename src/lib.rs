@@ -131,14 +131,14 @@ static mut METHODS: [PyMethodDef; 44] = [
     method(
         c"peak_sites",
         main_interpreter_only!(api::peak_sites),
-        METH_VARARGS,
-        c"peak_sites(first_new_site, limit) -> ((site, bytes), ...), most at the peak first",
+        METH_O,
+        c"peak_sites(limit) -> ((site, bytes), ...): growth from reset_peak() to the peak, most first",
     ),
     method(
         c"site_count",
         main_interpreter_only!(api::site_count),
         METH_NOARGS,
-        c"site_count() -> how many call sites were made so far (peak_sites' first_new_site)",
+        c"site_count() -> how many call sites were made so far",
     ),
     method(
         c"sites",

@@ -41,8 +41,6 @@ pub struct Site {
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
-    /// How many sites were made before this one (ids are reused, births not).
-    born: AtomicU32,
     pub counters: SiteCounters,
 }
 
@@ -63,11 +61,6 @@ impl Site {
     /// How deep the whole stack was (tracemalloc's `total_nframe`).
     pub fn total_depth(&self) -> u32 {
         self.total_depth.load(Ordering::Relaxed)
-    }
-
-    /// How many sites were made before this one.
-    pub fn born(&self) -> u32 {
-        self.born.load(Ordering::Relaxed)
     }
 
     /// Makes `frames` the site's (None: no frames) and returns the ones it
@@ -221,8 +214,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
     }
     let slot = SITES.get_or_grow(id as usize)?;
     slot.total_depth.store(total_depth, Ordering::Relaxed);
-    let born = BIRTHS.fetch_add(1, Ordering::AcqRel);
-    slot.born.store(born, Ordering::Relaxed);
+    BIRTHS.fetch_add(1, Ordering::AcqRel);
     let previous = slot.swap_frames(Some(copy));
     debug_assert!(previous.is_none(), "a site id handed out twice");
     interner.insert(key, id);

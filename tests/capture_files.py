@@ -59,7 +59,8 @@ def real_capture(directory):
 
 def model_of(capture_path) -> dict:
     """A capture's model, as the JSON report gives it without its schema tags."""
-    document = json.loads(heapsite._heapsite.render_report(str(capture_path), "json", 1))
+    # As recorded: reports fold import-system frames and merge sites.
+    document = json.loads(heapsite._heapsite.render_report(str(capture_path), "json", 1, True))
     del document["schema"], document["schema_version"]
     return document
 
@@ -88,3 +89,16 @@ def memory_device(path, minor: int):
     except PermissionError:
         pytest.skip("making a device node needs root")
     return path
+
+
+def with_many_sites(model: dict, count: int = 20_000) -> dict:
+    """The model with `count` sites, each its own stack (reports merge sites
+    of one stack): the real ones again and again, under a line of their own."""
+    frames = list(model["frames"])
+    sites = []
+    for k in range(count):
+        site = dict(model["sites"][k % len(model["sites"])])
+        frames.append({"filename": "many.py", "lineno": k + 1, "function": "caller"})
+        site["stack"] = [*site["stack"], len(frames) - 1]
+        sites.append(site)
+    return dict(model, frames=frames, sites=sites)

@@ -23,6 +23,7 @@ from capture_files import (
     real_capture,
     snapshot_around,
     snapshot_of,
+    with_many_sites,
 )
 
 FORMATS = ("text", "json", "html", "pprof")
@@ -222,7 +223,7 @@ def test_a_full_standard_output_is_one_line(tmp_path, fmt):
 
 
 def test_a_reader_that_stops_early_ends_the_report_quietly(tmp_path, model):
-    many = dict(model, sites=model["sites"] * (20_000 // len(model["sites"]) + 1))
+    many = with_many_sites(model)
     capture = tmp_path / "many.capture"
     capture.write_bytes(capture_of(json.dumps(many).encode()))
     process = subprocess.Popen(
@@ -259,7 +260,7 @@ def test_source_lines_are_read_from_regular_files_only(tmp_path, model):
 
 @pytest.mark.parametrize("unbuffered", ["", "1"])
 def test_a_large_report_reaches_a_pipe_whole(tmp_path, model, unbuffered):
-    many = dict(model, sites=model["sites"] * (20_000 // len(model["sites"]) + 1))
+    many = with_many_sites(model)
     capture = tmp_path / "many.capture"
     capture.write_bytes(capture_of(json.dumps(many).encode()))
     result = subprocess.run(

@@ -27,8 +27,10 @@ BEFORE_TRACKING = "<before tracking>"
 
 
 def _type_names() -> dict:
-    """Names heapy gives the interpreter's own types that builtins lacks."""
-    import weakref
+    """Names heapy gives the interpreter's own types that builtins lacks.
+    (`_weakref` is built in: importing `weakref` here, on the first heap(),
+    would make its objects look like growth in `heap().diff(before)`.)"""
+    import _weakref as weakref
 
     names = {types.FunctionType: "function", types.ModuleType: "module"}
     special = set(names)
@@ -60,6 +62,22 @@ def kind_name(t: type) -> str:
     return f"{t.__module__}.{t.__name__}"
 
 
+class _Rows(list):
+    """A partition's rows, or a row's split. A class of heapsite's own, as
+    is _Share: walks neither count nor walk through instances of heapsite's
+    classes, so a Partition kept in a variable (`before = heap()`) is not
+    growth in the next heap(). Plain lists and tuples would be: the walk's
+    roots are every gc-tracked object, these among them."""
+
+    __slots__ = ()
+
+
+class _Share(tuple):
+    """(label, count, size): one line of a row's split (see _Rows)."""
+
+    __slots__ = ()
+
+
 class Row:
     """One kind: its name, count and size; once asked for, its objects split
     by allocating site and by the kinds of their referrers, each as
@@ -70,7 +88,8 @@ class Row:
     def __init__(self, name: str, count: int, size: int, sites=None, referrers=None, kind=None):
         self.name, self.count, self.size = name, count, size
         self.sites, self.referrers = sites, referrers
-        self.kind = kind  # (tag, type) as the walk reports it, for path_to_root
+        # (tag, type) as the walk reports it, for path_to_root.
+        self.kind = _Share(kind) if kind is not None else None
 
     def __repr__(self) -> str:
         return f"<Row {self.name}: {self.count} objects, {self.size} bytes>"
@@ -113,8 +132,11 @@ def _rows_of(raw_rows, split: int, signatures) -> list:
     for tag, t, count, size, splits in raw_rows:
         row = Row(_name(tag, t), count, size, kind=(tag, t))
         if split != SPLIT_NOTHING:
-            labelled = sorted(
-                ((label(k), c, z) for k, c, z in splits), key=lambda r: (-r[2], -r[1], r[0])
+            labelled = _Rows(
+                sorted(
+                    (_Share((label(k), c, z)) for k, c, z in splits),
+                    key=lambda r: (-r[2], -r[1], r[0]),
+                )
             )
             if split == SPLIT_SITES:
                 row.sites = labelled
@@ -137,9 +159,11 @@ class Partition:
     by the line that allocated it; `.diff(other)` compares by kind."""
 
     KIND_HEADER = "Kind (class / dict of class)"
+    # No instance __dict__ (a gc-tracked dict before 3.11): see _Rows.
+    __slots__ = ("rows", "count", "size", "_start", "_shown")
 
     def __init__(self, rows: list, start: int = 0, shown: int | None = ROWS_SHOWN):
-        self.rows = rows
+        self.rows = rows if isinstance(rows, _Rows) else _Rows(rows)
         self.count = sum(r.count for r in rows)
         self.size = sum(r.size for r in rows)
         self._start = start
@@ -239,7 +263,7 @@ class Partition:
         for row in self.rows:
             if getattr(row, attribute) is None:
                 other = fresh.get(row.name)
-                setattr(row, attribute, getattr(other, attribute) if other else [])
+                setattr(row, attribute, getattr(other, attribute) if other else _Rows())
 
     def _regrouped(self, attribute: str, fallback: str, cls, by_kind: bool) -> Partition:
         merged: dict = {}
@@ -290,18 +314,23 @@ class Partition:
 
 
 class SitePartition(Partition):
+    __slots__ = ()
     KIND_HEADER = "Kind @ allocating site"
 
 
 class ReferrerPartition(Partition):
+    __slots__ = ()
     KIND_HEADER = "Referrers by Kind (class / dict of class)"
 
 
 class TypePartition(Partition):
+    __slots__ = ()
     KIND_HEADER = "Type"
 
 
 class DiffPartition(Partition):
+    __slots__ = ()
+
     def _header(self) -> str:
         return (
             f"Difference by kind: {self.count:+d} objects, {self.size:+d} bytes "

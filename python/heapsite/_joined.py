@@ -24,6 +24,7 @@ import time
 
 from . import _heap
 from . import _heapsite as _core
+from ._plumbing import fold_import_system
 
 KINDS = 10  # kinds in the table
 SITES = 3  # allocating lines per kind
@@ -90,6 +91,9 @@ class _Lines:
         return self._cache[site_id]
 
     def _line(self, frames) -> tuple:
+        # What an import allocated is the importing line's, as the reports
+        # show it (the module's own lines stay its own).
+        frames = fold_import_system(frames)
         if not frames:
             return (None, None)
         top = frames[0]

@@ -24,6 +24,12 @@ def site_line(frames, size) -> str:
     return f"{filename}:{lineno} in {name} -> {format_size(size)}"
 
 
+def other_lines(size: int) -> str:
+    """What the lines not listed add (negative when they freed more than
+    they took), so that a test's lines add up to its peak."""
+    return f"other lines -> {format_size(size, sign=size < 0)}"
+
+
 class PeakSites:
     """Top sites at a test's peak, worked out only for the tests that enter
     this process's running top (a full site listing is too dear per test)."""
@@ -56,7 +62,7 @@ def write(terminalreporter, results) -> None:
     terminalreporter.section("heapsite: largest peak memory per test")
     for nodeid, data in sorted(results, key=lambda r: -r[1].get("peak", 0))[:TOP_TESTS]:
         terminalreporter.write_line(f"{format_size(data.get('peak', 0)):>10}  {nodeid}")
-        for line in data.get("peak_sites", [])[:TOP_SITES]:
+        for line in data.get("peak_sites", [])[: TOP_SITES + 1]:
             terminalreporter.write_line(f"              {line}")
     leaked = [r for r in results if r[1].get("leaked")]
     if leaked:

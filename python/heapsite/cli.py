@@ -67,6 +67,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _show_import_system_option(command) -> None:
+    command.add_argument(
+        "--show-import-system",
+        action="store_true",
+        help="show importlib's frames (by default an import's memory is the importing line's)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heapsite", description="Memory profiler for Python: what uses memory, and where."
@@ -96,25 +104,36 @@ def _parser() -> argparse.ArgumentParser:
         help="forked children write their own capture (<output stem>.<pid>.capture)",
     )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
+    _show_import_system_option(run)
     run.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing of heapsite's unless it fails"
     )
     run.add_argument("-m", dest="module", help="run a library module as a script")
     run.add_argument("target", nargs=argparse.REMAINDER, help="script.py [args...]")
 
-    report = commands.add_parser("report", help="render a capture (or snapshot) file")
-    report.add_argument("file")
+    report = commands.add_parser(
+        "report", help="render a capture (or snapshot) file; several captures as one"
+    )
+    report.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="a capture, or several (processes of one program: figures added, "
+        "with a per-process breakdown), or a snapshot file",
+    )
     report.add_argument("--format", choices=FORMATS, default="text")
     report.add_argument("-o", "--output", help="write the report here (default: stdout)")
     report.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
     report.add_argument("--view", choices=VIEWS, default="peak", help="snapshot files only")
     report.add_argument("--key", choices=KEY_TYPES, default="lineno", help="snapshot files only")
+    _show_import_system_option(report)
 
     diff = commands.add_parser("diff", help="per-line change between two captures")
-    diff.add_argument("old")
-    diff.add_argument("new")
+    diff.add_argument("old", help="a capture, or several joined by commas (added up)")
+    diff.add_argument("new", help="a capture, or several joined by commas (added up)")
     diff.add_argument("--view", choices=("peak", "total", "live"), default="peak")
     diff.add_argument("--top", type=_positive, default=10)
+    _show_import_system_option(diff)
 
     commands.add_parser("preload-path", help="print the library to put in LD_PRELOAD")
     return parser
@@ -260,7 +279,8 @@ def _tell_about_the_capture(args, capture: _Capture) -> bool:
             file=sys.stderr,
         )
         return True
-    text = _heapsite.render_report(output, "text", args.top).decode()
+    text = _heapsite.render_report(output, "text", args.top, args.show_import_system)
+    text = text.decode()
     # How to read it again, with the interpreter's own name for heapsite:
     # a user of ./scripts/try-julia has no `heapsite` on PATH.
     again = f"{sys.executable} -m heapsite report {output}"
@@ -369,37 +389,49 @@ def _emit(args, data: bytes, what: str) -> int:
     return 0
 
 
-def _report_snapshot(args) -> int:
+def _report_snapshot(args, path: str) -> int:
     try:
-        snap = Snapshot.load(args.file)
+        snap = Snapshot.load(path)
     except SnapshotFileError as e:
         return _error(str(e))
     except OSError as e:
-        return _error(f"cannot read {args.file}: {e.strerror or e}")
+        return _error(f"cannot read {path}: {e.strerror or e}")
     view = {"live": snap, "peak": snap.peak(), "total": snap.total()}[args.view]
     text = io.StringIO()
     view.top(args.top, key=args.key, file=text)
     return _emit(args, text.getvalue().encode(), "text report")
 
 
+def _is_snapshot(path: str) -> bool:
+    if _capture.is_capture(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC
+
+
 def _report(args) -> int:
-    try:
-        is_capture = _capture.is_capture(args.file)
-        if not is_capture:
-            with open(args.file, "rb") as f:
-                if f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC:
-                    if args.format != "text":
-                        return _error(
-                            f"{args.file} is a snapshot file (Snapshot.dump), which renders "
-                            "as text only; captures of heapsite run render in every format"
-                        )
-                    return _report_snapshot(args)
-    except OSError as e:
-        return _error(f"cannot read {args.file}: {e.strerror or e}")
+    for path in args.files:
+        try:
+            if not _is_snapshot(path):
+                continue
+        except OSError as e:
+            return _error(f"cannot read {path}: {e.strerror or e}")
+        if len(args.files) > 1:
+            return _error(
+                f"{path} is a snapshot file (Snapshot.dump), which renders alone; "
+                "several captures of heapsite run render as one"
+            )
+        if args.format != "text":
+            return _error(
+                f"{path} is a snapshot file (Snapshot.dump), which renders "
+                "as text only; captures of heapsite run render in every format"
+            )
+        return _report_snapshot(args, path)
     if args.format == "pprof" and args.output is None and sys.stdout.isatty():
         return _error("pprof output is binary: give -o FILE")
+    files = args.files[0] if len(args.files) == 1 else args.files
     try:
-        data = _heapsite.render_report(args.file, args.format, args.top)
+        data = _heapsite.render_report(files, args.format, args.top, args.show_import_system)
     except ValueError as e:
         return _error(str(e))
     return _emit(args, data, f"{args.format} report")
@@ -407,7 +439,9 @@ def _report(args) -> int:
 
 def _diff(args) -> int:
     try:
-        text = _heapsite.render_diff(args.old, args.new, args.view, args.top)
+        text = _heapsite.render_diff(
+            args.old.split(","), args.new.split(","), args.view, args.top, args.show_import_system
+        )
     except ValueError as e:
         return _error(str(e))
     return _to_stdout(text.encode())

@@ -41,6 +41,7 @@ from . import (
     _heapsite as _core,
 )
 from . import _own as own_work
+from ._plumbing import fold_import_system
 from ._pytest_growth import EveryRound, KindsEveryRound
 from ._pytest_sites import OWN, ProgramSites, figures, own
 from ._snapshot import Frame, StatisticDiff, Traceback
@@ -198,17 +199,24 @@ def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
     return diffs
 
 
-def _peak_sites(first_new_site):
-    """Top sites at the test's peak (see _heapsite.peak_sites), leaving out
-    heapsite's own."""
-    lines = []
-    wanted = _pytest_summary.TOP_SITES
-    for sid, size in _core.peak_sites(first_new_site, 8 * wanted):
+def _peak_sites(peak: int) -> list:
+    """The lines that grew the most from the test's start to its peak (see
+    _heapsite.peak_sites; an import's growth is the importing line's, and a
+    line's sites are one), then what the other lines add, so that the
+    listing adds up to the test's peak."""
+    by_line: dict = {}  # (file, line) -> [bytes, its largest site's frame]
+    for sid, size in _core.peak_sites(64):  # largest first
         frames = _core.frames_of(sid)
         if not own(frames):
-            lines.append(_pytest_summary.site_line(frames, size))
-            if len(lines) == wanted:
-                break
+            frames = fold_import_system(frames)
+            key = tuple(frames[0][:2]) if frames else None
+            entry = by_line.setdefault(key, [0, frames[0] if frames else None])
+            entry[0] += size
+    top = sorted(by_line.values(), key=lambda entry: -entry[0])[: _pytest_summary.TOP_SITES]
+    lines = [_pytest_summary.site_line((frame,) if frame else (), size) for size, frame in top]
+    rest = peak - sum(size for size, _ in top)
+    if top and rest:
+        lines.append(_pytest_summary.other_lines(rest))
     return lines
 
 
@@ -228,7 +236,6 @@ def pytest_runtest_call(item):
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
     baseline = figures()[0] if memory_limit is not None and foreign else None
-    first_new_site = _core.site_count()
     start_current = traced_memory()[0]
     reset_peak()
     outcome = yield
@@ -236,7 +243,7 @@ def pytest_runtest_call(item):
     data = {"peak": peak}
     item._heapsite_data = data
     if config._heapsite_peaks.wanted(peak):
-        data["peak_sites"] = _peak_sites(first_new_site)
+        data["peak_sites"] = _peak_sites(peak)
     if outcome.excinfo is not None:
         return
     failures = []

@@ -64,6 +64,14 @@ fn header(capture: &Capture) -> String {
         ),
         ("heapsite", meta.heapsite_version.clone()),
     ];
+    let mut rows = rows.to_vec();
+    if meta.import_system_folded {
+        rows.push(("Imports", super::plumbing::FOLDED_NOTE.to_string()));
+    }
+    let breakdown = super::text::processes(capture);
+    if !breakdown.is_empty() {
+        rows.push(("Processes", breakdown));
+    }
     let mut out = String::from("<table id=\"meta\">\n");
     for (name, value) in rows {
         let _ = writeln!(out, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));

@@ -28,6 +28,10 @@ pub struct Capture {
     /// and when the heap was not walked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined: Option<Joined>,
+    /// When several processes' captures are reported as one (`merge.rs`),
+    /// each process's own run, in the order given; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<Meta>,
 }
 
 /// What is alive at exit, where it was allocated, who holds it: the
@@ -108,6 +112,11 @@ pub struct Meta {
     /// Traced bytes at the peak, and live when the capture was taken.
     pub peak_bytes: u64,
     pub live_bytes: u64,
+    /// Set by a report that folded import-system frames into the lines that
+    /// imported (`report::plumbing`); a capture file stores its sites as
+    /// recorded, so this is never set there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub import_system_folded: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -275,6 +284,7 @@ pub mod sample {
                 native_frames: false,
                 peak_bytes: 96_000_000,
                 live_bytes: 1_000,
+                import_system_folded: false,
             },
             frames: vec![
                 frame("julia.py", 45, "calc_pure_python"),
@@ -351,6 +361,7 @@ pub mod sample {
                     bytes: 1_000,
                 },
             ],
+            processes: Vec::new(),
         }
     }
 }

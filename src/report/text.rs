@@ -7,6 +7,7 @@
 use super::format::{format_size, heapy_table_top, statistic};
 use super::joined;
 use super::model::{Capture, View};
+use super::plumbing::is_thread_entry;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -39,11 +40,16 @@ fn grouped(capture: &Capture, view: View, cumulative: bool) -> Vec<LineStat> {
         }
         let mut keys = vec![capture.top_frame(site)];
         if cumulative {
-            keys = site
+            let callers: Vec<(String, u32)> = site
                 .stack
                 .iter()
-                .map(|&f| (capture.frame(f).filename.clone(), capture.frame(f).lineno))
+                .map(|&f| capture.frame(f))
+                .filter(|frame| !is_thread_entry(frame))
+                .map(|frame| (frame.filename.clone(), frame.lineno))
                 .collect();
+            if !callers.is_empty() {
+                keys = callers;
+            }
             keys.sort();
             keys.dedup();
         }
@@ -137,6 +143,35 @@ pub fn header(capture: &Capture) -> String {
         format_size(total as f64, false),
         blocks
     );
+    if meta.import_system_folded {
+        let _ = writeln!(out, "{}", super::plumbing::FOLDED_NOTE);
+    }
+    out + &processes(capture)
+}
+
+/// The per-process breakdown of a merged capture (`merge.rs`); empty for
+/// one process.
+pub fn processes(capture: &Capture) -> String {
+    let mut out = String::new();
+    if capture.processes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{} processes, figures added (the peak: the sum of each process's own peak):",
+        capture.processes.len()
+    );
+    for meta in &capture.processes {
+        let _ = writeln!(
+            out,
+            "  pid {}: {}; peak {}, still live at exit {}, {:.2} s traced",
+            meta.pid,
+            meta.argv.join(" "),
+            format_size(meta.peak_bytes as f64, false),
+            format_size(meta.live_bytes as f64, false),
+            meta.duration
+        );
+    }
     out
 }
 
@@ -207,6 +242,20 @@ pub fn render(capture: &Capture, limit: usize) -> String {
 mod tests {
     use super::*;
     use crate::report::model::sample;
+
+    #[test]
+    fn a_merged_capture_lists_its_processes() {
+        let mut a = sample::capture();
+        let mut b = sample::capture();
+        (a.meta.pid, b.meta.pid) = (7, 8);
+        let text = render(&crate::report::merge::merge(&[a, b]), 10);
+        assert!(
+            text.contains("2 processes, figures added")
+                && text.contains("  pid 8: julia.py --fast; peak 91.6 MiB"),
+            "{text}"
+        );
+        assert!(!render(&sample::capture(), 10).contains("processes"));
+    }
 
     #[test]
     fn names_the_peak_line_first() {
