@@ -15,6 +15,7 @@ condition, below) the comparison is skipped, saying why.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,33 @@ def test_verdicts_against_pytest_memray_limit_leaks(tmp_path):
             "test_clean_warmed_lru_cache",
         ]
     ), report
+
+
+def test_no_warning_of_pytest_memrays_next_to_heapsite(tmp_path):
+    """With pytest-memray installed, a --heapsite run of a suite that turns
+    warnings into errors (click, jinja2 and packaging do) starts without
+    "Exception ignored ... ResourceWarning: Implicitly cleaning up
+    <TemporaryDirectory>", and leaves no MEMRAY_RESULT_PATH naming a
+    directory that is gone."""
+    if not MEMRAY_VERSIONS[0] <= sys.version_info[:2] <= MEMRAY_VERSIONS[1]:
+        pytest.skip(f"pytest-memray runs on CPython {MEMRAY_VERSIONS}")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    (tmp_path / "test_env.py").write_text(
+        "import gc, os\n"
+        "def test_env():\n"
+        "    gc.collect()\n"
+        "    path = os.environ.get('MEMRAY_RESULT_PATH')\n"
+        "    assert path is None or os.path.isdir(path), path\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--heapsite", "test_env.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        # As from a shell: not the variable this process's pytest-memray set.
+        env={k: v for k, v in os.environ.items() if k != "MEMRAY_RESULT_PATH"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Exception ignored" not in output and "ResourceWarning" not in output, output

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import gc
+import os
 import sys
 
 import pytest
@@ -76,7 +77,9 @@ def pytest_addoption(parser):
     )
 
 
-@pytest.hookimpl(tryfirst=True)
+# Last: pytest-memray's own pytest_configure has made its manager by then,
+# which _retire_memray_manager takes back (see there).
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "limit_memory(size): fail if the test's peak allocated memory exceeds size"
@@ -101,9 +104,26 @@ def pytest_configure(config):
     config.pluginmanager.register(_Collector(config), "heapsite_collector")
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
-        config.pluginmanager.set_blocked("memray_manager")
+        _retire_memray_manager(config)
     if not is_tracing():
         start(FRAMES)
+
+
+def _retire_memray_manager(config) -> None:
+    """Takes pytest-memray's manager out, as it would have left: its
+    pytest_configure always makes one, with a temporary directory named in
+    MEMRAY_RESULT_PATH for its workers. Blocked before it registers, the
+    manager was dropped with its directory (a ResourceWarning, an error
+    under `filterwarnings = error`) and the variable left naming a
+    directory that no longer exists."""
+    manager = config.pluginmanager.get_plugin("memray_manager")
+    if manager is not None:
+        config.pluginmanager.unregister(manager)
+        made_here = getattr(manager, "_tmp_dir", None)
+        if made_here is not None:
+            made_here.cleanup()
+            os.environ.pop("MEMRAY_RESULT_PATH", None)
+    config.pluginmanager.set_blocked("memray_manager")
 
 
 def _memray_asked(config) -> bool:
