@@ -8,10 +8,10 @@ in place: the heap walk of the next round would count a new container."""
 
 from __future__ import annotations
 
-import array
 import bisect
 
 from ._heap import Row
+from ._pytest_sites import Column, Flags
 
 
 class EveryRound:
@@ -22,7 +22,7 @@ class EveryRound:
 
     def __init__(self):
         self.previous = None
-        self.grew = bytearray()
+        self.grew = Flags()
         self.compared = 0
 
     def add(self, values) -> None:
@@ -52,8 +52,8 @@ class KindsEveryRound:
     int keys the next walk would count."""
 
     def __init__(self):
-        self.sorted_keys = array.array("q")  # a kind: its type's id * 4 + its tag
-        self.index_of = array.array("q")  # the index of each sorted key
+        self.sorted_keys = Column()  # a kind: its type's id * 4 + its tag
+        self.index_of = Column()  # the index of each sorted key
         self.every = EveryRound()
         self.base_counts = self.base_sizes = None
 
@@ -77,12 +77,12 @@ class KindsEveryRound:
     def add(self, partition) -> int:
         """Takes one round's partition; returns its count of objects."""
         indexed = [(self._index(row), row) for row in partition.rows]
-        counts = array.array("q", bytes(8 * len(self.index_of)))
+        counts = Column(bytes(8 * len(self.index_of)))
         for index, row in indexed:
             counts[index] = row.count
         if self.base_counts is None:
             # Sizes only for the base: leaked() reports the gain since.
-            sizes = array.array("q", bytes(8 * len(self.index_of)))
+            sizes = Column(bytes(8 * len(self.index_of)))
             for index, row in indexed:
                 sizes[index] = row.size
             self.base_counts, self.base_sizes = counts, sizes

@@ -17,7 +17,6 @@ chain from a module to one leaked object).
 
 from __future__ import annotations
 
-import array
 import gc
 import os
 import sys
@@ -44,7 +43,7 @@ from . import (
 from . import _own as own_work
 from ._plumbing import fold_import_system
 from ._pytest_growth import EveryRound, KindsEveryRound
-from ._pytest_sites import OWN, ProgramSites, figures, own
+from ._pytest_sites import OWN, Column, ProgramSites, figures, own
 from ._snapshot import Frame, StatisticDiff, Traceback
 
 FRAMES = 16
@@ -425,12 +424,12 @@ def _leak_check(item, rounds, foreign, data):
     --heapsite-all-threads) and new objects by a heap walk."""
     # Figures go to C arrays made beforehand: no new Python object per round
     # of the check itself.
-    sizes = array.array("q", [0] * (rounds + 1))
-    blocks = array.array("q", [0] * (rounds + 1))
+    sizes = Column([0] * (rounds + 1))
+    blocks = Column([0] * (rounds + 1))
     if not _cheap_pass(item, sizes, blocks):
         return None
 
-    counts = array.array("q", [0] * (rounds + 1))
+    counts = Column([0] * (rounds + 1))
     sites = ProgramSites.of(foreign)
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.

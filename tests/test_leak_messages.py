@@ -1,0 +1,44 @@
+"""The leak check's message counts the test's objects only: heapsite's own
+bookkeeping (its arrays of per-site figures, its flags) is never counted as
+the program's. The oracle is sys.getsizeof of what the test keeps, in the
+same interpreter."""
+
+import array
+import re
+import subprocess
+import sys
+
+SUITE = """\
+import array
+
+KEEP = []
+
+
+def test_array_leak():
+    KEEP.append(array.array("b", bytes(64)))  # planted
+"""
+
+
+def test_an_array_a_call_is_one_array_a_round(tmp_path):
+    (tmp_path / "test_arr.py").write_text(SUITE)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
+        + ["test_arr.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    match = re.search(
+        r"memory grew in every one of (\d+) rounds.*?; (\d+) more objects \((\d+) B\)",
+        result.stdout,
+        re.S,
+    )
+    assert match, result.stdout
+    rounds, objects, size = map(int, match.groups())
+    one = sys.getsizeof(array.array("b", bytes(64)))
+    assert objects == rounds, result.stdout
+    assert size == rounds * one, (size, one, result.stdout)
+    table = result.stdout.split("What leaked, by kind:")[1].split("What keeps")[0]
+    assert re.search(rf"^ +0 +{rounds} +100 +{rounds * one} .* array\.array$", table, re.M), table
