@@ -42,3 +42,38 @@ def test_an_array_a_call_is_one_array_a_round(tmp_path):
     assert size == rounds * one, (size, one, result.stdout)
     table = result.stdout.split("What leaked, by kind:")[1].split("What keeps")[0]
     assert re.search(rf"^ +0 +{rounds} +100 +{rounds * one} .* array\.array$", table, re.M), table
+
+
+OBJECTS_ONLY = """\
+BIG = [bytearray(1000) for _ in range(100)]
+KEEP = []
+
+
+def test_more_objects_less_memory():
+    BIG.pop()  # a round frees a kilobyte (two blocks)...
+    KEEP.extend((object(), object(), object()))  # ...and keeps three small objects
+"""
+
+
+def test_the_message_names_the_measure_that_failed(tmp_path):
+    (tmp_path / "test_objects.py").write_text(OBJECTS_ONLY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
+        + ["test_objects.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "memory grew" not in result.stdout, result.stdout
+    match = re.search(
+        r"the number of objects grew in every one of (\d+) rounds after a warm-up "
+        r"\(([^;]*) per round; memory ([^)]*)\)",
+        result.stdout,
+    )
+    assert match, result.stdout
+    # +2 a round (a first round may add a one-off of the interpreter's).
+    steps = [int(step) for step in match.group(2).split(",")]
+    assert all(step >= 2 for step in steps) and steps[-1] == 2, match.group(0)
+    assert all(step.strip().startswith("-") for step in match.group(3).split(",")), match.group(0)

@@ -464,7 +464,7 @@ def _leak_check(item, rounds, foreign, data):
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
     )
-    return _leak_message(item.nodeid, sizes, diffs, leaked, path)
+    return _leak_message(item.nodeid, sizes, counts, diffs, leaked, path)
 
 
 def _path_to_a_new_one(item, leaked):
@@ -480,10 +480,25 @@ def _path_to_a_new_one(item, leaked):
         _heap.clearrelheap()
 
 
-def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
-    """The failure: bytes per round, the sites (StatisticDiff lines), the
-    kinds that grew (a partition) and a chain to one object of the first."""
-    per_round = [b - a for a, b in zip(sizes, sizes[1:])]
+def _what_grew(sizes, counts) -> str:
+    """What grew in every round, in the words of the measure that did:
+    memory, else the number of objects (memory then said as it went)."""
+    per_round = ", ".join(format_size(b - a, True) for a, b in zip(sizes, sizes[1:]))
+    rounds = len(sizes) - 1
+    if _grew(sizes):
+        return (
+            f"memory grew in every one of {rounds} rounds after a warm-up ({per_round} per round)"
+        )
+    objects = ", ".join("%+d" % (b - a) for a, b in zip(counts, counts[1:]))
+    return (
+        f"the number of objects grew in every one of {rounds} rounds after a warm-up "
+        f"({objects} per round; memory {per_round})"
+    )
+
+
+def _leak_message(nodeid, sizes, counts, diffs, leaked, path) -> str:
+    """The failure: what grew per round, the sites (StatisticDiff lines),
+    the kinds that grew (a partition) and a chain to one object of the first."""
     objects = (
         f"{leaked.count} more objects ({format_size(leaked.size)}) of the kinds that grew than "
         "before the rounds"
@@ -491,8 +506,7 @@ def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
         else "no kind of Python object grew"
     )
     lines = [
-        f"{nodeid} leaks: memory grew in every one of {len(per_round)} rounds after a warm-up "
-        f"({', '.join(format_size(p, True) for p in per_round)} per round); {objects}.",
+        f"{nodeid} leaks: {_what_grew(sizes, counts)}; {objects}.",
         "",
         "Where it was allocated (top call sites of what is still allocated):",
         *_site_lines(diffs),
