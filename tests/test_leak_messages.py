@@ -77,3 +77,47 @@ def test_the_message_names_the_measure_that_failed(tmp_path):
     steps = [int(step) for step in match.group(2).split(",")]
     assert all(step >= 2 for step in steps) and steps[-1] == 2, match.group(0)
     assert all(step.strip().startswith("-") for step in match.group(3).split(",")), match.group(0)
+
+
+LIBRARY = """\
+def build():
+    return _make()
+
+
+def _make():
+    return _inner()
+
+
+def _inner():
+    return [bytearray(500) for _ in range(4)]
+"""
+
+THROUGH_A_LIBRARY = """\
+import library
+
+REGISTRY = []
+
+
+def test_keeps_what_a_library_built():
+    REGISTRY.append(library.build())  # planted
+"""
+
+
+def test_a_leak_through_a_library_names_the_tests_line(tmp_path):
+    (tmp_path / "library.py").write_text(LIBRARY)
+    (tmp_path / "test_lib.py").write_text(THROUGH_A_LIBRARY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
+        + ["test_lib.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    sites = result.stdout.split("Where it was allocated")[1].split("What leaked")[0]
+    planted = THROUGH_A_LIBRARY.splitlines().index(
+        "    REGISTRY.append(library.build())  # planted"
+    )
+    assert f'test_lib.py", line {planted + 1}, in test_keeps_what_a_library_built' in sites, sites
+    assert "library.py" in sites.splitlines()[1], sites  # the allocating line first

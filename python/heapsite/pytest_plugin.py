@@ -175,12 +175,36 @@ def pytest_collection_modifyitems(config, items):
         _rounds(item)
 
 
-def _site_lines(diffs, limit=TOP_SITES):
+SHOWN_FRAMES = 3  # of a site's traceback, most recent first
+REACHED_FRAMES = 8  # shown to reach the test's own line, if it is that close
+
+
+def _site_lines(diffs, test_file: str, limit=TOP_SITES):
+    """Each site as tracemalloc's StatisticDiff line and the most recent
+    frames of its traceback, down to the test's own line: a test that
+    leaks through a library (jinja2 templates kept in a module list) is
+    named at the line that called it as well as the library's."""
     lines = []
     for diff in diffs[:limit]:
         lines.append(f"  {diff}")
-        lines.extend("  " + line for line in diff.traceback.format(most_recent_first=True)[:6])
+        frames = list(diff.traceback)
+        own = next((i for i, f in enumerate(frames) if _same_file(f.filename, test_file)), None)
+        if own is None or own < SHOWN_FRAMES:
+            shown = frames[:SHOWN_FRAMES]
+        elif own < REACHED_FRAMES:
+            shown = frames[: own + 1]
+        else:
+            shown = frames[:SHOWN_FRAMES] + [None] + [frames[own]]
+        for frame in shown:
+            if frame is None:
+                lines.append("      ...")
+            else:
+                lines.extend("  " + line for line in Traceback([frame]).format())
     return lines
+
+
+def _same_file(filename: str, test_file: str) -> bool:
+    return os.path.normcase(os.path.abspath(filename)) == test_file
 
 
 def _short_sites(diffs):
@@ -285,7 +309,7 @@ def pytest_runtest_call(item):
                 f"Test was allowed to leak {format_size(leak_limit)} per location but at least "
                 "one location leaked more:"
             )
-            failures.extend(_site_lines(diffs))
+            failures.extend(_site_lines(diffs, _test_file(item)))
             data.update(
                 leaked=sum(d.size_diff for d in diffs),
                 leak_kind="limit_leaks",
@@ -464,7 +488,7 @@ def _leak_check(item, rounds, foreign, data):
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
     )
-    return _leak_message(item.nodeid, sizes, counts, diffs, leaked, path)
+    return _leak_message(item, sizes, counts, diffs, leaked, path)
 
 
 def _path_to_a_new_one(item, leaked):
@@ -496,7 +520,11 @@ def _what_grew(sizes, counts) -> str:
     )
 
 
-def _leak_message(nodeid, sizes, counts, diffs, leaked, path) -> str:
+def _test_file(item) -> str:
+    return os.path.normcase(os.path.abspath(str(item.fspath)))
+
+
+def _leak_message(item, sizes, counts, diffs, leaked, path) -> str:
     """The failure: what grew per round, the sites (StatisticDiff lines),
     the kinds that grew (a partition) and a chain to one object of the first."""
     objects = (
@@ -506,10 +534,10 @@ def _leak_message(nodeid, sizes, counts, diffs, leaked, path) -> str:
         else "no kind of Python object grew"
     )
     lines = [
-        f"{nodeid} leaks: {_what_grew(sizes, counts)}; {objects}.",
+        f"{item.nodeid} leaks: {_what_grew(sizes, counts)}; {objects}.",
         "",
         "Where it was allocated (top call sites of what is still allocated):",
-        *_site_lines(diffs),
+        *_site_lines(diffs, _test_file(item)),
         "",
     ]
     if leaked.rows:
