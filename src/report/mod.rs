@@ -10,6 +10,9 @@ pub mod model;
 pub mod pprof;
 pub mod text;
 
+pub mod capture;
+pub mod output;
+
 use model::Capture;
 
 pub const FORMATS: [&str; 4] = ["text", "json", "html", "pprof"];

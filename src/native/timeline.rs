@@ -7,8 +7,8 @@
 //! whole duration. After fork the child has no sampler thread; the child
 //! handler clears the lock the parent's thread may have held at the fork.
 
-use crate::counters;
-use crate::sync::SpinLock;
+use crate::engine::counters;
+use crate::engine::sync::SpinLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ pub fn start(interval: Duration) {
     let spawned = std::thread::Builder::new()
         .name("heapsite-timeline".into())
         .spawn(move || loop {
-            crate::native::own_thread();
+            crate::native::interpose::own_thread();
             let interval = SERIES.lock().interval;
             std::thread::sleep(interval);
             if !RUNNING.load(Acquire) || GENERATION.load(Acquire) != generation {

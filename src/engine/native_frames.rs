@@ -11,8 +11,8 @@
 //! which the site registry does not pin and `resolve` symbolises when a
 //! report asks (`backtrace::resolve`, then the dynamic linker's view).
 
-use crate::frames::RawFrame;
-use crate::sync::GilCell;
+use crate::engine::frames::RawFrame;
+use crate::engine::sync::GilCell;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};

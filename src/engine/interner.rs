@@ -12,7 +12,7 @@
 //! Only the GIL holder touches it. Growth is fallible: out of memory, a new
 //! site is not made and its allocation not recorded.
 
-use crate::sites::SiteId;
+use crate::engine::sites::SiteId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 

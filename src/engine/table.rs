@@ -2,7 +2,7 @@
 //!
 //! One open-addressing table (linear probing) serves every domain, wrapped
 //! two ways:
-//! - [`crate::nursery::GilTable`] for MEM and OBJ, which CPython only calls
+//! - [`crate::engine::nursery::GilTable`] for MEM and OBJ, which CPython only calls
 //!   with the GIL held: the GIL is the lock, so the hot path has no atomics;
 //! - [`RawTable`] for RAW, called from any thread without the GIL: the same
 //!   table in shards behind spin locks that are held for a few instructions.
@@ -25,8 +25,8 @@
 //! LD_PRELOAD the free would otherwise come back to the native hook and wait
 //! for that same lock.
 
-use crate::native::own_memory;
-use crate::sync::{SpinGuard, SpinLock};
+use crate::engine::sync::{SpinGuard, SpinLock};
+use crate::native::interpose::own_memory;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

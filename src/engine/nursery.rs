@@ -17,10 +17,10 @@
 //! allocation and before anything reads the figures, so the current and peak
 //! sizes stay exact.
 //!
-//! Only the GIL holder touches it (see [`crate::sync::GilCell`]).
+//! Only the GIL holder touches it (see [`crate::engine::sync::GilCell`]).
 
-use crate::sites::{self, Site};
-use crate::table::{AddrTable, Record};
+use crate::engine::sites::{self, Site};
+use crate::engine::table::{AddrTable, Record};
 
 const SLOTS: usize = 64;
 /// Deferred table operations of each kind kept in flight.
@@ -39,7 +39,7 @@ const EMPTY: Young = Young {
     record: Record {
         size: 0,
         site: 0,
-        domain: crate::table::Domain::Obj,
+        domain: crate::engine::table::Domain::Obj,
     },
     site: std::ptr::null(),
 };
@@ -291,7 +291,7 @@ impl GilTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Domain;
+    use crate::engine::table::Domain;
 
     fn rec(size: usize, site: u32) -> Record {
         Record {

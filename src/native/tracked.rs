@@ -7,10 +7,10 @@
 //! These calls may come without the GIL, from any thread: the records live in
 //! a concurrent map keyed by (domain, address), apart from the PyMem tables.
 
-use crate::frames;
-use crate::hook;
-use crate::interp::{self, Interp};
-use crate::sites::{self, SiteId, NO_GIL_SITE};
+use crate::engine::frames;
+use crate::engine::hook;
+use crate::engine::interp::{self, Interp};
+use crate::engine::sites::{self, SiteId, NO_GIL_SITE};
 use dashmap::DashMap;
 use std::ffi::{c_int, c_uint};
 use std::sync::OnceLock;
@@ -94,7 +94,7 @@ pub fn install() {
             ),
         ]
     });
-    crate::got::install(redirects);
+    crate::native::got::install(redirects);
 }
 
 /// Visits every tracked block: (domain, size, site).

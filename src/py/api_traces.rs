@@ -2,15 +2,15 @@
 //! library's `tracemalloc.py` expects from `_tracemalloc`, so that
 //! `heapsite.tracemalloc` can run that very module on heapsite's engine.
 
-use crate::frames;
-use crate::hook;
-use crate::objects;
-use crate::sites::{self, SiteId};
+use crate::engine::frames;
+use crate::engine::hook;
+use crate::engine::sites::{self, SiteId};
+use crate::heap::objects;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ptr;
 
-use crate::api::{int, none, tuple};
+use crate::py::api::{int, none, tuple};
 
 /// tracemalloc reports every PyMem allocation in domain 0.
 const DEFAULT_DOMAIN: i64 = 0;
@@ -51,10 +51,10 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
 /// allocation: `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    crate::codes::flush();
+    crate::engine::codes::flush();
     let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
     hook::for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
-    crate::tracked::for_each(|domain, size, site| live.push((domain as i64, size, site)));
+    crate::native::tracked::for_each(|domain, size, site| live.push((domain as i64, size, site)));
     let list = PyList_New(live.len() as Py_ssize_t);
     if list.is_null() {
         return list;
@@ -108,7 +108,7 @@ pub unsafe extern "C" fn object_site(_: *mut PyObject, obj: *mut PyObject) -> *m
 
 /// site_depth(site_id) -> the whole stack depth recorded for it.
 pub unsafe extern "C" fn site_depth(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
-    match crate::api::site_id(arg) {
+    match crate::py::api::site_id(arg) {
         Ok(id) => int(total_depth(id)),
         Err(error) => error,
     }
@@ -121,5 +121,5 @@ pub unsafe extern "C" fn follow_reuse(_: *mut PyObject, arg: *mut PyObject) -> *
     if on < 0 {
         return std::ptr::null_mut();
     }
-    PyBool_FromLong(crate::objects::follow_reuse(on == 1) as std::ffi::c_long)
+    PyBool_FromLong(crate::heap::objects::follow_reuse(on == 1) as std::ffi::c_long)
 }

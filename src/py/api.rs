@@ -2,11 +2,11 @@
 //! package. Arguments are checked here and again, friendlier, in Python.
 //! Every function runs with the GIL held (CPython calls them so).
 
-use crate::codes;
-use crate::frames::{self, RawFrame, MAX_FRAMES};
-use crate::hook;
-use crate::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
-use crate::sync::GilCell;
+use crate::engine::codes;
+use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
+use crate::engine::hook;
+use crate::engine::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
+use crate::engine::sync::GilCell;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_long, CStr};
@@ -76,11 +76,11 @@ pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObje
 /// own until own_work_leave() (see src/own_work.rs); False if another
 /// thread is inside (then do not leave).
 pub unsafe extern "C" fn own_work_enter(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    PyBool_FromLong(crate::own_work::enter() as c_long)
+    PyBool_FromLong(crate::engine::own_work::enter() as c_long)
 }
 
 pub unsafe extern "C" fn own_work_leave(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    crate::own_work::leave();
+    crate::engine::own_work::leave();
     none()
 }
 
@@ -96,13 +96,13 @@ pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     codes::flush();
     hook::settle();
-    let (current, peak) = crate::counters::traced_memory();
+    let (current, peak) = crate::engine::counters::traced_memory();
     tuple(&[int(current.max(0)), int(peak.max(0))])
 }
 
 pub unsafe extern "C" fn reset_peak(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     hook::settle();
-    crate::counters::reset_peak();
+    crate::engine::counters::reset_peak();
     none()
 }
 

@@ -25,7 +25,7 @@ static DEPTH: AtomicUsize = AtomicUsize::new(0);
 /// The calling thread (GIL held) starts own work; false if another thread
 /// is inside already (then the caller must not `leave`).
 pub fn enter() -> bool {
-    let me = crate::frames::current_thread();
+    let me = crate::engine::frames::current_thread();
     if me.is_null() {
         return false;
     }
@@ -50,5 +50,5 @@ pub fn leave() {
 #[inline(always)]
 pub fn is_caller() -> bool {
     let inside = THREAD.load(Relaxed);
-    !inside.is_null() && inside == crate::frames::current_thread()
+    !inside.is_null() && inside == crate::engine::frames::current_thread()
 }

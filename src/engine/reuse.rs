@@ -15,9 +15,9 @@
 //!
 //! Everything here runs with the GIL held.
 
-use crate::frames::RawFrame;
-use crate::sites::{self, SiteId, FREED_CODE_SITE};
-use crate::sync::GilCell;
+use crate::engine::frames::RawFrame;
+use crate::engine::sites::{self, SiteId, FREED_CODE_SITE};
+use crate::engine::sync::GilCell;
 
 /// Sites whose code objects have all died, not yet given back.
 static DEAD: GilCell<Vec<SiteId>> = GilCell::new(Vec::new());
@@ -70,9 +70,9 @@ pub unsafe fn take_id() -> Option<SiteId> {
 /// # Safety
 /// GIL held; no site's frames borrowed by the caller.
 pub unsafe fn sweep() {
-    crate::native::own_memory(|| {
+    crate::native::interpose::own_memory(|| {
         for frames in GRAVEYARD.get().drain(..) {
-            crate::retired::release_all(&frames);
+            crate::engine::retired::release_all(&frames);
         }
     });
     let dead = DEAD.get();

@@ -21,8 +21,8 @@
 //! program without them (`sh`, `git`) the dynamic linker would refuse to
 //! start that program.
 
-use crate::frames;
-use crate::native::next_symbol;
+use crate::engine::frames;
+use crate::native::interpose::next_symbol;
 use pyo3_ffi::*;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -271,7 +271,7 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
         && !FINISHED.load(Relaxed)
         && Py_IsInitialized() != 0
         // The capture runs Python code: only in the main interpreter's.
-        && crate::interp::Interp::of_caller().is_main()
+        && crate::engine::interp::Interp::of_caller().is_main()
         && frames::gil_held()
     {
         FINISHED.store(true, Relaxed);

@@ -1,8 +1,9 @@
 //! Native-module functions for LD_PRELOAD mode and capture writing: native
 //! memory on/off, the memory-over-time sampler, and the preload state.
 
-use crate::api::{int, none, raise, tuple};
-use crate::{hook, preload, sigterm, timeline};
+use crate::engine::hook;
+use crate::native::{preload, sigterm, timeline};
+use crate::py::api::{int, none, raise, tuple};
 use pyo3_ffi::*;
 use std::ffi::c_long;
 
@@ -30,7 +31,7 @@ pub unsafe extern "C" fn set_native_frames(_: *mut PyObject, arg: *mut PyObject)
     if on < 0 {
         return std::ptr::null_mut();
     }
-    crate::native_frames::set_enabled(on == 1);
+    crate::engine::native_frames::set_enabled(on == 1);
     none()
 }
 

@@ -113,7 +113,7 @@ impl Interp {
     /// (a subinterpreter's own GIL does not count).
     pub fn holds_main_gil(self) -> bool {
         match self {
-            Interp::Main => crate::frames::gil_held(),
+            Interp::Main => crate::engine::frames::gil_held(),
             Interp::SharedGil => true,
             Interp::OwnGil => false,
         }

@@ -13,9 +13,9 @@
 //! retired (or native) name living code objects. Whoever resolves them must
 //! do so without letting Python run in between (`frames::resolve_all`).
 
-use crate::frames::RawFrame;
-use crate::sites::{self, SiteId};
-use crate::sync::GilCell;
+use crate::engine::frames::RawFrame;
+use crate::engine::sites::{self, SiteId};
+use crate::engine::sync::GilCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,7 +143,7 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 /// GIL held, outside any allocator hook (API calls, pending calls), with
 /// no site's frames borrowed.
 pub unsafe fn flush() {
-    crate::reuse::sweep();
+    crate::engine::reuse::sweep();
     SCHEDULED.store(false, Ordering::Release);
     let mut pending = std::mem::take(PENDING.get());
     if pending.is_empty() {
@@ -214,7 +214,7 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
     // the code object.
     keeping_exception(|| {
         sites::untraced(|| {
-            crate::native::own_memory(|| {
+            crate::native::interpose::own_memory(|| {
                 for &site in &users {
                     sites::retire(site, code);
                 }

@@ -118,7 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<Capture, CaptureError> {
 }
 
 pub fn write(path: &Path, capture: &Capture) -> Result<(), CaptureError> {
-    crate::output::write(path, &encode(capture)).map_err(CaptureError)
+    crate::report::output::write(path, &encode(capture)).map_err(CaptureError)
 }
 
 /// The payload's JSON as it inflates; an error once past the limit.

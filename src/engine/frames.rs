@@ -30,13 +30,13 @@ impl RawFrame {
     pub fn native(ip: usize) -> RawFrame {
         RawFrame {
             code: ip as *mut c_void,
-            offset: crate::native_frames::NATIVE,
+            offset: crate::engine::native_frames::NATIVE,
             pad: 0,
         }
     }
 
     pub fn is_native(&self) -> bool {
-        self.offset == crate::native_frames::NATIVE
+        self.offset == crate::engine::native_frames::NATIVE
     }
 
     pub fn is_retired(&self) -> bool {
@@ -55,7 +55,7 @@ impl RawFrame {
     /// GIL held; a Python frame whose code object is still intact.
     pub unsafe fn retire(&self) -> Option<RawFrame> {
         Some(RawFrame {
-            code: crate::retired::keep(resolve(self))?,
+            code: crate::engine::retired::keep(resolve(self))?,
             offset: RETIRED,
             pad: 0,
         })
@@ -136,9 +136,11 @@ pub struct ResolvedFrame {
 /// GIL held; a Python frame's code object alive (see src/codes.rs).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
     if frame.is_retired() {
-        return crate::retired::resolve(frame.code);
+        return crate::engine::retired::resolve(frame.code);
     }
-    if crate::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire) && !frame.is_native() {
+    if crate::engine::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire)
+        && !frame.is_native()
+    {
         // At exit, after code objects died unretired: never read them.
         let unknown = pyo3_ffi::Py_None();
         return ResolvedFrame {
@@ -148,7 +150,7 @@ pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
         };
     }
     if frame.is_native() {
-        let (filename, name, lineno) = crate::native_frames::resolve(frame.code as usize);
+        let (filename, name, lineno) = crate::engine::native_frames::resolve(frame.code as usize);
         return ResolvedFrame {
             filename,
             name,

@@ -10,12 +10,12 @@
 //! Out of memory, no new site is made: the allocation it was for goes
 //! unrecorded (counted as dropped by the hook), and the program goes on.
 
-use crate::counters::SiteCounters;
-use crate::fallible;
-use crate::frames::{self, RawFrame, MAX_FRAMES};
-use crate::interner::{Found, Interner};
-use crate::segvec::{SegVec, Zeroable};
-use crate::sync::GilCell;
+use crate::engine::counters::SiteCounters;
+use crate::engine::fallible;
+use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
+use crate::engine::interner::{Found, Interner};
+use crate::engine::segvec::{SegVec, Zeroable};
+use crate::engine::sync::GilCell;
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
@@ -209,10 +209,10 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
     };
     // Everything a new site needs is had before it is made.
     let copy = fallible::try_copy(frames)?;
-    if !interner.reserve_one() || !crate::codes::reserve_watch(frames.len()) {
+    if !interner.reserve_one() || !crate::engine::codes::reserve_watch(frames.len()) {
         return None;
     }
-    let id = match crate::reuse::take_id() {
+    let id = match crate::engine::reuse::take_id() {
         Some(id) => id,
         None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
     };
@@ -227,7 +227,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
     debug_assert!(previous.is_none(), "a site id handed out twice");
     interner.insert(key, id);
     // SAFETY: GIL held; the code objects are on the running stack, so alive.
-    crate::codes::watch(id, frames);
+    crate::engine::codes::watch(id, frames);
     Some(id)
 }
 
@@ -253,7 +253,7 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
         // Its first code object to die: it can match no stack any more, and
         // once it holds nothing its id can be given back.
         INTERNER.get().remove(interned_hash(id), id, interned_hash);
-        crate::reuse::died(id);
+        crate::engine::reuse::died(id);
     }
     let retired = fallible::try_collect(slot.frames().iter().map(|f| {
         if f.code == code && f.is_python() {
@@ -264,12 +264,12 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
     }));
     if retired.is_some() {
         // The frames retired before are in both the old frames and the new.
-        crate::retired::hold_all(slot.frames());
+        crate::engine::retired::hold_all(slot.frames());
     }
     // Out of memory the site loses its frames rather than name a freed code
     // object. The old frames are freed later: a report may be reading them.
     if let Some(old) = slot.swap_frames(retired) {
-        crate::reuse::bury(old);
+        crate::engine::reuse::bury(old);
     }
 }
 

@@ -16,9 +16,9 @@
 //! and before any other `__sizeof__` runs every object found is held by a
 //! strong reference.
 
-use crate::hook;
-use crate::objects;
-use crate::sync::GilCell;
+use crate::engine::hook;
+use crate::engine::sync::GilCell;
+use crate::heap::objects;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};

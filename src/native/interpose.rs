@@ -18,7 +18,7 @@
 //! - Nothing here panics or unwinds: these run inside every allocation of
 //!   the process.
 
-use crate::hook;
+use crate::engine::hook;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

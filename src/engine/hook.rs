@@ -19,13 +19,13 @@
 //! - Only the main interpreter is traced: see src/interp.rs for what a
 //!   subinterpreter's calls may and may not touch, and why.
 
-use crate::frames::{self, RawFrame};
-use crate::interp::{self, Interp};
-use crate::nursery::{Freed, GilTable};
-use crate::own_work;
-use crate::sites::{self, SiteId, NO_GIL_SITE};
-use crate::sync::GilCell;
-use crate::table::{Domain, RawTable, Record};
+use crate::engine::frames::{self, RawFrame};
+use crate::engine::interp::{self, Interp};
+use crate::engine::nursery::{Freed, GilTable};
+use crate::engine::own_work;
+use crate::engine::sites::{self, SiteId, NO_GIL_SITE};
+use crate::engine::sync::GilCell;
+use crate::engine::table::{Domain, RawTable, Record};
 use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
 use std::ffi::c_void;
 use std::ptr;
@@ -191,7 +191,7 @@ fn account_free(freed: Freed) {
 
 #[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
-    crate::kinds::forget_freed(ptr as usize);
+    crate::heap::kinds::forget_freed(ptr as usize);
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
     unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
 }
@@ -457,7 +457,7 @@ pub fn native_allocated(ptr: *mut c_void, size: usize) {
         let Some(gil) = main_interpreter_gil() else {
             return;
         };
-        if gil && crate::native_frames::enabled() {
+        if gil && crate::engine::native_frames::enabled() {
             track_raw_below_native(ptr, size);
         } else {
             track_raw(ptr, size, gil);
@@ -471,11 +471,11 @@ fn track_raw_below_native(ptr: *mut c_void, size: usize) {
     if own_work::is_caller() {
         return; // heapsite's own Python code
     }
-    let mut native = [RawFrame::NONE; crate::native_frames::MAX_NATIVE];
+    let mut native = [RawFrame::NONE; crate::engine::native_frames::MAX_NATIVE];
     // SAFETY: this thread holds the GIL.
     let site = unsafe {
         sites::guarded(|thread| {
-            let n = crate::native_frames::capture(&mut native);
+            let n = crate::engine::native_frames::capture(&mut native);
             thread.current_site_below(&native[..n], DEPTH.load(Relaxed))
         })
     };
@@ -598,8 +598,8 @@ fn clear_tables() {
     for shard in RAW_TABLE.shards() {
         shard.lock().clear();
     }
-    crate::tracked::clear();
-    crate::counters::reset_globals();
+    crate::native::tracked::clear();
+    crate::engine::counters::reset_globals();
     sites::reset_all();
 }
 
@@ -611,7 +611,7 @@ pub fn start(depth: usize) {
     }
     clear_tables();
     install();
-    crate::tracked::install();
+    crate::native::tracked::install();
     TRACING.store(true, Release);
 }
 
@@ -666,7 +666,7 @@ pub fn tracking_bytes() -> usize {
 /// heapsite's own (see `native::own_memory`).
 pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     settled_gil_table().for_each(account_free, &mut visit);
-    crate::native::own_memory(|| {
+    crate::native::interpose::own_memory(|| {
         for shard in RAW_TABLE.shards() {
             shard.lock().for_each(&mut visit);
         }

@@ -42,7 +42,7 @@ pub unsafe fn follow_reuse(on: bool) -> bool {
 /// GIL held; `op` a new, live object.
 #[no_mangle]
 pub unsafe extern "C" fn hs_object_created(op: *mut PyObject) {
-    crate::hook::object_created(allocation_of(op));
+    crate::engine::hook::object_created(allocation_of(op));
 }
 
 /// A container's separately allocated storage (a list's item array), if any.

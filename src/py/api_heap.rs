@@ -1,8 +1,8 @@
 //! The heap-walk functions of the native module (`heapsite.heap()` and
 //! `setrelheap()` stand on them).
 
-use crate::api::{int, none, tuple};
-use crate::kinds::{self, AddressSet, Goal, Heap, Kind, Split, NO_SITE};
+use crate::heap::kinds::{self, AddressSet, Goal, Heap, Kind, Split, NO_SITE};
+use crate::py::api::{int, none, tuple};
 use pyo3_ffi::*;
 use std::ptr;
 
@@ -87,7 +87,7 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
 /// `stride`), 2 by the kinds of the referrers; `own` lists heapsite's
 /// modules, dicts and classes; `relative` leaves out what setrelheap saw.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    crate::codes::flush();
+    crate::engine::codes::flush();
     let Some((roots, own, split, relative)) = walk_arguments(args) else {
         return ptr::null_mut();
     };
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mu
 /// reachable now (None: forget, count everything again).
 pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
-        return crate::api::raise(PyExc_TypeError, "set_relheap(roots | None, own)");
+        return crate::py::api::raise(PyExc_TypeError, "set_relheap(roots | None, own)");
     }
     let roots = PyTuple_GetItem(args, 0);
     let own = PyTuple_GetItem(args, 1);
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
         return none();
     }
     if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
-        return crate::api::raise(PyExc_TypeError, "set_relheap expects lists (or None)");
+        return crate::py::api::raise(PyExc_TypeError, "set_relheap expects lists (or None)");
     }
     let mut seen = AddressSet::default();
     kinds::walk(roots, own, false, Some(&mut seen), Split::Nothing, |_| ());
@@ -129,13 +129,13 @@ unsafe fn walk_arguments(
 ) -> Option<(*mut PyObject, *mut PyObject, Split, bool)> {
     let usage = "heap_walk(roots, own, split, relative[, stride])";
     if PyTuple_Check(args) == 0 || !(4..=5).contains(&PyTuple_Size(args)) {
-        crate::api::raise(PyExc_TypeError, usage);
+        crate::py::api::raise(PyExc_TypeError, usage);
         return None;
     }
     let roots = PyTuple_GetItem(args, 0);
     let own = PyTuple_GetItem(args, 1);
     if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
-        crate::api::raise(PyExc_TypeError, "heap_walk: roots and own must be lists");
+        crate::py::api::raise(PyExc_TypeError, "heap_walk: roots and own must be lists");
         return None;
     }
     let relative = match PyObject_IsTrue(PyTuple_GetItem(args, 3)) {
@@ -148,7 +148,7 @@ unsafe fn walk_arguments(
     };
     if stride < 1 {
         PyErr_Clear();
-        crate::api::raise(PyExc_ValueError, "heap_walk: stride must be at least 1");
+        crate::py::api::raise(PyExc_ValueError, "heap_walk: stride must be at least 1");
         return None;
     }
     let split = match PyLong_AsLong(PyTuple_GetItem(args, 2)) {
@@ -160,7 +160,7 @@ unsafe fn walk_arguments(
         2 => Split::Referrers,
         _ => {
             PyErr_Clear();
-            crate::api::raise(PyExc_ValueError, "heap_walk: split must be 0, 1 or 2");
+            crate::py::api::raise(PyExc_ValueError, "heap_walk: split must be 0, 1 or 2");
             return None;
         }
     };
@@ -172,7 +172,7 @@ unsafe fn walk_arguments(
 /// `own` (heapsite's modules, as the walks leave them out).
 pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 5 {
-        return crate::api::raise(
+        return crate::py::api::raise(
             PyExc_TypeError,
             "path_to(roots, own, target, kind_tag, kind_type)",
         );
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn path_to(_: *mut PyObject, args: *mut PyObject) -> *mut 
     let roots = PyTuple_GetItem(args, 0);
     let own = PyTuple_GetItem(args, 1);
     if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
-        return crate::api::raise(PyExc_TypeError, "path_to: roots and own must be lists");
+        return crate::py::api::raise(PyExc_TypeError, "path_to: roots and own must be lists");
     }
     let target = PyTuple_GetItem(args, 2);
     let target = (target != Py_None()).then_some(target as usize);
@@ -229,7 +229,7 @@ unsafe fn goal_from(item: *mut PyObject) -> Option<Goal> {
 pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     let usage = "paths_to(roots: list, own: list, goals: list of (kind_tag, kind_type, site))";
     if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 3 {
-        return crate::api::raise(PyExc_TypeError, usage);
+        return crate::py::api::raise(PyExc_TypeError, usage);
     }
     let (roots, own, items) = (
         PyTuple_GetItem(args, 0),
@@ -237,7 +237,7 @@ pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut
         PyTuple_GetItem(args, 2),
     );
     if PyList_Check(roots) == 0 || PyList_Check(own) == 0 || PyList_Check(items) == 0 {
-        return crate::api::raise(PyExc_TypeError, usage);
+        return crate::py::api::raise(PyExc_TypeError, usage);
     }
     let mut goals = Vec::new();
     for i in 0..PyList_Size(items) {
@@ -245,7 +245,7 @@ pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut
             Some(goal) => goals.push(goal),
             None => {
                 PyErr_Clear();
-                return crate::api::raise(PyExc_TypeError, usage);
+                return crate::py::api::raise(PyExc_TypeError, usage);
             }
         }
     }
@@ -262,7 +262,7 @@ pub unsafe extern "C" fn paths_to(_: *mut PyObject, args: *mut PyObject) -> *mut
 /// instance_dict(obj) -> the instance's __dict__ if it exists, else None;
 /// never creates one (unlike `obj.__dict__` on 3.11+).
 pub unsafe extern "C" fn instance_dict(_: *mut PyObject, obj: *mut PyObject) -> *mut PyObject {
-    let dict = crate::objects::instance_dict(obj);
+    let dict = crate::heap::objects::instance_dict(obj);
     if dict.is_null() {
         return none();
     }

@@ -17,9 +17,9 @@
 //! and a name no record uses goes with it, so a program that execs code
 //! under new names all day does not make heapsite grow.
 
-use crate::fallible::{try_leak, try_str};
-use crate::frames::{RawFrame, ResolvedFrame};
-use crate::sync::GilCell;
+use crate::engine::fallible::{try_leak, try_str};
+use crate::engine::frames::{RawFrame, ResolvedFrame};
+use crate::engine::sync::GilCell;
 use pyo3_ffi::{PyObject, Py_ssize_t};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -138,7 +138,7 @@ unsafe fn release(record: *mut Record) {
     release_name((*record).filename);
     release_name((*record).name);
     // A report cache may hold this frame's tuple under this address.
-    crate::codes::note_freed(record as usize);
+    crate::engine::codes::note_freed(record as usize);
     // SAFETY: made by `try_leak` (one element: the layout of a Box<Record>),
     // and no frame names it any more.
     drop(Box::from_raw(record));
@@ -219,14 +219,14 @@ unsafe fn text_of<'a>(name: *mut PyObject) -> Option<&'a str> {
         let bytes = std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize);
         std::str::from_utf8(bytes).ok()
     };
-    crate::sites::untraced(read)
+    crate::engine::sites::untraced(read)
 }
 
 /// The str of a kept name, made inside heapsite's guard on first use.
 unsafe fn object_of(name: &KeptName) -> *mut PyObject {
     if name.object.get().is_null() {
         let text = name.text.unwrap_or_default();
-        let object = crate::sites::untraced(|| {
+        let object = crate::engine::sites::untraced(|| {
             pyo3_ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast(), text.len() as Py_ssize_t)
         });
         if object.is_null() {

@@ -3,8 +3,8 @@
 //! reads and renders it. Errors are one-line `ValueError`s (bad input) or
 //! `OSError`s (files), which the CLI prints and exits 2 on.
 
-use crate::api::raise;
-use crate::capture;
+use crate::py::api::raise;
+use crate::report::capture;
 use crate::report::{self, model::Capture, model::View};
 use pyo3_ffi::*;
 use std::ffi::c_char;
@@ -80,7 +80,7 @@ pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -
         return raise(PyExc_ValueError, &format!("bad capture model: {e}"));
     }
     match capture::write(&PathBuf::from(path), &model) {
-        Ok(()) => crate::api::none(),
+        Ok(()) => crate::py::api::none(),
         Err(e) => raise(PyExc_OSError, &e.0),
     }
 }
@@ -101,8 +101,8 @@ pub unsafe extern "C" fn write_file(_: *mut PyObject, tuple: *mut PyObject) -> *
         PyBytes_AsString(data) as *const u8,
         PyBytes_Size(data) as usize,
     );
-    match crate::output::write(&PathBuf::from(path), data) {
-        Ok(()) => crate::api::none(),
+    match crate::report::output::write(&PathBuf::from(path), data) {
+        Ok(()) => crate::py::api::none(),
         Err(e) => raise(PyExc_OSError, &e),
     }
 }
