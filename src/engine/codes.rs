@@ -214,7 +214,7 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
     // the code object.
     keeping_exception(|| {
         sites::untraced(|| {
-            crate::native::interpose::own_memory(|| {
+            crate::engine::own_memory::own_memory(|| {
                 for &site in &users {
                     sites::retire(site, code);
                 }

@@ -191,7 +191,7 @@ fn account_free(freed: Freed) {
 
 #[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
-    crate::heap::kinds::forget_freed(ptr as usize);
+    crate::engine::relheap::forget_freed(ptr as usize);
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
     unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
 }
@@ -592,37 +592,47 @@ fn uninstall() {
     }
 }
 
-fn clear_tables() {
+/// What a layer above the engine keeps beside its tables (native/tracked.rs:
+/// the blocks extensions report through `PyTraceMalloc_Track`): cleared with
+/// them and installed as tracing starts, in the same order as the engine's
+/// own. The engine imports no layer above it; its caller (py/api.rs) hands
+/// these in.
+pub struct Companion {
+    pub install: fn(),
+    pub clear: fn(),
+}
+
+fn clear_tables(companion: &Companion) {
     // SAFETY: GIL held by the API caller.
     unsafe { GIL_TABLE.get() }.clear();
     for shard in RAW_TABLE.shards() {
         shard.lock().clear();
     }
-    crate::native::tracked::clear();
+    (companion.clear)();
     crate::engine::counters::reset_globals();
     sites::reset_all();
 }
 
 /// Starts tracing `depth` frames deep (or changes the depth). GIL held.
-pub fn start(depth: usize) {
+pub fn start(depth: usize, companion: &Companion) {
     DEPTH.store(depth, Relaxed);
     if tracing() {
         return;
     }
-    clear_tables();
+    clear_tables(companion);
     install();
-    crate::native::tracked::install();
+    (companion.install)();
     TRACING.store(true, Release);
 }
 
 /// Stops tracing and forgets what was recorded. GIL held.
-pub fn stop() {
+pub fn stop(companion: &Companion) {
     if !tracing() {
         return;
     }
     TRACING.store(false, Release);
     uninstall();
-    clear_tables();
+    clear_tables(companion);
 }
 
 pub fn is_tracing() -> bool {
@@ -634,8 +644,8 @@ pub fn depth() -> usize {
 }
 
 /// Forgets every recorded allocation, keeps tracing. GIL held.
-pub fn clear() {
-    clear_tables();
+pub fn clear(companion: &Companion) {
+    clear_tables(companion);
 }
 
 /// Number of live allocations recorded.
@@ -663,10 +673,10 @@ pub fn tracking_bytes() -> usize {
 
 /// Visits every live allocation: address and record. GIL held. `visit` may
 /// allocate (a list of traces) while a RAW shard is locked: that memory is
-/// heapsite's own (see `native::own_memory`).
+/// heapsite's own (see `own_memory::own_memory`).
 pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     settled_gil_table().for_each(account_free, &mut visit);
-    crate::native::interpose::own_memory(|| {
+    crate::engine::own_memory::own_memory(|| {
         for shard in RAW_TABLE.shards() {
             shard.lock().for_each(&mut visit);
         }

@@ -70,7 +70,7 @@ pub unsafe fn take_id() -> Option<SiteId> {
 /// # Safety
 /// GIL held; no site's frames borrowed by the caller.
 pub unsafe fn sweep() {
-    crate::native::interpose::own_memory(|| {
+    crate::engine::own_memory::own_memory(|| {
         for frames in GRAVEYARD.get().drain(..) {
             crate::engine::retired::release_all(&frames);
         }

@@ -21,12 +21,12 @@
 //! live: 16-26 bytes per live allocation (tracemalloc needs about 97).
 //!
 //! The table's own memory (slots, side maps) is allocated and freed only
-//! inside `native::own_memory`: a RAW shard does so under its lock, and under
+//! inside `own_memory::own_memory`: a RAW shard does so under its lock, and under
 //! LD_PRELOAD the free would otherwise come back to the native hook and wait
 //! for that same lock.
 
+use crate::engine::own_memory::own_memory;
 use crate::engine::sync::{SpinGuard, SpinLock};
-use crate::native::interpose::own_memory;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;

@@ -103,7 +103,7 @@ pub fn arm(grace: Duration) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("heapsite-sigterm".into())
             .spawn(move || {
-                crate::native::interpose::own_thread(); // its allocations are not the program's
+                crate::engine::own_memory::own_thread(); // its allocations are not the program's
                 watch(wake, grace)
             })?;
         let mut ours = current;

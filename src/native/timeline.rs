@@ -64,7 +64,7 @@ pub fn start(interval: Duration) {
     let spawned = std::thread::Builder::new()
         .name("heapsite-timeline".into())
         .spawn(move || loop {
-            crate::native::interpose::own_thread();
+            crate::engine::own_memory::own_thread();
             let interval = SERIES.lock().interval;
             std::thread::sleep(interval);
             if !RUNNING.load(Acquire) || GENERATION.load(Acquire) != generation {

@@ -82,6 +82,9 @@ pub unsafe extern "C" fn heapsite_untrack(domain: c_uint, ptr: usize) -> c_int {
     }
 }
 
+/// Installed and cleared with the engine's tables (`hook::start`, `stop`, `clear`).
+pub const COMPANION: hook::Companion = hook::Companion { install, clear };
+
 /// Routes every loaded (and later loaded) extension's calls through here.
 pub fn install() {
     static REDIRECTS: OnceLock<[(&'static std::ffi::CStr, usize); 2]> = OnceLock::new();

@@ -7,6 +7,7 @@ use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
 use crate::engine::hook;
 use crate::engine::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
 use crate::engine::sync::GilCell;
+use crate::native::tracked;
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_long, CStr};
@@ -63,12 +64,12 @@ pub unsafe extern "C" fn start(_: *mut PyObject, arg: *mut PyObject) -> *mut PyO
             &format!("frames must be between 1 and {MAX_FRAMES}, got {depth}"),
         );
     }
-    hook::start(depth as usize);
+    hook::start(depth as usize, &tracked::COMPANION);
     none()
 }
 
 pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    hook::stop();
+    hook::stop(&tracked::COMPANION);
     none()
 }
 
@@ -89,7 +90,7 @@ pub unsafe extern "C" fn is_tracing(_: *mut PyObject, _: *mut PyObject) -> *mut 
 }
 
 pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    hook::clear();
+    hook::clear(&tracked::COMPANION);
     none()
 }
 

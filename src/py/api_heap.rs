@@ -1,7 +1,8 @@
 //! The heap-walk functions of the native module (`heapsite.heap()` and
 //! `setrelheap()` stand on them).
 
-use crate::heap::kinds::{self, AddressSet, Goal, Heap, Kind, Split, NO_SITE};
+use crate::engine::relheap::{self, AddressSet};
+use crate::heap::kinds::{self, Goal, Heap, Kind, Split, NO_SITE};
 use crate::py::api::{int, none, tuple};
 use pyo3_ffi::*;
 use std::ptr;
@@ -112,7 +113,7 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
     let roots = PyTuple_GetItem(args, 0);
     let own = PyTuple_GetItem(args, 1);
     if roots == Py_None() {
-        kinds::set_relheap(None);
+        relheap::set_relheap(None);
         return none();
     }
     if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
@@ -120,7 +121,7 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
     }
     let mut seen = AddressSet::default();
     kinds::walk(roots, own, false, Some(&mut seen), Split::Nothing, |_| ());
-    kinds::set_relheap(Some(seen));
+    relheap::set_relheap(Some(seen));
     none()
 }
 
