@@ -9,7 +9,7 @@
  * object a site names carries a co_extra entry whose free function (PEP 523)
  * CPython calls first thing in code_dealloc, while the code object's fields
  * are still intact. heapsite then resolves the dying frames for good (see
- * src/codes.rs).
+ * src/engine/codes.rs).
  *
  * Invariants: all functions need the GIL. The extra value is the code
  * object's own address, so the free function knows which one is dying.

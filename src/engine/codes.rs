@@ -3,7 +3,7 @@
 //! A site names its frames by code object and offset, resolved to file and
 //! line only when a report asks. heapsite does not hold references to those
 //! code objects (that kept alive everything a program compiles and drops,
-//! see src/codes.c); it asks CPython to tell it when one dies instead, and
+//! see src/engine/codes.c); it asks CPython to tell it when one dies instead, and
 //! then *retires* the dying frames: resolves them for good and swaps them
 //! into the sites that name them (`sites::retire`). A retired site can no
 //! longer match a running stack, so a new code object at the same address
@@ -137,7 +137,7 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 /// The API functions that read sites or memory figures call it first, so
 /// that code objects the program has dropped are gone before they measure,
 /// whether or not the pending call has run yet. It also lets sites of
-/// freed code give their ids back (src/reuse.rs).
+/// freed code give their ids back (src/engine/reuse.rs).
 ///
 /// # Safety
 /// GIL held, outside any allocator hook (API calls, pending calls), with
@@ -182,7 +182,7 @@ unsafe fn watch_now(users: &mut HashMap<usize, Vec<SiteId>>, site: SiteId, code:
 }
 
 /// Drops the ids in `code`'s users that no longer name it: sites given back
-/// and reused (src/reuse.rs), and repeats. A long-lived code object (a
+/// and reused (src/engine/reuse.rs), and repeats. A long-lived code object (a
 /// module running a loop) is in the stack of every site made under it; its
 /// list would otherwise grow with every site that ever died there. Done
 /// when the list is full, so it costs O(1) per site, amortised.

@@ -131,7 +131,7 @@ impl SiteCounters {
         }
     }
 
-    /// Adds another site's totals (src/reuse.rs); GIL held.
+    /// Adds another site's totals (src/engine/reuse.rs); GIL held.
     pub fn absorb_totals(&self, count: i64, bytes: i64) {
         bump(&self.total_count, count);
         bump(&self.total_bytes, bytes);

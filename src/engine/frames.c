@@ -7,7 +7,7 @@
  * (internal ones included, via Py_BUILD_CORE) lets the compiler check every
  * field we touch, instead of Rust mirroring struct layouts by hand.
  *
- * Invariants the caller (src/frames.rs) must uphold:
+ * Invariants the caller (src/engine/frames.rs) must uphold:
  *   - hs_read_frames() is only called by a thread that holds the GIL. It
  *     creates no frame objects, takes no references and allocates nothing.
  *   - The code pointers returned are borrowed: the caller pins (INCREFs) each
@@ -30,7 +30,7 @@
 #endif
 
 /* One frame: the code object and the byte offset of the current instruction
- * (what PyCode_Addr2Line takes). Mirrored by `RawFrame` in src/frames.rs. */
+ * (what PyCode_Addr2Line takes). Mirrored by `RawFrame` in src/engine/frames.rs. */
 typedef struct {
     void *code;
     int32_t offset;
@@ -170,7 +170,7 @@ hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **nam
 }
 
 /* Whether the calling thread runs Python in a subinterpreter, for the
- * allocator hooks (src/interp.rs): 0 in the main interpreter (or with no
+ * allocator hooks (src/engine/interp.rs): 0 in the main interpreter (or with no
  * thread state: a C thread, or one that released its GIL), 1 in a
  * subinterpreter that shares the main GIL, 2 in one with its own GIL (3.12+).
  * The first test reads the runtime's list of interpreters without its lock:

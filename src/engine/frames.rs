@@ -10,7 +10,7 @@ pub const MAX_FRAMES: usize = 128;
 /// One recorded frame: a code object and the byte offset of its current
 /// instruction. Layout mirrors `hs_frame` in C. Two markers in `offset` make
 /// other kinds: a native frame (`code` is an instruction pointer) and a
-/// retired one (`code` is a record of src/retired.rs; its code object was freed).
+/// retired one (`code` is a record of src/engine/retired.rs; its code object was freed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawFrame {
@@ -43,7 +43,7 @@ impl RawFrame {
         self.offset == RETIRED
     }
 
-    /// A frame of a code object (alive: see src/codes.rs).
+    /// A frame of a code object (alive: see src/engine/codes.rs).
     pub fn is_python(&self) -> bool {
         !self.is_native() && !self.is_retired()
     }
@@ -133,7 +133,7 @@ pub struct ResolvedFrame {
 /// File, function and line of one frame, as borrowed references.
 ///
 /// # Safety
-/// GIL held; a Python frame's code object alive (see src/codes.rs).
+/// GIL held; a Python frame's code object alive (see src/engine/codes.rs).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
     if frame.is_retired() {
         return crate::engine::retired::resolve(frame.code);

@@ -16,7 +16,7 @@
 //!   back to the latest installation's previous allocator, which is exactly
 //!   the one that `ctx` belongs to.
 //! - Pointers heapsite never saw pass through untouched.
-//! - Only the main interpreter is traced: see src/interp.rs for what a
+//! - Only the main interpreter is traced: see src/engine/interp.rs for what a
 //!   subinterpreter's calls may and may not touch, and why.
 
 use crate::engine::frames::{self, RawFrame};
@@ -169,7 +169,7 @@ fn allocate_for_heapsite(allocate: impl Fn() -> *mut c_void, before: impl FnOnce
 
 /// A MEM/OBJ allocation (or realloc) in a subinterpreter: untraced. `before`
 /// forgets a realloc's old block, which only a holder of the main GIL may do
-/// (see src/interp.rs: one with its own GIL never holds a traced block).
+/// (see src/engine/interp.rs: one with its own GIL never holds a traced block).
 #[cold]
 fn allocate_in_subinterpreter(
     caller: Interp,
@@ -258,7 +258,7 @@ extern "C" fn gil_realloc<const D: usize>(
 extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(D, ctx);
     // A subinterpreter with its own GIL must not touch the table, and frees
-    // only its own, untraced blocks (src/interp.rs).
+    // only its own, untraced blocks (src/engine/interp.rs).
     if !ptr.is_null() && tracing() && Interp::of_caller() != Interp::OwnGil {
         untrack_gil(ptr);
     }
@@ -278,7 +278,7 @@ const fn domain_of(d: usize) -> Domain {
 // ---- RAW: any thread, GIL or not --------------------------------------------
 
 /// How the calling thread's new RAW or native block is recorded: `None` in a
-/// subinterpreter (untraced, see src/interp.rs), else whether the caller
+/// subinterpreter (untraced, see src/engine/interp.rs), else whether the caller
 /// holds the GIL (so its frames can be read).
 #[inline(always)]
 fn main_interpreter_gil() -> Option<bool> {
@@ -438,7 +438,7 @@ extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
     }
 }
 
-// ---- native: malloc, mmap... under LD_PRELOAD (see native.rs) ------------
+// ---- native: malloc, mmap... under LD_PRELOAD (see native/interpose.rs) -
 
 /// Switches recording of native events on or off.
 pub fn set_native(on: bool) {

@@ -25,7 +25,7 @@
 //!   own, which were never traced. Counters are updated the GIL way only by
 //!   a holder of the main GIL, else atomically.
 //! - The API refuses to run in a subinterpreter (`main_interpreter_only!`
-//!   in lib.rs): its reports would build objects of one interpreter from
+//!   in py/mod.rs): its reports would build objects of one interpreter from
 //!   another's, and it would start or stop the main interpreter's tracing.
 //!
 //! Cost: the hooks first compare the head of the runtime's list of

@@ -1,5 +1,5 @@
 //! What a retired frame keeps: its file and function names as text, and its
-//! line (see `RawFrame::retire` and src/codes.rs).
+//! line (see `RawFrame::retire` and src/engine/codes.rs).
 //!
 //! The names are copied out of the dying code object's strings, not kept as
 //! those strings: a kept string's block would stay live at the program's
@@ -13,7 +13,7 @@
 //!
 //! Both are counted: each retired frame in a site's frames holds its record,
 //! each record its two names. When the last frame naming a record is freed
-//! (a site of freed code giving its id back, src/reuse.rs) the record goes,
+//! (a site of freed code giving its id back, src/engine/reuse.rs) the record goes,
 //! and a name no record uses goes with it, so a program that execs code
 //! under new names all day does not make heapsite grow.
 

@@ -2,7 +2,7 @@
 //!
 //! A program that execs and drops code all day (templates, `exec` in a
 //! loop, doctest) makes new code objects, so new sites, for ever. A site
-//! one of whose code objects died (see src/codes.rs) can match no stack
+//! one of whose code objects died (see src/engine/codes.rs) can match no stack
 //! again: once it also holds nothing live and nothing at the peak, its id,
 //! slot and frames are reused by the next new site, and what it allocated in
 //! total moves to the `FREED_CODE_SITE` line. So heapsite's memory follows

@@ -2,10 +2,10 @@
 //!
 //! The hot path reads the frames, hashes them, and looks the hash up in a
 //! small cache of recent sites; only a miss reaches the interner
-//! (src/interner.rs). A new site copies its frames and has their code objects
-//! watched (src/codes.rs): one that is freed has its frames resolved for good
+//! (src/engine/interner.rs). A new site copies its frames and has their code objects
+//! watched (src/engine/codes.rs): one that is freed has its frames resolved for good
 //! first, and the site leaves the interner; once it holds nothing, its id is
-//! reused (src/reuse.rs). Slots are never freed: ids index them.
+//! reused (src/engine/reuse.rs). Slots are never freed: ids index them.
 //!
 //! Out of memory, no new site is made: the allocation it was for goes
 //! unrecorded (counted as dropped by the hook), and the program goes on.
@@ -30,7 +30,7 @@ pub const NO_GIL_SITE: SiteId = 1;
 /// Where allocations go once the (huge) site id space is exhausted.
 pub const OVERFLOW_SITE: SiteId = 2;
 /// What sites of freed code allocated in total, once their ids were reused
-/// (src/reuse.rs).
+/// (src/engine/reuse.rs).
 pub const FREED_CODE_SITE: SiteId = 3;
 const FIRST_DYNAMIC_SITE: SiteId = 4;
 /// Site ids must fit the table's 30-bit field.
@@ -238,7 +238,7 @@ fn interned_hash(id: SiteId) -> u64 {
 }
 
 /// Resolves for good the frames of site `id` that name `code`, which is
-/// being freed (src/codes.rs). The site keeps its counters; it can no longer
+/// being freed (src/engine/codes.rs). The site keeps its counters; it can no longer
 /// match a running stack, so it leaves the cache, and the interner finds it
 /// unequal to any stack from now on (`uncache` after).
 ///
@@ -247,7 +247,7 @@ fn interned_hash(id: SiteId) -> u64 {
 pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
     let slot = site(id);
     if !names(id, code) {
-        return; // the id was given back and reused since (src/reuse.rs)
+        return; // the id was given back and reused since (src/engine/reuse.rs)
     }
     if !slot.frames().iter().any(RawFrame::is_retired) {
         // Its first code object to die: it can match no stack any more, and

@@ -1,5 +1,5 @@
 /*
- * objects.c -- reads object internals for the heap walk (src/kinds.rs) and
+ * objects.c -- reads object internals for the heap walk (src/heap/kinds.rs) and
  * for joining objects with their allocations: where an object's block
  * starts, an instance's __dict__ if it exists, and sys.getsizeof's answer
  * for the common case, all without creating or changing any object.

@@ -1,4 +1,4 @@
-/* The C half of LD_PRELOAD mode (see src/preload.rs).
+/* The C half of LD_PRELOAD mode (see src/native/preload.rs).
  *
  * hs_preload_main does what CPython's Py_BytesMain does -- pre-initialise
  * from the command line, initialise, run -- with one step added between

@@ -14,7 +14,7 @@
 //!   that `main` (CPython's `main` is nothing but a call to `Py_BytesMain`);
 //! - `_exit`, so `os._exit()` (multiprocessing's fork children end so) still
 //!   writes the capture when it should;
-//! - the native allocators in `native.rs`.
+//! - the native allocators in `interpose.rs`.
 //!
 //! The constructor also takes heapsite out of `LD_PRELOAD` for child
 //! processes: the library needs libpython's symbols, and preloaded into a

@@ -45,7 +45,7 @@ pub unsafe extern "C" fn heapsite_track(domain: c_uint, ptr: usize, size: usize)
         return forwarded;
     }
     if !Interp::of_caller().is_main() {
-        // Untraced, as every allocation in a subinterpreter (src/interp.rs).
+        // Untraced, as every allocation in a subinterpreter (src/engine/interp.rs).
         interp::warn_untraced();
         return forwarded;
     }

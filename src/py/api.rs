@@ -74,7 +74,7 @@ pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObje
 }
 
 /// own_work_enter() -> bool: the calling thread's allocations are heapsite's
-/// own until own_work_leave() (see src/own_work.rs); False if another
+/// own until own_work_leave() (see src/engine/own_work.rs); False if another
 /// thread is inside (then do not leave).
 pub unsafe extern "C" fn own_work_enter(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     PyBool_FromLong(crate::engine::own_work::enter() as c_long)

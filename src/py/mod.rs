@@ -29,7 +29,7 @@ const fn method(
 
 /// A module function that raises in a subinterpreter before it touches any
 /// of heapsite's state, which belongs to the main interpreter (see
-/// src/interp.rs). Rendering captures (files in, bytes out) works anywhere.
+/// src/engine/interp.rs). Rendering captures (files in, bytes out) works anywhere.
 macro_rules! main_interpreter_only {
     ($function:path) => {{
         unsafe extern "C" fn checked(module: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
