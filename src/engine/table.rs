@@ -207,12 +207,13 @@ impl AddrTable {
         if self.len + self.dead >= self.rebuild_at {
             self.rebuild()?;
         }
-        let size = if record.size as u64 >= SIZE_SPILLED {
+        // A spilled size replaced here is the replaced record's: read before
+        // `decode` below would find the new one in `huge`.
+        let (size, replaced_huge) = if record.size as u64 >= SIZE_SPILLED {
             own_memory(|| self.huge.try_reserve(1)).map_err(|_| ())?;
-            self.huge.insert(addr, record.size);
-            SIZE_SPILLED
+            (SIZE_SPILLED, self.huge.insert(addr, record.size))
         } else {
-            record.size as u64
+            (record.size as u64, None)
         };
         let slot = Slot {
             word: key | (size << KEY_BITS),
@@ -230,7 +231,10 @@ impl AddrTable {
                     self.len += 1;
                     return Ok(None);
                 }
-                let old = self.decode(addr, current);
+                let mut old = self.decode(addr, current);
+                if let Some(replaced) = replaced_huge {
+                    old.size = replaced;
+                }
                 if size != SIZE_SPILLED && current.word >> KEY_BITS == SIZE_SPILLED {
                     own_memory(|| self.huge.remove(&addr));
                 }
