@@ -20,3 +20,6 @@ pub mod segvec;
 pub mod sites;
 pub mod sync;
 pub mod table;
+
+#[cfg(test)]
+mod tests;
