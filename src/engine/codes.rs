@@ -134,15 +134,16 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 /// one that cannot be watched (no extra slot left) stays pinned. Dropping a
 /// pin may free a code object at once, which then retires its frames.
 ///
-/// The API functions that read sites or memory figures call it first, so
-/// that code objects the program has dropped are gone before they measure,
-/// whether or not the pending call has run yet. It also lets sites of
+/// The engine's façade (`engine::settled`) calls it before any read of
+/// sites or memory figures, so that code objects the program has dropped
+/// are gone before they are measured, whether or not the pending call has
+/// run yet. It also lets sites of
 /// freed code give their ids back (src/engine/reuse.rs).
 ///
 /// # Safety
 /// GIL held, outside any allocator hook (API calls, pending calls), with
 /// no site's frames borrowed.
-pub unsafe fn flush() {
+pub(super) unsafe fn flush() {
     crate::engine::reuse::sweep();
     SCHEDULED.store(false, Ordering::Release);
     let mut pending = std::mem::take(PENDING.get());

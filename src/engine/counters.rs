@@ -164,7 +164,7 @@ pub fn traced_memory() -> (i64, i64) {
 }
 
 /// Makes the peak the current size; what is live now becomes "at peak".
-pub fn reset_peak() {
+pub(super) fn reset_peak() {
     PEAK.store(traced_memory().0, Relaxed);
     EPOCH.store(EPOCH.load(Relaxed) + 1, Relaxed);
 }

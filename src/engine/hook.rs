@@ -206,7 +206,7 @@ fn settled_gil_table() -> &'static mut GilTable {
 }
 
 /// Accounts the frees still queued; call before reading any figure. GIL held.
-pub fn settle() {
+pub(super) fn settle() {
     settled_gil_table();
 }
 
@@ -649,7 +649,7 @@ pub fn clear(companion: &Companion) {
 }
 
 /// Number of live allocations recorded.
-pub fn live_allocations() -> usize {
+pub(super) fn live_allocations() -> usize {
     // SAFETY: GIL held by the API caller.
     let gil = settled_gil_table().len();
     gil + RAW_TABLE
@@ -660,7 +660,7 @@ pub fn live_allocations() -> usize {
 }
 
 /// Bytes heapsite spends on its tables and sites.
-pub fn tracking_bytes() -> usize {
+pub(super) fn tracking_bytes() -> usize {
     // SAFETY: GIL held by the API caller.
     let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
     let raw: usize = RAW_TABLE
@@ -674,7 +674,7 @@ pub fn tracking_bytes() -> usize {
 /// Visits every live allocation: address and record. GIL held. `visit` may
 /// allocate (a list of traces) while a RAW shard is locked: that memory is
 /// heapsite's own (see `own_memory::own_memory`).
-pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
+pub(super) fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     settled_gil_table().for_each(account_free, &mut visit);
     crate::engine::own_memory::own_memory(|| {
         for shard in RAW_TABLE.shards() {
@@ -683,7 +683,7 @@ pub fn for_each_live(mut visit: impl FnMut(usize, Record)) {
     });
 }
 
-pub fn dropped() -> usize {
+pub(super) fn dropped() -> usize {
     DROPPED.load(Relaxed)
 }
 

@@ -189,7 +189,7 @@ fn record(size: usize, site: SiteId) -> Record {
     Record {
         size,
         site,
-        domain: if site % 2 == 0 {
+        domain: if site.is_multiple_of(2) {
             Domain::Mem
         } else {
             Domain::Obj

@@ -2,11 +2,11 @@
 //! package. Arguments are checked here and again, friendlier, in Python.
 //! Every function runs with the GIL held (CPython calls them so).
 
-use crate::engine::codes;
 use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
 use crate::engine::hook;
 use crate::engine::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
 use crate::engine::sync::GilCell;
+use crate::engine::{self, codes};
 use crate::native::tracked;
 use pyo3_ffi::*;
 use std::collections::HashMap;
@@ -95,15 +95,12 @@ pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
 }
 
 pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    codes::flush();
-    hook::settle();
-    let (current, peak) = crate::engine::counters::traced_memory();
+    let (current, peak) = engine::settled().traced_memory();
     tuple(&[int(current.max(0)), int(peak.max(0))])
 }
 
 pub unsafe extern "C" fn reset_peak(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    hook::settle();
-    crate::engine::counters::reset_peak();
+    engine::reset_peak();
     none()
 }
 
@@ -121,16 +118,16 @@ pub unsafe extern "C" fn site_count(_: *mut PyObject, _: *mut PyObject) -> *mut 
 
 /// stats() -> dict of heapsite's own figures.
 pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    hook::settle();
+    let own = engine::own_figures();
     let dict = PyDict_New();
     if dict.is_null() {
         return dict;
     }
     let entries: [(&CStr, i64); 4] = [
-        (c"live_allocations", hook::live_allocations() as i64),
-        (c"tracking_bytes", hook::tracking_bytes() as i64),
-        (c"sites", sites::count() as i64),
-        (c"dropped", hook::dropped() as i64),
+        (c"live_allocations", own.live_allocations as i64),
+        (c"tracking_bytes", own.tracking_bytes as i64),
+        (c"sites", own.sites as i64),
+        (c"dropped", own.dropped as i64),
     ];
     for (key, value) in entries {
         let value = int(value);
@@ -232,12 +229,11 @@ pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *m
     if !PyErr_Occurred().is_null() {
         return ptr::null_mut();
     }
-    codes::flush();
-    hook::settle();
-    let mut held: Vec<(i64, u32)> = (0..sites::count())
+    let engine = engine::settled();
+    let mut held: Vec<(i64, u32)> = (0..engine.site_count())
         .filter_map(|id| {
-            let site = sites::site(id);
-            let t = site.counters.totals();
+            let site = engine.site(id);
+            let t = engine.totals(id);
             let size = if i64::from(site.born()) >= first_new {
                 t.peak_bytes
             } else {
@@ -261,7 +257,7 @@ pub unsafe extern "C" fn peak_sites(_: *mut PyObject, args: *mut PyObject) -> *m
 /// Unlike frames_of() nothing is cached, so asking leaves no new object
 /// behind (the pytest plugin asks while a leak check counts objects).
 pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
-    codes::flush();
+    let engine = engine::settled();
     let id = match site_id(arg) {
         Ok(id) => id,
         Err(error) => return error,
@@ -272,7 +268,7 @@ pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mu
     ) {
         return tuple(&[]);
     }
-    let pairs: Vec<*mut PyObject> = frames::resolve_all(sites::site(id).frames())
+    let pairs: Vec<*mut PyObject> = frames::resolve_all(engine.site(id).frames())
         .into_iter()
         .map(|names| {
             Py_INCREF(names.filename);
@@ -288,14 +284,13 @@ pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mu
 /// start() or clear(). frames: ((filename, lineno, name), ...), most recent
 /// first.
 pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    codes::flush();
-    hook::settle();
+    let engine = engine::settled();
     let list = PyList_New(0);
     if list.is_null() {
         return list;
     }
-    for id in 0..sites::count() {
-        let t = sites::site(id).counters.totals();
+    for id in 0..engine.site_count() {
+        let t = engine.totals(id);
         if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
             continue;
         }
@@ -324,15 +319,14 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
 /// For the pytest plugin, which asks after every test: no frames, and no
 /// Python object per site.
 pub unsafe extern "C" fn site_figures(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    codes::flush();
-    hook::settle();
-    let count = sites::count() as usize;
+    let engine = engine::settled();
+    let count = engine.site_count() as usize;
     let mut columns = [Vec::new(), Vec::new(), Vec::new()];
     for column in columns.iter_mut() {
         column.reserve(count * 8);
     }
     for id in 0..count {
-        let t = sites::site(id as u32).counters.totals();
+        let t = engine.totals(id as u32);
         for (column, value) in columns
             .iter_mut()
             .zip([t.live_bytes, t.live_count, t.peak_bytes])
@@ -378,7 +372,7 @@ pub(crate) unsafe fn site_id(arg: *mut PyObject) -> Result<u32, *mut PyObject> {
 
 /// frames_of(site_id: int) -> frames tuple.
 pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
-    codes::flush();
+    engine::settled();
     match site_id(arg) {
         Ok(id) => site_frames(id),
         Err(error) => error,

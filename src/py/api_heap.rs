@@ -88,7 +88,7 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
 /// `stride`), 2 by the kinds of the referrers; `own` lists heapsite's
 /// modules, dicts and classes; `relative` leaves out what setrelheap saw.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    crate::engine::codes::flush();
+    crate::engine::settled();
     let Some((roots, own, split, relative)) = walk_arguments(args) else {
         return ptr::null_mut();
     };

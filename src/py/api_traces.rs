@@ -51,9 +51,9 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
 /// allocation: `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
-    crate::engine::codes::flush();
+    let engine = crate::engine::settled();
     let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
-    hook::for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
+    engine.for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
     crate::native::tracked::for_each(|domain, size, site| live.push((domain as i64, size, site)));
     let list = PyList_New(live.len() as Py_ssize_t);
     if list.is_null() {
