@@ -18,6 +18,10 @@
 //! - Pointers heapsite never saw pass through untouched.
 //! - Only the main interpreter is traced: see src/engine/interp.rs for what a
 //!   subinterpreter's calls may and may not touch, and why.
+//!
+//! This file is the hot path and nothing else: the hooks and the state they
+//! share. Installing, starting, stopping and the fork handlers are in
+//! hook/lifecycle.rs; reading what was recorded, in hook/readers.rs.
 
 use crate::engine::frames::{self, RawFrame};
 use crate::engine::interp::{self, Interp};
@@ -30,6 +34,12 @@ use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+mod lifecycle;
+mod readers;
+pub use lifecycle::{clear, depth, init, is_tracing, start, stop, Companion};
+pub use readers::lookup;
+pub(in crate::engine) use readers::{dropped, for_each_live, live_allocations, tracking_bytes};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 /// Native hooks (LD_PRELOAD's malloc, mmap...) record; then the RAW domain
@@ -511,189 +521,6 @@ pub fn native_realloc(
     realloc_raw_block(old, size, true, realloc)
 }
 
-// ---- installing and removing ------------------------------------------------
-
-fn our_allocator(domain: usize, ctx: *mut c_void) -> PyMemAllocatorEx {
-    match domain {
-        0 => PyMemAllocatorEx {
-            ctx,
-            malloc: Some(raw_malloc),
-            calloc: Some(raw_calloc),
-            realloc: Some(raw_realloc),
-            free: Some(raw_free),
-        },
-        1 => PyMemAllocatorEx {
-            ctx,
-            malloc: Some(gil_malloc::<1>),
-            calloc: Some(gil_calloc::<1>),
-            realloc: Some(gil_realloc::<1>),
-            free: Some(gil_free::<1>),
-        },
-        _ => PyMemAllocatorEx {
-            ctx,
-            malloc: Some(gil_malloc::<2>),
-            calloc: Some(gil_calloc::<2>),
-            realloc: Some(gil_realloc::<2>),
-            free: Some(gil_free::<2>),
-        },
-    }
-}
-
-fn current_allocator(domain: usize) -> PyMemAllocatorEx {
-    let mut current = PyMemAllocatorEx {
-        ctx: ptr::null_mut(),
-        malloc: None,
-        calloc: None,
-        realloc: None,
-        free: None,
-    };
-    // SAFETY: writes the domain's allocator into `current`.
-    unsafe { PyMem_GetAllocator(DOMAINS[domain], &mut current) };
-    current
-}
-
-fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
-    let ours = our_allocator(domain, ptr::null_mut());
-    allocator.malloc.map(|f| f as usize) == ours.malloc.map(|f| f as usize)
-}
-
-/// Puts our hook outermost in each domain where it is not already. If another
-/// tool wrapped an earlier installation, this adds a layer around it; the
-/// inner one passes through. GIL held.
-fn install() {
-    for (domain, &kind) in DOMAINS.iter().enumerate() {
-        let prev = current_allocator(domain);
-        if is_ours(domain, &prev) {
-            continue;
-        }
-        let ctx: &'static mut HookCtx = Box::leak(Box::new(HookCtx {
-            magic: HOOK_MAGIC,
-            prev,
-        }));
-        LATEST[domain].store(ctx, Release);
-        let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
-        // SAFETY: our allocator forwards to the valid previous one in ctx.
-        unsafe { PyMem_SetAllocator(kind, &mut ours) };
-    }
-}
-
-/// Restores each domain's previous allocator where ours is the outermost.
-/// Where another tool wrapped ours (say tracemalloc started after heapsite),
-/// removing ours would cut that tool's chain: it stays, passing through. GIL held.
-fn uninstall() {
-    for (domain, &kind) in DOMAINS.iter().enumerate() {
-        let current = current_allocator(domain);
-        if !is_ours(domain, &current) {
-            continue;
-        }
-        let mut prev = *previous(domain, current.ctx);
-        // SAFETY: restores the allocator that was current when we installed.
-        unsafe { PyMem_SetAllocator(kind, &mut prev) };
-    }
-}
-
-/// What a layer above the engine keeps beside its tables (native/tracked.rs:
-/// the blocks extensions report through `PyTraceMalloc_Track`): cleared with
-/// them and installed as tracing starts, in the same order as the engine's
-/// own. The engine imports no layer above it; its caller (py/api.rs) hands
-/// these in.
-pub struct Companion {
-    pub install: fn(),
-    pub clear: fn(),
-}
-
-fn clear_tables(companion: &Companion) {
-    // SAFETY: GIL held by the API caller.
-    unsafe { GIL_TABLE.get() }.clear();
-    for shard in RAW_TABLE.shards() {
-        shard.lock().clear();
-    }
-    (companion.clear)();
-    crate::engine::counters::reset_globals();
-    sites::reset_all();
-}
-
-/// Starts tracing `depth` frames deep (or changes the depth). GIL held.
-pub fn start(depth: usize, companion: &Companion) {
-    DEPTH.store(depth, Relaxed);
-    if tracing() {
-        return;
-    }
-    clear_tables(companion);
-    install();
-    (companion.install)();
-    TRACING.store(true, Release);
-}
-
-/// Stops tracing and forgets what was recorded. GIL held.
-pub fn stop(companion: &Companion) {
-    if !tracing() {
-        return;
-    }
-    TRACING.store(false, Release);
-    uninstall();
-    clear_tables(companion);
-}
-
-pub fn is_tracing() -> bool {
-    tracing()
-}
-
-pub fn depth() -> usize {
-    DEPTH.load(Relaxed)
-}
-
-/// Forgets every recorded allocation, keeps tracing. GIL held.
-pub fn clear(companion: &Companion) {
-    clear_tables(companion);
-}
-
-/// Number of live allocations recorded.
-pub(super) fn live_allocations() -> usize {
-    // SAFETY: GIL held by the API caller.
-    let gil = settled_gil_table().len();
-    gil + RAW_TABLE
-        .shards()
-        .iter()
-        .map(|s| s.lock().len())
-        .sum::<usize>()
-}
-
-/// Bytes heapsite spends on its tables and sites.
-pub(super) fn tracking_bytes() -> usize {
-    // SAFETY: GIL held by the API caller.
-    let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
-    let raw: usize = RAW_TABLE
-        .shards()
-        .iter()
-        .map(|s| s.lock().memory_bytes())
-        .sum();
-    gil + raw + sites::memory_bytes()
-}
-
-/// Visits every live allocation: address and record. GIL held. `visit` may
-/// allocate (a list of traces) while a RAW shard is locked: that memory is
-/// heapsite's own (see `own_memory::own_memory`).
-pub(super) fn for_each_live(mut visit: impl FnMut(usize, Record)) {
-    settled_gil_table().for_each(account_free, &mut visit);
-    crate::engine::own_memory::own_memory(|| {
-        for shard in RAW_TABLE.shards() {
-            shard.lock().for_each(&mut visit);
-        }
-    });
-}
-
-pub(super) fn dropped() -> usize {
-    DROPPED.load(Relaxed)
-}
-
-/// The record of a live allocation, if heapsite has one. GIL held.
-pub fn lookup(addr: usize) -> Option<Record> {
-    settled_gil_table()
-        .get(addr, account_free)
-        .or_else(|| RAW_TABLE.shard(addr).get(addr))
-}
-
 /// A new object whose block starts at `block`: if heapsite holds that block
 /// under another site, the object came from a free list (no allocator call)
 /// and the block moves to the line creating the object now, as tracemalloc
@@ -731,36 +558,4 @@ pub fn forget(addr: usize) {
         release(record, true);
     }
     settle();
-}
-
-// ---- fork ------------------------------------------------------------------
-
-extern "C" fn before_fork() {
-    FORKING.store(true, Relaxed);
-    // A thread without the GIL may hold a RAW shard; the child must not
-    // inherit a lock whose holder it does not have.
-    for shard in RAW_TABLE.shards() {
-        shard.acquire_raw();
-    }
-}
-
-extern "C" fn after_fork() {
-    for shard in RAW_TABLE.shards() {
-        // SAFETY: taken by before_fork in this thread (or its parent image).
-        unsafe { shard.release_raw() };
-    }
-    FORKING.store(false, Relaxed);
-}
-
-/// Registers the fork handlers; once, at module init.
-pub fn init() {
-    extern "C" {
-        fn pthread_atfork(
-            prepare: Option<extern "C" fn()>,
-            parent: Option<extern "C" fn()>,
-            child: Option<extern "C" fn()>,
-        ) -> i32;
-    }
-    // SAFETY: plain function pointers with static lifetime.
-    unsafe { pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
 }
