@@ -93,7 +93,9 @@ pub fn init() {
 /// # Safety
 /// GIL held.
 pub unsafe fn reserve_watch(frames: usize) -> bool {
-    PENDING.get().try_reserve(frames).is_ok()
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe { PENDING.get().try_reserve(frames).is_ok() }
 }
 
 /// Pins the code objects of a new site's Python frames, to be watched
@@ -109,17 +111,22 @@ pub unsafe fn reserve_watch(frames: usize) -> bool {
 /// GIL held; the frames were just read from the running stack, so their code
 /// objects are alive; `reserve_watch` made room for them.
 pub unsafe fn watch(site: SiteId, frames: &[RawFrame]) {
-    let pending = PENDING.get();
-    for (i, frame) in frames.iter().enumerate() {
-        if frame.is_python() && !frames[..i].iter().any(|f| f.code == frame.code) {
-            pyo3_ffi::Py_IncRef(frame.code.cast());
-            pending.push((site, frame.code as usize));
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; the frames were just read from the running stack, so their code objects are alive;
+    // `reserve_watch` made room for them.
+    unsafe {
+        let pending = PENDING.get();
+        for (i, frame) in frames.iter().enumerate() {
+            if frame.is_python() && !frames[..i].iter().any(|f| f.code == frame.code) {
+                pyo3_ffi::Py_IncRef(frame.code.cast());
+                pending.push((site, frame.code as usize));
+            }
         }
-    }
-    if !SCHEDULED.swap(true, Ordering::AcqRel)
-        && pyo3_ffi::Py_AddPendingCall(Some(pending_call), std::ptr::null_mut()) != 0
-    {
-        SCHEDULED.store(false, Ordering::Release);
+        if !SCHEDULED.swap(true, Ordering::AcqRel)
+            && pyo3_ffi::Py_AddPendingCall(Some(pending_call), std::ptr::null_mut()) != 0
+        {
+            SCHEDULED.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -144,20 +151,25 @@ extern "C" fn pending_call(_: *mut c_void) -> c_int {
 /// GIL held, outside any allocator hook (API calls, pending calls), with
 /// no site's frames borrowed.
 pub(super) unsafe fn flush() {
-    crate::engine::reuse::sweep();
-    SCHEDULED.store(false, Ordering::Release);
-    let mut pending = std::mem::take(PENDING.get());
-    if pending.is_empty() {
-        return;
-    }
-    // Untraced: the extra arrays allocated here are not the program's.
-    sites::untraced(|| {
-        let users = USERS.get().get_or_insert_with(HashMap::new);
-        pending.retain(|&(site, code)| watch_now(users, site, code));
-    });
-    // After the guard: a code object freed here reaches `code_died`.
-    for (_, code) in pending {
-        pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held, outside any allocator hook (API calls, pending calls), with no site's frames
+    // borrowed.
+    unsafe {
+        crate::engine::reuse::sweep();
+        SCHEDULED.store(false, Ordering::Release);
+        let mut pending = std::mem::take(PENDING.get());
+        if pending.is_empty() {
+            return;
+        }
+        // Untraced: the extra arrays allocated here are not the program's.
+        sites::untraced(|| {
+            let users = USERS.get().get_or_insert_with(HashMap::new);
+            pending.retain(|&(site, code)| watch_now(users, site, code));
+        });
+        // After the guard: a code object freed here reaches `code_died`.
+        for (_, code) in pending {
+            pyo3_ffi::Py_DecRef(code as *mut pyo3_ffi::PyObject);
+        }
     }
 }
 
@@ -168,18 +180,22 @@ pub(super) unsafe fn flush() {
 /// # Safety
 /// GIL held; `code` pinned.
 unsafe fn watch_now(users: &mut HashMap<usize, Vec<SiteId>>, site: SiteId, code: usize) -> bool {
-    if users.try_reserve(1).is_err() {
-        return false;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `code` pinned.
+    unsafe {
+        if users.try_reserve(1).is_err() {
+            return false;
+        }
+        let sites = users.entry(code).or_default();
+        if sites.len() == sites.capacity() {
+            forget_stale_users(code, sites);
+        }
+        if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
+            return false;
+        }
+        sites.push(site);
+        true
     }
-    let sites = users.entry(code).or_default();
-    if sites.len() == sites.capacity() {
-        forget_stale_users(code, sites);
-    }
-    if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
-        return false;
-    }
-    sites.push(site);
-    true
 }
 
 /// Drops the ids in `code`'s users that no longer name it: sites given back
@@ -196,34 +212,37 @@ fn forget_stale_users(code: usize, sites: &mut Vec<SiteId>) {
 /// The free function: `code` is being deallocated (GIL held, its fields
 /// still intact). Nothing here runs Python code or releases references.
 unsafe extern "C" fn code_died(code: *mut c_void) {
-    if hs_codes_finalizing() != 0 {
-        // Every module's code dies now; retiring each site would take long
-        // at exit, for reports that are already written.
-        ABANDONED.store(true, Ordering::Release);
-        return;
-    }
-    let Some(users) = USERS
-        .get()
-        .as_mut()
-        .and_then(|u| u.remove(&(code as usize)))
-    else {
-        return;
-    };
-    // Retiring hashes and copies names, which can fail and clear an error:
-    // the exception a dying code object's frame may be raising is kept.
-    // What it allocates is heapsite's, not the program's line that dropped
-    // the code object.
-    keeping_exception(|| {
-        sites::untraced(|| {
-            crate::engine::own_memory::own_memory(|| {
-                for &site in &users {
-                    sites::retire(site, code);
-                }
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        if hs_codes_finalizing() != 0 {
+            // Every module's code dies now; retiring each site would take long
+            // at exit, for reports that are already written.
+            ABANDONED.store(true, Ordering::Release);
+            return;
+        }
+        let Some(users) = USERS
+            .get()
+            .as_mut()
+            .and_then(|u| u.remove(&(code as usize)))
+        else {
+            return;
+        };
+        // Retiring hashes and copies names, which can fail and clear an error:
+        // the exception a dying code object's frame may be raising is kept.
+        // What it allocates is heapsite's, not the program's line that dropped
+        // the code object.
+        keeping_exception(|| {
+            sites::untraced(|| {
+                crate::engine::own_memory::own_memory(|| {
+                    for &site in &users {
+                        sites::retire(site, code);
+                    }
+                })
             })
-        })
-    });
-    sites::uncache(&users);
-    DIED.get().note(code as usize);
+        });
+        sites::uncache(&users);
+        DIED.get().note(code as usize);
+    }
 }
 
 /// Runs `f` with the thread's current exception, if any, set aside and put
@@ -233,12 +252,16 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
 /// GIL held.
 #[allow(deprecated)] // PyErr_Fetch/Restore: the one pair on 3.9 to 3.13
 unsafe fn keeping_exception(f: impl FnOnce()) {
-    use std::ptr::null_mut;
-    let (mut kind, mut value, mut traceback) = (null_mut(), null_mut(), null_mut());
-    pyo3_ffi::PyErr_Fetch(&mut kind, &mut value, &mut traceback);
-    f();
-    pyo3_ffi::PyErr_Clear();
-    pyo3_ffi::PyErr_Restore(kind, value, traceback);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        use std::ptr::null_mut;
+        let (mut kind, mut value, mut traceback) = (null_mut(), null_mut(), null_mut());
+        pyo3_ffi::PyErr_Fetch(&mut kind, &mut value, &mut traceback);
+        f();
+        pyo3_ffi::PyErr_Clear();
+        pyo3_ffi::PyErr_Restore(kind, value, traceback);
+    }
 }
 
 /// `addr` named a frame that report caches may hold (a retired frame's
@@ -247,7 +270,11 @@ unsafe fn keeping_exception(f: impl FnOnce()) {
 /// # Safety
 /// GIL held.
 pub unsafe fn note_freed(addr: usize) {
-    DIED.get().note(addr);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        DIED.get().note(addr);
+    }
 }
 
 /// The code objects freed since the last call (for caches keyed by address).
@@ -255,5 +282,7 @@ pub unsafe fn note_freed(addr: usize) {
 /// # Safety
 /// GIL held.
 pub unsafe fn take_died() -> Died {
-    std::mem::replace(DIED.get(), Died::None)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe { std::mem::replace(DIED.get(), Died::None) }
 }

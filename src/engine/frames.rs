@@ -54,11 +54,15 @@ impl RawFrame {
     /// # Safety
     /// GIL held; a Python frame whose code object is still intact.
     pub unsafe fn retire(&self) -> Option<RawFrame> {
-        Some(RawFrame {
-            code: crate::engine::retired::keep(resolve(self))?,
-            offset: RETIRED,
-            pad: 0,
-        })
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held; a Python frame whose code object is still intact.
+        unsafe {
+            Some(RawFrame {
+                code: crate::engine::retired::keep(resolve(self))?,
+                offset: RETIRED,
+                pad: 0,
+            })
+        }
     }
 }
 
@@ -96,17 +100,21 @@ pub unsafe fn read_frames(
     buf: &mut [std::mem::MaybeUninit<RawFrame>],
     count_total: bool,
 ) -> (usize, u32) {
-    let mut total: c_int = 0;
-    let total_ptr = if count_total {
-        &mut total as *mut c_int
-    } else {
-        std::ptr::null_mut()
-    };
-    let n = hs_read_frames(buf.as_mut_ptr().cast(), buf.len() as c_int, total_ptr).max(0);
-    (
-        n as usize,
-        if count_total { total.max(n) } else { n } as u32,
-    )
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread must hold the GIL (frames are only stable for it).
+    unsafe {
+        let mut total: c_int = 0;
+        let total_ptr = if count_total {
+            &mut total as *mut c_int
+        } else {
+            std::ptr::null_mut()
+        };
+        let n = hs_read_frames(buf.as_mut_ptr().cast(), buf.len() as c_int, total_ptr).max(0);
+        (
+            n as usize,
+            if count_total { total.max(n) } else { n } as u32,
+        )
+    }
 }
 
 /// Whether the calling thread holds the GIL. Safe from any thread.
@@ -135,35 +143,40 @@ pub struct ResolvedFrame {
 /// # Safety
 /// GIL held; a Python frame's code object alive (see src/engine/codes.rs).
 pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
-    if frame.is_retired() {
-        return crate::engine::retired::resolve(frame.code);
-    }
-    if crate::engine::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire)
-        && !frame.is_native()
-    {
-        // At exit, after code objects died unretired: never read them.
-        let unknown = pyo3_ffi::Py_None();
-        return ResolvedFrame {
-            filename: unknown,
-            name: unknown,
-            lineno: 0,
-        };
-    }
-    if frame.is_native() {
-        let (filename, name, lineno) = crate::engine::native_frames::resolve(frame.code as usize);
-        return ResolvedFrame {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; a Python frame's code object alive (see src/engine/codes.rs).
+    unsafe {
+        if frame.is_retired() {
+            return crate::engine::retired::resolve(frame.code);
+        }
+        if crate::engine::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire)
+            && !frame.is_native()
+        {
+            // At exit, after code objects died unretired: never read them.
+            let unknown = pyo3_ffi::Py_None();
+            return ResolvedFrame {
+                filename: unknown,
+                name: unknown,
+                lineno: 0,
+            };
+        }
+        if frame.is_native() {
+            let (filename, name, lineno) =
+                crate::engine::native_frames::resolve(frame.code as usize);
+            return ResolvedFrame {
+                filename,
+                name,
+                lineno,
+            };
+        }
+        let mut filename = std::ptr::null_mut();
+        let mut name = std::ptr::null_mut();
+        let lineno = hs_resolve_frame(frame.code, frame.offset, &mut filename, &mut name);
+        ResolvedFrame {
             filename,
             name,
             lineno,
-        };
-    }
-    let mut filename = std::ptr::null_mut();
-    let mut name = std::ptr::null_mut();
-    let lineno = hs_resolve_frame(frame.code, frame.offset, &mut filename, &mut name);
-    ResolvedFrame {
-        filename,
-        name,
-        lineno,
+        }
     }
 }
 
@@ -176,20 +189,24 @@ pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
 /// # Safety
 /// GIL held; `frames` read from a site just now.
 pub unsafe fn resolve_all(frames: &[RawFrame]) -> Vec<ResolvedFrame> {
-    let mut resolved = vec![
-        ResolvedFrame {
-            filename: std::ptr::null_mut(),
-            name: std::ptr::null_mut(),
-            lineno: 0,
-        };
-        frames.len()
-    ];
-    for native in [false, true] {
-        for (slot, frame) in resolved.iter_mut().zip(frames) {
-            if frame.is_native() == native {
-                *slot = resolve(frame);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `frames` read from a site just now.
+    unsafe {
+        let mut resolved = vec![
+            ResolvedFrame {
+                filename: std::ptr::null_mut(),
+                name: std::ptr::null_mut(),
+                lineno: 0,
+            };
+            frames.len()
+        ];
+        for native in [false, true] {
+            for (slot, frame) in resolved.iter_mut().zip(frames) {
+                if frame.is_native() == native {
+                    *slot = resolve(frame);
+                }
             }
         }
+        resolved
     }
-    resolved
 }

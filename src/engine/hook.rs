@@ -115,6 +115,7 @@ fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: 
         drop_record();
         return;
     };
+    // SAFETY: as above; nothing below re-enters a hook that takes the table.
     let table = unsafe { GIL_TABLE.get() };
     // Queued frees first, so the peak is never checked with them counted.
     table.settle(account_free);

@@ -45,22 +45,25 @@ fn object_span(addr: usize) -> (usize, usize) {
         _: usize,
         data: *mut c_void,
     ) -> libc::c_int {
-        let search = &mut *(data as *mut Search);
-        let info = &*info;
-        let (mut lo, mut hi) = (usize::MAX, 0usize);
-        for i in 0..info.dlpi_phnum as usize {
-            let header = &*info.dlpi_phdr.add(i);
-            if header.p_type == libc::PT_LOAD {
-                let start = info.dlpi_addr as usize + header.p_vaddr as usize;
-                lo = lo.min(start);
-                hi = hi.max(start + header.p_memsz as usize);
+        // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+        unsafe {
+            let search = &mut *(data as *mut Search);
+            let info = &*info;
+            let (mut lo, mut hi) = (usize::MAX, 0usize);
+            for i in 0..info.dlpi_phnum as usize {
+                let header = &*info.dlpi_phdr.add(i);
+                if header.p_type == libc::PT_LOAD {
+                    let start = info.dlpi_addr as usize + header.p_vaddr as usize;
+                    lo = lo.min(start);
+                    hi = hi.max(start + header.p_memsz as usize);
+                }
             }
+            if lo <= search.addr && search.addr < hi {
+                search.span = (lo, hi);
+                return 1;
+            }
+            0
         }
-        if lo <= search.addr && search.addr < hi {
-            search.span = (lo, hi);
-            return 1;
-        }
-        0
     }
     let mut search = Search { addr, span: (0, 0) };
     // SAFETY: the callback only reads the loader's headers.
@@ -119,12 +122,15 @@ struct Symbol {
 static SYMBOLS: GilCell<Option<HashMap<usize, Symbol>>> = GilCell::new(None);
 
 unsafe fn py_str(text: &str) -> *mut PyObject {
-    let object =
-        PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as Py_ssize_t);
-    if object.is_null() {
-        PyErr_Clear();
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let object =
+            PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as Py_ssize_t);
+        if object.is_null() {
+            PyErr_Clear();
+        }
+        object
     }
-    object
 }
 
 /// The object file holding `ip` and the nearest exported symbol, from the
@@ -149,35 +155,39 @@ fn dladdr(ip: usize) -> (Option<String>, Option<String>) {
 /// # Safety
 /// GIL held.
 pub unsafe fn resolve(ip: usize) -> (*mut PyObject, *mut PyObject, i32) {
-    let symbols = SYMBOLS.get().get_or_insert_with(HashMap::new);
-    if let Some(symbol) = symbols.get(&ip) {
-        return (symbol.filename, symbol.name, symbol.lineno);
-    }
-    // A return address points after the call: look up the call itself.
-    let lookup = ip.saturating_sub(1);
-    let (mut filename, mut name, mut lineno) = (None, None, 0u32);
-    backtrace::resolve(lookup as *mut c_void, |symbol| {
-        if name.is_none() {
-            name = symbol.name().map(|n| format!("{n:#}"));
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        let symbols = SYMBOLS.get().get_or_insert_with(HashMap::new);
+        if let Some(symbol) = symbols.get(&ip) {
+            return (symbol.filename, symbol.name, symbol.lineno);
         }
-        if filename.is_none() {
-            if let Some(file) = symbol.filename() {
-                filename = Some(file.display().to_string());
-                lineno = symbol.lineno().unwrap_or(0);
+        // A return address points after the call: look up the call itself.
+        let lookup = ip.saturating_sub(1);
+        let (mut filename, mut name, mut lineno) = (None, None, 0u32);
+        backtrace::resolve(lookup as *mut c_void, |symbol| {
+            if name.is_none() {
+                name = symbol.name().map(|n| format!("{n:#}"));
             }
-        }
-    });
-    let (object, exported) = dladdr(lookup);
-    let filename = filename
-        .or(object)
-        .unwrap_or_else(|| String::from("<native>"));
-    let name = name.or(exported).unwrap_or_else(|| format!("0x{ip:x}"));
-    let symbol = Symbol {
-        filename: py_str(&filename),
-        name: py_str(&name),
-        lineno: lineno.min(i32::MAX as u32) as i32,
-    };
-    let found = (symbol.filename, symbol.name, symbol.lineno);
-    symbols.insert(ip, symbol);
-    found
+            if filename.is_none() {
+                if let Some(file) = symbol.filename() {
+                    filename = Some(file.display().to_string());
+                    lineno = symbol.lineno().unwrap_or(0);
+                }
+            }
+        });
+        let (object, exported) = dladdr(lookup);
+        let filename = filename
+            .or(object)
+            .unwrap_or_else(|| String::from("<native>"));
+        let name = name.or(exported).unwrap_or_else(|| format!("0x{ip:x}"));
+        let symbol = Symbol {
+            filename: py_str(&filename),
+            name: py_str(&name),
+            lineno: lineno.min(i32::MAX as u32) as i32,
+        };
+        let found = (symbol.filename, symbol.name, symbol.lineno);
+        symbols.insert(ip, symbol);
+        found
+    }
 }

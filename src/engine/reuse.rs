@@ -36,11 +36,15 @@ const MIN_SWEEP: usize = 64;
 /// # Safety
 /// GIL held.
 pub unsafe fn bury(frames: Box<[RawFrame]>) {
-    let graveyard = GRAVEYARD.get();
-    if graveyard.try_reserve(1).is_ok() {
-        graveyard.push(frames);
-    } else {
-        Box::leak(frames);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        let graveyard = GRAVEYARD.get();
+        if graveyard.try_reserve(1).is_ok() {
+            graveyard.push(frames);
+        } else {
+            Box::leak(frames);
+        }
     }
 }
 
@@ -50,9 +54,13 @@ pub unsafe fn bury(frames: Box<[RawFrame]>) {
 /// # Safety
 /// GIL held.
 pub unsafe fn died(id: SiteId) {
-    let dead = DEAD.get();
-    if dead.try_reserve(1).is_ok() {
-        dead.push(id);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        let dead = DEAD.get();
+        if dead.try_reserve(1).is_ok() {
+            dead.push(id);
+        }
     }
 }
 
@@ -61,7 +69,9 @@ pub unsafe fn died(id: SiteId) {
 /// # Safety
 /// GIL held.
 pub unsafe fn take_id() -> Option<SiteId> {
-    FREE_IDS.get().pop()
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe { FREE_IDS.get().pop() }
 }
 
 /// Frees the graveyard and gives back the ids of dead sites that hold
@@ -70,18 +80,22 @@ pub unsafe fn take_id() -> Option<SiteId> {
 /// # Safety
 /// GIL held; no site's frames borrowed by the caller.
 pub unsafe fn sweep() {
-    crate::engine::own_memory::own_memory(|| {
-        for frames in GRAVEYARD.get().drain(..) {
-            crate::engine::retired::release_all(&frames);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; no site's frames borrowed by the caller.
+    unsafe {
+        crate::engine::own_memory::own_memory(|| {
+            for frames in GRAVEYARD.get().drain(..) {
+                crate::engine::retired::release_all(&frames);
+            }
+        });
+        let dead = DEAD.get();
+        let sweep_at = SWEEP_AT.get();
+        if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {
+            return;
         }
-    });
-    let dead = DEAD.get();
-    let sweep_at = SWEEP_AT.get();
-    if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {
-        return;
+        dead.retain(|&id| !give_back(id));
+        *sweep_at = (dead.len() * 2).max(MIN_SWEEP);
     }
-    dead.retain(|&id| !give_back(id));
-    *sweep_at = (dead.len() * 2).max(MIN_SWEEP);
 }
 
 /// Gives `id` back if it holds nothing live or at the peak; its total moves
@@ -90,18 +104,22 @@ pub unsafe fn sweep() {
 /// # Safety
 /// GIL held.
 unsafe fn give_back(id: SiteId) -> bool {
-    let site = sites::site(id);
-    let figures = site.counters.totals();
-    if figures.live_count != 0 || figures.peak_count != 0 {
-        return false;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe {
+        let site = sites::site(id);
+        let figures = site.counters.totals();
+        if figures.live_count != 0 || figures.peak_count != 0 {
+            return false;
+        }
+        sites::site(FREED_CODE_SITE)
+            .counters
+            .absorb_totals(figures.total_count, figures.total_bytes);
+        site.counters.reset();
+        if let Some(frames) = site.swap_frames(None) {
+            bury(frames);
+        }
+        FREE_IDS.get().push(id);
+        true
     }
-    sites::site(FREED_CODE_SITE)
-        .counters
-        .absorb_totals(figures.total_count, figures.total_bytes);
-    site.counters.reset();
-    if let Some(frames) = site.swap_frames(None) {
-        bury(frames);
-    }
-    FREE_IDS.get().push(id);
-    true
 }

@@ -92,6 +92,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     struct Cell(AtomicU64);
+    // SAFETY: an all-zero AtomicU64 is a valid 0.
     unsafe impl Zeroable for Cell {}
 
     #[test]

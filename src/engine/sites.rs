@@ -202,33 +202,37 @@ fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
 /// GIL held (reads the interner, has code objects watched).
 #[cold]
 unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<SiteId> {
-    let interner = INTERNER.get();
-    let key = match interner.find(hash, |id| site(id).is(frames, total_depth)) {
-        Found::Site(id) => return Some(id),
-        Found::FreeKey(key) => key,
-    };
-    // Everything a new site needs is had before it is made.
-    let copy = fallible::try_copy(frames)?;
-    if !interner.reserve_one() || !crate::engine::codes::reserve_watch(frames.len()) {
-        return None;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held (reads the interner, has code objects watched).
+    unsafe {
+        let interner = INTERNER.get();
+        let key = match interner.find(hash, |id| site(id).is(frames, total_depth)) {
+            Found::Site(id) => return Some(id),
+            Found::FreeKey(key) => key,
+        };
+        // Everything a new site needs is had before it is made.
+        let copy = fallible::try_copy(frames)?;
+        if !interner.reserve_one() || !crate::engine::codes::reserve_watch(frames.len()) {
+            return None;
+        }
+        let id = match crate::engine::reuse::take_id() {
+            Some(id) => id,
+            None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
+        };
+        if id > MAX_SITE {
+            return Some(OVERFLOW_SITE);
+        }
+        let slot = SITES.get_or_grow(id as usize)?;
+        slot.total_depth.store(total_depth, Ordering::Relaxed);
+        let born = BIRTHS.fetch_add(1, Ordering::AcqRel);
+        slot.born.store(born, Ordering::Relaxed);
+        let previous = slot.swap_frames(Some(copy));
+        debug_assert!(previous.is_none(), "a site id handed out twice");
+        interner.insert(key, id);
+        // SAFETY: GIL held; the code objects are on the running stack, so alive.
+        crate::engine::codes::watch(id, frames);
+        Some(id)
     }
-    let id = match crate::engine::reuse::take_id() {
-        Some(id) => id,
-        None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
-    };
-    if id > MAX_SITE {
-        return Some(OVERFLOW_SITE);
-    }
-    let slot = SITES.get_or_grow(id as usize)?;
-    slot.total_depth.store(total_depth, Ordering::Relaxed);
-    let born = BIRTHS.fetch_add(1, Ordering::AcqRel);
-    slot.born.store(born, Ordering::Relaxed);
-    let previous = slot.swap_frames(Some(copy));
-    debug_assert!(previous.is_none(), "a site id handed out twice");
-    interner.insert(key, id);
-    // SAFETY: GIL held; the code objects are on the running stack, so alive.
-    crate::engine::codes::watch(id, frames);
-    Some(id)
 }
 
 /// The hash a site was interned under (its frames still all alive).
@@ -245,31 +249,35 @@ fn interned_hash(id: SiteId) -> u64 {
 /// # Safety
 /// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
 pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
-    let slot = site(id);
-    if !names(id, code) {
-        return; // the id was given back and reused since (src/engine/reuse.rs)
-    }
-    if !slot.frames().iter().any(RawFrame::is_retired) {
-        // Its first code object to die: it can match no stack any more, and
-        // once it holds nothing its id can be given back.
-        INTERNER.get().remove(interned_hash(id), id, interned_hash);
-        crate::engine::reuse::died(id);
-    }
-    let retired = fallible::try_collect(slot.frames().iter().map(|f| {
-        if f.code == code && f.is_python() {
-            f.retire()
-        } else {
-            Some(*f)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `code`'s fields still intact; no Python code runs meanwhile.
+    unsafe {
+        let slot = site(id);
+        if !names(id, code) {
+            return; // the id was given back and reused since (src/engine/reuse.rs)
         }
-    }));
-    if retired.is_some() {
-        // The frames retired before are in both the old frames and the new.
-        crate::engine::retired::hold_all(slot.frames());
-    }
-    // Out of memory the site loses its frames rather than name a freed code
-    // object. The old frames are freed later: a report may be reading them.
-    if let Some(old) = slot.swap_frames(retired) {
-        crate::engine::reuse::bury(old);
+        if !slot.frames().iter().any(RawFrame::is_retired) {
+            // Its first code object to die: it can match no stack any more, and
+            // once it holds nothing its id can be given back.
+            INTERNER.get().remove(interned_hash(id), id, interned_hash);
+            crate::engine::reuse::died(id);
+        }
+        let retired = fallible::try_collect(slot.frames().iter().map(|f| {
+            if f.code == code && f.is_python() {
+                f.retire()
+            } else {
+                Some(*f)
+            }
+        }));
+        if retired.is_some() {
+            // The frames retired before are in both the old frames and the new.
+            crate::engine::retired::hold_all(slot.frames());
+        }
+        // Out of memory the site loses its frames rather than name a freed code
+        // object. The old frames are freed later: a report may be reading them.
+        if let Some(old) = slot.swap_frames(retired) {
+            crate::engine::reuse::bury(old);
+        }
     }
 }
 
@@ -286,9 +294,13 @@ pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
 /// # Safety
 /// GIL held, outside any allocator hook.
 pub unsafe fn uncache(ids: &[SiteId]) {
-    let cache = &mut *STATE.get().cache.get();
-    for entry in cache.iter_mut().filter(|e| ids.contains(&e.id)) {
-        *entry = EMPTY_ENTRY;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held, outside any allocator hook.
+    unsafe {
+        let cache = &mut *STATE.get().cache.get();
+        for entry in cache.iter_mut().filter(|e| ids.contains(&e.id)) {
+            *entry = EMPTY_ENTRY;
+        }
     }
 }
 
@@ -350,13 +362,17 @@ static STATE: GilCell<HookState> = GilCell::new(HookState {
 /// The calling thread holds the GIL.
 #[inline(always)]
 pub unsafe fn guarded<R>(f: impl FnOnce(&HookState) -> R) -> Option<R> {
-    let state: &HookState = STATE.get();
-    if state.busy.replace(true) {
-        return None;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread holds the GIL.
+    unsafe {
+        let state: &HookState = STATE.get();
+        if state.busy.replace(true) {
+            return None;
+        }
+        let result = f(state);
+        state.busy.set(false);
+        Some(result)
     }
-    let result = f(state);
-    state.busy.set(false);
-    Some(result)
 }
 
 /// Runs `f` with the GIL holder's allocations untraced: inside heapsite's
@@ -366,13 +382,17 @@ pub unsafe fn guarded<R>(f: impl FnOnce(&HookState) -> R) -> Option<R> {
 /// # Safety
 /// The calling thread holds the GIL.
 pub unsafe fn untraced<R>(f: impl FnOnce() -> R) -> R {
-    let state: &HookState = STATE.get();
-    if state.busy.replace(true) {
-        return f();
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread holds the GIL.
+    unsafe {
+        let state: &HookState = STATE.get();
+        if state.busy.replace(true) {
+            return f();
+        }
+        let result = f();
+        state.busy.set(false);
+        result
     }
-    let result = f();
-    state.busy.set(false);
-    result
 }
 
 impl HookState {
@@ -383,15 +403,20 @@ impl HookState {
     /// GIL held by the calling thread.
     #[inline(always)]
     pub unsafe fn current_site(&self, depth: usize) -> Option<(SiteId, &'static Site)> {
-        let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
-        let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
-        let (n, total) = frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)], count_total);
-        if n == 0 {
-            return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held by the calling thread.
+        unsafe {
+            let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
+            let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+            let (n, total) =
+                frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)], count_total);
+            if n == 0 {
+                return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+            }
+            // SAFETY: read_frames initialised the first n entries.
+            let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
+            self.site_of(frames, total)
         }
-        // SAFETY: read_frames initialised the first n entries.
-        let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
-        self.site_of(frames, total)
     }
 
     /// The site of `native` frames (most recent first) above the calling
@@ -406,44 +431,51 @@ impl HookState {
         native: &[RawFrame],
         depth: usize,
     ) -> Option<(SiteId, &'static Site)> {
-        let mut buf = [RawFrame::NONE; MAX_FRAMES];
-        let skip = native.len().min(MAX_FRAMES - 1);
-        buf[..skip].copy_from_slice(&native[..skip]);
-        let room = (MAX_FRAMES - skip).min(depth.max(1));
-        let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
-        let tail = std::slice::from_raw_parts_mut(
-            buf[skip..].as_mut_ptr().cast::<MaybeUninit<RawFrame>>(),
-            room,
-        );
-        let (n, total) = frames::read_frames(tail, count_total);
-        if skip + n == 0 {
-            return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held by the calling thread.
+        unsafe {
+            let mut buf = [RawFrame::NONE; MAX_FRAMES];
+            let skip = native.len().min(MAX_FRAMES - 1);
+            buf[..skip].copy_from_slice(&native[..skip]);
+            let room = (MAX_FRAMES - skip).min(depth.max(1));
+            let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+            let tail = std::slice::from_raw_parts_mut(
+                buf[skip..].as_mut_ptr().cast::<MaybeUninit<RawFrame>>(),
+                room,
+            );
+            let (n, total) = frames::read_frames(tail, count_total);
+            if skip + n == 0 {
+                return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+            }
+            self.site_of(&buf[..skip + n], total + skip as u32)
         }
-        self.site_of(&buf[..skip + n], total + skip as u32)
     }
 
     /// The cache, then the interner.
     #[inline(always)]
     unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> Option<(SiteId, &'static Site)> {
-        let n = frames.len();
-        let (hash, check) = hash_stack(frames, total);
-        // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
-        let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
-        if entry.holds((hash, check), n, total) {
-            // SAFETY: a non-null entry points at a site, and sites live forever.
-            return Some((entry.id, &*entry.site));
+        // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+        unsafe {
+            let n = frames.len();
+            let (hash, check) = hash_stack(frames, total);
+            // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
+            let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
+            if entry.holds((hash, check), n, total) {
+                // SAFETY: a non-null entry points at a site, and sites live forever.
+                return Some((entry.id, &*entry.site));
+            }
+            let id = intern(frames, total, hash)?;
+            let found = site(id);
+            *entry = CacheEntry {
+                hash,
+                check,
+                site: found,
+                id,
+                nframes: n as u32,
+                total_depth: total,
+            };
+            Some((id, found))
         }
-        let id = intern(frames, total, hash)?;
-        let found = site(id);
-        *entry = CacheEntry {
-            hash,
-            check,
-            site: found,
-            id,
-            nframes: n as u32,
-            total_depth: total,
-        };
-        Some((id, found))
     }
 }
 

@@ -22,7 +22,9 @@ impl<T> GilCell<T> {
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn get(&self) -> &mut T {
-        &mut *self.0.get()
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // The calling thread holds the GIL and no other reference from `get` is live.
+        unsafe { &mut *self.0.get() }
     }
 }
 

@@ -148,6 +148,7 @@ impl Referrers {
         // SAFETY: the slot lives in a page box that `step` does not touch.
         let before = unsafe { *slot };
         let after = self.step(before, referrer);
+        // SAFETY: as above.
         unsafe { *slot = after };
     }
 
@@ -187,15 +188,18 @@ struct Search {
 }
 
 unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_int {
-    let search = &mut *(arg as *mut Search);
-    if !obj.is_null() {
-        search.stack.push(obj);
-        if let Some(referrers) = search.referrers.as_mut() {
-            let current = referrers.current;
-            referrers.note(obj as usize, current);
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let search = &mut *(arg as *mut Search);
+        if !obj.is_null() {
+            search.stack.push(obj);
+            if let Some(referrers) = search.referrers.as_mut() {
+                let current = referrers.current;
+                referrers.note(obj as usize, current);
+            }
         }
+        0
     }
-    0
 }
 
 /// Walks the heap from `roots` (a list, itself left out). With `relative`,
@@ -214,134 +218,141 @@ pub unsafe fn walk<R>(
     split: Split,
     finish: impl FnOnce(&Heap) -> R,
 ) -> R {
-    let exclude = if relative {
-        RELHEAP.get().as_ref()
-    } else {
-        None
-    };
-    let n_roots = PyList_Size(roots).max(0) as usize;
-    let mut search = Search {
-        visited: AddressSet::default(),
-        stack: Vec::with_capacity(n_roots),
-        referrers: (split == Split::Referrers).then(Referrers::new),
-        sampled: 0,
-    };
-    search.visited.insert(roots as usize);
-    // heapsite's own modules, their dicts and its classes' instances are
-    // neither counted nor walked through (heapy leaves its own out too).
-    let mut own_types: AddressMap<()> = AddressMap::default();
-    search.visited.insert(own as usize);
-    search.visited.insert(objects::interned_strings() as usize);
-    for i in 0..PyList_Size(own).max(0) {
-        let item = PyList_GET_ITEM(own, i);
-        search.visited.insert(item as usize);
-        if PyType_Check(item) != 0 {
-            own_types.insert(item as usize, ());
-        }
-    }
-    for i in (0..n_roots).rev() {
-        search.stack.push(PyList_GET_ITEM(roots, i as Py_ssize_t));
-    }
-    let dict_type = std::ptr::addr_of_mut!(PyDict_Type) as usize;
-    let mut heap = Heap {
-        kinds: HashMap::default(),
-        count: 0,
-        size: 0,
-        signatures: Vec::new(),
-    };
-    // Per type: whether its objects are sized and counted at once (they keep
-    // object.__sizeof__ and are not dicts, whose kind waits for owners).
-    let mut direct_by_type: AddressMap<bool> = AddressMap::default();
-    let mut last_type = 0usize;
-    let mut last_direct = false;
-    let mut later: Vec<*mut PyObject> = Vec::new();
-    let mut sized: Vec<(*mut PyObject, u64)> = Vec::new();
-    let mut owners: AddressMap<usize> = AddressMap::default();
-    while let Some(obj) = search.stack.pop() {
-        let addr = obj as usize;
-        if !search.visited.insert(addr) {
-            continue;
-        }
-        if !own_types.is_empty() && own_types.contains_key(&(Py_TYPE(obj) as usize)) {
-            continue;
-        }
-        let block = objects::allocation_of(obj);
-        if let Some(all) = blocks.as_deref_mut() {
-            all.insert(block);
-        }
-        let ty = Py_TYPE(obj);
-        let dict = owned_dict(obj);
-        let kind = kind_of(ty as usize, addr, &owners);
-        if let Some(referrers) = search.referrers.as_mut() {
-            referrers.current = kind;
-        }
-        if !dict.is_null() {
-            owners.insert(dict as usize, ty as usize);
-            // A managed __dict__ may be reachable only from its instance's
-            // pre-header, which tp_traverse does not report on every version.
-            push_referent(dict, &mut search as *mut Search as *mut c_void);
-        }
-        objects::traverse(
-            obj,
-            push_referent,
-            &mut search as *mut Search as *mut c_void,
-        );
-        if exclude.is_some_and(|set| set.contains(block)) {
-            continue;
-        }
-        if ty as usize != last_type {
-            last_type = ty as usize;
-            last_direct = *direct_by_type
-                .entry(last_type)
-                .or_insert_with(|| last_type != dict_type && objects::keeps_default_sizeof(ty));
-        }
-        if last_direct {
-            let size = objects::size_of(obj, true) as u64;
-            if split == Split::Referrers {
-                // Referrers found later would be missed: count at the end.
-                sized.push((obj, size));
-            } else {
-                let key = split_key(split, &mut search, obj, block, size);
-                count(&mut heap, Kind::Type(last_type), size, key);
-            }
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `roots` a list.
+    unsafe {
+        let exclude = if relative {
+            RELHEAP.get().as_ref()
         } else {
-            later.push(obj);
+            None
+        };
+        let n_roots = PyList_Size(roots).max(0) as usize;
+        let mut search = Search {
+            visited: AddressSet::default(),
+            stack: Vec::with_capacity(n_roots),
+            referrers: (split == Split::Referrers).then(Referrers::new),
+            sampled: 0,
+        };
+        search.visited.insert(roots as usize);
+        // heapsite's own modules, their dicts and its classes' instances are
+        // neither counted nor walked through (heapy leaves its own out too).
+        let mut own_types: AddressMap<()> = AddressMap::default();
+        search.visited.insert(own as usize);
+        search.visited.insert(objects::interned_strings() as usize);
+        for i in 0..PyList_Size(own).max(0) {
+            let item = PyList_GET_ITEM(own, i);
+            search.visited.insert(item as usize);
+            if PyType_Check(item) != 0 {
+                own_types.insert(item as usize, ());
+            }
         }
+        for i in (0..n_roots).rev() {
+            search.stack.push(PyList_GET_ITEM(roots, i as Py_ssize_t));
+        }
+        let dict_type = std::ptr::addr_of_mut!(PyDict_Type) as usize;
+        let mut heap = Heap {
+            kinds: HashMap::default(),
+            count: 0,
+            size: 0,
+            signatures: Vec::new(),
+        };
+        // Per type: whether its objects are sized and counted at once (they keep
+        // object.__sizeof__ and are not dicts, whose kind waits for owners).
+        let mut direct_by_type: AddressMap<bool> = AddressMap::default();
+        let mut last_type = 0usize;
+        let mut last_direct = false;
+        let mut later: Vec<*mut PyObject> = Vec::new();
+        let mut sized: Vec<(*mut PyObject, u64)> = Vec::new();
+        let mut owners: AddressMap<usize> = AddressMap::default();
+        while let Some(obj) = search.stack.pop() {
+            let addr = obj as usize;
+            if !search.visited.insert(addr) {
+                continue;
+            }
+            if !own_types.is_empty() && own_types.contains_key(&(Py_TYPE(obj) as usize)) {
+                continue;
+            }
+            let block = objects::allocation_of(obj);
+            if let Some(all) = blocks.as_deref_mut() {
+                all.insert(block);
+            }
+            let ty = Py_TYPE(obj);
+            let dict = owned_dict(obj);
+            let kind = kind_of(ty as usize, addr, &owners);
+            if let Some(referrers) = search.referrers.as_mut() {
+                referrers.current = kind;
+            }
+            if !dict.is_null() {
+                owners.insert(dict as usize, ty as usize);
+                // A managed __dict__ may be reachable only from its instance's
+                // pre-header, which tp_traverse does not report on every version.
+                push_referent(dict, &mut search as *mut Search as *mut c_void);
+            }
+            objects::traverse(
+                obj,
+                push_referent,
+                &mut search as *mut Search as *mut c_void,
+            );
+            if exclude.is_some_and(|set| set.contains(block)) {
+                continue;
+            }
+            if ty as usize != last_type {
+                last_type = ty as usize;
+                last_direct = *direct_by_type
+                    .entry(last_type)
+                    .or_insert_with(|| last_type != dict_type && objects::keeps_default_sizeof(ty));
+            }
+            if last_direct {
+                let size = objects::size_of(obj, true) as u64;
+                if split == Split::Referrers {
+                    // Referrers found later would be missed: count at the end.
+                    sized.push((obj, size));
+                } else {
+                    let key = split_key(split, &mut search, obj, block, size);
+                    count(&mut heap, Kind::Type(last_type), size, key);
+                }
+            } else {
+                later.push(obj);
+            }
+        }
+        for &(obj, size) in &sized {
+            let key = split_key(split, &mut search, obj, 0, size);
+            count(&mut heap, Kind::Type(Py_TYPE(obj) as usize), size, key);
+        }
+        // Other __sizeof__ methods may run Python code: hold those objects first.
+        for &obj in &later {
+            Py_INCREF(obj);
+        }
+        for &obj in &later {
+            let size = objects::size_of(obj, false) as u64;
+            let kind = kind_of(Py_TYPE(obj) as usize, obj as usize, &owners);
+            let key = split_key(split, &mut search, obj, objects::allocation_of(obj), size);
+            count(&mut heap, kind, size, key);
+        }
+        if let Some(referrers) = search.referrers.take() {
+            heap.signatures = referrers.signatures;
+        }
+        drop(search);
+        let result = finish(&heap);
+        for &obj in &later {
+            Py_DECREF(obj);
+        }
+        result
     }
-    for &(obj, size) in &sized {
-        let key = split_key(split, &mut search, obj, 0, size);
-        count(&mut heap, Kind::Type(Py_TYPE(obj) as usize), size, key);
-    }
-    // Other __sizeof__ methods may run Python code: hold those objects first.
-    for &obj in &later {
-        Py_INCREF(obj);
-    }
-    for &obj in &later {
-        let size = objects::size_of(obj, false) as u64;
-        let kind = kind_of(Py_TYPE(obj) as usize, obj as usize, &owners);
-        let key = split_key(split, &mut search, obj, objects::allocation_of(obj), size);
-        count(&mut heap, kind, size, key);
-    }
-    if let Some(referrers) = search.referrers.take() {
-        heap.signatures = referrers.signatures;
-    }
-    drop(search);
-    let result = finish(&heap);
-    for &obj in &later {
-        Py_DECREF(obj);
-    }
-    result
 }
 
 /// The dict an object owns, if any: a class's, a module's, or an
 /// instance's `__dict__` where it exists (never created here).
 unsafe fn owned_dict(obj: *mut PyObject) -> *mut PyObject {
-    if PyType_Check(obj) != 0 {
-        (*(obj as *mut PyTypeObject)).tp_dict
-    } else if PyModule_Check(obj) != 0 {
-        PyModule_GetDict(obj)
-    } else {
-        objects::instance_dict(obj)
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        if PyType_Check(obj) != 0 {
+            (*(obj as *mut PyTypeObject)).tp_dict
+        } else if PyModule_Check(obj) != 0 {
+            PyModule_GetDict(obj)
+        } else {
+            objects::instance_dict(obj)
+        }
     }
 }
 
@@ -367,25 +378,28 @@ unsafe fn split_key(
     block: usize,
     size: u64,
 ) -> (u64, u64) {
-    match split {
-        Split::Nothing => (0, 1),
-        Split::Sites => (site_of(obj, block), 1),
-        Split::SampledSites { .. } if size >= ALWAYS_LOOKED_UP => (site_of(obj, block), 1),
-        Split::SampledSites { stride } => {
-            search.sampled += 1;
-            if search.sampled.is_multiple_of(stride) {
-                (site_of(obj, block), stride)
-            } else {
-                (0, 0)
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        match split {
+            Split::Nothing => (0, 1),
+            Split::Sites => (site_of(obj, block), 1),
+            Split::SampledSites { .. } if size >= ALWAYS_LOOKED_UP => (site_of(obj, block), 1),
+            Split::SampledSites { stride } => {
+                search.sampled += 1;
+                if search.sampled.is_multiple_of(stride) {
+                    (site_of(obj, block), stride)
+                } else {
+                    (0, 0)
+                }
             }
+            Split::Referrers => (
+                search
+                    .referrers
+                    .as_ref()
+                    .map_or(0, |r| r.of.get(obj as usize)) as u64,
+                1,
+            ),
         }
-        Split::Referrers => (
-            search
-                .referrers
-                .as_ref()
-                .map_or(0, |r| r.of.get(obj as usize)) as u64,
-            1,
-        ),
     }
 }
 
@@ -395,9 +409,12 @@ unsafe fn split_key(
 /// was seen.
 #[inline(always)]
 unsafe fn site_of(obj: *mut PyObject, block: usize) -> u64 {
-    hook::lookup(block)
-        .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
-        .map_or(NO_SITE, |r| r.site as u64)
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        hook::lookup(block)
+            .or_else(|| objects::storage_of(obj).and_then(hook::lookup))
+            .map_or(NO_SITE, |r| r.site as u64)
+    }
 }
 
 /// Counts an object in its kind, and `weight` times under its split key.
@@ -422,13 +439,16 @@ struct Breadth {
 }
 
 unsafe extern "C" fn enqueue(obj: *mut PyObject, arg: *mut c_void) -> c_int {
-    let search = &mut *(arg as *mut Breadth);
-    let addr = obj as usize;
-    if !obj.is_null() && !search.parent.contains_key(&addr) {
-        search.parent.insert(addr, search.from);
-        search.queue.push_back(addr);
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let search = &mut *(arg as *mut Breadth);
+        let addr = obj as usize;
+        if !obj.is_null() && !search.parent.contains_key(&addr) {
+            search.parent.insert(addr, search.from);
+            search.queue.push_back(addr);
+        }
+        0
     }
-    0
 }
 
 /// What a path search looks for.
@@ -450,16 +470,19 @@ impl Goal {
         owners: &AddressMap<usize>,
         exclude: Option<&AddressSet>,
     ) -> bool {
-        let addr = obj as usize;
-        match *self {
-            Goal::Object(target) => addr == target,
-            Goal::Kind(kind, site) => {
-                if kind_of(Py_TYPE(obj) as usize, addr, owners) != kind {
-                    return false;
+        // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+        unsafe {
+            let addr = obj as usize;
+            match *self {
+                Goal::Object(target) => addr == target,
+                Goal::Kind(kind, site) => {
+                    if kind_of(Py_TYPE(obj) as usize, addr, owners) != kind {
+                        return false;
+                    }
+                    let block = objects::allocation_of(obj);
+                    !exclude.is_some_and(|set| set.contains(block))
+                        && site.is_none_or(|site| site_of(obj, block) == site)
                 }
-                let block = objects::allocation_of(obj);
-                !exclude.is_some_and(|set| set.contains(block))
-                    && site.is_none_or(|site| site_of(obj, block) == site)
             }
         }
     }
@@ -477,12 +500,16 @@ pub unsafe fn path_to(
     target: Option<usize>,
     kind: Option<Kind>,
 ) -> Vec<usize> {
-    let goal = match (target, kind) {
-        (Some(target), _) => Goal::Object(target),
-        (None, Some(kind)) => Goal::Kind(kind, None),
-        (None, None) => return Vec::new(),
-    };
-    paths_to(roots, own, &[goal]).swap_remove(0)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `roots` a list.
+    unsafe {
+        let goal = match (target, kind) {
+            (Some(target), _) => Goal::Object(target),
+            (None, Some(kind)) => Goal::Kind(kind, None),
+            (None, None) => return Vec::new(),
+        };
+        paths_to(roots, own, &[goal]).swap_remove(0)
+    }
 }
 
 /// For each goal, the shortest chain of references from one of `roots` to
@@ -497,50 +524,54 @@ pub unsafe fn paths_to(
     own: *mut PyObject,
     goals: &[Goal],
 ) -> Vec<Vec<usize>> {
-    let exclude = RELHEAP.get().as_ref();
-    let mut found: Vec<Vec<usize>> = vec![Vec::new(); goals.len()];
-    let mut pending = goals.len();
-    let mut search = Breadth {
-        queue: std::collections::VecDeque::new(),
-        parent: AddressMap::default(),
-        from: 0,
-    };
-    search.parent.insert(roots as usize, 0);
-    // Seen before the search starts, so no chain passes through them.
-    search.parent.insert(own as usize, 0);
-    search
-        .parent
-        .insert(objects::interned_strings() as usize, 0);
-    for i in 0..PyList_Size(own).max(0) {
-        search.parent.insert(PyList_GET_ITEM(own, i) as usize, 0);
-    }
-    for i in 0..PyList_Size(roots).max(0) {
-        let root = PyList_GET_ITEM(roots, i) as usize;
-        if search.parent.insert(root, 0).is_none() {
-            search.queue.push_back(root);
-        }
-    }
-    let mut owners: AddressMap<usize> = AddressMap::default();
-    while pending > 0 {
-        let Some(addr) = search.queue.pop_front() else {
-            break;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `roots` a list.
+    unsafe {
+        let exclude = RELHEAP.get().as_ref();
+        let mut found: Vec<Vec<usize>> = vec![Vec::new(); goals.len()];
+        let mut pending = goals.len();
+        let mut search = Breadth {
+            queue: std::collections::VecDeque::new(),
+            parent: AddressMap::default(),
+            from: 0,
         };
-        let obj = addr as *mut PyObject;
-        for (goal, chain) in goals.iter().zip(found.iter_mut()) {
-            if chain.is_empty() && goal.is_met_by(obj, &owners, exclude) {
-                *chain = chain_to(&search.parent, addr);
-                pending -= 1;
+        search.parent.insert(roots as usize, 0);
+        // Seen before the search starts, so no chain passes through them.
+        search.parent.insert(own as usize, 0);
+        search
+            .parent
+            .insert(objects::interned_strings() as usize, 0);
+        for i in 0..PyList_Size(own).max(0) {
+            search.parent.insert(PyList_GET_ITEM(own, i) as usize, 0);
+        }
+        for i in 0..PyList_Size(roots).max(0) {
+            let root = PyList_GET_ITEM(roots, i) as usize;
+            if search.parent.insert(root, 0).is_none() {
+                search.queue.push_back(root);
             }
         }
-        search.from = addr;
-        let dict = owned_dict(obj);
-        if !dict.is_null() {
-            owners.insert(dict as usize, Py_TYPE(obj) as usize);
-            enqueue(dict, &mut search as *mut Breadth as *mut c_void);
+        let mut owners: AddressMap<usize> = AddressMap::default();
+        while pending > 0 {
+            let Some(addr) = search.queue.pop_front() else {
+                break;
+            };
+            let obj = addr as *mut PyObject;
+            for (goal, chain) in goals.iter().zip(found.iter_mut()) {
+                if chain.is_empty() && goal.is_met_by(obj, &owners, exclude) {
+                    *chain = chain_to(&search.parent, addr);
+                    pending -= 1;
+                }
+            }
+            search.from = addr;
+            let dict = owned_dict(obj);
+            if !dict.is_null() {
+                owners.insert(dict as usize, Py_TYPE(obj) as usize);
+                enqueue(dict, &mut search as *mut Breadth as *mut c_void);
+            }
+            objects::traverse(obj, enqueue, &mut search as *mut Breadth as *mut c_void);
         }
-        objects::traverse(obj, enqueue, &mut search as *mut Breadth as *mut c_void);
+        found
     }
-    found
 }
 
 /// [root, ..., addr], following the search's parent links up from `addr`.

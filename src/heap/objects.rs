@@ -24,7 +24,9 @@ extern "C" {
 /// # Safety
 /// GIL held.
 pub unsafe fn interned_strings() -> *mut PyObject {
-    hs_interned_strings()
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe { hs_interned_strings() }
 }
 
 /// Follows objects the interpreter hands out from free lists (see
@@ -33,7 +35,9 @@ pub unsafe fn interned_strings() -> *mut PyObject {
 /// # Safety
 /// GIL held.
 pub unsafe fn follow_reuse(on: bool) -> bool {
-    hs_follow_reuse(on as c_int) != 0
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held.
+    unsafe { hs_follow_reuse(on as c_int) != 0 }
 }
 
 /// Called by the reference tracer for each object created.
@@ -42,7 +46,11 @@ pub unsafe fn follow_reuse(on: bool) -> bool {
 /// GIL held; `op` a new, live object.
 #[no_mangle]
 pub unsafe extern "C" fn hs_object_created(op: *mut PyObject) {
-    crate::engine::hook::object_created(allocation_of(op));
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `op` a new, live object.
+    unsafe {
+        crate::engine::hook::object_created(allocation_of(op));
+    }
 }
 
 /// A container's separately allocated storage (a list's item array), if any.
@@ -50,8 +58,12 @@ pub unsafe extern "C" fn hs_object_created(op: *mut PyObject) {
 /// # Safety
 /// GIL held; `obj` live.
 pub unsafe fn storage_of(obj: *mut PyObject) -> Option<usize> {
-    let storage = hs_storage_of(obj);
-    (!storage.is_null()).then_some(storage as usize)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `obj` live.
+    unsafe {
+        let storage = hs_storage_of(obj);
+        (!storage.is_null()).then_some(storage as usize)
+    }
 }
 
 /// Whether objects of `ty` get their size from `object.__sizeof__` (then
@@ -62,7 +74,9 @@ pub unsafe fn storage_of(obj: *mut PyObject) -> Option<usize> {
 /// # Safety
 /// GIL held; `ty` a live type.
 pub unsafe fn keeps_default_sizeof(ty: *mut PyTypeObject) -> bool {
-    hs_keeps_default_sizeof(ty) == 1
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `ty` a live type.
+    unsafe { hs_keeps_default_sizeof(ty) == 1 }
 }
 
 /// The address the allocator returned for the object (before its pre-header).
@@ -70,7 +84,9 @@ pub unsafe fn keeps_default_sizeof(ty: *mut PyTypeObject) -> bool {
 /// # Safety
 /// GIL held; `obj` live.
 pub unsafe fn allocation_of(obj: *mut PyObject) -> usize {
-    hs_allocation_of(obj) as usize
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `obj` live.
+    unsafe { hs_allocation_of(obj) as usize }
 }
 
 /// The instance's `__dict__` if it exists (borrowed); never creates one.
@@ -78,7 +94,9 @@ pub unsafe fn allocation_of(obj: *mut PyObject) -> usize {
 /// # Safety
 /// GIL held; `obj` live.
 pub unsafe fn instance_dict(obj: *mut PyObject) -> *mut PyObject {
-    hs_instance_dict(obj)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `obj` live.
+    unsafe { hs_instance_dict(obj) }
 }
 
 /// `sys.getsizeof(obj)`, computed directly when its type keeps
@@ -87,12 +105,16 @@ pub unsafe fn instance_dict(obj: *mut PyObject) -> *mut PyObject {
 /// # Safety
 /// GIL held; `obj` live.
 pub unsafe fn size_of(obj: *mut PyObject, default: bool) -> usize {
-    let size = if default {
-        hs_default_sizeof(obj)
-    } else {
-        hs_sizeof(obj)
-    };
-    size.max(0) as usize
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `obj` live.
+    unsafe {
+        let size = if default {
+            hs_default_sizeof(obj)
+        } else {
+            hs_sizeof(obj)
+        };
+        size.max(0) as usize
+    }
 }
 
 /// Calls `visit(referent, arg)` for each object `obj` refers to.
@@ -100,5 +122,9 @@ pub unsafe fn size_of(obj: *mut PyObject, default: bool) -> usize {
 /// # Safety
 /// GIL held; `obj` live; `visit` must not run Python code.
 pub unsafe fn traverse(obj: *mut PyObject, visit: Visit, arg: *mut c_void) {
-    hs_traverse(obj, visit, arg);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `obj` live; `visit` must not run Python code.
+    unsafe {
+        hs_traverse(obj, visit, arg);
+    }
 }

@@ -83,6 +83,7 @@ fn own_base() -> usize {
     // SAFETY: Dl_info is plain data; dladdr asks the loader which object
     // holds this function.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `info` is ours to fill.
     unsafe { libc::dladdr(patch_loaded as *const c_void, &mut info) };
     info.dli_fbase as usize
 }
@@ -90,11 +91,14 @@ fn own_base() -> usize {
 /// `dlopen` as the other objects now call it: load, then patch what came in.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 unsafe extern "C" fn heapsite_dlopen(filename: *const c_char, flags: c_int) -> *mut c_void {
-    let handle = libc::dlopen(filename, flags);
-    if !handle.is_null() {
-        patch_loaded();
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let handle = libc::dlopen(filename, flags);
+        if !handle.is_null() {
+            patch_loaded();
+        }
+        handle
     }
-    handle
 }
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -103,21 +107,24 @@ unsafe extern "C" fn visit_object(
     _: usize,
     data: *mut c_void,
 ) -> c_int {
-    let (redirects, patched, own) = &mut *(data as *mut (Vec<(&CStr, usize)>, usize, usize));
-    let info = &*info;
-    let base = info.dlpi_addr as usize;
-    if base == *own || info.dlpi_phdr.is_null() {
-        return 0;
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let (redirects, patched, own) = &mut *(data as *mut (Vec<(&CStr, usize)>, usize, usize));
+        let info = &*info;
+        let base = info.dlpi_addr as usize;
+        if base == *own || info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        let headers = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        for header in headers.iter().filter(|h| h.p_type == libc::PT_DYNAMIC) {
+            *patched += patch_object(
+                base,
+                (base + header.p_vaddr as usize) as *const elf::Dyn,
+                redirects,
+            );
+        }
+        0
     }
-    let headers = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    for header in headers.iter().filter(|h| h.p_type == libc::PT_DYNAMIC) {
-        *patched += patch_object(
-            base,
-            (base + header.p_vaddr as usize) as *const elf::Dyn,
-            redirects,
-        );
-    }
-    0
 }
 
 /// Rewrites the GOT slots of one object whose symbol is redirected.
@@ -127,65 +134,75 @@ unsafe fn patch_object(
     dynamic: *const elf::Dyn,
     redirects: &[(&CStr, usize)],
 ) -> usize {
-    use elf::*;
-    let (mut strtab, mut symtab) = (0usize, 0usize);
-    let (mut rela, mut rela_size, mut jmprel, mut jmprel_size) = (0usize, 0usize, 0usize, 0usize);
-    let mut entry = dynamic;
-    while (*entry).tag != DT_NULL {
-        let value = (*entry).val as usize;
-        // The loader relocates these in place for most objects; where it did
-        // not, they are still offsets from the base.
-        let address = if value < base { base + value } else { value };
-        match (*entry).tag {
-            DT_STRTAB => strtab = address,
-            DT_SYMTAB => symtab = address,
-            DT_RELA => rela = address,
-            DT_RELASZ => rela_size = value,
-            DT_JMPREL => jmprel = address,
-            DT_PLTRELSZ => jmprel_size = value,
-            _ => {}
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        use elf::*;
+        let (mut strtab, mut symtab) = (0usize, 0usize);
+        let (mut rela, mut rela_size, mut jmprel, mut jmprel_size) =
+            (0usize, 0usize, 0usize, 0usize);
+        let mut entry = dynamic;
+        while (*entry).tag != DT_NULL {
+            let value = (*entry).val as usize;
+            // The loader relocates these in place for most objects; where it did
+            // not, they are still offsets from the base.
+            let address = if value < base { base + value } else { value };
+            match (*entry).tag {
+                DT_STRTAB => strtab = address,
+                DT_SYMTAB => symtab = address,
+                DT_RELA => rela = address,
+                DT_RELASZ => rela_size = value,
+                DT_JMPREL => jmprel = address,
+                DT_PLTRELSZ => jmprel_size = value,
+                _ => {}
+            }
+            entry = entry.add(1);
         }
-        entry = entry.add(1);
-    }
-    if strtab == 0 || symtab == 0 {
-        return 0;
-    }
-    let mut patched = 0;
-    for (table, size) in [(jmprel, jmprel_size), (rela, rela_size)] {
-        if table == 0 {
-            continue;
+        if strtab == 0 || symtab == 0 {
+            return 0;
         }
-        let relocations =
-            std::slice::from_raw_parts(table as *const Rela, size / std::mem::size_of::<Rela>());
-        for relocation in relocations {
-            let kind = relocation.info & 0xffff_ffff;
-            if kind != R_X86_64_JUMP_SLOT && kind != R_X86_64_GLOB_DAT {
+        let mut patched = 0;
+        for (table, size) in [(jmprel, jmprel_size), (rela, rela_size)] {
+            if table == 0 {
                 continue;
             }
-            let symbol =
-                &*((symtab as *const libc::Elf64_Sym).add((relocation.info >> 32) as usize));
-            let name = CStr::from_ptr((strtab + symbol.st_name as usize) as *const c_char);
-            let Some(&(_, target)) = redirects.iter().find(|(wanted, _)| *wanted == name) else {
-                continue;
-            };
-            let slot = (base + relocation.offset as usize) as *mut usize;
-            if std::ptr::read_volatile(slot) != target && make_writable(slot) {
-                std::ptr::write_volatile(slot, target);
-                patched += 1;
+            let relocations = std::slice::from_raw_parts(
+                table as *const Rela,
+                size / std::mem::size_of::<Rela>(),
+            );
+            for relocation in relocations {
+                let kind = relocation.info & 0xffff_ffff;
+                if kind != R_X86_64_JUMP_SLOT && kind != R_X86_64_GLOB_DAT {
+                    continue;
+                }
+                let symbol =
+                    &*((symtab as *const libc::Elf64_Sym).add((relocation.info >> 32) as usize));
+                let name = CStr::from_ptr((strtab + symbol.st_name as usize) as *const c_char);
+                let Some(&(_, target)) = redirects.iter().find(|(wanted, _)| *wanted == name)
+                else {
+                    continue;
+                };
+                let slot = (base + relocation.offset as usize) as *mut usize;
+                if std::ptr::read_volatile(slot) != target && make_writable(slot) {
+                    std::ptr::write_volatile(slot, target);
+                    patched += 1;
+                }
             }
         }
+        patched
     }
-    patched
 }
 
 /// Makes the page holding `slot` writable (RELRO maps the GOT read-only).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 unsafe fn make_writable(slot: *mut usize) -> bool {
-    let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
-    let start = (slot as usize) & !(page - 1);
-    libc::mprotect(
-        start as *mut c_void,
-        page,
-        libc::PROT_READ | libc::PROT_WRITE,
-    ) == 0
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+        let start = (slot as usize) & !(page - 1);
+        libc::mprotect(
+            start as *mut c_void,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
 }

@@ -59,37 +59,49 @@ fn allocated(ptr: *mut c_void, size: usize) -> *mut c_void {
 /// The C malloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    allocated(__libc_malloc(size), size)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The C malloc contract.
+    unsafe { allocated(__libc_malloc(size), size) }
 }
 
 /// # Safety
 /// The C calloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    allocated(__libc_calloc(n, size), n.saturating_mul(size))
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The C calloc contract.
+    unsafe { allocated(__libc_calloc(n, size), n.saturating_mul(size)) }
 }
 
 /// # Safety
 /// The C realloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: the enter/leave pair brackets the bookkeeping.
-    if hs_native_enter() == 0 {
-        return __libc_realloc(ptr, size);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The C realloc contract.
+    unsafe {
+        // SAFETY: the enter/leave pair brackets the bookkeeping.
+        if hs_native_enter() == 0 {
+            return __libc_realloc(ptr, size);
+        }
+        let result = hook::native_realloc(ptr, size, || __libc_realloc(ptr, size));
+        hs_native_leave();
+        result
     }
-    let result = hook::native_realloc(ptr, size, || __libc_realloc(ptr, size));
-    hs_native_leave();
-    result
 }
 
 /// # Safety
 /// The C free contract.
 #[no_mangle]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    if !ptr.is_null() {
-        guarded(|| hook::native_freed(ptr));
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The C free contract.
+    unsafe {
+        if !ptr.is_null() {
+            guarded(|| hook::native_freed(ptr));
+        }
+        __libc_free(ptr)
     }
-    __libc_free(ptr)
 }
 
 fn valid_alignment(align: usize) -> bool {
@@ -100,47 +112,61 @@ fn valid_alignment(align: usize) -> bool {
 /// The POSIX posix_memalign contract.
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !valid_alignment(align) {
-        return libc::EINVAL;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The POSIX posix_memalign contract.
+    unsafe {
+        if !valid_alignment(align) {
+            return libc::EINVAL;
+        }
+        let ptr = allocated(__libc_memalign(align, size), size);
+        if ptr.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = ptr;
+        0
     }
-    let ptr = allocated(__libc_memalign(align, size), size);
-    if ptr.is_null() {
-        return libc::ENOMEM;
-    }
-    *out = ptr;
-    0
 }
 
 /// # Safety
 /// The C11 aligned_alloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        *libc::__errno_location() = libc::EINVAL;
-        return std::ptr::null_mut();
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The C11 aligned_alloc contract.
+    unsafe {
+        if !align.is_power_of_two() {
+            *libc::__errno_location() = libc::EINVAL;
+            return std::ptr::null_mut();
+        }
+        allocated(__libc_memalign(align, size), size)
     }
-    allocated(__libc_memalign(align, size), size)
 }
 
 /// # Safety
 /// glibc's memalign contract.
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    allocated(__libc_memalign(align, size), size)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // glibc's memalign contract.
+    unsafe { allocated(__libc_memalign(align, size), size) }
 }
 
 /// # Safety
 /// glibc's valloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    allocated(__libc_valloc(size), size)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // glibc's valloc contract.
+    unsafe { allocated(__libc_valloc(size), size) }
 }
 
 /// # Safety
 /// glibc's pvalloc contract.
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    allocated(__libc_pvalloc(size), size)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // glibc's pvalloc contract.
+    unsafe { allocated(__libc_pvalloc(size), size) }
 }
 
 // ---- mmap / munmap: glibc's are found with dlsym(RTLD_NEXT) once ------------
@@ -157,12 +183,16 @@ static REAL_MUNMAP: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `dlsym` may allocate: not from inside heapsite's own bookkeeping.
 pub(crate) unsafe fn next_symbol(cache: &AtomicUsize, name: &std::ffi::CStr) -> usize {
-    let mut found = cache.load(Relaxed);
-    if found == 0 {
-        found = libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize;
-        cache.store(found, Relaxed);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // `dlsym` may allocate: not from inside heapsite's own bookkeeping.
+    unsafe {
+        let mut found = cache.load(Relaxed);
+        if found == 0 {
+            found = libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize;
+            cache.store(found, Relaxed);
+        }
+        found
     }
-    found
 }
 
 /// # Safety
@@ -176,17 +206,21 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     offset: i64,
 ) -> *mut c_void {
-    let real = next_symbol(&REAL_MMAP, c"mmap");
-    let ptr = if real == 0 {
-        libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, offset) as *mut c_void
-    } else {
-        // SAFETY: glibc's mmap, with the same signature.
-        std::mem::transmute::<usize, MmapFn>(real)(addr, len, prot, flags, fd, offset)
-    };
-    if ptr != libc::MAP_FAILED {
-        allocated(ptr, len);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The POSIX mmap contract.
+    unsafe {
+        let real = next_symbol(&REAL_MMAP, c"mmap");
+        let ptr = if real == 0 {
+            libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, offset) as *mut c_void
+        } else {
+            // SAFETY: glibc's mmap, with the same signature.
+            std::mem::transmute::<usize, MmapFn>(real)(addr, len, prot, flags, fd, offset)
+        };
+        if ptr != libc::MAP_FAILED {
+            allocated(ptr, len);
+        }
+        ptr
     }
-    ptr
 }
 
 /// # Safety
@@ -200,7 +234,9 @@ pub unsafe extern "C" fn mmap64(
     fd: c_int,
     offset: i64,
 ) -> *mut c_void {
-    mmap(addr, len, prot, flags, fd, offset)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // mmap64 is mmap on 64-bit Linux.
+    unsafe { mmap(addr, len, prot, flags, fd, offset) }
 }
 
 /// # Safety
@@ -208,11 +244,16 @@ pub unsafe extern "C" fn mmap64(
 /// whole; a partial unmap elsewhere leaves the record as it was.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    guarded(|| hook::native_freed(addr));
-    let real = next_symbol(&REAL_MUNMAP, c"munmap");
-    if real == 0 {
-        return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The POSIX munmap contract. A mapping unmapped at its start is forgotten whole; a partial
+    // unmap elsewhere leaves the record as it was.
+    unsafe {
+        guarded(|| hook::native_freed(addr));
+        let real = next_symbol(&REAL_MUNMAP, c"munmap");
+        if real == 0 {
+            return libc::syscall(libc::SYS_munmap, addr, len) as c_int;
+        }
+        // SAFETY: glibc's munmap, with the same signature.
+        std::mem::transmute::<usize, MunmapFn>(real)(addr, len)
     }
-    // SAFETY: glibc's munmap, with the same signature.
-    std::mem::transmute::<usize, MunmapFn>(real)(addr, len)
 }

@@ -121,14 +121,19 @@ extern "C" fn on_load() {
 /// Called by the interpreter's `main` with its own argc/argv.
 #[no_mangle]
 pub unsafe extern "C" fn Py_BytesMain(argc: c_int, argv: *mut *mut c_char) -> c_int {
-    if PRELOADED.load(Relaxed) {
-        return hs_preload_main(argc, argv);
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // Called by the interpreter's `main` with its own argc/argv.
+    unsafe {
+        if PRELOADED.load(Relaxed) {
+            return hs_preload_main(argc, argv);
+        }
+        let real = next_symbol(&REAL_BYTES_MAIN, c"Py_BytesMain");
+        assert!(real != 0, "heapsite: libpython's Py_BytesMain not found");
+        // SAFETY: libpython's Py_BytesMain, same signature.
+        let real: unsafe extern "C" fn(c_int, *mut *mut c_char) -> c_int =
+            std::mem::transmute(real);
+        real(argc, argv)
     }
-    let real = next_symbol(&REAL_BYTES_MAIN, c"Py_BytesMain");
-    assert!(real != 0, "heapsite: libpython's Py_BytesMain not found");
-    // SAFETY: libpython's Py_BytesMain, same signature.
-    let real: unsafe extern "C" fn(c_int, *mut *mut c_char) -> c_int = std::mem::transmute(real);
-    real(argc, argv)
 }
 
 type Main = unsafe extern "C" fn(c_int, *mut *mut c_char, *mut *mut c_char) -> c_int;
@@ -144,11 +149,14 @@ type LibcStartMain = unsafe extern "C" fn(
 
 /// The base address of the object that holds `address`, or 0.
 unsafe fn object_base(address: *const libc::c_void) -> usize {
-    let mut info: libc::Dl_info = std::mem::zeroed();
-    if libc::dladdr(address, &mut info) == 0 {
-        return 0;
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(address, &mut info) == 0 {
+            return 0;
+        }
+        info.dli_fbase as usize
     }
-    info.dli_fbase as usize
 }
 
 /// Whether the executable itself defines `Py_BytesMain` (libpython linked
@@ -157,8 +165,11 @@ unsafe fn object_base(address: *const libc::c_void) -> usize {
 /// by the defining object, not by comparing with `Py_BytesMain as usize`: an
 /// exported symbol's address, even taken here, is the one the lookup found.)
 unsafe fn interpreter_in_executable() -> bool {
-    let found = libc::dlsym(libc::RTLD_DEFAULT, c"Py_BytesMain".as_ptr());
-    !found.is_null() && object_base(found) != object_base(on_load as *const libc::c_void)
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let found = libc::dlsym(libc::RTLD_DEFAULT, c"Py_BytesMain".as_ptr());
+        !found.is_null() && object_base(found) != object_base(on_load as *const libc::c_void)
+    }
 }
 
 /// The `main` run instead of a static interpreter's own.
@@ -167,7 +178,8 @@ unsafe extern "C" fn static_interpreter_main(
     argv: *mut *mut c_char,
     _envp: *mut *mut c_char,
 ) -> c_int {
-    hs_preload_main(argc, argv)
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe { hs_preload_main(argc, argv) }
 }
 
 /// The program's `_start` calls this through its GOT, so a preload comes
@@ -185,32 +197,38 @@ pub unsafe extern "C" fn __libc_start_main(
     rtld_fini: usize,
     stack_end: *mut libc::c_void,
 ) -> c_int {
-    let real = next_symbol(&REAL_LIBC_START_MAIN, c"__libc_start_main");
-    assert!(
-        real != 0,
-        "heapsite: the C library's __libc_start_main not found"
-    );
-    // SAFETY: glibc's __libc_start_main, same signature.
-    let real: LibcStartMain = std::mem::transmute(real);
-    let main = if PRELOADED.load(Relaxed) && interpreter_in_executable() {
-        static_interpreter_main
-    } else {
-        main
-    };
-    real(main, argc, argv, init, fini, rtld_fini, stack_end)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // glibc's `__libc_start_main` contract; called once, by `_start`.
+    unsafe {
+        let real = next_symbol(&REAL_LIBC_START_MAIN, c"__libc_start_main");
+        assert!(
+            real != 0,
+            "heapsite: the C library's __libc_start_main not found"
+        );
+        // SAFETY: glibc's __libc_start_main, same signature.
+        let real: LibcStartMain = std::mem::transmute(real);
+        let main = if PRELOADED.load(Relaxed) && interpreter_in_executable() {
+            static_interpreter_main
+        } else {
+            main
+        };
+        real(main, argc, argv, init, fini, rtld_fini, stack_end)
+    }
 }
 
 /// Runs `heapsite._preload.<function>()` in a scratch namespace; failures
 /// print one line and leave the program running untraced.
 unsafe fn run_preload(function: &str) {
-    let Some(path) = library_path() else { return };
-    // .../site-packages/heapsite/_heapsite.so -> .../site-packages
-    let package_root = std::path::Path::new(&path)
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let code = format!(
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let Some(path) = library_path() else { return };
+        // .../site-packages/heapsite/_heapsite.so -> .../site-packages
+        let package_root = std::path::Path::new(&path)
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let code = format!(
         "import sys\n\
          sys.path.insert(0, root)\n\
          try:\n\
@@ -223,36 +241,40 @@ unsafe fn run_preload(function: &str) {
          if preload is not None:\n\
          \x20   preload.{function}()\n"
     );
-    let Ok(code) = CString::new(code) else { return };
-    let globals = PyDict_New();
-    let root = PyUnicode_DecodeFSDefaultAndSize(
-        package_root.as_ptr() as *const c_char,
-        package_root.len() as Py_ssize_t,
-    );
-    if globals.is_null() || root.is_null() {
-        Py_XDECREF(globals);
-        Py_XDECREF(root);
-        PyErr_Clear();
-        return;
+        let Ok(code) = CString::new(code) else { return };
+        let globals = PyDict_New();
+        let root = PyUnicode_DecodeFSDefaultAndSize(
+            package_root.as_ptr() as *const c_char,
+            package_root.len() as Py_ssize_t,
+        );
+        if globals.is_null() || root.is_null() {
+            Py_XDECREF(globals);
+            Py_XDECREF(root);
+            PyErr_Clear();
+            return;
+        }
+        PyDict_SetItemString(globals, c"__builtins__".as_ptr(), PyEval_GetBuiltins());
+        PyDict_SetItemString(globals, c"root".as_ptr(), root);
+        Py_DECREF(root);
+        let result = PyRun_String(code.as_ptr(), Py_file_input, globals, globals);
+        if result.is_null() {
+            // SystemExit (a bad HEAPSITE_* setting) exits with its status here.
+            PyErr_Print();
+        } else {
+            Py_DECREF(result);
+        }
+        Py_DECREF(globals);
     }
-    PyDict_SetItemString(globals, c"__builtins__".as_ptr(), PyEval_GetBuiltins());
-    PyDict_SetItemString(globals, c"root".as_ptr(), root);
-    Py_DECREF(root);
-    let result = PyRun_String(code.as_ptr(), Py_file_input, globals, globals);
-    if result.is_null() {
-        // SystemExit (a bad HEAPSITE_* setting) exits with its status here.
-        PyErr_Print();
-    } else {
-        Py_DECREF(result);
-    }
-    Py_DECREF(globals);
 }
 
 /// Called by hs_preload_main between initialisation and the program's first
 /// line, with the GIL held.
 #[no_mangle]
 pub unsafe extern "C" fn hs_preload_begin() {
-    run_preload("begin");
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        run_preload("begin");
+    }
 }
 
 /// `heapsite._preload.finish()` says the capture is done (or not wanted).
@@ -267,24 +289,28 @@ pub fn mark_finished() {
 /// The POSIX _exit contract.
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
-    if PRELOADED.load(Relaxed)
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The POSIX _exit contract.
+    unsafe {
+        if PRELOADED.load(Relaxed)
         && !FINISHED.load(Relaxed)
         && Py_IsInitialized() != 0
         // The capture runs Python code: only in the main interpreter's.
         && crate::engine::interp::Interp::of_caller().is_main()
         && frames::gil_held()
-    {
-        FINISHED.store(true, Relaxed);
-        run_preload("finish");
+        {
+            FINISHED.store(true, Relaxed);
+            run_preload("finish");
+        }
+        let real = next_symbol(&REAL_EXIT, c"_exit");
+        if real != 0 {
+            // SAFETY: glibc's _exit, same signature.
+            let real: unsafe extern "C" fn(c_int) -> ! = std::mem::transmute(real);
+            real(status);
+        }
+        libc::syscall(libc::SYS_exit_group, status);
+        unreachable!("exit_group returned")
     }
-    let real = next_symbol(&REAL_EXIT, c"_exit");
-    if real != 0 {
-        // SAFETY: glibc's _exit, same signature.
-        let real: unsafe extern "C" fn(c_int) -> ! = std::mem::transmute(real);
-        real(status);
-    }
-    libc::syscall(libc::SYS_exit_group, status);
-    unreachable!("exit_group returned")
 }
 
 pub fn is_preloaded() -> bool {

@@ -40,45 +40,51 @@ fn account(site: SiteId, size: usize, adding: bool, gil: bool) {
 
 /// What extensions now call as `PyTraceMalloc_Track`.
 pub unsafe extern "C" fn heapsite_track(domain: c_uint, ptr: usize, size: usize) -> c_int {
-    let forwarded = PyTraceMalloc_Track(domain, ptr, size);
-    if !hook::is_tracing() {
-        return forwarded;
-    }
-    if !Interp::of_caller().is_main() {
-        // Untraced, as every allocation in a subinterpreter (src/engine/interp.rs).
-        interp::warn_untraced();
-        return forwarded;
-    }
-    let gil = frames::gil_held();
-    if gil {
-        // Counted once: as the domain's block, not also as a PyMem one.
-        hook::forget(ptr);
-    }
-    let site = if gil {
-        // SAFETY: this thread holds the GIL.
-        match sites::guarded(|state| state.current_site(hook::depth())) {
-            Some(Some((site, _))) => site,
-            _ => return forwarded, // inside heapsite, or no memory for a site
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let forwarded = PyTraceMalloc_Track(domain, ptr, size);
+        if !hook::is_tracing() {
+            return forwarded;
         }
-    } else {
-        NO_GIL_SITE
-    };
-    if let Some((old_size, old_site)) = tracked().insert((domain, ptr), (size, site)) {
-        account(old_site, old_size, false, gil);
+        if !Interp::of_caller().is_main() {
+            // Untraced, as every allocation in a subinterpreter (src/engine/interp.rs).
+            interp::warn_untraced();
+            return forwarded;
+        }
+        let gil = frames::gil_held();
+        if gil {
+            // Counted once: as the domain's block, not also as a PyMem one.
+            hook::forget(ptr);
+        }
+        let site = if gil {
+            // SAFETY: this thread holds the GIL.
+            match sites::guarded(|state| state.current_site(hook::depth())) {
+                Some(Some((site, _))) => site,
+                _ => return forwarded, // inside heapsite, or no memory for a site
+            }
+        } else {
+            NO_GIL_SITE
+        };
+        if let Some((old_size, old_site)) = tracked().insert((domain, ptr), (size, site)) {
+            account(old_site, old_size, false, gil);
+        }
+        account(site, size, true, gil);
+        0
     }
-    account(site, size, true, gil);
-    0
 }
 
 /// What extensions now call as `PyTraceMalloc_Untrack`.
 pub unsafe extern "C" fn heapsite_untrack(domain: c_uint, ptr: usize) -> c_int {
-    let forwarded = PyTraceMalloc_Untrack(domain, ptr);
-    match tracked().remove(&(domain, ptr)) {
-        Some((_, (size, site))) => {
-            account(site, size, false, Interp::of_caller().holds_main_gil());
-            0
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let forwarded = PyTraceMalloc_Untrack(domain, ptr);
+        match tracked().remove(&(domain, ptr)) {
+            Some((_, (size, site))) => {
+                account(site, size, false, Interp::of_caller().holds_main_gil());
+                0
+            }
+            None => forwarded,
         }
-        None => forwarded,
     }
 }
 

@@ -33,10 +33,14 @@ const fn method(
 macro_rules! main_interpreter_only {
     ($function:path) => {{
         unsafe extern "C" fn checked(module: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-            if !interp::Interp::of_caller().is_main() {
-                return api::raise(PyExc_RuntimeError, interp::API_REFUSED);
+            // SAFETY: CPython calls this through the module's method table, with
+            // the GIL held and the arguments its METH_ flag declares.
+            unsafe {
+                if !interp::Interp::of_caller().is_main() {
+                    return api::raise(PyExc_RuntimeError, interp::API_REFUSED);
+                }
+                $function(module, args)
             }
-            $function(module, args)
         }
         checked
     }};
@@ -321,34 +325,39 @@ static mut MODULE: PyModuleDef = PyModuleDef {
 #[allow(non_snake_case)]
 #[no_mangle]
 pub unsafe extern "C" fn PyInit__heapsite() -> *mut PyObject {
-    sites::init();
-    codes::init();
-    hook::init();
-    interp::init();
-    let def = &raw mut MODULE;
-    (*def).m_methods = (&raw mut METHODS).cast();
-    let module = PyModule_Create(def);
-    if module.is_null() {
-        return module;
-    }
-    let constants: [(&CStr, i64); 5] = [
-        (c"MAX_FRAMES", frames::MAX_FRAMES as i64),
-        (c"NO_FRAME_SITE", sites::NO_FRAME_SITE as i64),
-        (c"NO_GIL_SITE", sites::NO_GIL_SITE as i64),
-        (c"OVERFLOW_SITE", sites::OVERFLOW_SITE as i64),
-        (c"FREED_CODE_SITE", sites::FREED_CODE_SITE as i64),
-    ];
-    for (name, value) in constants {
-        if PyModule_AddIntConstant(module, name.as_ptr(), value as std::ffi::c_long) < 0 {
+    // SAFETY: the import system calls this once, with the GIL held (above);
+    // METHODS and MODULE are touched by nothing else.
+    unsafe {
+        sites::init();
+        codes::init();
+        hook::init();
+        interp::init();
+        let def = &raw mut MODULE;
+        (*def).m_methods = (&raw mut METHODS).cast();
+        let module = PyModule_Create(def);
+        if module.is_null() {
+            return module;
+        }
+        let constants: [(&CStr, i64); 5] = [
+            (c"MAX_FRAMES", frames::MAX_FRAMES as i64),
+            (c"NO_FRAME_SITE", sites::NO_FRAME_SITE as i64),
+            (c"NO_GIL_SITE", sites::NO_GIL_SITE as i64),
+            (c"OVERFLOW_SITE", sites::OVERFLOW_SITE as i64),
+            (c"FREED_CODE_SITE", sites::FREED_CODE_SITE as i64),
+        ];
+        for (name, value) in constants {
+            if PyModule_AddIntConstant(module, name.as_ptr(), value as std::ffi::c_long) < 0 {
+                Py_DECREF(module);
+                return ptr::null_mut();
+            }
+        }
+        // The one source of the version: Cargo.toml (pyproject.toml's is dynamic).
+        let version = concat!(env!("CARGO_PKG_VERSION"), "\0");
+        if PyModule_AddStringConstant(module, c"__version__".as_ptr(), version.as_ptr().cast()) < 0
+        {
             Py_DECREF(module);
             return ptr::null_mut();
         }
+        module
     }
-    // The one source of the version: Cargo.toml (pyproject.toml's is dynamic).
-    let version = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    if PyModule_AddStringConstant(module, c"__version__".as_ptr(), version.as_ptr().cast()) < 0 {
-        Py_DECREF(module);
-        return ptr::null_mut();
-    }
-    module
 }
