@@ -6,10 +6,10 @@
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/frames.c");
-    println!("cargo:rerun-if-changed=src/objects.c");
-    println!("cargo:rerun-if-changed=src/preload.c");
-    println!("cargo:rerun-if-changed=src/codes.c");
+    println!("cargo:rerun-if-changed=src/engine/frames.c");
+    println!("cargo:rerun-if-changed=src/heap/objects.c");
+    println!("cargo:rerun-if-changed=src/native/preload.c");
+    println!("cargo:rerun-if-changed=src/engine/codes.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let out = Command::new(&python)
@@ -33,10 +33,10 @@ fn main() {
         .parent()
         .expect("include directory has a parent");
     cc::Build::new()
-        .file("src/frames.c")
-        .file("src/objects.c")
-        .file("src/preload.c")
-        .file("src/codes.c")
+        .file("src/engine/frames.c")
+        .file("src/heap/objects.c")
+        .file("src/native/preload.c")
+        .file("src/engine/codes.c")
         // As system headers: their own unused parameters are not our warnings.
         .flag("-isystem")
         .flag(include)

@@ -12,6 +12,9 @@ pub mod plumbing;
 pub mod pprof;
 pub mod text;
 
+pub mod capture;
+pub mod output;
+
 use model::Capture;
 
 pub const FORMATS: [&str; 4] = ["text", "json", "html", "pprof"];

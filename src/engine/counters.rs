@@ -1,0 +1,247 @@
+//! Per-site counters and the global current / peak bytes.
+//!
+//! Two kinds of update, as the hook's callers allow:
+//! - with the GIL held (MEM, OBJ, and RAW from a GIL holder): the GIL
+//!   serialises writers, so counters are updated with relaxed loads and stores
+//!   (plain `mov`s on x86), never read-modify-write atomics;
+//! - without the GIL (RAW from a C thread): separate `nogil_*` counters updated
+//!   with `fetch_add`. Reports add the two; the peak is checked on GIL events.
+//!
+//! What was live *at the peak*, per site, costs O(1) per event: `EPOCH` counts
+//! new peaks. A site touched for the first time since the latest peak first
+//! saves its live values (they are what it had at that peak). At report time a
+//! site saved in the current epoch reports the saved values, any other site its
+//! live ones, since it has not changed since the peak.
+//!
+//! `reset_peak()` starts a new epoch too, and remembers it (`RESET_EPOCH`):
+//! a site first touched since then saves its live values as it was at the
+//! reset, in the same rare branch, so what each site grew by at the peak
+//! since the reset (the pytest plugin's per-test peak, split by site) costs
+//! nothing more per event.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+static GIL_CURRENT: AtomicI64 = AtomicI64::new(0);
+static NOGIL_CURRENT: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+static RESET_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+pub struct SiteCounters {
+    live_count: AtomicI64,
+    live_bytes: AtomicI64,
+    total_count: AtomicI64,
+    total_bytes: AtomicI64,
+    peak_count: AtomicI64,
+    peak_bytes: AtomicI64,
+    saved_epoch: AtomicU64,
+    /// Live values when the peak was last reset (see RESET_EPOCH).
+    at_reset_bytes: AtomicI64,
+    nogil_live_count: AtomicI64,
+    nogil_live_bytes: AtomicI64,
+    nogil_total_count: AtomicI64,
+    nogil_total_bytes: AtomicI64,
+}
+
+/// A site's figures as a report sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteTotals {
+    pub live_count: i64,
+    pub live_bytes: i64,
+    pub total_count: i64,
+    pub total_bytes: i64,
+    pub peak_count: i64,
+    pub peak_bytes: i64,
+}
+
+#[inline(always)]
+fn bump(cell: &AtomicI64, delta: i64) {
+    // Single writer (the GIL holder): a load and a store, no lock prefix.
+    cell.store(cell.load(Relaxed).wrapping_add(delta), Relaxed);
+}
+
+impl SiteCounters {
+    #[inline(always)]
+    fn save_if_first_since_peak(&self) {
+        let epoch = EPOCH.load(Relaxed);
+        let saved = self.saved_epoch.load(Relaxed);
+        if saved != epoch {
+            if saved < RESET_EPOCH.load(Relaxed) {
+                // First touch since the reset: untouched till now, so
+                // what is live is what was live at the reset.
+                self.at_reset_bytes
+                    .store(self.live_bytes.load(Relaxed), Relaxed);
+            }
+            self.peak_count
+                .store(self.live_count.load(Relaxed), Relaxed);
+            self.peak_bytes
+                .store(self.live_bytes.load(Relaxed), Relaxed);
+            self.saved_epoch.store(epoch, Relaxed);
+        }
+    }
+
+    /// An allocation of `size` bytes, GIL held.
+    #[inline(always)]
+    pub fn add_gil(&self, size: usize) {
+        let size = size as i64;
+        self.save_if_first_since_peak();
+        bump(&self.live_count, 1);
+        bump(&self.live_bytes, size);
+        bump(&self.total_count, 1);
+        bump(&self.total_bytes, size);
+        let current = GIL_CURRENT.load(Relaxed) + size;
+        GIL_CURRENT.store(current, Relaxed);
+        let total = current + NOGIL_CURRENT.load(Relaxed);
+        if total > PEAK.load(Relaxed) {
+            PEAK.store(total, Relaxed);
+            EPOCH.store(EPOCH.load(Relaxed) + 1, Relaxed);
+        }
+    }
+
+    /// A free of `size` bytes, GIL held.
+    #[inline(always)]
+    pub fn sub_gil(&self, size: usize) {
+        let size = size as i64;
+        self.save_if_first_since_peak();
+        bump(&self.live_count, -1);
+        bump(&self.live_bytes, -size);
+        GIL_CURRENT.store(GIL_CURRENT.load(Relaxed) - size, Relaxed);
+    }
+
+    /// An allocation from a thread without the GIL.
+    pub fn add_nogil(&self, size: usize) {
+        let size = size as i64;
+        self.nogil_live_count.fetch_add(1, Relaxed);
+        self.nogil_live_bytes.fetch_add(size, Relaxed);
+        self.nogil_total_count.fetch_add(1, Relaxed);
+        self.nogil_total_bytes.fetch_add(size, Relaxed);
+        NOGIL_CURRENT.fetch_add(size, Relaxed);
+    }
+
+    /// A free from a thread without the GIL.
+    pub fn sub_nogil(&self, size: usize) {
+        let size = size as i64;
+        self.nogil_live_count.fetch_sub(1, Relaxed);
+        self.nogil_live_bytes.fetch_sub(size, Relaxed);
+        NOGIL_CURRENT.fetch_sub(size, Relaxed);
+    }
+
+    /// The site's figures; GIL held.
+    pub fn totals(&self) -> SiteTotals {
+        let at_peak_saved = self.saved_epoch.load(Relaxed) == EPOCH.load(Relaxed);
+        let (peak_count, peak_bytes) = if at_peak_saved {
+            (self.peak_count.load(Relaxed), self.peak_bytes.load(Relaxed))
+        } else {
+            (self.live_count.load(Relaxed), self.live_bytes.load(Relaxed))
+        };
+        let nogil_count = self.nogil_live_count.load(Relaxed);
+        let nogil_bytes = self.nogil_live_bytes.load(Relaxed);
+        SiteTotals {
+            live_count: self.live_count.load(Relaxed) + nogil_count,
+            live_bytes: self.live_bytes.load(Relaxed) + nogil_bytes,
+            total_count: self.total_count.load(Relaxed) + self.nogil_total_count.load(Relaxed),
+            total_bytes: self.total_bytes.load(Relaxed) + self.nogil_total_bytes.load(Relaxed),
+            peak_count: peak_count + nogil_count,
+            peak_bytes: peak_bytes + nogil_bytes,
+        }
+    }
+
+    /// Bytes the site had live at the peak less what it had when the peak
+    /// was last reset (GIL-held figures); GIL held. Summed over every site,
+    /// this is the peak less the traced memory at the reset.
+    pub fn growth_at_peak(&self) -> i64 {
+        let epoch = self.saved_epoch.load(Relaxed);
+        if epoch < RESET_EPOCH.load(Relaxed) {
+            return 0; // untouched since the reset
+        }
+        let at_peak = if epoch == EPOCH.load(Relaxed) {
+            self.peak_bytes.load(Relaxed)
+        } else {
+            self.live_bytes.load(Relaxed)
+        };
+        at_peak - self.at_reset_bytes.load(Relaxed)
+    }
+
+    /// Adds another site's totals (src/engine/reuse.rs); GIL held.
+    pub fn absorb_totals(&self, count: i64, bytes: i64) {
+        bump(&self.total_count, count);
+        bump(&self.total_bytes, bytes);
+    }
+
+    /// Zeroes the site; GIL held, with the tables cleared at the same time.
+    pub fn reset(&self) {
+        for cell in [
+            &self.live_count,
+            &self.live_bytes,
+            &self.total_count,
+            &self.total_bytes,
+            &self.peak_count,
+            &self.peak_bytes,
+            &self.at_reset_bytes,
+            &self.nogil_live_count,
+            &self.nogil_live_bytes,
+            &self.nogil_total_count,
+            &self.nogil_total_bytes,
+        ] {
+            cell.store(0, Relaxed);
+        }
+        self.saved_epoch.store(0, Relaxed);
+    }
+}
+
+/// (current, peak) traced bytes.
+pub fn traced_memory() -> (i64, i64) {
+    let current = GIL_CURRENT.load(Relaxed) + NOGIL_CURRENT.load(Relaxed);
+    (current, PEAK.load(Relaxed).max(current))
+}
+
+/// Makes the peak the current size; what is live now becomes "at peak".
+pub(super) fn reset_peak() {
+    PEAK.store(traced_memory().0, Relaxed);
+    let epoch = EPOCH.load(Relaxed) + 1;
+    EPOCH.store(epoch, Relaxed);
+    RESET_EPOCH.store(epoch, Relaxed);
+}
+
+/// Zeroes the global figures; callers reset every site alongside.
+pub fn reset_globals() {
+    GIL_CURRENT.store(0, Relaxed);
+    NOGIL_CURRENT.store(0, Relaxed);
+    PEAK.store(0, Relaxed);
+    EPOCH.store(0, Relaxed);
+    RESET_EPOCH.store(0, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The globals are shared: the one test that moves them.
+    #[test]
+    fn growth_at_peak_splits_the_peak_since_the_reset() {
+        let (old, grows, shrinks, new) = (
+            SiteCounters::default(),
+            SiteCounters::default(),
+            SiteCounters::default(),
+            SiteCounters::default(),
+        );
+        old.add_gil(1000); // before the reset, then left alone
+        grows.add_gil(100);
+        shrinks.add_gil(500);
+        reset_peak();
+        let at_reset = traced_memory().0;
+        grows.add_gil(300);
+        shrinks.sub_gil(500);
+        new.add_gil(700); // the peak: +300 - 500 + 700
+        new.sub_gil(700);
+        grows.add_gil(50); // after the peak: not in it
+        let growth: Vec<i64> = [&old, &grows, &shrinks, &new]
+            .iter()
+            .map(|c| c.growth_at_peak())
+            .collect();
+        assert_eq!(growth, vec![0, 300, -500, 700]);
+        let (_, peak) = traced_memory();
+        assert_eq!(growth.iter().sum::<i64>(), peak - at_reset);
+    }
+}

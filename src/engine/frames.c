@@ -1,0 +1,213 @@
+/*
+ * frames.c -- reads the calling thread's Python frames straight from the
+ * interpreter's thread state, for the allocation hooks.
+ *
+ * Why C: the frame structures are private and change with every CPython minor
+ * version. Compiling this file against the target interpreter's own headers
+ * (internal ones included, via Py_BUILD_CORE) lets the compiler check every
+ * field we touch, instead of Rust mirroring struct layouts by hand.
+ *
+ * Invariants the caller (src/engine/frames.rs) must uphold:
+ *   - hs_read_frames() is only called by a thread that holds the GIL. It
+ *     creates no frame objects, takes no references and allocates nothing.
+ *   - The code pointers returned are borrowed: the caller pins (INCREFs) each
+ *     new one while still holding the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <frameobject.h>
+#include <stdint.h>
+
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14 split the frame header: the struct and its inline readers. */
+#include "internal/pycore_interpframe.h"
+#elif PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_frame.h"
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+#include "internal/pycore_pystate.h"
+#endif
+
+/* One frame: the code object and the byte offset of the current instruction
+ * (what PyCode_Addr2Line takes). Mirrored by `RawFrame` in src/engine/frames.rs. */
+typedef struct {
+    void *code;
+    int32_t offset;
+    int32_t _pad;
+} hs_frame;
+
+/* The thread state of the GIL holder: the caller, since it holds the GIL. */
+static inline PyThreadState *
+current_tstate(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#elif PY_VERSION_HEX >= 0x030C0000
+    /* The thread-local behind it is not exported: one call. */
+    return _PyThreadState_UncheckedGet();
+#else
+    /* 3.9-3.11: an atomic load of _PyRuntime.gilstate.tstate_current. */
+    return _PyThreadState_GET();
+#endif
+}
+
+/* Frames this few code units into their code get the full completeness
+ * check: longer than any prologue but for functions with a dozen cells. */
+#define HS_PROLOGUE_UNITS 16
+
+/* Fills at most `max` frames, most recent first. Returns how many were
+ * written; `*total` receives the full depth when `total` is not NULL (walking
+ * past `max` costs extra, so the hot path passes NULL). */
+int
+hs_read_frames(hs_frame *out, int max, int *total)
+{
+    PyThreadState *ts = current_tstate();
+    int n = 0, depth = 0;
+    if (ts == NULL) {
+        if (total) *total = 0;
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030B0000
+    /* 3.9 and 3.10: a linked list of frame objects. */
+    for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
+        if (n < max) {
+            out[n].code = (void *)f->f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+            /* 3.10 counts f_lasti in code units. */
+            out[n].offset = f->f_lasti < 0 ? -1 : f->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#else
+            out[n].offset = f->f_lasti;
+#endif
+            n++;
+        } else if (!total) {
+            break;
+        }
+        depth++;
+    }
+#else
+    /* 3.11+: _PyInterpreterFrame records on the thread's data stack. */
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *f = ts->current_frame;
+#else
+    _PyInterpreterFrame *f = ts->cframe->current_frame;
+#endif
+    /* Shim frames (3.12+) and frames still setting up have no line yet.
+     * The full check (_PyFrame_IsIncomplete) reads the code object, one more
+     * cache line per frame of a deep stack, so it is made only where it can
+     * say yes: for the running frame, whose prologue (MAKE_CELL,
+     * COPY_FREE_VARS) allocates, and for frames still within their first
+     * instructions: the __init__ clean-up shim (3.12+) and a frame whose
+     * prologue set off a collection that runs finalisers. A caller's frame
+     * further on is past its prologue. Entry shims are told by their owner. */
+    for (int running = 1; f != NULL; f = f->previous, running = 0) {
+#if PY_VERSION_HEX >= 0x030E0000
+        /* 3.14 adds interpreter-owned entry frames (owner 3) below the C
+         * stack shims (owner 4, gone in 3.15): neither has a line. */
+        if (f->owner >= FRAME_OWNED_BY_INTERPRETER) continue;
+#elif PY_VERSION_HEX >= 0x030C0000
+        if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
+#endif
+        if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
+            && _PyFrame_IsIncomplete(f)) continue;
+        if (n < max) {
+#if PY_VERSION_HEX >= 0x030D0000
+            out[n].code = (void *)_PyFrame_GetCode(f);
+#else
+            out[n].code = (void *)f->f_code;
+#endif
+            out[n].offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+            n++;
+        } else if (!total) {
+            break;
+        }
+        depth++;
+    }
+#endif
+    if (total) *total = depth;
+    return n;
+}
+
+/* Whether the calling thread holds the GIL. The RAW domain is called without
+ * it; only a holder may read its frames or touch reference counts. Unlike
+ * PyGILState_Check(), never answers "yes" by default (it does when
+ * subinterpreters disabled its check). */
+int
+hs_gil_held(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: a thread's own state is attached only while it holds the GIL. */
+    return current_tstate() != NULL;
+#else
+    /* 3.9-3.11: the holder's state is global; compare with this thread's. */
+    PyThreadState *holder = current_tstate();
+    return holder != NULL && holder == PyGILState_GetThisThreadState();
+#endif
+}
+
+/* The calling thread's state while it holds the GIL (on 3.9-3.11, the
+ * holder's: call only from a thread that holds it). */
+void *
+hs_current_thread(void)
+{
+    return (void *)current_tstate();
+}
+
+/* Resolves one recorded frame for a report: borrowed references to the code
+ * object's file name and function name, and the line number. Needs the GIL;
+ * the code object is pinned by the site registry so it is still alive. */
+int
+hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **name)
+{
+    PyCodeObject *code = (PyCodeObject *)code_ptr;
+    *filename = code->co_filename;
+#if PY_VERSION_HEX >= 0x030B0000
+    *name = code->co_qualname;
+#else
+    *name = code->co_name;
+#endif
+    return PyCode_Addr2Line(code, offset);
+}
+
+/* Whether the calling thread runs Python in a subinterpreter, for the
+ * allocator hooks (src/engine/interp.rs): 0 in the main interpreter (or with no
+ * thread state: a C thread, or one that released its GIL), 1 in a
+ * subinterpreter that shares the main GIL, 2 in one with its own GIL (3.12+).
+ * The first test reads the runtime's list of interpreters without its lock:
+ * while only the main interpreter exists its head is the main one. A thread
+ * of a subinterpreter always sees it otherwise, since the interpreter was
+ * linked in before that thread could run in it; a thread of the main
+ * interpreter that reads a stale head merely takes the longer test. When
+ * `head` is not NULL it receives where the runtime keeps that head, so that
+ * the hooks can make the first test inline, without calling here. */
+#if PY_VERSION_HEX >= 0x030C0000
+#include "internal/pycore_runtime.h"
+#include "internal/pycore_interp.h"
+#endif
+int
+hs_subinterpreter_of_caller(PyInterpreterState ***head)
+{
+    PyInterpreterState *main_interp = _PyRuntime.interpreters.main;
+    if (head != NULL) {
+        *head = &_PyRuntime.interpreters.head;
+    }
+    if (__atomic_load_n(&_PyRuntime.interpreters.head, __ATOMIC_RELAXED) == main_interp) {
+        return 0;
+    }
+    PyThreadState *ts = current_tstate();
+#if PY_VERSION_HEX < 0x030C0000
+    /* current_tstate() is the GIL holder's: the caller's only if it holds it. */
+    if (ts != NULL && ts->thread_id != PyThread_get_thread_ident()) {
+        ts = NULL;
+    }
+#endif
+    if (ts == NULL || ts->interp == main_interp) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (ts->interp->ceval.gil != main_interp->ceval.gil) {
+        return 2;
+    }
+#endif
+    return 1;
+}

@@ -1,0 +1,212 @@
+//! The thin, unsafe edge to `frames.c`: reading the calling thread's Python
+//! frames and resolving them to file, line and function when a report asks.
+
+use pyo3_ffi::PyObject;
+use std::ffi::{c_int, c_void};
+
+/// Deepest stack heapsite records; `start(frames=N)` accepts 1..=MAX_FRAMES.
+pub const MAX_FRAMES: usize = 128;
+
+/// One recorded frame: a code object and the byte offset of its current
+/// instruction. Layout mirrors `hs_frame` in C. Two markers in `offset` make
+/// other kinds: a native frame (`code` is an instruction pointer) and a
+/// retired one (`code` is a record of src/engine/retired.rs; its code object was freed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawFrame {
+    pub code: *mut c_void,
+    pub offset: i32,
+    pad: i32,
+}
+
+impl RawFrame {
+    pub const NONE: RawFrame = RawFrame {
+        code: std::ptr::null_mut(),
+        offset: 0,
+        pad: 0,
+    };
+
+    /// A native frame: an instruction pointer, not a code object.
+    pub fn native(ip: usize) -> RawFrame {
+        RawFrame {
+            code: ip as *mut c_void,
+            offset: crate::engine::native_frames::NATIVE,
+            pad: 0,
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.offset == crate::engine::native_frames::NATIVE
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.offset == RETIRED
+    }
+
+    /// A frame of a code object (alive: see src/engine/codes.rs).
+    pub fn is_python(&self) -> bool {
+        !self.is_native() && !self.is_retired()
+    }
+
+    /// This frame resolved for good, before its code object is freed; None
+    /// when memory to keep it cannot be had.
+    ///
+    /// # Safety
+    /// GIL held; a Python frame whose code object is still intact.
+    pub unsafe fn retire(&self) -> Option<RawFrame> {
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held; a Python frame whose code object is still intact.
+        unsafe {
+            Some(RawFrame {
+                code: crate::engine::retired::keep(resolve(self))?,
+                offset: RETIRED,
+                pad: 0,
+            })
+        }
+    }
+}
+
+/// `offset` of a retired frame (no code offset is this negative).
+const RETIRED: i32 = i32::MIN + 1;
+
+impl PartialEq for RawFrame {
+    fn eq(&self, other: &Self) -> bool {
+        // `pad` is never written by C; compare only what identifies the frame.
+        self.code == other.code && self.offset == other.offset
+    }
+}
+
+extern "C" {
+    fn hs_read_frames(out: *mut RawFrame, max: c_int, total: *mut c_int) -> c_int;
+    fn hs_gil_held() -> c_int;
+    fn hs_current_thread() -> *mut c_void;
+    fn hs_resolve_frame(
+        code: *mut c_void,
+        offset: c_int,
+        filename: *mut *mut PyObject,
+        name: *mut *mut PyObject,
+    ) -> c_int;
+}
+
+/// Reads up to `buf.len()` frames of the calling thread, most recent first.
+/// Returns how many were written and the stack's whole depth, which is only
+/// walked to the end when `count_total` asks (tracemalloc's `total_nframe`);
+/// otherwise the depth reported is the number written.
+///
+/// # Safety
+/// The calling thread must hold the GIL (frames are only stable for it).
+#[inline(always)]
+pub unsafe fn read_frames(
+    buf: &mut [std::mem::MaybeUninit<RawFrame>],
+    count_total: bool,
+) -> (usize, u32) {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread must hold the GIL (frames are only stable for it).
+    unsafe {
+        let mut total: c_int = 0;
+        let total_ptr = if count_total {
+            &mut total as *mut c_int
+        } else {
+            std::ptr::null_mut()
+        };
+        let n = hs_read_frames(buf.as_mut_ptr().cast(), buf.len() as c_int, total_ptr).max(0);
+        (
+            n as usize,
+            if count_total { total.max(n) } else { n } as u32,
+        )
+    }
+}
+
+/// Whether the calling thread holds the GIL. Safe from any thread.
+#[inline]
+pub fn gil_held() -> bool {
+    // SAFETY: hs_gil_held only compares thread-state pointers.
+    unsafe { hs_gil_held() != 0 }
+}
+
+/// The calling thread's state, as an identity; only for a GIL holder.
+pub fn current_thread() -> *mut c_void {
+    // SAFETY: hs_current_thread only reads the thread-state pointer.
+    unsafe { hs_current_thread() }
+}
+
+/// A frame resolved for a report: borrowed file and function names.
+#[derive(Clone, Copy)]
+pub struct ResolvedFrame {
+    pub filename: *mut PyObject,
+    pub name: *mut PyObject,
+    pub lineno: i32,
+}
+
+/// File, function and line of one frame, as borrowed references.
+///
+/// # Safety
+/// GIL held; a Python frame's code object alive (see src/engine/codes.rs).
+pub unsafe fn resolve(frame: &RawFrame) -> ResolvedFrame {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; a Python frame's code object alive (see src/engine/codes.rs).
+    unsafe {
+        if frame.is_retired() {
+            return crate::engine::retired::resolve(frame.code);
+        }
+        if crate::engine::codes::ABANDONED.load(std::sync::atomic::Ordering::Acquire)
+            && !frame.is_native()
+        {
+            // At exit, after code objects died unretired: never read them.
+            let unknown = pyo3_ffi::Py_None();
+            return ResolvedFrame {
+                filename: unknown,
+                name: unknown,
+                lineno: 0,
+            };
+        }
+        if frame.is_native() {
+            let (filename, name, lineno) =
+                crate::engine::native_frames::resolve(frame.code as usize);
+            return ResolvedFrame {
+                filename,
+                name,
+                lineno,
+            };
+        }
+        let mut filename = std::ptr::null_mut();
+        let mut name = std::ptr::null_mut();
+        let lineno = hs_resolve_frame(frame.code, frame.offset, &mut filename, &mut name);
+        ResolvedFrame {
+            filename,
+            name,
+            lineno,
+        }
+    }
+}
+
+/// Resolves a site's frames, in order. The Python frames come first and
+/// allocate nothing, so no collection can run and free one of their code
+/// objects before it is read; native frames (whose names are made as new
+/// strings) after. The references stay valid afterwards: a code object that
+/// dies later is retired, which takes its own references to them.
+///
+/// # Safety
+/// GIL held; `frames` read from a site just now.
+pub unsafe fn resolve_all(frames: &[RawFrame]) -> Vec<ResolvedFrame> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `frames` read from a site just now.
+    unsafe {
+        let mut resolved = vec![
+            ResolvedFrame {
+                filename: std::ptr::null_mut(),
+                name: std::ptr::null_mut(),
+                lineno: 0,
+            };
+            frames.len()
+        ];
+        for native in [false, true] {
+            for (slot, frame) in resolved.iter_mut().zip(frames) {
+                if frame.is_native() == native {
+                    *slot = resolve(frame);
+                }
+            }
+        }
+        resolved
+    }
+}

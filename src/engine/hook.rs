@@ -1,0 +1,562 @@
+//! The allocator hooks: PyMem_SetAllocator wrappers for RAW, MEM and OBJ.
+//!
+//! Each hook calls the allocator that was installed before it (tracemalloc,
+//! the debug hooks, pymalloc or malloc) and, when tracing, records the result.
+//! Rules (see docs/design.md, "Rules of the hot path"):
+//! - MEM and OBJ are called with the GIL held: their table and counters need
+//!   no lock.
+//! - RAW may be called from any thread without the GIL: its table is sharded
+//!   behind spin locks, and only a GIL holder's frames are read.
+//! - Each installation gets its own leaked [`HookCtx`] holding the allocator
+//!   it wraps, so heapsite can be installed again around a tool that wrapped
+//!   it (tracemalloc started later) without losing the inner layer's chain;
+//!   nested layers see the re-entrancy flag and pass through, so only the
+//!   outermost records. A `ctx` that is not ours (a thread racing
+//!   `PyMem_SetAllocator` and pairing our function with the old `ctx`) falls
+//!   back to the latest installation's previous allocator, which is exactly
+//!   the one that `ctx` belongs to.
+//! - Pointers heapsite never saw pass through untouched.
+//! - Only the main interpreter is traced: see src/engine/interp.rs for what a
+//!   subinterpreter's calls may and may not touch, and why.
+//!
+//! This file is the hot path and nothing else: the hooks and the state they
+//! share. Installing, starting, stopping and the fork handlers are in
+//! hook/lifecycle.rs; reading what was recorded, in hook/readers.rs.
+
+use crate::engine::frames::{self, RawFrame};
+use crate::engine::interp::{self, Interp};
+use crate::engine::nursery::{Freed, GilTable};
+use crate::engine::own_work;
+use crate::engine::sites::{self, SiteId, NO_GIL_SITE};
+use crate::engine::sync::GilCell;
+use crate::engine::table::{Domain, RawTable, Record};
+use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+
+mod lifecycle;
+mod readers;
+pub use lifecycle::{clear, depth, init, is_tracing, start, stop, Companion};
+pub use readers::lookup;
+pub(in crate::engine) use readers::{dropped, for_each_live, live_allocations, tracking_bytes};
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+/// Native hooks (LD_PRELOAD's malloc, mmap...) record; then the RAW domain
+/// is recorded by them, at the malloc under PyMem_RawMalloc, and the RAW
+/// PyMem hooks pass through so that no block is counted twice.
+static NATIVE: AtomicBool = AtomicBool::new(false);
+/// A fork is under way: the RAW shards are held by the forking thread, so
+/// native events pass through rather than wait for them.
+static FORKING: AtomicBool = AtomicBool::new(false);
+static DEPTH: AtomicUsize = AtomicUsize::new(1);
+/// Allocations not recorded because heapsite could not grow a table.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+static GIL_TABLE: GilCell<GilTable> = GilCell::new(GilTable::new());
+static RAW_TABLE: RawTable = RawTable::new();
+
+const DOMAINS: [PyMemAllocatorDomain; 3] = [
+    PyMemAllocatorDomain::PYMEM_DOMAIN_RAW,
+    PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
+    PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
+];
+const HOOK_MAGIC: u64 = 0x6865_6170_7369_7465; // "heapsite"
+
+/// The `ctx` of one installation of our hooks: the allocator it forwards to.
+/// Leaked, so a late caller of an uninstalled hook still finds a valid one.
+#[repr(C)]
+struct HookCtx {
+    magic: u64,
+    prev: PyMemAllocatorEx,
+}
+
+/// The most recent installation per domain (see the module note on `ctx`).
+static LATEST: [AtomicPtr<HookCtx>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
+
+#[inline(always)]
+fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
+    let ours = ctx as *const HookCtx;
+    // SAFETY: a non-null ctx points at an allocator's context object, at least
+    // a word long; ours carry the magic and live forever. LATEST is set
+    // before any hook of ours is installed.
+    unsafe {
+        if !ours.is_null() && (*ours).magic == HOOK_MAGIC {
+            &(*ours).prev
+        } else {
+            &(*LATEST[domain].load(Acquire)).prev
+        }
+    }
+}
+
+#[inline(always)]
+fn tracing() -> bool {
+    TRACING.load(Relaxed)
+}
+
+/// Whether the RAW PyMem hooks record (not when the native hooks do).
+#[inline(always)]
+fn raw_tracing() -> bool {
+    TRACING.load(Relaxed) && !NATIVE.load(Relaxed)
+}
+
+#[inline(always)]
+fn native_tracing() -> bool {
+    TRACING.load(Relaxed) && NATIVE.load(Relaxed) && !FORKING.load(Relaxed)
+}
+
+// ---- MEM and OBJ: GIL held ------------------------------------------------
+
+/// Records a block allocated through MEM or OBJ. GIL held.
+#[inline(always)]
+fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: Domain) {
+    // SAFETY: MEM and OBJ hooks run with the GIL held.
+    let Some((site, site_ref)) = (unsafe { thread.current_site(DEPTH.load(Relaxed)) }) else {
+        drop_record();
+        return;
+    };
+    // SAFETY: as above; nothing below re-enters a hook that takes the table.
+    let table = unsafe { GIL_TABLE.get() };
+    // Queued frees first, so the peak is never checked with them counted.
+    table.settle(account_free);
+    match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
+        Ok(Some(stale)) => sites::site(stale.site).counters.sub_gil(stale.size),
+        Ok(None) => {}
+        Err(lost) => {
+            sites::site(lost.site).counters.sub_gil(lost.size);
+            drop_record();
+        }
+    }
+    site_ref.counters.add_gil(size);
+}
+
+/// Calls the previous allocator inside the re-entrancy guard, then records
+/// the block. pymalloc serves requests over 512 bytes with PyMem_RawMalloc,
+/// which comes back through our RAW hook: the guard makes that nested call
+/// pass through, so each block is counted once, in the domain the program
+/// asked (as tracemalloc does).
+#[inline(always)]
+fn allocate_gil(
+    domain: Domain,
+    allocate: impl Fn() -> *mut c_void,
+    size: usize,
+    before: impl FnOnce(),
+) -> *mut c_void {
+    if !tracing() {
+        return allocate();
+    }
+    let caller = Interp::of_caller();
+    if !caller.is_main() {
+        return allocate_in_subinterpreter(caller, allocate, before);
+    }
+    if own_work::is_caller() {
+        return allocate_for_heapsite(allocate, before);
+    }
+    // SAFETY: MEM and OBJ hooks run with the GIL held.
+    let guarded = unsafe {
+        sites::guarded(|thread| {
+            let ptr = allocate();
+            if !ptr.is_null() {
+                before();
+                record_gil(thread, ptr, size, domain);
+            }
+            ptr
+        })
+    };
+    guarded.unwrap_or_else(allocate)
+}
+
+/// A MEM/OBJ allocation (or realloc) by heapsite's own Python code:
+/// untraced, but a realloc'd block of the program's is forgotten (it moved
+/// or was freed), as in any realloc.
+#[cold]
+fn allocate_for_heapsite(allocate: impl Fn() -> *mut c_void, before: impl FnOnce()) -> *mut c_void {
+    let ptr = allocate();
+    if !ptr.is_null() {
+        before();
+    }
+    ptr
+}
+
+/// A MEM/OBJ allocation (or realloc) in a subinterpreter: untraced. `before`
+/// forgets a realloc's old block, which only a holder of the main GIL may do
+/// (see src/engine/interp.rs: one with its own GIL never holds a traced block).
+#[cold]
+fn allocate_in_subinterpreter(
+    caller: Interp,
+    allocate: impl Fn() -> *mut c_void,
+    before: impl FnOnce(),
+) -> *mut c_void {
+    interp::warn_untraced();
+    let ptr = allocate();
+    if !ptr.is_null() && caller == Interp::SharedGil {
+        before();
+    }
+    ptr
+}
+
+#[inline(always)]
+fn account_free(freed: Freed) {
+    freed.site.counters.sub_gil(freed.record.size);
+}
+
+#[inline(always)]
+fn untrack_gil(ptr: *mut c_void) {
+    crate::engine::relheap::forget_freed(ptr as usize);
+    // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
+    unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
+}
+
+/// The MEM/OBJ table with every queued operation carried out and accounted,
+/// for readers of figures. GIL held.
+fn settled_gil_table() -> &'static mut GilTable {
+    // SAFETY: GIL held by the API caller.
+    let table = unsafe { GIL_TABLE.get() };
+    table.settle(account_free);
+    table
+}
+
+/// Accounts the frees still queued; call before reading any figure. GIL held.
+pub(super) fn settle() {
+    settled_gil_table();
+}
+
+extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(D, ctx);
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
+    allocate_gil(domain_of(D), || malloc(prev.ctx, size), size, || {})
+}
+
+extern "C" fn gil_calloc<const D: usize>(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(D, ctx);
+    let Some(calloc) = prev.calloc else {
+        return ptr::null_mut();
+    };
+    allocate_gil(
+        domain_of(D),
+        || calloc(prev.ctx, n, each),
+        n.saturating_mul(each),
+        || {},
+    )
+}
+
+extern "C" fn gil_realloc<const D: usize>(
+    ctx: *mut c_void,
+    old: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    let prev = previous(D, ctx);
+    let Some(realloc) = prev.realloc else {
+        return ptr::null_mut();
+    };
+    // On failure the old block is untouched and stays recorded. On success,
+    // like tracemalloc, the whole block now belongs to the resizing line.
+    let forget_old = || {
+        if !old.is_null() {
+            untrack_gil(old);
+        }
+    };
+    allocate_gil(
+        domain_of(D),
+        || realloc(prev.ctx, old, size),
+        size,
+        forget_old,
+    )
+}
+
+extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(D, ctx);
+    // A subinterpreter with its own GIL must not touch the table, and frees
+    // only its own, untraced blocks (src/engine/interp.rs).
+    if !ptr.is_null() && tracing() && Interp::of_caller() != Interp::OwnGil {
+        untrack_gil(ptr);
+    }
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
+}
+
+const fn domain_of(d: usize) -> Domain {
+    match d {
+        0 => Domain::Raw,
+        1 => Domain::Mem,
+        _ => Domain::Obj,
+    }
+}
+
+// ---- RAW: any thread, GIL or not --------------------------------------------
+
+/// How the calling thread's new RAW or native block is recorded: `None` in a
+/// subinterpreter (untraced, see src/engine/interp.rs), else whether the caller
+/// holds the GIL (so its frames can be read).
+#[inline(always)]
+fn main_interpreter_gil() -> Option<bool> {
+    if Interp::of_caller().is_main() {
+        Some(frames::gil_held())
+    } else {
+        interp::warn_untraced();
+        None
+    }
+}
+
+fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
+    if gil && own_work::is_caller() {
+        return; // heapsite's own Python code
+    }
+    let site: SiteId = if gil {
+        // SAFETY: this thread holds the GIL, so its frames are stable.
+        match unsafe { sites::guarded(|thread| thread.current_site(DEPTH.load(Relaxed))) } {
+            Some(Some((site, _))) => site,
+            Some(None) => return drop_record(), // no memory for its site
+            None => return, // re-entered from inside heapsite: not the program's
+        }
+    } else {
+        NO_GIL_SITE
+    };
+    insert_raw(ptr, size, site, gil);
+}
+
+/// Records a RAW (or native) block at `site` and counts it.
+fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, gil: bool) {
+    let record = Record {
+        size,
+        site,
+        domain: Domain::Raw,
+    };
+    let result = RAW_TABLE.shard(ptr as usize).insert(ptr as usize, record);
+    match result {
+        Ok(replaced) => {
+            if let Some(old) = replaced {
+                release(old, gil);
+            }
+            let counters = &sites::site(site).counters;
+            if gil {
+                counters.add_gil(size);
+            } else {
+                counters.add_nogil(size);
+            }
+        }
+        Err(()) => {
+            drop_record();
+        }
+    }
+}
+
+fn release(record: Record, gil: bool) {
+    let counters = &sites::site(record.site).counters;
+    if gil {
+        counters.sub_gil(record.size);
+    } else {
+        counters.sub_nogil(record.size);
+    }
+}
+
+extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
+    let ptr = malloc(prev.ctx, size);
+    if !ptr.is_null() && raw_tracing() {
+        if let Some(gil) = main_interpreter_gil() {
+            track_raw(ptr, size, gil);
+        }
+    }
+    ptr
+}
+
+extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
+    let Some(calloc) = prev.calloc else {
+        return ptr::null_mut();
+    };
+    let ptr = calloc(prev.ctx, n, each);
+    if !ptr.is_null() && raw_tracing() {
+        if let Some(gil) = main_interpreter_gil() {
+            track_raw(ptr, n.saturating_mul(each), gil);
+        }
+    }
+    ptr
+}
+
+extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *mut c_void {
+    let prev = previous(0, ctx);
+    let Some(realloc) = prev.realloc else {
+        return ptr::null_mut();
+    };
+    if !raw_tracing() {
+        return realloc(prev.ctx, old, size);
+    }
+    // The allocators under PyMem_RawRealloc turn size 0 into 1: NULL is
+    // always a failure here.
+    realloc_raw_block(old, size, false, || realloc(prev.ctx, old, size))
+}
+
+/// A realloc of a block in the RAW table (PyMem_RawRealloc, or native
+/// realloc). The old block is forgotten before the call: once it is freed,
+/// another thread may be handed the same address and record it. If the call
+/// fails, the old block is still the program's and is recorded again; with
+/// `zero_frees`, a NULL for size 0 means the block was freed (C's realloc).
+fn realloc_raw_block(
+    old: *mut c_void,
+    size: usize,
+    zero_frees: bool,
+    realloc: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
+    let old_record = if old.is_null() {
+        None
+    } else {
+        RAW_TABLE.shard(old as usize).remove(old as usize)
+    };
+    let ptr = realloc();
+    if ptr.is_null() && !(zero_frees && size == 0) {
+        if let Some(record) = old_record {
+            let _ = RAW_TABLE.shard(old as usize).insert(old as usize, record);
+        }
+        return ptr;
+    }
+    let caller = Interp::of_caller();
+    let gil = caller.holds_main_gil();
+    if let Some(record) = old_record {
+        release(record, gil);
+    }
+    if !ptr.is_null() {
+        if caller.is_main() {
+            track_raw(ptr, size, gil);
+        } else {
+            interp::warn_untraced();
+        }
+    }
+    ptr
+}
+
+/// Forgets a RAW-table block being freed and takes it off its site.
+fn forget_raw(ptr: *mut c_void) {
+    if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
+        release(record, Interp::of_caller().holds_main_gil());
+    }
+}
+
+extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
+    let prev = previous(0, ctx);
+    if !ptr.is_null() && raw_tracing() {
+        forget_raw(ptr);
+    }
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
+}
+
+// ---- native: malloc, mmap... under LD_PRELOAD (see native/interpose.rs) -
+
+/// Switches recording of native events on or off.
+pub fn set_native(on: bool) {
+    NATIVE.store(on, Relaxed);
+}
+
+pub fn native() -> bool {
+    NATIVE.load(Relaxed)
+}
+
+/// A block the program got from malloc & co. Only a GIL holder's frames are
+/// read; inside a MEM/OBJ hook (pymalloc asking malloc for a large block or
+/// mmap for an arena) the block is that hook's and passes through.
+pub fn native_allocated(ptr: *mut c_void, size: usize) {
+    if native_tracing() && !ptr.is_null() {
+        let Some(gil) = main_interpreter_gil() else {
+            return;
+        };
+        if gil && crate::engine::native_frames::enabled() {
+            track_raw_below_native(ptr, size);
+        } else {
+            track_raw(ptr, size, gil);
+        }
+    }
+}
+
+/// `track_raw` with the native frames above the Python ones. GIL held.
+#[cold]
+fn track_raw_below_native(ptr: *mut c_void, size: usize) {
+    if own_work::is_caller() {
+        return; // heapsite's own Python code
+    }
+    let mut native = [RawFrame::NONE; crate::engine::native_frames::MAX_NATIVE];
+    // SAFETY: this thread holds the GIL.
+    let site = unsafe {
+        sites::guarded(|thread| {
+            let n = crate::engine::native_frames::capture(&mut native);
+            thread.current_site_below(&native[..n], DEPTH.load(Relaxed))
+        })
+    };
+    match site {
+        Some(Some((site, _))) => insert_raw(ptr, size, site, true),
+        Some(None) => drop_record(),
+        None => {}
+    }
+}
+
+/// An allocation left unrecorded: heapsite had no memory for its bookkeeping.
+#[cold]
+fn drop_record() {
+    DROPPED.fetch_add(1, Relaxed);
+}
+
+/// A block released by free, munmap or a moving realloc.
+pub fn native_freed(ptr: *mut c_void) {
+    if native_tracing() && !ptr.is_null() {
+        forget_raw(ptr);
+    }
+}
+
+/// realloc & co. (see `realloc_raw_block`).
+pub fn native_realloc(
+    old: *mut c_void,
+    size: usize,
+    realloc: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
+    if !native_tracing() {
+        return realloc();
+    }
+    realloc_raw_block(old, size, true, realloc)
+}
+
+/// A new object whose block starts at `block`: if heapsite holds that block
+/// under another site, the object came from a free list (no allocator call)
+/// and the block moves to the line creating the object now, as tracemalloc
+/// moves its trace. GIL held.
+pub fn object_created(block: usize) {
+    // The reference tracer is the runtime's: subinterpreters call it too.
+    if !tracing() || !Interp::of_caller().is_main() || own_work::is_caller() {
+        return;
+    }
+    // SAFETY: GIL held (the reference tracer runs under it).
+    unsafe {
+        sites::guarded(|thread| {
+            let table = GIL_TABLE.get();
+            let Some(record) = table.get(block, account_free) else {
+                return;
+            };
+            let Some((site, _)) = thread.current_site(DEPTH.load(Relaxed)) else {
+                return; // no memory for a new site: the block stays where it is
+            };
+            if site != record.site {
+                untrack_gil(block as *mut c_void);
+                record_gil(thread, block as *mut c_void, record.size, record.domain);
+            }
+        });
+    }
+}
+
+/// Forgets the PyMem record of `addr`, if any, taking it off its site's
+/// figures: a block that C code reports with PyTraceMalloc_Track after
+/// getting it through PyMem would otherwise count twice. GIL held.
+pub fn forget(addr: usize) {
+    untrack_gil(addr as *mut c_void);
+    let removed = RAW_TABLE.shard(addr).remove(addr);
+    if let Some(record) = removed {
+        release(record, true);
+    }
+    settle();
+}

@@ -1,0 +1,175 @@
+//! The hooks' lifecycle: installing them outermost in each domain and
+//! removing them, starting and stopping (with the tables cleared), and the
+//! fork handlers that keep the RAW shards' locks out of a child. None of it
+//! runs on the hot path, which is the parent module (engine/hook.rs).
+
+use super::*;
+
+// ---- installing and removing ------------------------------------------------
+
+fn our_allocator(domain: usize, ctx: *mut c_void) -> PyMemAllocatorEx {
+    match domain {
+        0 => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(raw_malloc),
+            calloc: Some(raw_calloc),
+            realloc: Some(raw_realloc),
+            free: Some(raw_free),
+        },
+        1 => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(gil_malloc::<1>),
+            calloc: Some(gil_calloc::<1>),
+            realloc: Some(gil_realloc::<1>),
+            free: Some(gil_free::<1>),
+        },
+        _ => PyMemAllocatorEx {
+            ctx,
+            malloc: Some(gil_malloc::<2>),
+            calloc: Some(gil_calloc::<2>),
+            realloc: Some(gil_realloc::<2>),
+            free: Some(gil_free::<2>),
+        },
+    }
+}
+
+fn current_allocator(domain: usize) -> PyMemAllocatorEx {
+    let mut current = PyMemAllocatorEx {
+        ctx: ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
+    };
+    // SAFETY: writes the domain's allocator into `current`.
+    unsafe { PyMem_GetAllocator(DOMAINS[domain], &mut current) };
+    current
+}
+
+fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
+    let ours = our_allocator(domain, ptr::null_mut());
+    allocator.malloc.map(|f| f as usize) == ours.malloc.map(|f| f as usize)
+}
+
+/// Puts our hook outermost in each domain where it is not already. If another
+/// tool wrapped an earlier installation, this adds a layer around it; the
+/// inner one passes through. GIL held.
+fn install() {
+    for (domain, &kind) in DOMAINS.iter().enumerate() {
+        let prev = current_allocator(domain);
+        if is_ours(domain, &prev) {
+            continue;
+        }
+        let ctx: &'static mut HookCtx = Box::leak(Box::new(HookCtx {
+            magic: HOOK_MAGIC,
+            prev,
+        }));
+        LATEST[domain].store(ctx, Release);
+        let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
+        // SAFETY: our allocator forwards to the valid previous one in ctx.
+        unsafe { PyMem_SetAllocator(kind, &mut ours) };
+    }
+}
+
+/// Restores each domain's previous allocator where ours is the outermost.
+/// Where another tool wrapped ours (say tracemalloc started after heapsite),
+/// removing ours would cut that tool's chain: it stays, passing through. GIL held.
+fn uninstall() {
+    for (domain, &kind) in DOMAINS.iter().enumerate() {
+        let current = current_allocator(domain);
+        if !is_ours(domain, &current) {
+            continue;
+        }
+        let mut prev = *previous(domain, current.ctx);
+        // SAFETY: restores the allocator that was current when we installed.
+        unsafe { PyMem_SetAllocator(kind, &mut prev) };
+    }
+}
+
+/// What a layer above the engine keeps beside its tables (native/tracked.rs:
+/// the blocks extensions report through `PyTraceMalloc_Track`): cleared with
+/// them and installed as tracing starts, in the same order as the engine's
+/// own. The engine imports no layer above it; its caller (py/api.rs) hands
+/// these in.
+pub struct Companion {
+    pub install: fn(),
+    pub clear: fn(),
+}
+
+fn clear_tables(companion: &Companion) {
+    // SAFETY: GIL held by the API caller.
+    unsafe { GIL_TABLE.get() }.clear();
+    for shard in RAW_TABLE.shards() {
+        shard.lock().clear();
+    }
+    (companion.clear)();
+    crate::engine::counters::reset_globals();
+    sites::reset_all();
+}
+
+/// Starts tracing `depth` frames deep (or changes the depth). GIL held.
+pub fn start(depth: usize, companion: &Companion) {
+    DEPTH.store(depth, Relaxed);
+    if tracing() {
+        return;
+    }
+    clear_tables(companion);
+    install();
+    (companion.install)();
+    TRACING.store(true, Release);
+}
+
+/// Stops tracing and forgets what was recorded. GIL held.
+pub fn stop(companion: &Companion) {
+    if !tracing() {
+        return;
+    }
+    TRACING.store(false, Release);
+    uninstall();
+    clear_tables(companion);
+}
+
+pub fn is_tracing() -> bool {
+    tracing()
+}
+
+pub fn depth() -> usize {
+    DEPTH.load(Relaxed)
+}
+
+/// Forgets every recorded allocation, keeps tracing. GIL held.
+pub fn clear(companion: &Companion) {
+    clear_tables(companion);
+}
+
+// ---- fork ------------------------------------------------------------------
+
+extern "C" fn before_fork() {
+    FORKING.store(true, Relaxed);
+    // A thread without the GIL may hold a RAW shard; the child must not
+    // inherit a lock whose holder it does not have.
+    for shard in RAW_TABLE.shards() {
+        shard.acquire_raw();
+    }
+}
+
+extern "C" fn after_fork() {
+    for shard in RAW_TABLE.shards() {
+        // SAFETY: taken by before_fork in this thread (or its parent image).
+        unsafe { shard.release_raw() };
+    }
+    FORKING.store(false, Relaxed);
+}
+
+/// Registers the fork handlers; once, at module init.
+pub fn init() {
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> i32;
+    }
+    // SAFETY: plain function pointers with static lifetime.
+    unsafe { pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+}

@@ -1,0 +1,51 @@
+//! Readers of what the hooks recorded. The engine's façade
+//! (`engine::settled`) is their way out of the engine; `lookup` is also the
+//! heap walk's, per object.
+
+use super::*;
+
+/// Number of live allocations recorded.
+pub(in crate::engine) fn live_allocations() -> usize {
+    // SAFETY: GIL held by the API caller.
+    let gil = settled_gil_table().len();
+    gil + RAW_TABLE
+        .shards()
+        .iter()
+        .map(|s| s.lock().len())
+        .sum::<usize>()
+}
+
+/// Bytes heapsite spends on its tables and sites.
+pub(in crate::engine) fn tracking_bytes() -> usize {
+    // SAFETY: GIL held by the API caller.
+    let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
+    let raw: usize = RAW_TABLE
+        .shards()
+        .iter()
+        .map(|s| s.lock().memory_bytes())
+        .sum();
+    gil + raw + sites::memory_bytes()
+}
+
+/// Visits every live allocation: address and record. GIL held. `visit` may
+/// allocate (a list of traces) while a RAW shard is locked: that memory is
+/// heapsite's own (see `own_memory::own_memory`).
+pub(in crate::engine) fn for_each_live(mut visit: impl FnMut(usize, Record)) {
+    settled_gil_table().for_each(account_free, &mut visit);
+    crate::engine::own_memory::own_memory(|| {
+        for shard in RAW_TABLE.shards() {
+            shard.lock().for_each(&mut visit);
+        }
+    });
+}
+
+pub(in crate::engine) fn dropped() -> usize {
+    DROPPED.load(Relaxed)
+}
+
+/// The record of a live allocation, if heapsite has one. GIL held.
+pub fn lookup(addr: usize) -> Option<Record> {
+    settled_gil_table()
+        .get(addr, account_free)
+        .or_else(|| RAW_TABLE.shard(addr).get(addr))
+}

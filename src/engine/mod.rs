@@ -1,0 +1,122 @@
+//! The engine: the allocator hooks and everything they touch on the hot path
+//! (live tables, nursery, counters, call-site and code-object bookkeeping,
+//! frame reading). It imports nothing from the other layers.
+//!
+//! Readers come in through the façade below. The hot path leaves work
+//! queued for later: frees the nursery has not yet carried out (and not yet
+//! taken off the counters), and code objects pinned by new sites whose pins
+//! are dropped at the next flush (freeing those the program dropped). A
+//! figure read before that work is done is stale, so the figures are
+//! methods of [`Settled`], and the one way to a `Settled` is [`settled`],
+//! which does the work first; [`own_figures`] and [`reset_peak`] settle
+//! what they read the same way. The raw readers are private to the engine.
+
+pub mod codes;
+pub mod counters;
+pub mod fallible;
+pub mod frames;
+pub mod hook;
+pub mod interner;
+pub mod interp;
+pub mod native_frames;
+pub mod nursery;
+pub mod own_memory;
+pub mod own_work;
+pub mod relheap;
+pub mod retired;
+pub mod reuse;
+pub mod segvec;
+pub mod sites;
+pub mod sync;
+pub mod table;
+
+use counters::SiteTotals;
+use sites::{Site, SiteId};
+use std::marker::PhantomData;
+use table::Record;
+
+/// The engine with its queued work done: the figures a reader may see.
+/// Holding one means the GIL is held (it is neither `Send` nor `Sync`);
+/// take a new one for each API call, since the hooks queue work again as
+/// soon as the program allocates.
+pub struct Settled {
+    _gil: PhantomData<*mut ()>,
+}
+
+/// Carries out what the hot path queued (drops the code-object pins taken
+/// since the last read, retiring the frames of code that died, and accounts
+/// the frees the nursery still queues) and returns the reader. GIL held,
+/// outside any allocator hook, with no site's frames borrowed.
+pub fn settled() -> Settled {
+    // SAFETY: the API caller holds the GIL, outside any allocator hook, and
+    // borrows no site's frames across this call (see `codes::flush`).
+    unsafe { codes::flush() };
+    hook::settle();
+    Settled { _gil: PhantomData }
+}
+
+impl Settled {
+    /// (current, peak) traced bytes.
+    pub fn traced_memory(&self) -> (i64, i64) {
+        counters::traced_memory()
+    }
+
+    /// How many site ids are in use (ids below it name a site).
+    pub fn site_count(&self) -> SiteId {
+        sites::count()
+    }
+
+    /// The site `id` (below `site_count`): its frames and counters.
+    pub fn site(&self, id: SiteId) -> &'static Site {
+        sites::site(id)
+    }
+
+    /// The figures of site `id` (below `site_count`).
+    pub fn totals(&self, id: SiteId) -> SiteTotals {
+        sites::site(id).counters.totals()
+    }
+
+    /// What site `id` grew by from the last reset_peak() to the peak since
+    /// (see `counters::SiteCounters::growth_at_peak`).
+    pub fn growth_at_peak(&self, id: SiteId) -> i64 {
+        sites::site(id).counters.growth_at_peak()
+    }
+
+    /// Visits every live allocation (see `hook::for_each_live`).
+    pub fn for_each_live(&self, visit: impl FnMut(usize, Record)) {
+        hook::for_each_live(visit)
+    }
+}
+
+/// heapsite's own figures (stats()).
+pub struct OwnFigures {
+    pub live_allocations: usize,
+    pub tracking_bytes: usize,
+    pub sites: SiteId,
+    pub dropped: usize,
+}
+
+/// heapsite's own figures, with the nursery's queued frees carried out
+/// first. Code-object pins are left for the next [`settled`], as stats()
+/// always did: dropping them would free memory the figures then leave out.
+/// GIL held.
+pub fn own_figures() -> OwnFigures {
+    hook::settle();
+    OwnFigures {
+        live_allocations: hook::live_allocations(),
+        tracking_bytes: hook::tracking_bytes(),
+        sites: sites::count(),
+        dropped: hook::dropped(),
+    }
+}
+
+/// Makes the peak the current size, with the nursery's queued frees
+/// accounted first (so the current size is exact). Code-object pins are
+/// left for the next [`settled`], as reset_peak() always did. GIL held.
+pub fn reset_peak() {
+    hook::settle();
+    counters::reset_peak();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! An append-only array whose elements never move, readable without a lock.
+//!
+//! Sites are created while other threads read their counters (the RAW domain
+//! runs without the GIL), so the per-site storage cannot be a `Vec` that
+//! reallocates. Segment `k` holds `BASE << k` zero-initialised elements and is
+//! allocated once, on first use, under a mutex; readers only load a pointer.
+
+use std::alloc::{alloc_zeroed, Layout};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
+
+const BASE: usize = 256;
+const SEGMENTS: usize = 24; // BASE * (2^24 - 1) elements: far beyond any real site count
+
+/// Marker for types whose all-zero bit pattern is a valid, empty value.
+///
+/// # Safety
+/// Implementors must be valid when zero-initialised (atomics, integers,
+/// raw pointers) and must not need `Drop`.
+pub unsafe trait Zeroable {}
+
+pub struct SegVec<T: Zeroable> {
+    segments: [AtomicPtr<T>; SEGMENTS],
+    grow: Mutex<()>,
+}
+
+// SAFETY: elements are only reached through shared references and T is Sync.
+unsafe impl<T: Zeroable + Sync> Sync for SegVec<T> {}
+
+#[inline(always)]
+fn locate(index: usize) -> (usize, usize) {
+    let slot = index / BASE + 1;
+    let segment = (usize::BITS - 1 - slot.leading_zeros()) as usize;
+    (segment, index - BASE * ((1 << segment) - 1))
+}
+
+impl<T: Zeroable> SegVec<T> {
+    pub const fn new() -> Self {
+        Self {
+            segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
+            grow: Mutex::new(()),
+        }
+    }
+
+    /// The element at `index`, if its segment exists.
+    #[inline(always)]
+    pub fn get(&self, index: usize) -> Option<&T> {
+        let (segment, offset) = locate(index);
+        let base = self.segments.get(segment)?.load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: the segment holds BASE << segment initialised elements and is never freed.
+        Some(unsafe { &*base.add(offset) })
+    }
+
+    /// The element at `index`, allocating its segment if needed. Returns None
+    /// only when the index is beyond capacity or memory is exhausted.
+    pub fn get_or_grow(&self, index: usize) -> Option<&T> {
+        if let Some(element) = self.get(index) {
+            return Some(element);
+        }
+        let (segment, _) = locate(index);
+        if segment >= SEGMENTS {
+            return None;
+        }
+        let _guard = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        if self.segments[segment].load(Ordering::Acquire).is_null() {
+            let layout = Layout::array::<T>(BASE << segment).ok()?;
+            // SAFETY: layout is non-zero sized; T is valid when zeroed.
+            let base = unsafe { alloc_zeroed(layout) } as *mut T;
+            if base.is_null() {
+                return None;
+            }
+            self.segments[segment].store(base, Ordering::Release);
+        }
+        self.get(index)
+    }
+
+    /// Bytes allocated for segments so far.
+    pub fn allocated_bytes(&self) -> usize {
+        (0..SEGMENTS)
+            .filter(|&s| !self.segments[s].load(Ordering::Acquire).is_null())
+            .map(|s| (BASE << s) * std::mem::size_of::<T>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    struct Cell(AtomicU64);
+    // SAFETY: an all-zero AtomicU64 is a valid 0.
+    unsafe impl Zeroable for Cell {}
+
+    #[test]
+    fn locate_covers_indices_contiguously() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(BASE - 1), (0, BASE - 1));
+        assert_eq!(locate(BASE), (1, 0));
+        assert_eq!(locate(3 * BASE - 1), (1, 2 * BASE - 1));
+        assert_eq!(locate(3 * BASE), (2, 0));
+    }
+
+    #[test]
+    fn elements_are_stable_and_zeroed() {
+        let v: SegVec<Cell> = SegVec::new();
+        assert!(v.get(5).is_none());
+        for i in 0..5000 {
+            let c = v.get_or_grow(i).unwrap();
+            assert_eq!(c.0.load(Ordering::Relaxed), 0);
+            c.0.store(i as u64, Ordering::Relaxed);
+        }
+        for i in 0..5000 {
+            assert_eq!(v.get(i).unwrap().0.load(Ordering::Relaxed), i as u64);
+        }
+    }
+}

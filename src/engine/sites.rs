@@ -1,0 +1,479 @@
+//! Call sites: a stack of frames interned to a `SiteId`, with its counters.
+//!
+//! The hot path reads the frames, hashes them, and looks the hash up in a
+//! small cache of recent sites; only a miss reaches the interner
+//! (src/engine/interner.rs). A new site copies its frames and has their code objects
+//! watched (src/engine/codes.rs): one that is freed has its frames resolved for good
+//! first, and the site leaves the interner; once it holds nothing, its id is
+//! reused (src/engine/reuse.rs). Slots are never freed: ids index them.
+//!
+//! Out of memory, no new site is made: the allocation it was for goes
+//! unrecorded (counted as dropped by the hook), and the program goes on.
+
+use crate::engine::counters::SiteCounters;
+use crate::engine::fallible;
+use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
+use crate::engine::interner::{Found, Interner};
+use crate::engine::segvec::{SegVec, Zeroable};
+use crate::engine::sync::GilCell;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+pub type SiteId = u32;
+
+/// Allocations made while no Python frame was running (start-up, C threads).
+pub const NO_FRAME_SITE: SiteId = 0;
+/// RAW allocations from a thread that did not hold the GIL: its frames cannot
+/// be read safely, so it is counted here.
+pub const NO_GIL_SITE: SiteId = 1;
+/// Where allocations go once the (huge) site id space is exhausted.
+pub const OVERFLOW_SITE: SiteId = 2;
+/// What sites of freed code allocated in total, once their ids were reused
+/// (src/engine/reuse.rs).
+pub const FREED_CODE_SITE: SiteId = 3;
+const FIRST_DYNAMIC_SITE: SiteId = 4;
+/// Site ids must fit the table's 30-bit field.
+const MAX_SITE: SiteId = (1 << 30) - 1;
+
+pub struct Site {
+    frames: AtomicPtr<RawFrame>,
+    nframes: AtomicU32,
+    /// The whole stack's depth when the site was seen (>= its frames).
+    total_depth: AtomicU32,
+    pub counters: SiteCounters,
+}
+
+// SAFETY: null pointers, zero lengths and zeroed counters form an empty site.
+unsafe impl Zeroable for Site {}
+
+impl Site {
+    /// The site's frames, most recent first.
+    pub fn frames(&self) -> &[RawFrame] {
+        let ptr = self.frames.load(Ordering::Acquire);
+        if ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: published once, from a leaked boxed slice of `nframes` frames.
+        unsafe { std::slice::from_raw_parts(ptr, self.nframes.load(Ordering::Relaxed) as usize) }
+    }
+
+    /// How deep the whole stack was (tracemalloc's `total_nframe`).
+    pub fn total_depth(&self) -> u32 {
+        self.total_depth.load(Ordering::Relaxed)
+    }
+
+    /// Makes `frames` the site's (None: no frames) and returns the ones it
+    /// had. GIL held: only GIL holders read a site's frames.
+    pub fn swap_frames(&self, frames: Option<Box<[RawFrame]>>) -> Option<Box<[RawFrame]>> {
+        let (len, ptr) = match frames {
+            Some(frames) => (frames.len(), Box::leak(frames).as_mut_ptr()),
+            None => (0, std::ptr::null_mut()),
+        };
+        let old_len = self.nframes.swap(len as u32, Ordering::Relaxed) as usize;
+        let old = self.frames.swap(ptr, Ordering::AcqRel);
+        // SAFETY: a non-null pointer was published here from a leaked boxed
+        // slice of `old_len` frames, and is no longer published.
+        (!old.is_null())
+            .then(|| unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) })
+    }
+
+    #[inline(always)]
+    fn is(&self, frames: &[RawFrame], total_depth: u32) -> bool {
+        self.total_depth() == total_depth && self.frames() == frames
+    }
+}
+
+/// Whether sites also tell stacks apart by their whole depth (what
+/// tracemalloc's API reports); costs a walk to the bottom of every stack.
+static COUNT_TOTAL_DEPTH: AtomicBool = AtomicBool::new(false);
+
+pub fn set_count_total_depth(on: bool) {
+    COUNT_TOTAL_DEPTH.store(on, Ordering::Relaxed);
+}
+
+static SITES: SegVec<Site> = SegVec::new();
+static NEXT_SITE: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
+static BIRTHS: AtomicU32 = AtomicU32::new(FIRST_DYNAMIC_SITE);
+
+/// The sites whose code objects are all alive, by stack hash. GIL held.
+static INTERNER: GilCell<Interner> = GilCell::new(Interner::new());
+
+/// The site with this id. Every id handed out has its slot allocated.
+#[inline(always)]
+pub fn site(id: SiteId) -> &'static Site {
+    SITES
+        .get(id as usize)
+        .unwrap_or_else(|| SITES.get(OVERFLOW_SITE as usize).expect("reserved sites"))
+}
+
+/// Creates the reserved sites; called once at module init.
+pub fn init() {
+    for id in 0..FIRST_DYNAMIC_SITE {
+        SITES
+            .get_or_grow(id as usize)
+            .expect("memory for the first sites");
+    }
+}
+
+/// Number of ids handed out so far (reserved ones included): ids run
+/// 0..count().
+pub fn count() -> SiteId {
+    NEXT_SITE.load(Ordering::Acquire)
+}
+
+/// Number of sites made so far (reserved ones included), reused ids counted
+/// once per site made under them.
+pub fn births() -> u32 {
+    BIRTHS.load(Ordering::Acquire)
+}
+
+/// Bytes of heapsite's own memory spent on sites and their frames.
+pub fn memory_bytes() -> usize {
+    let frames: usize = (FIRST_DYNAMIC_SITE..count())
+        .map(|id| std::mem::size_of_val(site(id).frames()))
+        .sum();
+    // SAFETY: GIL held by the API caller.
+    let interner = unsafe { INTERNER.get() }.memory_bytes();
+    SITES.allocated_bytes() + frames + interner
+}
+
+/// Two odd multipliers per stack position, one for each of a stack's two
+/// hashes. Each frame's products are independent of the other frames', so
+/// the CPU multiplies them in parallel (a running `h = (h ^ x) * K` would
+/// make every frame wait for the last).
+const MULTIPLIERS: [[u64; 2]; MAX_FRAMES] = {
+    let mut table = [[0u64; 2]; MAX_FRAMES];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut i = 0;
+    while i < MAX_FRAMES * 2 {
+        table[i / 2][i % 2] = x | 1;
+        x = x
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .wrapping_add(0x94D0_49BB_1331_11EB);
+        i += 1;
+    }
+    table
+};
+
+fn finish(mut h: u64) -> u64 {
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 29)
+}
+
+/// A stack's two 64-bit hashes: the first indexes the site cache and the
+/// interner; the pair identifies a cached stack.
+///
+/// Why a cache hit trusts the pair instead of comparing frames: comparing
+/// reads the site's frames, a cache miss per deep stack, which cost more than
+/// hashing. Each hash is a sum of frame words times odd multipliers, so two
+/// different stacks agree on one only where their word differences, times
+/// the multipliers, cancel modulo 2^64: about one chance in 2^(63 - v), with
+/// 2^v the largest power of two dividing every difference. A frame's word
+/// spreads its offset with an odd multiplier, so v stays small (code objects
+/// are 16 bytes apart at least, offsets 2) and the pair errs about once in
+/// 2^100 lookups. The interner, reached on a miss, still compares frames.
+#[inline(always)]
+fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
+    let depth = total_depth as u64;
+    let mut h = depth.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut check = depth.wrapping_mul(0xA076_1D64_78BD_642F);
+    for (frame, k) in frames.iter().zip(MULTIPLIERS.iter()) {
+        let word = (frame.code as u64)
+            .wrapping_add((frame.offset as u32 as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB));
+        h = h.wrapping_add(word.wrapping_mul(k[0]));
+        check = check.wrapping_add(word.wrapping_mul(k[1]));
+    }
+    (finish(h), finish(check))
+}
+
+/// Finds or creates the site for `frames`; None when memory for a new one
+/// cannot be had.
+///
+/// # Safety
+/// GIL held (reads the interner, has code objects watched).
+#[cold]
+unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<SiteId> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held (reads the interner, has code objects watched).
+    unsafe {
+        let interner = INTERNER.get();
+        let key = match interner.find(hash, |id| site(id).is(frames, total_depth)) {
+            Found::Site(id) => return Some(id),
+            Found::FreeKey(key) => key,
+        };
+        // Everything a new site needs is had before it is made.
+        let copy = fallible::try_copy(frames)?;
+        if !interner.reserve_one() || !crate::engine::codes::reserve_watch(frames.len()) {
+            return None;
+        }
+        let id = match crate::engine::reuse::take_id() {
+            Some(id) => id,
+            None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
+        };
+        if id > MAX_SITE {
+            return Some(OVERFLOW_SITE);
+        }
+        let slot = SITES.get_or_grow(id as usize)?;
+        slot.total_depth.store(total_depth, Ordering::Relaxed);
+        BIRTHS.fetch_add(1, Ordering::AcqRel);
+        let previous = slot.swap_frames(Some(copy));
+        debug_assert!(previous.is_none(), "a site id handed out twice");
+        interner.insert(key, id);
+        // SAFETY: GIL held; the code objects are on the running stack, so alive.
+        crate::engine::codes::watch(id, frames);
+        Some(id)
+    }
+}
+
+/// The hash a site was interned under (its frames still all alive).
+fn interned_hash(id: SiteId) -> u64 {
+    let site = site(id);
+    hash_stack(site.frames(), site.total_depth()).0
+}
+
+/// Resolves for good the frames of site `id` that name `code`, which is
+/// being freed (src/engine/codes.rs). The site keeps its counters; it can no longer
+/// match a running stack, so it leaves the cache, and the interner finds it
+/// unequal to any stack from now on (`uncache` after).
+///
+/// # Safety
+/// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
+pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held; `code`'s fields still intact; no Python code runs meanwhile.
+    unsafe {
+        let slot = site(id);
+        if !names(id, code) {
+            return; // the id was given back and reused since (src/engine/reuse.rs)
+        }
+        if !slot.frames().iter().any(RawFrame::is_retired) {
+            // Its first code object to die: it can match no stack any more, and
+            // once it holds nothing its id can be given back.
+            INTERNER.get().remove(interned_hash(id), id, interned_hash);
+            crate::engine::reuse::died(id);
+        }
+        let retired = fallible::try_collect(slot.frames().iter().map(|f| {
+            if f.code == code && f.is_python() {
+                f.retire()
+            } else {
+                Some(*f)
+            }
+        }));
+        if retired.is_some() {
+            // The frames retired before are in both the old frames and the new.
+            crate::engine::retired::hold_all(slot.frames());
+        }
+        // Out of memory the site loses its frames rather than name a freed code
+        // object. The old frames are freed later: a report may be reading them.
+        if let Some(old) = slot.swap_frames(retired) {
+            crate::engine::reuse::bury(old);
+        }
+    }
+}
+
+/// Whether site `id` has a (live) Python frame of `code`. GIL held.
+pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
+    site(id)
+        .frames()
+        .iter()
+        .any(|f| f.code == code && f.is_python())
+}
+
+/// Drops the hook cache's entries for these (retired) sites.
+///
+/// # Safety
+/// GIL held, outside any allocator hook.
+pub unsafe fn uncache(ids: &[SiteId]) {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // GIL held, outside any allocator hook.
+    unsafe {
+        let cache = &mut *STATE.get().cache.get();
+        for entry in cache.iter_mut().filter(|e| ids.contains(&e.id)) {
+            *entry = EMPTY_ENTRY;
+        }
+    }
+}
+
+const CACHE_SLOTS: usize = 512;
+
+/// A recently seen stack, known by its two hashes and its shape (see
+/// `hash_stack`); a hit reads only the entry and then the site's counters.
+#[derive(Clone, Copy)]
+struct CacheEntry {
+    hash: u64,
+    check: u64,
+    site: *const Site,
+    id: SiteId,
+    nframes: u32,
+    total_depth: u32,
+}
+
+const EMPTY_ENTRY: CacheEntry = CacheEntry {
+    hash: 0,
+    check: 0,
+    site: std::ptr::null(),
+    id: SiteId::MAX,
+    nframes: 0,
+    total_depth: 0,
+};
+
+impl CacheEntry {
+    #[inline(always)]
+    fn holds(&self, (hash, check): (u64, u64), nframes: usize, total_depth: u32) -> bool {
+        self.hash == hash
+            && self.check == check
+            && self.nframes as usize == nframes
+            && self.total_depth == total_depth
+            && !self.site.is_null()
+    }
+}
+
+/// The hook's state for the thread that holds the GIL: the re-entrancy flag
+/// and the cache of recent sites.
+///
+/// One for the process rather than one per thread: only a GIL holder captures
+/// sites, and it cannot lose the GIL inside a hook, so the GIL serialises all
+/// access, and the hot path pays no thread-local lookup (`__tls_get_addr` in
+/// a dlopen'ed module). A call that comes back into a hook while the holder
+/// is inside one (pymalloc's nested PyMem_RawMalloc) finds `busy` set.
+pub struct HookState {
+    busy: Cell<bool>,
+    cache: UnsafeCell<[CacheEntry; CACHE_SLOTS]>,
+}
+
+static STATE: GilCell<HookState> = GilCell::new(HookState {
+    busy: Cell::new(false),
+    cache: UnsafeCell::new([EMPTY_ENTRY; CACHE_SLOTS]),
+});
+
+/// Runs `f` unless the GIL holder is already inside heapsite (re-entrancy).
+///
+/// # Safety
+/// The calling thread holds the GIL.
+#[inline(always)]
+pub unsafe fn guarded<R>(f: impl FnOnce(&HookState) -> R) -> Option<R> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread holds the GIL.
+    unsafe {
+        let state: &HookState = STATE.get();
+        if state.busy.replace(true) {
+            return None;
+        }
+        let result = f(state);
+        state.busy.set(false);
+        Some(result)
+    }
+}
+
+/// Runs `f` with the GIL holder's allocations untraced: inside heapsite's
+/// guard, or as it is when already inside it (they are untraced then too).
+/// For heapsite's own Python objects, made outside any allocator hook.
+///
+/// # Safety
+/// The calling thread holds the GIL.
+pub unsafe fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+    // The calling thread holds the GIL.
+    unsafe {
+        let state: &HookState = STATE.get();
+        if state.busy.replace(true) {
+            return f();
+        }
+        let result = f();
+        state.busy.set(false);
+        result
+    }
+}
+
+impl HookState {
+    /// The site of the calling Python code, `depth` frames deep; None when
+    /// it is new and memory for it cannot be had.
+    ///
+    /// # Safety
+    /// GIL held by the calling thread.
+    #[inline(always)]
+    pub unsafe fn current_site(&self, depth: usize) -> Option<(SiteId, &'static Site)> {
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held by the calling thread.
+        unsafe {
+            let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
+            let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+            let (n, total) =
+                frames::read_frames(&mut buf[..depth.clamp(1, MAX_FRAMES)], count_total);
+            if n == 0 {
+                return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+            }
+            // SAFETY: read_frames initialised the first n entries.
+            let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), n);
+            self.site_of(frames, total)
+        }
+    }
+
+    /// The site of `native` frames (most recent first) above the calling
+    /// Python code's, `depth` Python frames deep. Cold: native frames are
+    /// asked for with `--native` only.
+    ///
+    /// # Safety
+    /// GIL held by the calling thread.
+    #[inline(never)]
+    pub unsafe fn current_site_below(
+        &self,
+        native: &[RawFrame],
+        depth: usize,
+    ) -> Option<(SiteId, &'static Site)> {
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // GIL held by the calling thread.
+        unsafe {
+            let mut buf = [RawFrame::NONE; MAX_FRAMES];
+            let skip = native.len().min(MAX_FRAMES - 1);
+            buf[..skip].copy_from_slice(&native[..skip]);
+            let room = (MAX_FRAMES - skip).min(depth.max(1));
+            let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
+            let tail = std::slice::from_raw_parts_mut(
+                buf[skip..].as_mut_ptr().cast::<MaybeUninit<RawFrame>>(),
+                room,
+            );
+            let (n, total) = frames::read_frames(tail, count_total);
+            if skip + n == 0 {
+                return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
+            }
+            self.site_of(&buf[..skip + n], total + skip as u32)
+        }
+    }
+
+    /// The cache, then the interner.
+    #[inline(always)]
+    unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> Option<(SiteId, &'static Site)> {
+        // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+        unsafe {
+            let n = frames.len();
+            let (hash, check) = hash_stack(frames, total);
+            // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
+            let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
+            if entry.holds((hash, check), n, total) {
+                // SAFETY: a non-null entry points at a site, and sites live forever.
+                return Some((entry.id, &*entry.site));
+            }
+            let id = intern(frames, total, hash)?;
+            let found = site(id);
+            *entry = CacheEntry {
+                hash,
+                check,
+                site: found,
+                id,
+                nframes: n as u32,
+                total_depth: total,
+            };
+            Some((id, found))
+        }
+    }
+}
+
+/// Zeroes every site's counters (`clear()`); GIL held.
+pub fn reset_all() {
+    for id in 0..count() {
+        site(id).counters.reset();
+    }
+}

@@ -1,0 +1,453 @@
+//! The native module's functions (`heapsite._heapsite`), called by the Python
+//! package. Arguments are checked here and again, friendlier, in Python.
+//! Every function runs with the GIL held (CPython calls them so).
+
+use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
+use crate::engine::hook;
+use crate::engine::sites::{self, FREED_CODE_SITE, NO_FRAME_SITE, NO_GIL_SITE, OVERFLOW_SITE};
+use crate::engine::sync::GilCell;
+use crate::engine::{self, codes};
+use crate::native::tracked;
+use pyo3_ffi::*;
+use std::collections::HashMap;
+use std::ffi::{c_long, CStr};
+use std::ptr;
+
+pub(crate) unsafe fn raise(kind: *mut PyObject, message: &str) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let text = std::ffi::CString::new(message).unwrap_or_default();
+        PyErr_SetString(kind, text.as_ptr());
+        ptr::null_mut()
+    }
+}
+
+pub(crate) unsafe fn none() -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        Py_INCREF(Py_None());
+        Py_None()
+    }
+}
+
+pub(crate) unsafe fn int(value: i64) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe { PyLong_FromLongLong(value) }
+}
+
+/// A tuple from new references (stolen); NULL if any is NULL.
+pub(crate) unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        if items.iter().any(|item| item.is_null()) {
+            items.iter().for_each(|&item| Py_XDECREF(item));
+            return ptr::null_mut();
+        }
+        let result = PyTuple_New(items.len() as Py_ssize_t);
+        if result.is_null() {
+            items.iter().for_each(|&item| Py_DECREF(item));
+            return result;
+        }
+        for (i, &item) in items.iter().enumerate() {
+            PyTuple_SetItem(result, i as Py_ssize_t, item);
+        }
+        result
+    }
+}
+
+/// start(depth: int)
+pub unsafe extern "C" fn start(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        if PyLong_Check(arg) == 0 {
+            return raise(PyExc_TypeError, "frames must be an int");
+        }
+        let depth: c_long = PyLong_AsLong(arg);
+        if depth == -1 && !PyErr_Occurred().is_null() {
+            PyErr_Clear();
+            return raise(
+                PyExc_ValueError,
+                &format!("frames must be between 1 and {MAX_FRAMES}"),
+            );
+        }
+        if !(1..=MAX_FRAMES as c_long).contains(&depth) {
+            return raise(
+                PyExc_ValueError,
+                &format!("frames must be between 1 and {MAX_FRAMES}, got {depth}"),
+            );
+        }
+        hook::start(depth as usize, &tracked::COMPANION);
+        none()
+    }
+}
+
+pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        hook::stop(&tracked::COMPANION);
+        none()
+    }
+}
+
+/// own_work_enter() -> bool: the calling thread's allocations are heapsite's
+/// own until own_work_leave() (see src/engine/own_work.rs); False if another
+/// thread is inside (then do not leave).
+pub unsafe extern "C" fn own_work_enter(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { PyBool_FromLong(crate::engine::own_work::enter() as c_long) }
+}
+
+pub unsafe extern "C" fn own_work_leave(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        crate::engine::own_work::leave();
+        none()
+    }
+}
+
+pub unsafe extern "C" fn is_tracing(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { PyBool_FromLong(hook::is_tracing() as c_long) }
+}
+
+pub unsafe extern "C" fn clear(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        hook::clear(&tracked::COMPANION);
+        none()
+    }
+}
+
+pub unsafe extern "C" fn traced_memory(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let (current, peak) = engine::settled().traced_memory();
+        tuple(&[int(current.max(0)), int(peak.max(0))])
+    }
+}
+
+pub unsafe extern "C" fn reset_peak(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        engine::reset_peak();
+        none()
+    }
+}
+
+pub unsafe extern "C" fn traceback_limit(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { int(hook::depth() as i64) }
+}
+
+/// site_count() -> int: how many sites were made so far (what peak_sites
+/// takes as `first_new_site`; ids of sites of freed code are reused, so
+/// this counts births, not ids), without stats()'s sums over every site and
+/// table (the pytest plugin asks before every test).
+pub unsafe extern "C" fn site_count(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { int(sites::births() as i64) }
+}
+
+/// stats() -> dict of heapsite's own figures.
+pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let own = engine::own_figures();
+        let dict = PyDict_New();
+        if dict.is_null() {
+            return dict;
+        }
+        let entries: [(&CStr, i64); 4] = [
+            (c"live_allocations", own.live_allocations as i64),
+            (c"tracking_bytes", own.tracking_bytes as i64),
+            (c"sites", own.sites as i64),
+            (c"dropped", own.dropped as i64),
+        ];
+        for (key, value) in entries {
+            let value = int(value);
+            if value.is_null() || PyDict_SetItemString(dict, key.as_ptr(), value) < 0 {
+                Py_XDECREF(value);
+                Py_DECREF(dict);
+                return ptr::null_mut();
+            }
+            Py_DECREF(value);
+        }
+        dict
+    }
+}
+
+/// Resolved `(filename, lineno, name)` tuples, cached per frame: many sites
+/// share frames. Keyed by code object address, so what is cached for a code
+/// object that was freed is dropped before each use (its address may be a
+/// new code object's by then).
+static RESOLVED: GilCell<Option<HashMap<(usize, i32), usize>>> = GilCell::new(None);
+
+/// One `(filename, lineno, name)` tuple per frame, most recent first.
+unsafe fn frame_tuples(frames: &[RawFrame]) -> Vec<*mut PyObject> {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let cache = RESOLVED.get().get_or_insert_with(HashMap::new);
+        let died = codes::take_died();
+        if !died.is_empty() {
+            let mut dropped = Vec::new();
+            cache.retain(|&(code, _), &mut item| {
+                let keep = !died.includes(code);
+                if !keep {
+                    dropped.push(item as *mut PyObject);
+                }
+                keep
+            });
+            dropped.into_iter().for_each(|item| Py_DECREF(item));
+        }
+        let key = |f: &RawFrame| (f.code as usize, f.offset);
+        let mut items: Vec<*mut PyObject> = frames
+            .iter()
+            .map(|f| match cache.get(&key(f)) {
+                Some(&cached) => {
+                    let cached = cached as *mut PyObject;
+                    Py_INCREF(cached);
+                    cached
+                }
+                None => ptr::null_mut(),
+            })
+            .collect();
+        let missing: Vec<RawFrame> = frames
+            .iter()
+            .zip(&items)
+            .filter(|(_, item)| item.is_null())
+            .map(|(f, _)| *f)
+            .collect();
+        // Resolved before any tuple is made: making one may run a collection.
+        let mut resolved = frames::resolve_all(&missing).into_iter().zip(missing);
+        for item in items.iter_mut().filter(|item| item.is_null()) {
+            let (names, frame) = resolved.next().expect("one resolution per missing frame");
+            Py_INCREF(names.filename);
+            Py_INCREF(names.name);
+            *item = tuple(&[names.filename, int(names.lineno as i64), names.name]);
+            if !item.is_null() {
+                Py_INCREF(*item);
+                cache.insert(key(&frame), *item as usize);
+            }
+        }
+        items
+    }
+}
+
+unsafe fn pseudo_frame(label: &CStr) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let name = PyUnicode_FromString(label.as_ptr());
+        Py_XINCREF(name);
+        tuple(&[tuple(&[name, int(0), name])])
+    }
+}
+
+unsafe fn site_frames(id: u32) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        match id {
+            NO_FRAME_SITE => pseudo_frame(c"<no Python frame>"),
+            NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
+            OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
+            FREED_CODE_SITE => pseudo_frame(c"<freed code>"),
+            _ => {
+                let items = frame_tuples(sites::site(id).frames());
+                tuple(&items)
+            }
+        }
+    }
+}
+
+/// peak_sites(limit: int) -> ((site, bytes), ...): the sites that grew the
+/// most from the last reset_peak() to the peak since, largest first, at most
+/// `limit` (counters.rs: what each held at the peak less what it held at the
+/// reset; over every site these add up to the peak less the traced memory at
+/// the reset). Worked out here, not from site_figures() in Python: the
+/// pytest plugin asks after many tests.
+pub unsafe extern "C" fn peak_sites(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let limit = PyLong_AsLongLong(arg);
+        if !PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        let engine = engine::settled();
+        let mut held: Vec<(i64, u32)> = (0..engine.site_count())
+            .filter_map(|id| {
+                let growth = engine.growth_at_peak(id);
+                (growth > 0).then_some((growth, id))
+            })
+            .collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        held.truncate(limit.max(0) as usize);
+        let items: Vec<*mut PyObject> = held
+            .into_iter()
+            .map(|(size, id)| tuple(&[int(id as i64), int(size)]))
+            .collect();
+        // A tuple of pairs: `tuple` takes care of a pair that failed.
+        tuple(&items)
+    }
+}
+
+/// site_names(site_id: int) -> ((filename, name), ...), most recent first:
+/// a site's frames without their lines, as the names the code objects hold.
+/// Unlike frames_of() nothing is cached, so asking leaves no new object
+/// behind (the pytest plugin asks while a leak check counts objects).
+pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let engine = engine::settled();
+        let id = match site_id(arg) {
+            Ok(id) => id,
+            Err(error) => return error,
+        };
+        if matches!(
+            id,
+            NO_FRAME_SITE | NO_GIL_SITE | OVERFLOW_SITE | FREED_CODE_SITE
+        ) {
+            return tuple(&[]);
+        }
+        let pairs: Vec<*mut PyObject> = frames::resolve_all(engine.site(id).frames())
+            .into_iter()
+            .map(|names| {
+                Py_INCREF(names.filename);
+                Py_INCREF(names.name);
+                tuple(&[names.filename, names.name])
+            })
+            .collect();
+        tuple(&pairs)
+    }
+}
+
+/// sites() -> list of (site_id, frames, live_count, live_bytes, total_count,
+/// total_bytes, peak_count, peak_bytes) for every site that allocated since
+/// start() or clear(). frames: ((filename, lineno, name), ...), most recent
+/// first.
+pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let engine = engine::settled();
+        let list = PyList_New(0);
+        if list.is_null() {
+            return list;
+        }
+        for id in 0..engine.site_count() {
+            let t = engine.totals(id);
+            if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
+                continue;
+            }
+            let item = tuple(&[
+                int(id as i64),
+                site_frames(id),
+                int(t.live_count),
+                int(t.live_bytes),
+                int(t.total_count),
+                int(t.total_bytes),
+                int(t.peak_count),
+                int(t.peak_bytes),
+            ]);
+            if item.is_null() || PyList_Append(list, item) < 0 {
+                Py_XDECREF(item);
+                Py_DECREF(list);
+                return ptr::null_mut();
+            }
+            Py_DECREF(item);
+        }
+        list
+    }
+}
+
+/// site_figures() -> (live_bytes, live_counts, peak_bytes): three `bytes` of
+/// native-endian int64, one per site id (`array.array("q")` reads them).
+/// For the pytest plugin, which asks after every test: no frames, and no
+/// Python object per site.
+pub unsafe extern "C" fn site_figures(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let engine = engine::settled();
+        let count = engine.site_count() as usize;
+        let mut columns = [Vec::new(), Vec::new(), Vec::new()];
+        for column in columns.iter_mut() {
+            column.reserve(count * 8);
+        }
+        for id in 0..count {
+            let t = engine.totals(id as u32);
+            for (column, value) in
+                columns
+                    .iter_mut()
+                    .zip([t.live_bytes, t.live_count, t.peak_bytes])
+            {
+                column.extend_from_slice(&value.to_ne_bytes());
+            }
+        }
+        let items: Vec<*mut PyObject> = columns
+            .iter()
+            .map(|data| PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as Py_ssize_t))
+            .collect();
+        tuple(&items)
+    }
+}
+
+/// site_of(address: int) -> (site_id, size, domain) or None.
+pub unsafe extern "C" fn site_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let addr = PyLong_AsSize_t(arg);
+        if addr == usize::MAX && !PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        match hook::lookup(addr) {
+            Some(record) => tuple(&[
+                int(record.site as i64),
+                int(record.size as i64),
+                int(record.domain as i64),
+            ]),
+            None => none(),
+        }
+    }
+}
+
+/// A site id argument, checked: Err(NULL) with the exception set if it is
+/// not an int or names no site.
+pub(crate) unsafe fn site_id(arg: *mut PyObject) -> Result<u32, *mut PyObject> {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let id = PyLong_AsLong(arg);
+        if id == -1 && !PyErr_Occurred().is_null() {
+            return Err(ptr::null_mut());
+        }
+        if id < 0 || id as u64 >= sites::count() as u64 {
+            return Err(raise(PyExc_ValueError, &format!("no call site {id}")));
+        }
+        Ok(id as u32)
+    }
+}
+
+/// frames_of(site_id: int) -> frames tuple.
+pub unsafe extern "C" fn frames_of(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        engine::settled();
+        match site_id(arg) {
+            Ok(id) => site_frames(id),
+            Err(error) => error,
+        }
+    }
+}
