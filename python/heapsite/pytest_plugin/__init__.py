@@ -23,11 +23,8 @@ import sys
 
 import pytest
 
-from . import (
+from .. import (
     _heap,
-    _pytest_rounds,
-    _pytest_summary,
-    _pytest_threads,
     format_size,
     is_tracing,
     parse_size,
@@ -37,13 +34,15 @@ from . import (
     stop,
     traced_memory,
 )
-from . import (
+from .. import (
     _heapsite as _core,
 )
-from . import _own as own_work
-from ._pytest_growth import EveryRound, KindsEveryRound
-from ._pytest_sites import OWN, ProgramSites, figures, own
-from ._snapshot import Frame, StatisticDiff, Traceback
+from .. import _own as own_work
+from .._snapshot import Frame, StatisticDiff, Traceback
+from . import _summary, _threads
+from ._growth import EveryRound, KindsEveryRound
+from ._rerun import repeatable, run_again
+from ._sites import OWN, ProgramSites, figures, own
 
 FRAMES = 16
 TOP_SITES = 5
@@ -89,7 +88,7 @@ def pytest_configure(config):
     active = bool(config.getoption("--heapsite") or config.getoption("--heapsite-leaks"))
     config._heapsite_active = active
     config._heapsite_report = []
-    config._heapsite_peaks = _pytest_summary.PeakSites()
+    config._heapsite_peaks = _summary.PeakSites()
     if not active:
         return
     rounds = config.getoption("--heapsite-rounds")
@@ -132,7 +131,7 @@ def _marker_size(item, name):
 def _rounds(item):
     marker = item.get_closest_marker("no_leaks")
     if marker is None:
-        if item.config.getoption("--heapsite-leaks") and _pytest_rounds.repeatable(item) is None:
+        if item.config.getoption("--heapsite-leaks") and repeatable(item) is None:
             return item.config.getoption("--heapsite-rounds")
         return None
     rounds = marker.kwargs.get("rounds", marker.args[0] if marker.args else 3)
@@ -141,7 +140,7 @@ def _rounds(item):
             f"{item.nodeid}: @pytest.mark.no_leaks(rounds=...) needs a whole number of at least "
             f"2, got {rounds!r}"
         )
-    why = _pytest_rounds.repeatable(item)
+    why = repeatable(item)
     if why:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.no_leaks cannot be used: {why}")
     return rounds
@@ -165,10 +164,8 @@ def _site_lines(diffs, limit=TOP_SITES):
 
 def _short_sites(diffs):
     return [
-        _pytest_summary.site_line(
-            tuple((f.filename, f.lineno, f.name) for f in d.traceback), d.size_diff
-        )
-        for d in diffs[: _pytest_summary.TOP_SITES]
+        _summary.site_line(tuple((f.filename, f.lineno, f.name) for f in d.traceback), d.size_diff)
+        for d in diffs[: _summary.TOP_SITES]
     ]
 
 
@@ -202,11 +199,11 @@ def _peak_sites(first_new_site):
     """Top sites at the test's peak (see _heapsite.peak_sites), leaving out
     heapsite's own."""
     lines = []
-    wanted = _pytest_summary.TOP_SITES
+    wanted = _summary.TOP_SITES
     for sid, size in _core.peak_sites(first_new_site, 8 * wanted):
         frames = _core.frames_of(sid)
         if not own(frames):
-            lines.append(_pytest_summary.site_line(frames, size))
+            lines.append(_summary.site_line(frames, size))
             if len(lines) == wanted:
                 break
     return lines
@@ -221,9 +218,7 @@ def pytest_runtest_call(item):
     memory_limit = _marker_size(item, "limit_memory")
     leak_limit = _marker_size(item, "limit_leaks")
     rounds = _rounds(item)
-    foreign = (
-        None if config.getoption("--heapsite-all-threads") else _pytest_threads.foreign_test(FRAMES)
-    )
+    foreign = None if config.getoption("--heapsite-all-threads") else _threads.foreign_test(FRAMES)
     if leak_limit is not None:
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
@@ -278,7 +273,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     data = getattr(item, "_heapsite_data", None)
     if call.when == "call" and data is not None:
-        outcome.get_result().user_properties.append((_pytest_summary.KEY, data))
+        outcome.get_result().user_properties.append((_summary.KEY, data))
         del item._heapsite_data
 
 
@@ -290,7 +285,7 @@ class _Collector:
         self.config = config
 
     def pytest_runtest_logreport(self, report):
-        _pytest_summary.collect(self.config, report)
+        _summary.collect(self.config, report)
 
 
 def _grew(figures) -> bool:
@@ -353,12 +348,12 @@ def _totals() -> tuple:
 def _cheap_round(item, frozen: bool) -> bool:
     """One round and a collection; whether objects are still frozen after."""
     try:
-        _pytest_rounds.run_again(item)
+        run_again(item)
     except Exception:
         if not frozen:
             raise
         frozen = _unfreeze()
-        _pytest_rounds.run_again(item)
+        run_again(item)
     _settle()
     return frozen
 
@@ -407,7 +402,7 @@ def _leak_check(item, rounds, foreign, data):
     sites = ProgramSites.of(foreign)
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.
-    _pytest_rounds.run_again(item)
+    run_again(item)
     _settle()
     base = figures()
     live = base[0]
@@ -418,7 +413,7 @@ def _leak_check(item, rounds, foreign, data):
     counts[0] = kinds.add(_heap.whole_heap())
     for index in range(1, rounds + 1):
         walked = None  # the last round's partition is not in this round's walk
-        _pytest_rounds.run_again(item)
+        run_again(item)
         _settle()
         live = figures()[0]
         every_round.add(live)
@@ -447,7 +442,7 @@ def _path_to_a_new_one(item, leaked):
     (Only a failing test pays for this round and the relheap it needs.)"""
     _heap.setrelheap()
     try:
-        _pytest_rounds.run_again(item)
+        run_again(item)
         _settle()
         return leaked.path_to_root()
     finally:
@@ -486,7 +481,7 @@ def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if getattr(config, "_heapsite_active", False):
-        _pytest_summary.write(terminalreporter, config._heapsite_report)
+        _summary.write(terminalreporter, config._heapsite_report)
 
 
 class Measurement:

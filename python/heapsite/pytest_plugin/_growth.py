@@ -11,7 +11,7 @@ from __future__ import annotations
 import array
 import bisect
 
-from ._heap import Row
+from .._heap import Row
 
 
 class EveryRound:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 
-from ._format import format_size
+from .._format import format_size
 
 KEY = "heapsite"
 TOP_TESTS = 5

@@ -1,7 +1,7 @@
 """Which call sites are the program's, and their figures (for the pytest plugin).
 
 A site is the program's when its most recent frame is not in heapsite itself
-and, given a `foreign` test (see _pytest_threads), it was not allocated by
+and, given a `foreign` test (see _threads), it was not allocated by
 another thread. A site's frames never change, so what a site is is worked
 out once per process and kept in a byte per site id; the figures are the
 engine's counters read as int64 arrays. The leak check reads both every
@@ -13,10 +13,11 @@ from __future__ import annotations
 import array
 import os
 
-from . import _heapsite as _core
+from .. import _heapsite as _core
 
-# heapsite's own allocations (snapshots, partitions) are not the test's.
-OWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+# heapsite's own allocations (snapshots, partitions) are not the test's:
+# the whole package's, this plugin's and the core's.
+OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 _UNKNOWN, _PROGRAM, _OTHER = 0, 1, 2
 
