@@ -22,8 +22,7 @@ import sys
 import sysconfig
 import time
 
-from . import _heap
-from . import _heapsite as _core
+from . import _core, _heap
 
 KINDS = 10  # kinds in the table
 SITES = 3  # allocating lines per kind
@@ -61,7 +60,7 @@ def _is_program_file(filename: str, library: tuple) -> bool:
     return not os.path.realpath(filename).startswith(library)
 
 
-def _frame(frame) -> dict:
+def _frame(frame: _core.Frame) -> dict:
     filename, lineno, function = frame
     return {"filename": filename, "lineno": max(lineno, 0), "function": function}
 
@@ -89,7 +88,7 @@ class _Lines:
             self._cache[site_id] = self._line(_core.frames_of(site_id))
         return self._cache[site_id]
 
-    def _line(self, frames) -> tuple:
+    def _line(self, frames: _core.Frames) -> tuple:
         if not frames:
             return (None, None)
         top = frames[0]
@@ -99,7 +98,7 @@ class _Lines:
         return (top, program)
 
 
-def _scaled(splits, count: int, size: int) -> list:
+def _scaled(splits: list[_core.Split], count: int, size: int) -> list:
     """A sampled split's estimates scaled to add up to the kind's exact
     count and size (empty if no object of the kind was sampled)."""
     seen_count = sum(c for _, c, _ in splits)
@@ -111,7 +110,7 @@ def _scaled(splits, count: int, size: int) -> list:
     return [(key, round(c * by_count), round(z * by_size)) for key, c, z in splits]
 
 
-def _top_sites(splits, lines: _Lines) -> list:
+def _top_sites(splits: list[_core.Split], lines: _Lines) -> list:
     """A kind's allocating lines, largest first, each [line, count, bytes,
     its largest site id] (several sites can share a line: other callers)."""
     by_line: dict = {}
@@ -126,7 +125,7 @@ def _top_sites(splits, lines: _Lines) -> list:
     return [e[:4] for e in ranked[:SITES]]
 
 
-def _site_entry(line, count: int, size: int) -> dict:
+def _site_entry(line: tuple, count: int, size: int) -> dict:
     frame, program = line
     entry: dict = {"count": count, "bytes": size}
     if frame is not None:
@@ -189,7 +188,8 @@ def _table(rows: list) -> tuple:
     tracking started is the interpreter's and its imports', not what the
     program holds on to."""
     lines = _Lines()
-    table, goals = [], []
+    table: list = []
+    goals: list = []
     for name, tag, t, count, size, splits in rows[:KINDS]:
         sites = _top_sites(splits, lines)
         entry = {

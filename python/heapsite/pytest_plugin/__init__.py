@@ -20,10 +20,12 @@ from __future__ import annotations
 import array
 import gc
 import sys
+from collections.abc import MutableSequence, Sequence
 
 import pytest
 
 from .. import (
+    _core,
     _heap,
     format_size,
     is_tracing,
@@ -32,10 +34,6 @@ from .. import (
     snapshot,
     start,
     stop,
-    traced_memory,
-)
-from .. import (
-    _heapsite as _core,
 )
 from .. import _own as own_work
 from .._snapshot import Frame, StatisticDiff, Traceback
@@ -43,6 +41,12 @@ from . import _summary, _threads
 from ._growth import EveryRound, KindsEveryRound
 from ._rerun import repeatable, run_again
 from ._sites import OWN, ProgramSites, figures, own
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._threads import Foreign
 
 FRAMES = 16
 TOP_SITES = 5
@@ -104,7 +108,7 @@ def pytest_configure(config):
         start(FRAMES)
 
 
-def _memray_asked(config) -> bool:
+def _memray_asked(config: pytest.Config) -> bool:
     try:
         return bool(config.getoption("memray", False) or config.getini("memray"))
     except (ValueError, KeyError):
@@ -169,7 +173,7 @@ def _short_sites(diffs):
     ]
 
 
-def _thread_peak(baseline, foreign) -> int:
+def _thread_peak(baseline: array.array, foreign: Foreign | None) -> int:
     """The test thread's growth at the moment of the peak: each site's bytes
     live at the peak less its bytes live when the test began (`baseline`,
     the live column of figures()), summed over the program's sites."""
@@ -182,7 +186,12 @@ def _thread_peak(baseline, foreign) -> int:
     )
 
 
-def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
+def _grown_sites(
+    base: list[array.array],
+    sites: ProgramSites,
+    only: bytearray | None = None,
+    limit: int = TOP_SITES,
+) -> list[StatisticDiff]:
     """The program's sites holding more bytes than in `base` (figures()),
     largest growth first, at most `limit`, as tracemalloc's StatisticDiff
     lines; given `only` (a byte per site), just the sites it marks."""
@@ -200,10 +209,10 @@ def _peak_sites(first_new_site):
     heapsite's own."""
     lines = []
     wanted = _summary.TOP_SITES
-    for sid, size in _core.peak_sites(first_new_site, 8 * wanted):
-        frames = _core.frames_of(sid)
+    for peak in _core.peak_sites(first_new_site, 8 * wanted):
+        frames = _core.frames_of(peak.site_id)
         if not own(frames):
-            lines.append(_summary.site_line(frames, size))
+            lines.append(_summary.site_line(frames, peak.bytes))
             if len(lines) == wanted:
                 break
     return lines
@@ -224,11 +233,11 @@ def pytest_runtest_call(item):
     before = _program_snapshot() if leak_limit is not None else None
     baseline = figures()[0] if memory_limit is not None and foreign else None
     first_new_site = _core.site_count()
-    start_current = traced_memory()[0]
+    start_current = _core.traced_memory().current
     reset_peak()
     outcome = yield
-    peak = traced_memory()[1] - start_current
-    data = {"peak": peak}
+    peak = _core.traced_memory().peak - start_current
+    data: dict[str, object] = {"peak": peak}
     item._heapsite_data = data
     if config._heapsite_peaks.wanted(peak):
         data["peak_sites"] = _peak_sites(first_new_site)
@@ -288,7 +297,7 @@ class _Collector:
         _summary.collect(self.config, report)
 
 
-def _grew(figures) -> bool:
+def _grew(figures: Sequence[int]) -> bool:
     return all(b > a for a, b in zip(figures, figures[1:]))
 
 
@@ -312,7 +321,7 @@ def _settle() -> None:
         _clear_internal_caches()
 
 
-def _cheap_pass(item, sizes, blocks) -> bool:
+def _cheap_pass(item: Any, sizes: MutableSequence[int], blocks: MutableSequence[int]) -> bool:
     """Whether traced bytes or pymalloc blocks grew in every round, stopping
     at the first round that grows neither.
 
@@ -342,10 +351,10 @@ def _cheap_pass(item, sizes, blocks) -> bool:
 
 def _totals() -> tuple:
     """All traced bytes and pymalloc blocks, now."""
-    return traced_memory()[0], sys.getallocatedblocks()
+    return _core.traced_memory().current, sys.getallocatedblocks()
 
 
-def _cheap_round(item, frozen: bool) -> bool:
+def _cheap_round(item: Any, frozen: bool) -> bool:
     """One round and a collection; whether objects are still frozen after."""
     try:
         run_again(item)
@@ -423,6 +432,7 @@ def _leak_check(item, rounds, foreign, data):
         # As in the cheap pass: a round that grows neither ends the check.
         if not (_grew(sizes[: index + 1]) or _grew(counts[: index + 1])):
             return None
+    assert walked is not None  # at least one round ran
     leaked = kinds.leaked(walked)
     path = _path_to_a_new_one(item, leaked) if leaked.rows else None
     # The sites that grew in every round; failing any, all that grew (the
@@ -449,7 +459,13 @@ def _path_to_a_new_one(item, leaked):
         _heap.clearrelheap()
 
 
-def _leak_message(nodeid, sizes, diffs, leaked, path) -> str:
+def _leak_message(
+    nodeid: str,
+    sizes: Sequence[int],
+    diffs: list[StatisticDiff],
+    leaked: _heap.Partition,
+    path: str | None,
+) -> str:
     """The failure: bytes per round, the sites (StatisticDiff lines), the
     kinds that grew (a partition) and a chain to one object of the first."""
     per_round = [b - a for a, b in zip(sizes, sizes[1:])]
@@ -526,14 +542,14 @@ class Tracker:
                     before = _program_snapshot()
                     sites = ProgramSites.of()
                     base = sites.live_bytes(figures()[0])
-                    live_at_start = traced_memory()[0]
+                    live_at_start = _core.traced_memory().current
                     reset_peak()
                 finally:
                     own_work.leave(entered)
                 yield result
                 entered = own_work.enter()
                 try:
-                    result.peak = max(0, traced_memory()[1] - live_at_start)
+                    result.peak = max(0, _core.traced_memory().peak - live_at_start)
                     gc.collect()
                     result.leaked = sites.live_bytes(figures()[0]) - base
                     diffs = _program_snapshot().compare_to(before, "traceback")

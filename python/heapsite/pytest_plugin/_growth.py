@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import array
 import bisect
+from collections.abc import Sequence
 
-from .._heap import Row
+from .._heap import Partition, Row
 
 
 class EveryRound:
@@ -25,11 +26,11 @@ class EveryRound:
         self.grew = bytearray()
         self.compared = 0
 
-    def add(self, values) -> None:
+    def add(self, values: Sequence[int]) -> None:
         previous, grew = self.previous, self.grew
         if previous is not None:
 
-            def above(index, value) -> bool:
+            def above(index: int, value: int) -> bool:
                 return value > (previous[index] if index < len(previous) else 0)
 
             if self.compared == 0:
@@ -55,14 +56,16 @@ class KindsEveryRound:
         self.sorted_keys = array.array("q")  # a kind: its type's id * 4 + its tag
         self.index_of = array.array("q")  # the index of each sorted key
         self.every = EveryRound()
-        self.base_counts = self.base_sizes = None
+        self.base_counts: array.array | None = None
+        self.base_sizes: array.array | None = None
 
     @staticmethod
-    def _key(row) -> int:
+    def _key(row: Row) -> int:
+        assert row.kind is not None  # a walk's rows know their kind
         tag, kind_type = row.kind
         return id(kind_type) * 4 + tag
 
-    def _index(self, row, add: bool = True) -> int:
+    def _index(self, row: Row, add: bool = True) -> int:
         """The index of the row's kind (-1 if unseen and not `add`)."""
         key = self._key(row)
         at = bisect.bisect_left(self.sorted_keys, key)
@@ -74,7 +77,7 @@ class KindsEveryRound:
         self.index_of.insert(at, len(self.index_of))
         return len(self.index_of) - 1
 
-    def add(self, partition) -> int:
+    def add(self, partition: Partition) -> int:
         """Takes one round's partition; returns its count of objects."""
         indexed = [(self._index(row), row) for row in partition.rows]
         counts = array.array("q", bytes(8 * len(self.index_of)))
@@ -89,10 +92,11 @@ class KindsEveryRound:
         self.every.add(counts)
         return partition.count
 
-    def leaked(self, last):
+    def leaked(self, last: Partition) -> Partition:
         """What the kinds that grew in every round gained from the base to
         `last` (the last round's partition), by kind, as a partition."""
         grew, base_counts, base_sizes = self.every.grew, self.base_counts, self.base_sizes
+        assert base_counts is not None and base_sizes is not None  # add() came first
         rows = []
         for row in last.rows:
             index = self._index(row, add=False)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import array
 import os
+from collections.abc import Sequence
 
-from .. import _heapsite as _core
+from .. import _core
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from ._threads import Foreign
 
 # heapsite's own allocations (snapshots, partitions) are not the test's:
 # the whole package's, this plugin's and the core's.
@@ -22,11 +27,11 @@ OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 _UNKNOWN, _PROGRAM, _OTHER = 0, 1, 2
 
 
-def own(frames) -> bool:
+def own(frames: Sequence[tuple]) -> bool:
     return bool(frames) and frames[0][0].startswith(OWN)
 
 
-def is_program(frames, foreign=None) -> bool:
+def is_program(frames: Sequence[tuple], foreign: Foreign | None = None) -> bool:
     """Whether a site with these frames is the program's: not heapsite's
     own and, given `foreign`, not another thread's."""
     return not own(frames) and not (foreign and foreign(frames))
@@ -48,7 +53,7 @@ class ProgramSites:
     _by_foreign: dict = {}
 
     @classmethod
-    def of(cls, foreign=None) -> ProgramSites:
+    def of(cls, foreign: Foreign | None = None) -> ProgramSites:
         known = cls._by_foreign.get(foreign)
         if known is None:
             known = cls._by_foreign[foreign] = cls(foreign)
@@ -70,11 +75,11 @@ class ProgramSites:
             self.kinds[site] = kind
         return kind == _PROGRAM
 
-    def live_bytes(self, live) -> int:
+    def live_bytes(self, live: array.array) -> int:
         """The program's live bytes, given the live-bytes column of figures()."""
         return sum(size for site, size in enumerate(live) if size and self.is_program(site))
 
-    def grown(self, before, now, only=None) -> list:
+    def grown(self, before: array.array, now: array.array, only: bytearray | None = None) -> list:
         """(site, growth) for the program's sites whose value in `now` is
         above that in `before` (columns of figures(); a site newer than
         `before` had 0), largest growth first; given `only` (a byte per
