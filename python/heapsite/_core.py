@@ -86,7 +86,7 @@ else:
             if not bases:
                 return super().__new__(cls, name, bases, namespace)
             fields = list(namespace.get("__annotations__", {}))  # in order
-            if not fields:  # annotations must be strings: `from __future__ import annotations`
+            if not fields:  # 3.14+ keeps them only with `from __future__ import annotations`
                 raise TypeError(f"{name}: no fields")
             record = collections.namedtuple(name, fields, module=namespace["__module__"])
             record.__doc__ = namespace.get("__doc__") or record.__doc__
