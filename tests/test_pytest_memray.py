@@ -37,7 +37,7 @@ ORACLE_CONFTEST = """
 import gc, json, os, tracemalloc
 
 import pytest
-from heapsite import _pytest_rounds
+from heapsite.pytest_plugin import _rerun
 
 CALLS = 30
 RESULTS = {}
@@ -46,7 +46,7 @@ RESULTS = {}
 def pytest_runtest_call(item):
     outcome = yield
     tracemalloc.start()
-    _pytest_rounds.run_again(item)  # warm-up; fresh function-scoped fixtures per call
+    _rerun.run_again(item)  # warm-up; fresh function-scoped fixtures per call
     gc.collect()
     # Growth per call in each half of the calls, and the smaller of the two:
     # a leak grows in both; a one-off (a table of the interpreter's resizing
@@ -55,7 +55,7 @@ def pytest_runtest_call(item):
     for _ in range(2):
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(CALLS // 2):
-            _pytest_rounds.run_again(item)
+            _rerun.run_again(item)
         gc.collect()
         halves.append((tracemalloc.get_traced_memory()[0] - before) / (CALLS // 2))
     tracemalloc.stop()

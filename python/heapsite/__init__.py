@@ -19,8 +19,10 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
     # free-threaded engine needs); refuse before loading it.
     raise ImportError("heapsite does not support the free-threaded build yet (use a GIL build)")
 
-from . import _heapsite as _core  # noqa: E402
-from . import _own
+from . import (
+    _core,  # noqa: E402
+    _own,
+)
 from ._format import format_size, parse_size
 from ._heap import Partition, clearrelheap, heap, hpy, path_to_root, setrelheap
 from ._own import own_work
@@ -33,6 +35,10 @@ from ._snapshot import (
     StatisticDiff,
     Traceback,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import IO
 
 __all__ = [
     "MAX_FRAMES",
@@ -96,7 +102,8 @@ def clear() -> None:
 
 def traced_memory() -> tuple[int, int]:
     """(current, peak) bytes of the traced allocations."""
-    return _core.traced_memory()
+    memory = _core.traced_memory()
+    return (memory.current, memory.peak)
 
 
 def reset_peak() -> None:
@@ -109,7 +116,7 @@ def traceback_limit() -> int:
     return _core.traceback_limit()
 
 
-def stats() -> dict:
+def stats() -> dict[str, int]:
     """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped."""
     return _core.stats()
 
@@ -126,10 +133,18 @@ def snapshot() -> Snapshot:
     try:
         memory = _core.traced_memory()
         sites = [
-            Site(Traceback(Frame(*f) for f in frames), *figures)
-            for _id, frames, *figures in _core.sites()
+            Site(
+                Traceback(Frame(*f) for f in s.frames),
+                s.live_count,
+                s.live_bytes,
+                s.total_count,
+                s.total_bytes,
+                s.peak_count,
+                s.peak_bytes,
+            )
+            for s in _core.sites()
         ]
-        return Snapshot(sites, _core.traceback_limit(), memory)
+        return Snapshot(sites, _core.traceback_limit(), (memory.current, memory.peak))
     finally:
         _own.leave(entered)
 
@@ -140,6 +155,6 @@ def peak() -> Snapshot:
 
 
 @own_work
-def top(limit: int = 10, key: str = "lineno", file=None) -> None:
+def top(limit: int = 10, key: str = "lineno", file: IO[str] | None = None) -> None:
     """Prints the `limit` call sites (or files) holding the most live memory."""
     snapshot().top(limit, key, file)

@@ -14,9 +14,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 
-from . import _heapsite as _core
-from . import _joined
+from . import _core, _joined
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # The start of tracing, for durations; set by whoever starts tracing.
 started_at = time.time()
@@ -27,21 +31,28 @@ def _own_prefix() -> str:
 
 
 def model(
-    *, native: bool = False, native_frames: bool = False, timeline=(), kinds: bool = True, argv=None
+    *,
+    native: bool = False,
+    native_frames: bool = False,
+    timeline: Iterable[tuple[float, int]] = (),
+    kinds: bool = True,
+    argv: Sequence[str] | None = None,
 ) -> dict:
     """The capture model of the traced program, now."""
-    current, peak = _core.traced_memory()
+    memory = _core.traced_memory()
     # Walked first, before this function's own objects pile up.
     heap_kinds, joined = _joined.at_exit() if kinds else ([], None)
     own = _own_prefix()
     frames: list = []
     frame_index: dict = {}
     sites: list = []
-    for _id, site_frames, live_c, live_b, total_c, total_b, peak_c, peak_b in _core.sites():
-        if site_frames and site_frames[0][0].startswith(own):
-            continue  # heapsite's own work (this report), not the program's
+    for site in _core.sites():
+        if site.frames:
+            top_file, _, _ = site.frames[0]
+            if top_file.startswith(own):
+                continue  # heapsite's own work (this report), not the program's
         stack = []
-        for filename, lineno, name in site_frames:
+        for filename, lineno, name in site.frames:
             key = (filename, lineno, name)
             index = frame_index.get(key)
             if index is None:
@@ -51,30 +62,28 @@ def model(
         sites.append(
             {
                 "stack": stack,
-                "live_bytes": max(live_b, 0),
-                "live_count": max(live_c, 0),
-                "total_bytes": max(total_b, 0),
-                "total_count": max(total_c, 0),
-                "peak_bytes": max(peak_b, 0),
-                "peak_count": max(peak_c, 0),
+                "live_bytes": max(site.live_bytes, 0),
+                "live_count": max(site.live_count, 0),
+                "total_bytes": max(site.total_bytes, 0),
+                "total_count": max(site.total_count, 0),
+                "peak_bytes": max(site.peak_bytes, 0),
+                "peak_count": max(site.peak_count, 0),
             }
         )
-    from . import __version__
-
     extra = {} if joined is None else {"joined": joined}
     return {
         "meta": {
             "argv": list(sys.argv if argv is None else argv),
             "pid": os.getpid(),
             "python_version": "%d.%d.%d" % sys.version_info[:3],
-            "heapsite_version": __version__,
+            "heapsite_version": _core.__version__,
             "started": started_at,
             "duration": max(time.time() - started_at, 0.0),
             "frames_limit": _core.traceback_limit(),
             "native": bool(native),
             "native_frames": bool(native_frames),
-            "peak_bytes": max(peak, 0),
-            "live_bytes": max(current, 0),
+            "peak_bytes": max(memory.peak, 0),
+            "live_bytes": max(memory.current, 0),
         },
         "frames": frames,
         "sites": sites,
@@ -84,7 +93,7 @@ def model(
     }
 
 
-def write(path, **options) -> None:
+def write(path: str | os.PathLike[str], **options: Any) -> None:
     """Writes a capture of the traced program, now, to `path`."""
     if not _core.is_tracing():
         raise RuntimeError("heapsite must be tracing to write a capture: call heapsite.start()")
@@ -96,14 +105,14 @@ def write(path, **options) -> None:
 SIGTERM_GRACE = 2.0
 
 
-def on_sigterm(write_capture) -> None:
+def on_sigterm(write_capture: Callable[[], None]) -> None:
     """A program ended by SIGTERM (a service stopped, a job cancelled) skips
     atexit; unless it handles SIGTERM itself, heapsite's handler calls
     `write_capture()` and then lets the signal end the process as it would
     have (the same exit status)."""
     import signal
 
-    def write_then_die(signum, _frame) -> None:
+    def write_then_die(signum: int, _frame: object) -> None:
         _core.sigterm_handling()
         signal.signal(signum, signal.SIG_IGN)  # the process ends below anyway
         try:
@@ -118,7 +127,7 @@ def on_sigterm(write_capture) -> None:
         _core.sigterm_deadline(SIGTERM_GRACE)
 
 
-def is_capture(path) -> bool:
+def is_capture(path: str | os.PathLike[str]) -> bool:
     """Whether the file at `path` starts like a capture file."""
     magic = _core.capture_magic()
     with open(path, "rb") as f:

@@ -18,9 +18,16 @@ import builtins
 import gc
 import sys
 import types
+from collections.abc import Sequence
 
-from . import _heapsite as _core
+from . import _core
 from . import _own as own_work
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _P = TypeVar("_P", bound="Partition")
 
 ROWS_SHOWN = 10
 BEFORE_TRACKING = "<before tracking>"
@@ -85,7 +92,15 @@ class Row:
 
     __slots__ = ("name", "count", "size", "sites", "referrers", "kind")
 
-    def __init__(self, name: str, count: int, size: int, sites=None, referrers=None, kind=None):
+    def __init__(
+        self,
+        name: str,
+        count: int,
+        size: int,
+        sites: list | None = None,
+        referrers: list | None = None,
+        kind: tuple[int, type | None] | None = None,
+    ) -> None:
         self.name, self.count, self.size = name, count, size
         self.sites, self.referrers = sites, referrers
         # (tag, type) as the walk reports it, for path_to_root.
@@ -108,7 +123,9 @@ def _site_label(site_id: int, cache: dict) -> str:
 SPLIT_NOTHING, SPLIT_SITES, SPLIT_REFERRERS = 0, 1, 2
 
 
-def _name(tag: int, t) -> str:
+def _name(tag: int, t: type | None) -> str:
+    if t is None:  # tag 2
+        return "dict (no owner)"
     if tag == 0:
         return kind_name(t)
     if tag == 1:
@@ -116,7 +133,9 @@ def _name(tag: int, t) -> str:
     return "dict (no owner)"
 
 
-def _rows_of(raw_rows, split: int, signatures) -> list:
+def _rows_of(
+    raw_rows: list[_core.KindRow], split: int, signatures: tuple[tuple[_core.Kind, ...], ...]
+) -> list[Row]:
     if split == SPLIT_SITES:
         labels: dict = {}
 
@@ -129,12 +148,17 @@ def _rows_of(raw_rows, split: int, signatures) -> list:
             return names[key]
 
     rows = []
-    for tag, t, count, size, splits in raw_rows:
-        row = Row(_name(tag, t), count, size, kind=(tag, t))
+    for kind in raw_rows:
+        row = Row(
+            _name(kind.tag, kind.kind_type),
+            kind.object_count,
+            kind.size,
+            kind=(kind.tag, kind.kind_type),
+        )
         if split != SPLIT_NOTHING:
             labelled = _Rows(
                 sorted(
-                    (_Share((label(k), c, z)) for k, c, z in splits),
+                    (_Share((label(k), c, z)) for k, c, z in kind.split),
                     key=lambda r: (-r[2], -r[1], r[0]),
                 )
             )
@@ -265,7 +289,7 @@ class Partition:
                 other = fresh.get(row.name)
                 setattr(row, attribute, getattr(other, attribute) if other else _Rows())
 
-    def _regrouped(self, attribute: str, fallback: str, cls, by_kind: bool) -> Partition:
+    def _regrouped(self, attribute: str, fallback: str, cls: type[_P], by_kind: bool) -> _P:
         merged: dict = {}
         for row in self.rows:
             for label, count, size in getattr(row, attribute) or [(fallback, row.count, row.size)]:
@@ -369,7 +393,9 @@ def _frame_roots(depth: int) -> dict:
     import threading
 
     me = threading.get_ident()
-    tops = [f for ident, f in sys._current_frames().items() if ident != me]
+    tops: list[types.FrameType | None] = [
+        f for ident, f in sys._current_frames().items() if ident != me
+    ]
     tops.insert(0, sys._getframe(depth + 1))
     roots = {}
     for frame in tops:
@@ -382,7 +408,7 @@ def _frame_roots(depth: int) -> dict:
     return roots
 
 
-def _path(target, tag: int, kind_type) -> str | None:
+def _path(target: object, tag: int, kind_type: type | None) -> str | None:
     own = _own()
     chain = _core.path_to(_roots(), own, target, tag, kind_type)
     if chain:
@@ -392,7 +418,7 @@ def _path(target, tag: int, kind_type) -> str | None:
     return _describe(chain, frames)
 
 
-def _step(parent, child) -> str:
+def _step(parent: object, child: object) -> str:
     """How `parent` refers to `child`, as Python source would say it (never
     creating an instance's __dict__ to find out)."""
     if isinstance(parent, types.ModuleType) and vars(parent) is child:
@@ -444,7 +470,7 @@ def _declared_attributes(cls: type) -> list:
     return list(dict.fromkeys(n for n in names if isinstance(n, str)))
 
 
-def _describe(chain, frames: dict | None = None) -> str | None:
+def _describe(chain: Sequence[object], frames: dict | None = None) -> str | None:
     if not chain:
         return None
     root = chain[0]
@@ -459,7 +485,7 @@ def _describe(chain, frames: dict | None = None) -> str | None:
     return text
 
 
-def path_to_root(obj) -> str | None:
+def path_to_root(obj: object) -> str | None:
     """The shortest chain of references from a module to `obj`, as
     `mymodule.__dict__['_registry'][41]`; failing that, from a running frame
     (`<frame of main at app.py:12>.f_locals['cache'][3]`); None if neither
@@ -481,13 +507,11 @@ def _own() -> list:
 def _walk(split: int, relative: bool = True) -> Partition:
     entered = own_work.enter()  # not a decorator: its arguments would be walked
     try:
-        count, size, raw_rows, signatures = _core.heap_walk(
-            gc.get_objects(), _own(), split, relative
-        )
-        partition = Partition(_rows_of(raw_rows, split, signatures))
+        walk = _core.heap_walk(gc.get_objects(), _own(), split, relative)
+        partition = Partition(_rows_of(walk.rows, split, walk.signatures))
     finally:
         own_work.leave(entered)
-    assert partition.count == count and partition.size == size
+    assert partition.count == walk.object_count and partition.size == walk.size
     return partition
 
 

@@ -22,8 +22,7 @@ import sys
 import sysconfig
 import time
 
-from . import _heap
-from . import _heapsite as _core
+from . import _core, _heap
 from ._plumbing import fold_import_system
 
 KINDS = 10  # kinds in the table
@@ -62,7 +61,7 @@ def _is_program_file(filename: str, library: tuple) -> bool:
     return not os.path.realpath(filename).startswith(library)
 
 
-def _frame(frame) -> dict:
+def _frame(frame: _core.Frame) -> dict:
     filename, lineno, function = frame
     return {"filename": filename, "lineno": max(lineno, 0), "function": function}
 
@@ -90,20 +89,20 @@ class _Lines:
             self._cache[site_id] = self._line(_core.frames_of(site_id))
         return self._cache[site_id]
 
-    def _line(self, frames) -> tuple:
+    def _line(self, frames: _core.Frames) -> tuple:
         # What an import allocated is the importing line's, as the reports
         # show it (the module's own lines stay its own).
-        frames = fold_import_system(frames)
-        if not frames:
+        shown = fold_import_system(frames)
+        if not shown:
             return (None, None)
-        top = frames[0]
+        top = shown[0]
         if self._is_program(top[0]):
             return (top, None)
-        program = next((f for f in frames[1:] if self._is_program(f[0])), None)
+        program = next((f for f in shown[1:] if self._is_program(f[0])), None)
         return (top, program)
 
 
-def _scaled(splits, count: int, size: int) -> list:
+def _scaled(splits: list[_core.Split], count: int, size: int) -> list:
     """A sampled split's estimates scaled to add up to the kind's exact
     count and size (empty if no object of the kind was sampled)."""
     seen_count = sum(c for _, c, _ in splits)
@@ -115,7 +114,7 @@ def _scaled(splits, count: int, size: int) -> list:
     return [(key, round(c * by_count), round(z * by_size)) for key, c, z in splits]
 
 
-def _top_sites(splits, lines: _Lines) -> list:
+def _top_sites(splits: list[_core.Split], lines: _Lines) -> list:
     """A kind's allocating lines, largest first, each [line, count, bytes,
     its largest site id] (several sites can share a line: other callers)."""
     by_line: dict = {}
@@ -130,7 +129,7 @@ def _top_sites(splits, lines: _Lines) -> list:
     return [e[:4] for e in ranked[:SITES]]
 
 
-def _site_entry(line, count: int, size: int) -> dict:
+def _site_entry(line: tuple, count: int, size: int) -> dict:
     frame, program = line
     entry: dict = {"count": count, "bytes": size}
     if frame is not None:
@@ -193,7 +192,8 @@ def _table(rows: list) -> tuple:
     tracking started is the interpreter's and its imports', not what the
     program holds on to."""
     lines = _Lines()
-    table, goals = [], []
+    table: list = []
+    goals: list = []
     for name, tag, t, count, size, splits in rows[:KINDS]:
         sites = _top_sites(splits, lines)
         entry = {

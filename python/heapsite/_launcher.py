@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # si_code of a signal the kernel sent, such as the terminal's Ctrl-C (to the
@@ -38,7 +39,7 @@ def interpreter_options() -> list:
     """The command-line options of this interpreter, for the child's command:
     what subprocess reproduces, plus -u and every -X option it leaves out
     (int_max_str_digits, warn_default_encoding, ...)."""
-    options = subprocess._args_from_interpreter_flags()
+    options = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]  # private
     if _unbuffered():
         options.append("-u")
     given = {options[i + 1].split("=", 1)[0] for i, opt in enumerate(options) if opt == "-X"}
@@ -70,7 +71,9 @@ def _in_terminal_foreground() -> bool:
         os.close(tty)
 
 
-def _child_setup(mask, launcher: int, own_group: bool):
+def _child_setup(
+    mask: Iterable[int | signal.Signals], launcher: int, own_group: bool
+) -> Callable[[], None]:
     """What the child does between fork and exec."""
     libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork
 
@@ -85,7 +88,7 @@ def _child_setup(mask, launcher: int, own_group: bool):
     return setup
 
 
-def run(command: list, env: dict, on_start=None) -> int:
+def run(command: list, env: dict, on_start: Callable[[int], object] | None = None) -> int:
     """Runs `command` as a child, passing signals on, until it ends; returns
     its status as subprocess does (-N: killed by signal N). `on_start` is
     called with the child's pid as soon as it exists."""

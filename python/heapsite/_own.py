@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 
-from . import _heapsite as _core
+from . import _core
 
 _TRACE_SELF = os.environ.get("HEAPSITE_TRACE_SELF", "") not in ("", "0")
 

@@ -4,8 +4,14 @@ what Python renders: the joined table's lines, the pytest summary)."""
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-def is_import_system(frame) -> bool:
+    Frame = tuple[str, int, str]
+
+
+def is_import_system(frame: Frame) -> bool:
     """Whether a (filename, lineno, function) frame is importlib's."""
     filename, _, function = frame[:3]
     return (
@@ -16,6 +22,6 @@ def is_import_system(frame) -> bool:
     )
 
 
-def fold_import_system(frames) -> list:
+def fold_import_system(frames: Sequence[Frame]) -> list[Frame]:
     """The frames without importlib's; all of them if that is all there is."""
     return [f for f in frames if not is_import_system(f)] or list(frames)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Callable, Mapping
 
-from . import MAX_FRAMES, _capture
-from . import _heapsite as _core
+from . import MAX_FRAMES, _capture, _core
 from . import _own as own_work
 
 _settings: dict = {}
@@ -37,7 +37,7 @@ class SettingError(Exception):
     pass
 
 
-def _flag(environ, name: str, default: bool) -> bool:
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     value = environ.get(name, "").strip().lower()
     if value == "":
         return default
@@ -48,7 +48,14 @@ def _flag(environ, name: str, default: bool) -> bool:
     raise SettingError(f"{name} must be 1 or 0, got {value!r}")
 
 
-def _number(environ, name: str, default, kind, low, high):
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    default: float,
+    kind: Callable[[str], float],
+    low: float,
+    high: float,
+) -> float:
     text = environ.get(name, "").strip()
     if text == "":
         return default
@@ -69,7 +76,7 @@ def output_for(template: str, pid: int) -> str:
     return template.replace("%p", str(pid))
 
 
-def read_settings(environ=os.environ) -> dict:
+def read_settings(environ: Mapping[str, str] = os.environ) -> dict:
     """The HEAPSITE_* settings, checked; raises SettingError naming the bad
     one. `heapsite run` checks them the same way before it starts anything."""
     return {

@@ -15,6 +15,10 @@ from collections.abc import Iterable, Sequence
 from ._format import format_size
 from ._own import own_work
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import IO, Any, NoReturn
+
 KEY_TYPES = ("lineno", "filename", "traceback")
 VIEWS = ("live", "peak", "total")
 
@@ -58,6 +62,9 @@ class Frame(_Record):
     """One frame of a traceback: file, line and function name."""
 
     __slots__ = ("filename", "lineno", "name")
+    filename: str
+    lineno: int
+    name: str
 
     def __init__(self, filename: str, lineno: int, name: str = ""):
         self._init(filename=filename, lineno=lineno, name=name)
@@ -77,7 +84,7 @@ class Frame(_Record):
 class Traceback(tuple):
     """Frames of one call site, most recent first."""
 
-    def __new__(cls, frames: Iterable[Frame] = ()):
+    def __new__(cls, frames: Iterable[Frame] = ()) -> Traceback:
         return super().__new__(cls, tuple(frames))
 
     def __str__(self) -> str:
@@ -113,6 +120,13 @@ class Site(_Record):
         "peak_count",
         "peak_size",
     )
+    traceback: Traceback
+    live_count: int
+    live_size: int
+    total_count: int
+    total_size: int
+    peak_count: int
+    peak_size: int
 
     def __init__(
         self,
@@ -153,6 +167,9 @@ class Statistic(_Record):
     """Memory of one group of call sites."""
 
     __slots__ = ("traceback", "size", "count")
+    traceback: Traceback
+    size: int
+    count: int
 
     def __init__(self, traceback: Traceback, size: int, count: int):
         self._init(traceback=traceback, size=size, count=count)
@@ -177,6 +194,11 @@ class StatisticDiff(_Record):
     """The difference of one group between two snapshots."""
 
     __slots__ = ("traceback", "size", "size_diff", "count", "count_diff")
+    traceback: Traceback
+    size: int
+    size_diff: int
+    count: int
+    count_diff: int
 
     def __init__(
         self, traceback: Traceback, size: int, size_diff: int, count: int, count_diff: int
@@ -245,7 +267,7 @@ _MIN_INFLATE_LIMIT = 64 << 20
 _MAX_INFLATE_LIMIT = 512 << 20
 
 
-def _parse_payload(payload: bytes):
+def _parse_payload(payload: bytes) -> Any:
     """The JSON document of a snapshot payload; ValueError naming what is
     wrong (an inflating bomb, a broken stream, bad JSON, non-finite numbers,
     nesting too deep)."""
@@ -282,11 +304,11 @@ def _inflate(payload: bytes, limit: int) -> bytearray:
     return text
 
 
-def _not_a_number(name: str):
+def _not_a_number(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a number a snapshot holds")
 
 
-def _list(value, what: str, length: int | None = None) -> list:
+def _list(value: object, what: str, length: int | None = None) -> list:
     if type(value) is not list:
         raise TypeError(f"{what} must be a list, got {type(value).__name__}")
     if length is not None and len(value) != length:
@@ -294,23 +316,23 @@ def _list(value, what: str, length: int | None = None) -> list:
     return value
 
 
-def _whole(value, what: str) -> int:
+def _whole(value: object, what: str) -> int:
     if type(value) is not int:
         raise TypeError(f"{what} must be a whole number, got {type(value).__name__}")
     return value
 
 
-def _whole_numbers(value, length: int, what: str) -> list:
+def _whole_numbers(value: object, length: int, what: str) -> list:
     return [_whole(item, what) for item in _list(value, what, length)]
 
 
-def _text(value, what: str) -> str:
+def _text(value: object, what: str) -> str:
     if type(value) is not str:
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     return value
 
 
-def _frame_of(entry) -> Frame:
+def _frame_of(entry: object) -> Frame:
     filename, lineno, name = _list(entry, "a frame", 3)
     return Frame(
         _text(filename, "a file name"),
@@ -319,7 +341,7 @@ def _frame_of(entry) -> Frame:
     )
 
 
-def _site_of(entry) -> Site:
+def _site_of(entry: object) -> Site:
     frames, *figures = _list(entry, "a site", 7)
     traceback = Traceback(_frame_of(frame) for frame in _list(frames, "a traceback"))
     return Site(traceback, *(_whole(n, "a site's figure") for n in figures))
@@ -362,7 +384,7 @@ class Snapshot:
         self,
         sites: Sequence[Site],
         traceback_limit: int,
-        traced_memory: tuple[int, int] = (0, 0),
+        traced_memory: Sequence[int] = (0, 0),
         view: str = "live",
     ):
         if view not in VIEWS:
@@ -372,7 +394,7 @@ class Snapshot:
         self.traced_memory = tuple(traced_memory)
         self.view = view
 
-    def _with(self, sites=None, view=None) -> Snapshot:
+    def _with(self, sites: Sequence[Site] | None = None, view: str | None = None) -> Snapshot:
         return Snapshot(
             self.sites if sites is None else sites,
             self.traceback_limit,
@@ -460,7 +482,7 @@ class Snapshot:
         return self._with(sites=kept)
 
     @own_work
-    def top(self, limit: int = 10, key: str = "lineno", file=None) -> None:
+    def top(self, limit: int = 10, key: str = "lineno", file: IO[str] | None = None) -> None:
         """Prints the `limit` largest groups with their source lines."""
         out = file if file is not None else sys.stdout
         stats = self.statistics(key)
@@ -515,11 +537,11 @@ class Snapshot:
         import json
         import zlib
 
-        from . import _heapsite
+        from . import _core
 
         payload = zlib.compress(json.dumps(self._to_json(), separators=(",", ":")).encode())
         data = self.MAGIC + len(payload).to_bytes(8, "little") + payload
-        _heapsite.write_file(os.fspath(filename), data)
+        _core.write_file(os.fspath(filename), data)
 
     @classmethod
     @own_work
@@ -551,7 +573,7 @@ class Snapshot:
         return cls._from_json(doc, path)
 
     @classmethod
-    def _from_json(cls, doc, path: str) -> Snapshot:
+    def _from_json(cls, doc: object, path: str) -> Snapshot:
         if not isinstance(doc, dict) or doc.get("format") != cls.FORMAT:
             raise SnapshotFileError(f"{path}: not a heapsite snapshot (format field)")
         if doc.get("version") != cls.VERSION:

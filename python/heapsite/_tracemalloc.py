@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import operator
 
-from . import _heapsite as _core
+from . import _core
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # tracemalloc accepts up to 65535 frames; heapsite records at most MAX_FRAMES
 # of them (deeper stacks still report their whole depth as total_nframe).
@@ -29,7 +33,7 @@ __all__ = [
 ]
 
 
-def _as_c_int(value) -> int:
+def _as_c_int(value: Any) -> int:
     """Converts an argument the way the C module's `int` parameter does, with
     the same errors and messages on every version."""
     try:
@@ -84,7 +88,8 @@ def get_traced_memory():
     """Get the current size and peak size of traced memory blocks, in bytes."""
     if not _core.is_tracing():
         return (0, 0)
-    return _core.traced_memory()
+    memory = _core.traced_memory()
+    return (memory.current, memory.peak)
 
 
 def reset_peak():

@@ -36,11 +36,15 @@ from . import (
     SnapshotFileError,
     __version__,
     _capture,
-    _heapsite,
+    _core,
     _launcher,
     _preload,
 )
 from ._snapshot import KEY_TYPES, VIEWS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 FORMATS = ("text", "json", "html", "pprof")
 
@@ -67,7 +71,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _show_import_system_option(command) -> None:
+def _show_import_system_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--show-import-system",
         action="store_true",
@@ -145,7 +149,7 @@ def _error(message: str) -> int:
 
 
 def preload_path() -> str:
-    return os.path.abspath(_heapsite.__file__)
+    return os.path.abspath(_core.PATH)
 
 
 def _can_preload() -> bool:
@@ -158,7 +162,7 @@ def _can_preload() -> bool:
     return bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
 
 
-def _command(args) -> list:
+def _command(args: argparse.Namespace) -> list:
     """The program's command line, with this interpreter's options."""
     python = [sys.executable, *_launcher.interpreter_options()]
     if args.module is not None:
@@ -166,13 +170,13 @@ def _command(args) -> list:
     return [*python, *args.target]
 
 
-def _default_output(args) -> str:
+def _default_output(args: argparse.Namespace) -> str:
     """Named after the program and its pid (%p: known once it runs)."""
     name = args.module or os.path.splitext(os.path.basename(args.target[0]))[0]
     return f"heapsite-{name}.%p.capture"
 
 
-def _program_env(args, output: str) -> dict:
+def _program_env(args: argparse.Namespace, output: str) -> dict:
     """The program's environment: HEAPSITE_* as inherited, the command
     line's options taking precedence."""
     env = dict(os.environ)
@@ -193,20 +197,20 @@ class _Capture:
     def __init__(self, template: str):
         self.template = template
         self.path = ""
-        self.before = None
+        self.before: tuple[int, int, int, int, int] | None = None
 
     def program_started(self, pid: int) -> None:
         self.path = _preload.output_for(self.template, pid)
         self.before = _identity(self.path)
 
 
-def _run_preloaded(args, env: dict, capture: _Capture) -> int:
+def _run_preloaded(args: argparse.Namespace, env: dict, capture: _Capture) -> int:
     env = dict(env)
     env["LD_PRELOAD"] = " ".join(p for p in (preload_path(), env.get("LD_PRELOAD", "")) if p)
     return _launcher.run(_command(args), env, capture.program_started)
 
 
-def _run_in_process(args, settings: dict, capture: _Capture) -> int:
+def _run_in_process(args: argparse.Namespace, settings: dict, capture: _Capture) -> int:
     """The fallback for a python without a shared libpython."""
     import runpy
     import traceback
@@ -225,7 +229,7 @@ def _run_in_process(args, settings: dict, capture: _Capture) -> int:
     import time
 
     _capture.started_at = time.time()
-    _heapsite.start(settings["frames"])
+    _core.start(settings["frames"])
     _capture.on_sigterm(lambda: _capture.write(output))
     status = 0
     try:
@@ -245,11 +249,11 @@ def _run_in_process(args, settings: dict, capture: _Capture) -> int:
         status = 1
     finally:
         _capture.write(output)
-        _heapsite.stop()
+        _core.stop()
     return status
 
 
-def _identity(path: str):
+def _identity(path: str) -> tuple[int, int, int, int, int] | None:
     """What tells one file at `path` from another written there later (the
     capture is written beside and renamed over a regular file); None if
     there is nothing there."""
@@ -264,7 +268,7 @@ def _how_it_ended(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
-def _tell_about_the_capture(args, capture: _Capture) -> bool:
+def _tell_about_the_capture(args: argparse.Namespace, capture: _Capture) -> bool:
     """Says where the capture went, with the text report (nothing with
     -q); False if the program ended without writing one."""
     output = capture.path
@@ -279,8 +283,7 @@ def _tell_about_the_capture(args, capture: _Capture) -> bool:
             file=sys.stderr,
         )
         return True
-    text = _heapsite.render_report(output, "text", args.top, args.show_import_system)
-    text = text.decode()
+    text = _core.render_report(output, "text", args.top, args.show_import_system).decode()
     # How to read it again, with the interpreter's own name for heapsite:
     # a user of ./scripts/try-julia has no `heapsite` on PATH.
     again = f"{sys.executable} -m heapsite report {output}"
@@ -307,7 +310,7 @@ def _missing_module(name: str) -> bool:
         sys.path.pop(0)
 
 
-def _run(args, parser) -> int:
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.module is None and not args.target:
         parser.error("run needs a script (or -m module) to run")
     if args.module is None and not os.path.exists(args.target[0]):
@@ -358,7 +361,7 @@ def _to_stdout(data: bytes) -> int:
         return _error(f"cannot write the report to standard output: {e.strerror or e}")
 
 
-def _write_all(stream, data: bytes) -> None:
+def _write_all(stream: BinaryIO, data: bytes) -> None:
     """Writes all of `data`: unbuffered (python -u, PYTHONUNBUFFERED), stdout's
     binary layer is the raw file, whose write may take only part of it."""
     view = memoryview(data)
@@ -377,19 +380,19 @@ def _discard_stdout() -> None:
         pass  # stdout is not a file here (an in-process caller's)
 
 
-def _emit(args, data: bytes, what: str) -> int:
+def _emit(args: argparse.Namespace, data: bytes, what: str) -> int:
     """The rendered report to -o FILE, or to stdout."""
     if args.output is None:
         return _to_stdout(data)
     try:
-        _heapsite.write_file(args.output, data)
+        _core.write_file(args.output, data)
     except OSError as e:
         return _error(str(e))
     print(f"heapsite: {what} written to {args.output}", file=sys.stderr)
     return 0
 
 
-def _report_snapshot(args, path: str) -> int:
+def _report_snapshot(args: argparse.Namespace, path: str) -> int:
     try:
         snap = Snapshot.load(path)
     except SnapshotFileError as e:
@@ -409,7 +412,7 @@ def _is_snapshot(path: str) -> bool:
         return f.read(len(Snapshot.MAGIC)) == Snapshot.MAGIC
 
 
-def _report(args) -> int:
+def _report(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             if not _is_snapshot(path):
@@ -431,15 +434,15 @@ def _report(args) -> int:
         return _error("pprof output is binary: give -o FILE")
     files = args.files[0] if len(args.files) == 1 else args.files
     try:
-        data = _heapsite.render_report(files, args.format, args.top, args.show_import_system)
+        data = _core.render_report(files, args.format, args.top, args.show_import_system)
     except ValueError as e:
         return _error(str(e))
     return _emit(args, data, f"{args.format} report")
 
 
-def _diff(args) -> int:
+def _diff(args: argparse.Namespace) -> int:
     try:
-        text = _heapsite.render_diff(
+        text = _core.render_diff(
             args.old.split(","), args.new.split(","), args.view, args.top, args.show_import_system
         )
     except ValueError as e:

@@ -31,7 +31,7 @@ def _load_stdlib_source() -> tuple[str, str]:
     spec = importlib.util.find_spec("tracemalloc")
     if spec is None or spec.loader is None or not spec.origin:
         raise ImportError("heapsite.tracemalloc: the standard library's tracemalloc is missing")
-    source = spec.loader.get_source("tracemalloc")
+    source = spec.loader.get_source("tracemalloc")  # type: ignore[attr-defined]  # a source loader's
     for original, ours in _ENGINE_IMPORTS:
         if original not in source:
             raise ImportError(

@@ -189,7 +189,7 @@ static mut METHODS: [PyMethodDef; 44] = [
         c"set_relheap",
         main_interpreter_only!(api_heap::set_relheap),
         METH_VARARGS,
-        c"set_relheap(roots | None): leave what is reachable now out of later walks",
+        c"set_relheap(roots | None, own): leave what is reachable now out of later walks",
     ),
     method(
         c"path_to",
@@ -219,13 +219,13 @@ static mut METHODS: [PyMethodDef; 44] = [
         c"render_report",
         api_report::render_report,
         METH_VARARGS,
-        c"render_report(path, format, limit) -> bytes: a capture as text, json, html or pprof",
+        c"render_report(path | [paths], format, limit[, show_import_system]) -> bytes: a capture as text, json, html or pprof",
     ),
     method(
         c"render_diff",
         api_report::render_diff,
         METH_VARARGS,
-        c"render_diff(old, new, view, limit) -> str: per-line change between two captures",
+        c"render_diff(old, new, view, limit[, show_import_system]) -> str: per-line change between two captures",
     ),
     method(
         c"sigterm_deadline",

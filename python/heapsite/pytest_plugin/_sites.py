@@ -1,7 +1,7 @@
 """Which call sites are the program's, and their figures (for the pytest plugin).
 
 A site is the program's when its most recent frame is not in heapsite itself
-and, given a `foreign` test (see _pytest_threads), it was not allocated by
+and, given a `foreign` test (see _threads), it was not allocated by
 another thread. A site's frames never change, so what a site is is worked
 out once per process and kept in a byte per site id; the figures are the
 engine's counters read as int64 arrays. The leak check reads both every
@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import array
 import os
+from collections.abc import Sequence
 
-from . import _heapsite as _core
+from .. import _core
 
-# heapsite's own allocations (snapshots, partitions) are not the test's.
-OWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from ._threads import Foreign
+
+# heapsite's own allocations (snapshots, partitions) are not the test's:
+# the whole package's, this plugin's and the core's.
+OWN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 _UNKNOWN, _PROGRAM, _OTHER = 0, 1, 2
 
 
-def own(frames) -> bool:
+def own(frames: Sequence[tuple]) -> bool:
     return bool(frames) and frames[0][0].startswith(OWN)
 
 
-def is_program(frames, foreign=None) -> bool:
+def is_program(frames: Sequence[tuple], foreign: Foreign | None = None) -> bool:
     """Whether a site with these frames is the program's: not heapsite's
     own and, given `foreign`, not another thread's."""
     return not own(frames) and not (foreign and foreign(frames))
@@ -39,8 +45,10 @@ class Column(array.array):
 
     __slots__ = ()
 
-    def __new__(cls, values=b""):
-        column = super().__new__(cls, "q")
+    @classmethod
+    def of(cls, values: bytes | Sequence[int] = b"") -> Column:
+        """A column of int64 from raw bytes or from ints."""
+        column = cls("q")
         if isinstance(values, (bytes, bytearray)):
             column.frombytes(values)
         else:
@@ -56,7 +64,7 @@ class Flags(bytearray):
 
 def figures():
     """(live bytes, live blocks, bytes at the peak) per site id, as arrays."""
-    return [Column(raw) for raw in _core.site_figures()]
+    return [Column.of(raw) for raw in _core.site_figures()]
 
 
 class ProgramSites:
@@ -65,7 +73,7 @@ class ProgramSites:
     _by_foreign: dict = {}
 
     @classmethod
-    def of(cls, foreign=None) -> ProgramSites:
+    def of(cls, foreign: Foreign | None = None) -> ProgramSites:
         known = cls._by_foreign.get(foreign)
         if known is None:
             known = cls._by_foreign[foreign] = cls(foreign)
@@ -87,11 +95,11 @@ class ProgramSites:
             self.kinds[site] = kind
         return kind == _PROGRAM
 
-    def live_bytes(self, live) -> int:
+    def live_bytes(self, live: array.array) -> int:
         """The program's live bytes, given the live-bytes column of figures()."""
         return sum(size for site, size in enumerate(live) if size and self.is_program(site))
 
-    def grown(self, before, now, only=None) -> list:
+    def grown(self, before: array.array, now: array.array, only: bytearray | None = None) -> list:
         """(site, growth) for the program's sites whose value in `now` is
         above that in `before` (columns of figures(); a site newer than
         `before` had 0), largest growth first; given `only` (a byte per

@@ -20,14 +20,13 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import MutableSequence, Sequence
 
 import pytest
 
-from . import (
+from .. import (
+    _core,
     _heap,
-    _pytest_rounds,
-    _pytest_summary,
-    _pytest_threads,
     format_size,
     is_tracing,
     parse_size,
@@ -35,16 +34,20 @@ from . import (
     snapshot,
     start,
     stop,
-    traced_memory,
 )
-from . import (
-    _heapsite as _core,
-)
-from . import _own as own_work
-from ._plumbing import fold_import_system
-from ._pytest_growth import EveryRound, KindsEveryRound
-from ._pytest_sites import OWN, Column, ProgramSites, figures, own
-from ._snapshot import Frame, StatisticDiff, Traceback
+from .. import _own as own_work
+from .._plumbing import fold_import_system
+from .._snapshot import Frame, StatisticDiff, Traceback
+from . import _summary, _threads
+from ._growth import EveryRound, KindsEveryRound
+from ._rerun import repeatable, run_again
+from ._sites import OWN, Column, ProgramSites, figures, own
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._threads import Foreign
 
 FRAMES = 16
 TOP_SITES = 5
@@ -92,7 +95,7 @@ def pytest_configure(config):
     active = bool(config.getoption("--heapsite") or config.getoption("--heapsite-leaks"))
     config._heapsite_active = active
     config._heapsite_report = []
-    config._heapsite_peaks = _pytest_summary.PeakSites()
+    config._heapsite_peaks = _summary.PeakSites()
     if not active:
         return
     rounds = config.getoption("--heapsite-rounds")
@@ -108,7 +111,7 @@ def pytest_configure(config):
         start(FRAMES)
 
 
-def _retire_memray_manager(config) -> None:
+def _retire_memray_manager(config: pytest.Config) -> None:
     """Takes pytest-memray's manager out, as it would have left: its
     pytest_configure always makes one, with a temporary directory named in
     MEMRAY_RESULT_PATH for its workers. Blocked before it registers, the
@@ -125,7 +128,7 @@ def _retire_memray_manager(config) -> None:
     config.pluginmanager.set_blocked("memray_manager")
 
 
-def _memray_asked(config) -> bool:
+def _memray_asked(config: pytest.Config) -> bool:
     try:
         return bool(config.getoption("memray", False) or config.getini("memray"))
     except (ValueError, KeyError):
@@ -152,7 +155,7 @@ def _marker_size(item, name):
 def _rounds(item):
     marker = item.get_closest_marker("no_leaks")
     if marker is None:
-        if item.config.getoption("--heapsite-leaks") and _pytest_rounds.repeatable(item) is None:
+        if item.config.getoption("--heapsite-leaks") and repeatable(item) is None:
             return item.config.getoption("--heapsite-rounds")
         return None
     rounds = marker.kwargs.get("rounds", marker.args[0] if marker.args else 3)
@@ -161,7 +164,7 @@ def _rounds(item):
             f"{item.nodeid}: @pytest.mark.no_leaks(rounds=...) needs a whole number of at least "
             f"2, got {rounds!r}"
         )
-    why = _pytest_rounds.repeatable(item)
+    why = repeatable(item)
     if why:
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.no_leaks cannot be used: {why}")
     return rounds
@@ -179,7 +182,7 @@ SHOWN_FRAMES = 3  # of a site's traceback, most recent first
 REACHED_FRAMES = 8  # shown to reach the test's own line, if it is that close
 
 
-def _site_lines(diffs, test_file: str, limit=TOP_SITES):
+def _site_lines(diffs: list[StatisticDiff], test_file: str, limit: int = TOP_SITES) -> list[str]:
     """Each site as tracemalloc's StatisticDiff line and the most recent
     frames of its traceback, down to the test's own line: a test that
     leaks through a library (jinja2 templates kept in a module list) is
@@ -209,14 +212,12 @@ def _same_file(filename: str, test_file: str) -> bool:
 
 def _short_sites(diffs):
     return [
-        _pytest_summary.site_line(
-            tuple((f.filename, f.lineno, f.name) for f in d.traceback), d.size_diff
-        )
-        for d in diffs[: _pytest_summary.TOP_SITES]
+        _summary.site_line(tuple((f.filename, f.lineno, f.name) for f in d.traceback), d.size_diff)
+        for d in diffs[: _summary.TOP_SITES]
     ]
 
 
-def _thread_peak(baseline, foreign) -> int:
+def _thread_peak(baseline: Column, foreign: Foreign | None) -> int:
     """The test thread's growth at the moment of the peak: each site's bytes
     live at the peak less its bytes live when the test began (`baseline`,
     the live column of figures()), summed over the program's sites."""
@@ -229,7 +230,12 @@ def _thread_peak(baseline, foreign) -> int:
     )
 
 
-def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
+def _grown_sites(
+    base: list[Column],
+    sites: ProgramSites,
+    only: bytearray | None = None,
+    limit: int = TOP_SITES,
+) -> list[StatisticDiff]:
     """The program's sites holding more bytes than in `base` (figures()),
     largest growth first, at most `limit`, as tracemalloc's StatisticDiff
     lines; given `only` (a byte per site), just the sites it marks."""
@@ -242,24 +248,24 @@ def _grown_sites(base, sites, only=None, limit=TOP_SITES) -> list:
     return diffs
 
 
-def _peak_sites(peak: int) -> list:
+def _peak_sites(peak: int) -> list[str]:
     """The lines that grew the most from the test's start to its peak (see
     _heapsite.peak_sites; an import's growth is the importing line's, and a
     line's sites are one), then what the other lines add, so that the
     listing adds up to the test's peak."""
     by_line: dict = {}  # (file, line) -> [bytes, its largest site's frame]
-    for sid, size in _core.peak_sites(64):  # largest first
-        frames = _core.frames_of(sid)
-        if not own(frames):
-            frames = fold_import_system(frames)
+    for grown in _core.peak_sites(64):  # largest first
+        recorded = _core.frames_of(grown.site_id)
+        if not own(recorded):
+            frames = fold_import_system(recorded)
             key = tuple(frames[0][:2]) if frames else None
             entry = by_line.setdefault(key, [0, frames[0] if frames else None])
-            entry[0] += size
-    top = sorted(by_line.values(), key=lambda entry: -entry[0])[: _pytest_summary.TOP_SITES]
-    lines = [_pytest_summary.site_line((frame,) if frame else (), size) for size, frame in top]
+            entry[0] += grown.bytes
+    top = sorted(by_line.values(), key=lambda entry: -entry[0])[: _summary.TOP_SITES]
+    lines = [_summary.site_line((frame,) if frame else (), size) for size, frame in top]
     rest = peak - sum(size for size, _ in top)
     if top and rest:
-        lines.append(_pytest_summary.other_lines(rest))
+        lines.append(_summary.other_lines(rest))
     return lines
 
 
@@ -272,18 +278,16 @@ def pytest_runtest_call(item):
     memory_limit = _marker_size(item, "limit_memory")
     leak_limit = _marker_size(item, "limit_leaks")
     rounds = _rounds(item)
-    foreign = (
-        None if config.getoption("--heapsite-all-threads") else _pytest_threads.foreign_test(FRAMES)
-    )
+    foreign = None if config.getoption("--heapsite-all-threads") else _threads.foreign_test(FRAMES)
     if leak_limit is not None:
         gc.collect()
     before = _program_snapshot() if leak_limit is not None else None
     baseline = figures()[0] if memory_limit is not None and foreign else None
-    start_current = traced_memory()[0]
+    start_current = _core.traced_memory().current
     reset_peak()
     outcome = yield
-    peak = traced_memory()[1] - start_current
-    data = {"peak": peak}
+    peak = _core.traced_memory().peak - start_current
+    data: dict[str, object] = {"peak": peak}
     item._heapsite_data = data
     if config._heapsite_peaks.wanted(peak):
         data["peak_sites"] = _peak_sites(peak)
@@ -328,7 +332,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     data = getattr(item, "_heapsite_data", None)
     if call.when == "call" and data is not None:
-        outcome.get_result().user_properties.append((_pytest_summary.KEY, data))
+        outcome.get_result().user_properties.append((_summary.KEY, data))
         del item._heapsite_data
 
 
@@ -340,10 +344,10 @@ class _Collector:
         self.config = config
 
     def pytest_runtest_logreport(self, report):
-        _pytest_summary.collect(self.config, report)
+        _summary.collect(self.config, report)
 
 
-def _grew(figures) -> bool:
+def _grew(figures: Sequence[int]) -> bool:
     return all(b > a for a, b in zip(figures, figures[1:]))
 
 
@@ -367,7 +371,7 @@ def _settle() -> None:
         _clear_internal_caches()
 
 
-def _cheap_pass(item, sizes, blocks) -> bool:
+def _cheap_pass(item: Any, sizes: MutableSequence[int], blocks: MutableSequence[int]) -> bool:
     """Whether traced bytes or pymalloc blocks grew in every round, stopping
     at the first round that grows neither.
 
@@ -397,18 +401,18 @@ def _cheap_pass(item, sizes, blocks) -> bool:
 
 def _totals() -> tuple:
     """All traced bytes and pymalloc blocks, now."""
-    return traced_memory()[0], sys.getallocatedblocks()
+    return _core.traced_memory().current, sys.getallocatedblocks()
 
 
-def _cheap_round(item, frozen: bool) -> bool:
+def _cheap_round(item: Any, frozen: bool) -> bool:
     """One round and a collection; whether objects are still frozen after."""
     try:
-        _pytest_rounds.run_again(item)
+        run_again(item)
     except Exception:
         if not frozen:
             raise
         frozen = _unfreeze()
-        _pytest_rounds.run_again(item)
+        run_again(item)
     _settle()
     return frozen
 
@@ -448,16 +452,16 @@ def _leak_check(item, rounds, foreign, data):
     --heapsite-all-threads) and new objects by a heap walk."""
     # Figures go to C arrays made beforehand: no new Python object per round
     # of the check itself.
-    sizes = Column([0] * (rounds + 1))
-    blocks = Column([0] * (rounds + 1))
+    sizes = Column.of([0] * (rounds + 1))
+    blocks = Column.of([0] * (rounds + 1))
     if not _cheap_pass(item, sizes, blocks):
         return None
 
-    counts = Column([0] * (rounds + 1))
+    counts = Column.of([0] * (rounds + 1))
     sites = ProgramSites.of(foreign)
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.
-    _pytest_rounds.run_again(item)
+    run_again(item)
     _settle()
     base = figures()
     live = base[0]
@@ -468,7 +472,7 @@ def _leak_check(item, rounds, foreign, data):
     counts[0] = kinds.add(_heap.whole_heap())
     for index in range(1, rounds + 1):
         walked = None  # the last round's partition is not in this round's walk
-        _pytest_rounds.run_again(item)
+        run_again(item)
         _settle()
         live = figures()[0]
         every_round.add(live)
@@ -478,6 +482,7 @@ def _leak_check(item, rounds, foreign, data):
         # As in the cheap pass: a round that grows neither ends the check.
         if not (_grew(sizes[: index + 1]) or _grew(counts[: index + 1])):
             return None
+    assert walked is not None  # at least one round ran
     leaked = kinds.leaked(walked)
     path = _path_to_a_new_one(item, leaked) if leaked.rows else None
     # The sites that grew in every round; failing any, all that grew (the
@@ -497,14 +502,14 @@ def _path_to_a_new_one(item, leaked):
     (Only a failing test pays for this round and the relheap it needs.)"""
     _heap.setrelheap()
     try:
-        _pytest_rounds.run_again(item)
+        run_again(item)
         _settle()
         return leaked.path_to_root()
     finally:
         _heap.clearrelheap()
 
 
-def _what_grew(sizes, counts) -> str:
+def _what_grew(sizes: Sequence[int], counts: Sequence[int]) -> str:
     """What grew in every round, in the words of the measure that did:
     memory, else the number of objects (memory then said as it went)."""
     per_round = ", ".join(format_size(b - a, True) for a, b in zip(sizes, sizes[1:]))
@@ -520,11 +525,18 @@ def _what_grew(sizes, counts) -> str:
     )
 
 
-def _test_file(item) -> str:
+def _test_file(item: pytest.Item) -> str:
     return os.path.normcase(os.path.abspath(str(item.fspath)))
 
 
-def _leak_message(item, sizes, counts, diffs, leaked, path) -> str:
+def _leak_message(
+    item: pytest.Item,
+    sizes: Sequence[int],
+    counts: Sequence[int],
+    diffs: list[StatisticDiff],
+    leaked: _heap.Partition,
+    path: str | None,
+) -> str:
     """The failure: what grew per round, the sites (StatisticDiff lines),
     the kinds that grew (a partition) and a chain to one object of the first."""
     objects = (
@@ -554,7 +566,7 @@ def _leak_message(item, sizes, counts, diffs, leaked, path) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if getattr(config, "_heapsite_active", False):
-        _pytest_summary.write(terminalreporter, config._heapsite_report)
+        _summary.write(terminalreporter, config._heapsite_report)
 
 
 class Measurement:
@@ -599,14 +611,14 @@ class Tracker:
                     before = _program_snapshot()
                     sites = ProgramSites.of()
                     base = sites.live_bytes(figures()[0])
-                    live_at_start = traced_memory()[0]
+                    live_at_start = _core.traced_memory().current
                     reset_peak()
                 finally:
                     own_work.leave(entered)
                 yield result
                 entered = own_work.enter()
                 try:
-                    result.peak = max(0, traced_memory()[1] - live_at_start)
+                    result.peak = max(0, _core.traced_memory().peak - live_at_start)
                     gc.collect()
                     result.leaked = sites.live_bytes(figures()[0]) - base
                     diffs = _program_snapshot().compare_to(before, "traceback")

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from .._snapshot import Frame
+
+    # Whether a site with these frames was allocated by a thread other than the test's.
+    Foreign = Callable[[Sequence], bool]
 
 _ENTRY_POINTS = ("_bootstrap", "_bootstrap_inner")
 _THREADING = os.sep + "threading.py"
 
 
-def _is_entry(frame) -> bool:
+def _is_entry(frame: tuple) -> bool:
     filename, name = frame[0], frame[-1]
     return filename.endswith(_THREADING) and name.rsplit(".", 1)[-1] in _ENTRY_POINTS
 
 
-def foreign_test(frame_limit: int):
+def foreign_test(frame_limit: int) -> Foreign:
     """A function frames -> bool: whether a site with these frames (most
     recent first, as (file, line, name) or (file, name) tuples, or Frame
     records) was allocated by a thread other than the one running the test.
@@ -35,12 +43,12 @@ def foreign_test(frame_limit: int):
     return _FOREIGN_TO_OTHER.setdefault(frame_limit, _foreign_to_other(frame_limit))
 
 
-def _foreign_to_main(frames) -> bool:
+def _foreign_to_main(frames: Sequence) -> bool:
     return any(_is_entry(_astuple(f)) for f in frames)
 
 
-def _foreign_to_other(frame_limit: int):
-    def foreign(frames) -> bool:
+def _foreign_to_other(frame_limit: int) -> Foreign:
+    def foreign(frames: Sequence) -> bool:
         return 0 < len(frames) < frame_limit and _is_entry(_astuple(frames[-1]))
 
     return foreign
@@ -49,7 +57,7 @@ def _foreign_to_other(frame_limit: int):
 _FOREIGN_TO_OTHER: dict = {}
 
 
-def _astuple(frame):
+def _astuple(frame: tuple | Frame) -> tuple:
     if isinstance(frame, tuple):
         return frame
     return (frame.filename, frame.lineno, frame.name)

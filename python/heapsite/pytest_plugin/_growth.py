@@ -9,9 +9,10 @@ in place: the heap walk of the next round would count a new container."""
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
-from ._heap import Row
-from ._pytest_sites import Column, Flags
+from .._heap import Partition, Row
+from ._sites import Column, Flags
 
 
 class EveryRound:
@@ -25,11 +26,11 @@ class EveryRound:
         self.grew = Flags()
         self.compared = 0
 
-    def add(self, values) -> None:
+    def add(self, values: Sequence[int]) -> None:
         previous, grew = self.previous, self.grew
         if previous is not None:
 
-            def above(index, value) -> bool:
+            def above(index: int, value: int) -> bool:
                 return value > (previous[index] if index < len(previous) else 0)
 
             if self.compared == 0:
@@ -52,17 +53,19 @@ class KindsEveryRound:
     int keys the next walk would count."""
 
     def __init__(self):
-        self.sorted_keys = Column()  # a kind: its type's id * 4 + its tag
-        self.index_of = Column()  # the index of each sorted key
+        self.sorted_keys = Column.of()  # a kind: its type's id * 4 + its tag
+        self.index_of = Column.of()  # the index of each sorted key
         self.every = EveryRound()
-        self.base_counts = self.base_sizes = None
+        self.base_counts: Column | None = None
+        self.base_sizes: Column | None = None
 
     @staticmethod
-    def _key(row) -> int:
+    def _key(row: Row) -> int:
+        assert row.kind is not None  # a walk's rows know their kind
         tag, kind_type = row.kind
         return id(kind_type) * 4 + tag
 
-    def _index(self, row, add: bool = True) -> int:
+    def _index(self, row: Row, add: bool = True) -> int:
         """The index of the row's kind (-1 if unseen and not `add`)."""
         key = self._key(row)
         at = bisect.bisect_left(self.sorted_keys, key)
@@ -74,25 +77,26 @@ class KindsEveryRound:
         self.index_of.insert(at, len(self.index_of))
         return len(self.index_of) - 1
 
-    def add(self, partition) -> int:
+    def add(self, partition: Partition) -> int:
         """Takes one round's partition; returns its count of objects."""
         indexed = [(self._index(row), row) for row in partition.rows]
-        counts = Column(bytes(8 * len(self.index_of)))
+        counts = Column.of(bytes(8 * len(self.index_of)))
         for index, row in indexed:
             counts[index] = row.count
         if self.base_counts is None:
             # Sizes only for the base: leaked() reports the gain since.
-            sizes = Column(bytes(8 * len(self.index_of)))
+            sizes = Column.of(bytes(8 * len(self.index_of)))
             for index, row in indexed:
                 sizes[index] = row.size
             self.base_counts, self.base_sizes = counts, sizes
         self.every.add(counts)
         return partition.count
 
-    def leaked(self, last):
+    def leaked(self, last: Partition) -> Partition:
         """What the kinds that grew in every round gained from the base to
         `last` (the last round's partition), by kind, as a partition."""
         grew, base_counts, base_sizes = self.every.grew, self.base_counts, self.base_sizes
+        assert base_counts is not None and base_sizes is not None  # add() came first
         rows = []
         for row in last.rows:
             index = self._index(row, add=False)

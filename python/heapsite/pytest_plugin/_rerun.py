@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
-def repeatable(item) -> str | None:
+
+def repeatable(item: pytest.Item) -> str | None:
     """Why `item` cannot be run again for the leak check, or None."""
     if not isinstance(item, pytest.Function):
         return (
@@ -24,7 +28,7 @@ def repeatable(item) -> str | None:
     return None
 
 
-def _is_unittest(item) -> bool:
+def _is_unittest(item: pytest.Item) -> bool:
     try:
         from _pytest.unittest import TestCaseFunction
     except ImportError:  # a pytest without unittest support has none
@@ -32,7 +36,7 @@ def _is_unittest(item) -> bool:
     return isinstance(item, TestCaseFunction)
 
 
-def run_again(item) -> None:
+def run_again(item: Any) -> None:
     """One more round of `item`: fresh function-scoped fixtures, then the call.
 
     Reports the call would log (unittest's subTest logs one per subtest) are
@@ -48,11 +52,11 @@ def run_again(item) -> None:
         hook.pytest_runtest_logreport = logreport
 
 
-def _drop_report(**kwargs) -> list:
+def _drop_report(**kwargs: object) -> list:
     return []
 
 
-def _refresh_fixtures(item) -> None:
+def _refresh_fixtures(item: Any) -> None:
     state = getattr(item.session, "_setupstate", None)
     stack = getattr(state, "stack", None)
     if not isinstance(stack, dict) or not stack or next(reversed(stack)) is not item:
@@ -76,13 +80,14 @@ def _refresh_fixtures(item) -> None:
     stack[item] = ([item.teardown], None)
     item._initrequest()
     item.setup()
-    for key, value in kept.items():
-        stored.setdefault(key, value)
+    if isinstance(stored, dict):
+        for key, value in kept.items():
+            stored.setdefault(key, value)
     if errors:
         raise errors[0]
 
 
-def _drop_finished_from_wider_fixtures(item) -> None:
+def _drop_finished_from_wider_fixtures(item: pytest.Item) -> None:
     """A function-scoped fixture that uses a wider one (tmp_path uses the
     session's tmp_path_factory) leaves its `finish` among the wider one's
     finalizers, with its request and values, until that one is torn down:
@@ -99,7 +104,7 @@ def _drop_finished_from_wider_fixtures(item) -> None:
                 finalizers[:] = [f for f in finalizers if not _finished_for(f, item)]
 
 
-def _finished_for(finalizer, item) -> bool:
+def _finished_for(finalizer: object, item: pytest.Item) -> bool:
     """Whether `finalizer` is functools.partial(fixturedef.finish, request=...)
     for a request of `item`, of a fixture whose value is already gone."""
     func = getattr(finalizer, "func", None)

@@ -8,15 +8,23 @@ brings them from the workers to the controller) as ("heapsite", dict).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
-from ._format import format_size
+from .._format import format_size
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    import pytest
+    from _pytest.terminal import TerminalReporter
 
 KEY = "heapsite"
 TOP_TESTS = 5
 TOP_SITES = 3
 
 
-def site_line(frames, size) -> str:
+def site_line(frames: Sequence[tuple], size: int) -> str:
     """`file:line in function -> size` for a site's most recent frame."""
     if not frames:
         return f"<no Python frame> -> {format_size(size)}"
@@ -48,7 +56,7 @@ class PeakSites:
         return False
 
 
-def collect(config, report) -> None:
+def collect(config: Any, report: pytest.TestReport) -> None:
     if report.when != "call":
         return
     for name, value in getattr(report, "user_properties", ()):
@@ -56,7 +64,7 @@ def collect(config, report) -> None:
             config._heapsite_report.append((report.nodeid, value))
 
 
-def write(terminalreporter, results) -> None:
+def write(terminalreporter: TerminalReporter, results: list[tuple[str, dict]]) -> None:
     if not results:
         return
     terminalreporter.section("heapsite: largest peak memory per test")
