@@ -20,7 +20,8 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
     raise ImportError("heapsite does not support the free-threaded build yet (use a GIL build)")
 
 from . import (
-    _core,  # noqa: E402
+    _capture,  # noqa: E402
+    _core,
     _own,
 )
 from ._format import format_size, parse_size
@@ -38,6 +39,7 @@ from ._snapshot import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    import os
     from typing import IO
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "StatisticDiff",
     "Traceback",
     "clear",
+    "dump",
     "format_size",
     "is_tracing",
     "parse_size",
@@ -147,6 +150,17 @@ def snapshot() -> Snapshot:
         return Snapshot(sites, _core.traceback_limit(), (memory.current, memory.peak))
     finally:
         _own.leave(entered)
+
+
+def dump(path: str | os.PathLike[str] | None = None) -> str:
+    """Writes a capture of the program as it is now, without stopping it or
+    tracing: what is live, the peak so far, totals, the kinds alive with
+    their lines and holders, memory over time so far (under `heapsite run`).
+    `%p` in `path` is the pid, `%n` the dump's number in this process
+    (default `heapsite-%p.dump%n.capture`); returns the path written.
+    `heapsite report` renders it like any capture."""
+    _require_tracing("a capture")
+    return _capture.dump(path)
 
 
 def peak() -> Snapshot:

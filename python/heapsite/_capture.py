@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from . import _core, _joined
+from . import _own as own_work
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -91,6 +92,32 @@ def model(
         "timeline": [{"t": t, "bytes": b} for t, b in timeline],
         **extra,
     }
+
+
+# How a capture of this run is taken (set by the preloaded path's begin():
+# native memory tracked, native frames, the kinds table).
+options: dict = {}
+_dumps = {"count": 0}
+
+
+def dump(path: str | os.PathLike[str] | None = None) -> str:
+    """Writes a capture of the traced program as it is now (live memory,
+    the peak so far, totals, the kinds alive and the joined table, memory
+    over time so far) without stopping it; returns the path written.
+
+    `%p` in `path` stands for the pid and `%n` for the dump's number in this
+    process (1, 2, ...); the default is `heapsite-%p.dump%n.capture`."""
+    if not _core.is_tracing():
+        raise RuntimeError("heapsite must be tracing to write a capture: call heapsite.start()")
+    _dumps["count"] += 1
+    template = os.fspath(path) if path is not None else "heapsite-%p.dump%n.capture"
+    output = template.replace("%p", str(os.getpid())).replace("%n", str(_dumps["count"]))
+    entered = own_work.enter()  # the capture's tables are heapsite's own
+    try:
+        write(output, timeline=_core.timeline_samples(), **options)
+    finally:
+        own_work.leave(entered)
+    return output
 
 
 def write(path: str | os.PathLike[str], **options: Any) -> None:

@@ -152,6 +152,7 @@ __all__ = [
     "stop",
     "timeline_after_fork",
     "timeline_start",
+    "timeline_samples",
     "timeline_stop",
     "traceback_limit",
     "traced_memory",
@@ -274,6 +275,12 @@ def heap_walk(
 class Sample(NamedTuple):
     seconds: float
     bytes: int
+
+
+def timeline_samples() -> list[Sample]:
+    """The traced memory every interval so far, sampling going on; empty
+    when not sampling."""
+    return [Sample._make(sample) for sample in _heapsite.timeline_samples()]
 
 
 def timeline_stop() -> list[Sample]:

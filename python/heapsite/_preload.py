@@ -14,6 +14,9 @@ Settings, from the environment:
     HEAPSITE_KINDS         0: skip the kinds and joined tables at exit (default 1)
     HEAPSITE_TRACEMALLOC   1: `import tracemalloc` gets heapsite.tracemalloc
     HEAPSITE_VERBOSE       1: say on stderr where the capture went
+    HEAPSITE_DUMP_SIGNAL   a signal (USR2, SIGUSR1, 12; 1 for SIGUSR2) on which
+                           the running program writes a capture of itself,
+                           <output stem>.dump<n><ext> (default: none)
 
 A bad setting is a one-line error on stderr and exit status 2, before the
 program runs.
@@ -68,6 +71,36 @@ def _number(
     return value
 
 
+# Signals a dump may not take: they cannot be caught, or already mean
+# something to a program and to `heapsite run` (SIGINT and SIGTERM end it,
+# with a capture).
+_NOT_FOR_DUMPS = {"SIGKILL", "SIGSTOP", "SIGINT", "SIGTERM"}
+
+
+def _dump_signal(environ: Mapping[str, str], name: str) -> int | None:
+    """The signal number HEAPSITE_DUMP_SIGNAL names, or None (no dumps)."""
+    import signal
+
+    text = environ.get(name, "").strip()
+    if text.lower() in ("", "0", "off", "no", "false"):
+        return None
+    if text.lower() in ("1", "on", "yes", "true"):
+        return int(signal.SIGUSR2)
+    try:
+        number = signal.Signals(int(text)) if text.isdigit() else None
+    except ValueError:
+        number = None
+    if number is None and not text.isdigit():
+        wanted = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+        number = getattr(signal.Signals, wanted, None)
+    if number is None or number.name in _NOT_FOR_DUMPS:
+        raise SettingError(
+            f"{name} must name a signal a program can catch other than SIGINT and SIGTERM "
+            f"(USR2, SIGUSR1, 12; 1 for SIGUSR2), got {text!r}"
+        )
+    return int(number)
+
+
 DEFAULT_OUTPUT = "heapsite-%p.capture"
 
 
@@ -89,6 +122,7 @@ def read_settings(environ: Mapping[str, str] = os.environ) -> dict:
         "kinds": _flag(environ, "HEAPSITE_KINDS", True),
         "tracemalloc": _flag(environ, "HEAPSITE_TRACEMALLOC", False),
         "verbose": _flag(environ, "HEAPSITE_VERBOSE", False),
+        "dump_signal": _dump_signal(environ, "HEAPSITE_DUMP_SIGNAL"),
     }
 
 
@@ -122,9 +156,46 @@ def begin() -> None:
         _core.set_native(True)
         _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
+    _capture.options.update(
+        native=settings["malloc"],
+        native_frames=settings["malloc"] and settings["native"],
+        kinds=settings["kinds"],
+    )
+    if settings["dump_signal"] is not None:
+        dump_on_signal(settings["dump_signal"], _output_here)
     atexit.register(finish)
     _capture.on_sigterm(finish)
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
+
+
+def _output_here() -> str:
+    """This process's capture path (a forked child's has its pid)."""
+    output: str = _settings["output"]
+    pid = os.getpid()
+    return output if pid == _state["parent"] else child_output(output, pid)
+
+
+def dump_on_signal(signum: int, output_here: Callable[[], str]) -> None:
+    """HEAPSITE_DUMP_SIGNAL: on `signum`, a capture of the running program
+    beside the one at exit (`app.1234.capture` -> `app.1234.dump1.capture`,
+    `output_here()` naming the latter); one line on stderr says where, and
+    the program goes on. The handler runs, as any Python signal handler,
+    in the main thread between two bytecodes: a program inside one long C
+    call dumps when it returns."""
+    import signal
+
+    def dump(signum: int, _frame: object) -> None:
+        if _state["done"] or not _core.is_tracing():
+            return
+        stem, ext = os.path.splitext(output_here())
+        try:
+            written = _capture.dump(f"{stem}.dump%n{ext}")
+        except Exception as e:  # the program goes on whatever happens here
+            sys.stderr.write(f"heapsite: could not write a capture on signal {signum}: {e}\n")
+            return
+        sys.stderr.write(f"heapsite: capture of the running program written to {written}\n")
+
+    signal.signal(signum, dump)
 
 
 def finish() -> None:

@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forked children write their own capture (<output stem>.<pid>.capture)",
     )
+    run.add_argument(
+        "--dump-signal",
+        metavar="SIG",
+        help="on this signal (USR2, SIGUSR1, 12) the program writes a capture of itself "
+        "and goes on (default HEAPSITE_DUMP_SIGNAL, else none)",
+    )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
     _show_import_system_option(run)
     run.add_argument(
@@ -187,6 +193,8 @@ def _program_env(args: argparse.Namespace, output: str) -> dict:
         env["HEAPSITE_NATIVE"] = "1"
     if args.follow_fork:
         env["HEAPSITE_FOLLOW_FORK"] = "1"
+    if args.dump_signal is not None:
+        env["HEAPSITE_DUMP_SIGNAL"] = args.dump_signal
     return env
 
 
@@ -231,6 +239,8 @@ def _run_in_process(args: argparse.Namespace, settings: dict, capture: _Capture)
     _capture.started_at = time.time()
     _core.start(settings["frames"])
     _capture.on_sigterm(lambda: _capture.write(output))
+    if settings["dump_signal"] is not None:
+        _preload.dump_on_signal(settings["dump_signal"], lambda: output)
     status = 0
     try:
         if args.module is not None:

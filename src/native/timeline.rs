@@ -86,6 +86,22 @@ pub fn stop() -> Vec<(f64, u64)> {
     std::mem::take(&mut series.samples)
 }
 
+/// The series so far, ending with a sample taken now, sampling going on
+/// (a capture on demand); empty when not sampling.
+pub fn samples() -> Vec<(f64, u64)> {
+    let mut series = SERIES.lock();
+    if series.started.is_none() {
+        return Vec::new();
+    }
+    sample_now(&mut series);
+    let mut copy = Vec::new();
+    if copy.try_reserve(series.samples.len()).is_err() {
+        return copy; // out of memory: a capture without its timeline
+    }
+    copy.extend_from_slice(&series.samples);
+    copy
+}
+
 /// In a forked child: the parent's sampler thread is gone and may have held
 /// the lock; restart sampling (same series) if it was running.
 pub fn after_fork_in_child() {

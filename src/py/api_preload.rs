@@ -90,8 +90,25 @@ pub unsafe extern "C" fn timeline_start(_: *mut PyObject, arg: *mut PyObject) ->
 pub unsafe extern "C" fn timeline_stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
+    unsafe { samples_list(timeline::stop()) }
+}
+
+/// timeline_samples() -> [(seconds, bytes)]: the series so far, sampling
+/// going on (a capture on demand).
+pub unsafe extern "C" fn timeline_samples(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { samples_list(timeline::samples()) }
+}
+
+/// The samples as a list of (seconds, bytes) tuples; NULL with an exception
+/// set if Python runs out of memory.
+///
+/// # Safety
+/// GIL held.
+unsafe fn samples_list(samples: Vec<(f64, u64)>) -> *mut PyObject {
+    // SAFETY: the caller holds the GIL (this fn's contract).
     unsafe {
-        let samples = timeline::stop();
         let list = PyList_New(0);
         if list.is_null() {
             return list;

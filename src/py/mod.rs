@@ -46,7 +46,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 44] = [
+static mut METHODS: [PyMethodDef; 45] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -298,6 +298,12 @@ static mut METHODS: [PyMethodDef; 44] = [
         main_interpreter_only!(api_preload::timeline_stop),
         METH_NOARGS,
         c"timeline_stop() -> [(seconds, bytes)]",
+    ),
+    method(
+        c"timeline_samples",
+        main_interpreter_only!(api_preload::timeline_samples),
+        METH_NOARGS,
+        c"timeline_samples() -> [(seconds, bytes)]: the series so far, sampling going on",
     ),
     method(
         c"timeline_after_fork",
