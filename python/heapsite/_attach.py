@@ -380,7 +380,7 @@ def _remote_exec(session: Session) -> None:
         if "disable" in text.lower() or "not enabled" in text.lower():
             raise AttachError(
                 f"process {pid} does not allow remote debugging "
-                "(started with -X disable_remote_debug or PYTHON_DISABLE_REMOTE_DEBUG)"
+                "(started with -X disable-remote-debug or PYTHON_DISABLE_REMOTE_DEBUG)"
             ) from None
         raise AttachFailed(f"sys.remote_exec into process {pid} failed: {text}") from None
 

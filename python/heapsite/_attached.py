@@ -10,8 +10,10 @@ raise into the program: the boot script reports their answer in a status file.
 What attaching leaves in the program: heapsite's modules in sys.modules, one
 atexit function (writes the capture if the program ends while attached) and
 one fork handler (a forked child stops tracing and writes nothing); both do
-nothing once detached. No signal handler, no thread but the timeline sampler
-(a native thread that ends on detach), no change to sys.path.
+nothing once detached. No signal handler, no change to sys.path, and no
+thread: the memory-over-time sampler of `heapsite run` is a thread, which
+would make a program that forks get CPython's "process is multi-threaded"
+DeprecationWarning; an attached capture has no timeline.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import time
 from . import _capture
 from . import _heapsite as _core
 from . import _own as own_work
-
-DEFAULT_INTERVAL = 0.01
 
 # The attached session: output, frames, kinds, pid, started (empty: detached).
 _session: dict = {}
@@ -53,12 +53,6 @@ def begin(output: str, frames: int = 16, kinds: bool = True) -> str:
     _capture.started_at = time.time()
     _session.update(output=output, kinds=kinds, pid=os.getpid(), started=_capture.started_at)
     _core.start(frames)
-    try:
-        _core.timeline_start(DEFAULT_INTERVAL)
-    except Exception:
-        _core.stop()
-        _session.clear()
-        raise
     atexit.register(_at_exit)
     if not _hooks["fork"]:
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -74,10 +68,9 @@ def end() -> str:
     output = _session["output"]
     entered = own_work.enter()
     try:
-        timeline = _core.timeline_stop()
         if not _core.is_tracing():
             raise Refused("the program stopped heapsite itself: no capture")
-        _capture.write(output, timeline=timeline, kinds=_session["kinds"], argv=getattr(sys, "argv", []))
+        _capture.write(output, kinds=_session["kinds"], argv=getattr(sys, "argv", []))
     except Refused:
         raise
     except Exception as e:
@@ -109,8 +102,4 @@ def _after_fork_in_child() -> None:
     capture over its parent's)."""
     if _session:
         _session.clear()
-        try:
-            _core.timeline_after_fork()  # frees the sampler's lock if held at the fork
-            _core.timeline_stop()
-        finally:
-            _core.stop()
+        _core.stop()
