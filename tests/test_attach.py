@@ -7,7 +7,6 @@ attach/detach rounds (bench/attach_torture.py, HEAPSITE_ATTACH_ROUNDS)."""
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -99,6 +98,11 @@ def cli(*args, tmp_path=None, timeout=TIMEOUT):
     )
 
 
+def quiet_attach(program, capture, tmp_path):
+    result = cli("attach", str(program.pid), "-q", "-o", str(capture), tmp_path=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+
+
 def one_line_error(result, status=2):
     assert result.returncode == status, result.stderr
     assert result.stdout == ""
@@ -154,7 +158,9 @@ def test_not_a_python_process(sleeper):
 
 
 def test_heapsite_does_not_attach_to_itself():
-    assert "cannot attach to itself" in str(pytest.raises(_attach.AttachError, _attach.inspect, os.getpid()).value)
+    assert "cannot attach to itself" in str(
+        pytest.raises(_attach.AttachError, _attach.inspect, os.getpid()).value
+    )
 
 
 def test_an_output_in_a_missing_directory(tmp_path):
@@ -178,7 +184,9 @@ def other_python():
     """An interpreter of another minor version on this machine, or None."""
     pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     candidates = sorted(glob.glob(os.path.join(pyenv, "versions", "3.*", "bin", "python3")))
-    candidates += sorted(glob.glob(os.path.expanduser("~/.cache/heapsite/python/3.*/root/usr/bin/python3.*")))
+    candidates += sorted(
+        glob.glob(os.path.expanduser("~/.cache/heapsite/python/3.*/root/usr/bin/python3.*"))
+    )
     for path in candidates:
         try:
             version = subprocess.run(
@@ -278,8 +286,9 @@ def test_a_program_that_ends_while_attached_writes_its_capture(tmp_path):
 def test_attaching_twice_is_refused_and_the_first_stays(tmp_path):
     capture = tmp_path / "first.capture"
     with Program(tmp_path) as program:
-        assert cli("attach", str(program.pid), "-q", "-o", str(capture), tmp_path=tmp_path).returncode == 0
-        line = one_line_error(cli("attach", str(program.pid), "-o", str(tmp_path / "second.capture"), tmp_path=tmp_path))
+        quiet_attach(program, capture, tmp_path)
+        second = str(tmp_path / "second.capture")
+        line = one_line_error(cli("attach", str(program.pid), "-o", second, tmp_path=tmp_path))
         assert f"heapsite is already attached to process {program.pid}" in line
         assert cli("detach", str(program.pid), "-q", tmp_path=tmp_path).returncode == 0
         out, err, status = program.finish()
@@ -308,7 +317,8 @@ SLEEPER = textwrap.dedent(
     x = 0
     for i in range(200000):
         x += i
-    print("done", x, "heapsite" in sys.modules, sorted(k for k in globals() if not k.startswith("__")))
+    names = sorted(k for k in globals() if not k.startswith("__"))
+    print("done", x, "heapsite" in sys.modules, names)
     """
 )
 
@@ -319,12 +329,18 @@ def test_no_safe_point_in_time_changes_nothing_even_later(tmp_path):
     code that runs once the program wakes up does nothing."""
     with Program(tmp_path, code=SLEEPER) as program:
         started = time.monotonic()
-        line = one_line_error(cli("attach", str(program.pid), "--timeout", "0.5s", tmp_path=tmp_path), 1)
+        line = one_line_error(
+            cli("attach", str(program.pid), "--timeout", "0.5s", tmp_path=tmp_path), 1
+        )
         assert f"process {program.pid} reached no safe point in 0.5s" in line
         assert "nothing was changed" in line
         assert time.monotonic() - started < 3.5
         out, err, status = program.finish()
-    assert (out, err, status) == ("ready\ndone 19999900000 False ['i', 'sys', 'time', 'x']\n", "", 0)
+    assert (out, err, status) == (
+        "ready\ndone 19999900000 False ['i', 'sys', 'time', 'x']\n",
+        "",
+        0,
+    )
 
 
 @needs_injection
@@ -352,7 +368,7 @@ def test_a_forked_child_is_not_traced(tmp_path):
     )
     capture = tmp_path / "fork.capture"
     with Program(tmp_path, code=code) as program:
-        assert cli("attach", str(program.pid), "-q", "-o", str(capture), tmp_path=tmp_path).returncode == 0
+        quiet_attach(program, capture, tmp_path)
         program.stop.write_text("")
         assert program.process.stdout.readline() == "child False\n"
         assert program.process.stdout.readline() == "parent True\n"
@@ -379,4 +395,3 @@ def test_attach_and_detach_over_and_over(tmp_path):
     rounds = int(os.environ.get("HEAPSITE_ATTACH_ROUNDS", "5"))
     result = attach_torture.torture(rounds=rounds, threads=4, say=lambda _: None)
     assert result["ok"], result
-

@@ -89,7 +89,9 @@ def _frames(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--frames takes a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_FRAMES:
-        raise argparse.ArgumentTypeError(f"--frames must be between 1 and {MAX_FRAMES}, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"--frames must be between 1 and {MAX_FRAMES}, got {value}"
+        )
     return value
 
 
@@ -386,7 +388,7 @@ def _remote_exec(session: Session) -> None:
 
 
 # The gdb script: run in gdb's own Python, against the stopped process.
-_GDB_SCRIPT = r'''
+_GDB_SCRIPT = r"""
 import gdb, json
 config = json.load(open(CONFIG))
 # A call into the stopped main thread must not need a lock it may hold: it
@@ -437,7 +439,7 @@ try:
     main()
 except Exception as e:
     say("FAILED", e)
-'''
+"""
 
 
 def _gdb_path() -> str:
@@ -475,6 +477,10 @@ def _gdb(session: Session) -> None:
         "set auto-load off",
         "-ex",
         "set confirm off",
+        # The stopped thread may be in Rust code (heapsite's hooks): the
+        # expressions below are C.
+        "-ex",
+        "set language c",
         "-x",
         script,
     ]

@@ -63,7 +63,9 @@ def _main():
             try:
                 spec.loader.exec_module(heapsite)
             except BaseException:
-                for name in [n for n in sys.modules if n == "heapsite" or n.startswith("heapsite.")]:
+                for name in [
+                    n for n in sys.modules if n == "heapsite" or n.startswith("heapsite.")
+                ]:
                     del sys.modules[name]
                 raise
         elif os.path.dirname(os.path.abspath(heapsite.__file__ or "")) != package:
