@@ -7,6 +7,8 @@ attach/detach rounds (bench/attach_torture.py, HEAPSITE_ATTACH_ROUNDS)."""
 import glob
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -144,8 +146,6 @@ def sleeper():
     ],
 )
 def test_bad_input_is_one_line_and_status_2(args, message):
-    import re
-
     line = one_line_error(cli(*args))
     assert re.search(message, line), line
 
@@ -395,3 +395,28 @@ def test_attach_and_detach_over_and_over(tmp_path):
     rounds = int(os.environ.get("HEAPSITE_ATTACH_ROUNDS", "5"))
     result = attach_torture.torture(rounds=rounds, threads=4, say=lambda _: None)
     assert result["ok"], result
+
+
+@needs_injection
+def test_the_docs_example_runs(tmp_path):
+    with open(os.path.join(ROOT, "docs", "attach.md")) as f:
+        block = re.search(r"## Example.*?```sh\n(.*?)```", f.read(), re.S).group(1)
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    process = subprocess.Popen(
+        ["bash", "-c", block],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PATH=path, TMPDIR=str(tmp_path)),
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the example's program, whatever happened
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 0, err
+    assert "cache.append(bytearray(1000))" in out, out + err
