@@ -272,6 +272,31 @@ def test_duration_detaches_by_itself(tmp_path):
 
 
 @needs_injection
+def test_sigterm_or_ctrl_c_ends_the_duration_with_a_detach(tmp_path):
+    capture = tmp_path / "early.capture"
+    with Program(tmp_path) as program:
+        attacher = subprocess.Popen(
+            [sys.executable, "-m", "heapsite", "attach", str(program.pid), "--duration", "60s"]
+            + ["-o", str(capture)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, TMPDIR=str(tmp_path)),
+        )
+        try:
+            assert "attached to process" in attacher.stderr.readline()
+            attacher.send_signal(signal.SIGTERM)
+            _, err = attacher.communicate(timeout=TIMEOUT)
+        finally:
+            if attacher.poll() is None:
+                attacher.kill()
+                attacher.communicate()
+        assert attacher.returncode == 0, err
+        assert f"detached from process {program.pid}; capture written to {capture}" in err
+        out, err, status = program.finish()
+    assert (out, err, status) == (expected_end() + " True\n", "", 7)
+
+
+@needs_injection
 def test_a_program_that_ends_while_attached_writes_its_capture(tmp_path):
     capture = tmp_path / "at-exit.capture"
     with Program(tmp_path) as program:

@@ -139,9 +139,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list) -> int:
     """`heapsite attach ...` / `heapsite detach ...` (argv[0] is the command)."""
+    import signal
+
     command = argv[0]
+    # SIGTERM is handled as Ctrl-C: a session under way is cancelled or
+    # finished, and a --duration ends with the detach, not with tracing left on.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = _parser(command).parse_args(argv[1:])
         if command == "attach":
@@ -150,6 +159,11 @@ def main(argv: list) -> int:
     except AttachError as e:
         print(f"heapsite: error: {e}", file=sys.stderr)
         return e.status
+    except KeyboardInterrupt:
+        print("heapsite: error: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- the target -----------------------------------------------------------
@@ -501,17 +515,24 @@ def _gdb(session: Session) -> None:
 
 def _run_gdb(command: list, pid: int) -> tuple:
     try:
+        # A session of its own: the terminal's Ctrl-C must not reach gdb in
+        # the middle of a call in the stopped process.
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
     except OSError as e:
         return "FAILED", f"cannot run gdb: {e}"
     try:
-        out, err = process.communicate(timeout=GDB_TIMEOUT)
+        try:
+            out, err = process.communicate(timeout=GDB_TIMEOUT)
+        except KeyboardInterrupt:
+            process.communicate(timeout=GDB_TIMEOUT)  # gdb finishes and detaches
+            raise
     except subprocess.TimeoutExpired:
         # SIGTERM: gdb detaches from the process as it quits.
         process.terminate()
@@ -547,10 +568,23 @@ def _run_session(target: Target, action: str, timeout: float, options=None) -> d
     session = Session(target, action, options)
     try:
         _inject(session)
+    except KeyboardInterrupt:
+        pass  # the code may be scheduled: cancelled below, the session kept
     except BaseException:
         session.remove()
         raise
-    return session.wait(timeout)
+    else:
+        try:
+            return session.wait(timeout)
+        except KeyboardInterrupt:
+            pass
+    # Ctrl-C (or SIGTERM) on heapsite while the process had not answered.
+    if session.cancel():
+        raise AttachFailed(f"interrupted: nothing was changed in process {target.pid}")
+    raise AttachFailed(
+        f"interrupted while heapsite's code ran in process {target.pid}: "
+        f"it may be attached (heapsite detach {target.pid} ends it)"
+    )
 
 
 def attach(args) -> int:
@@ -568,19 +602,20 @@ def attach(args) -> int:
                 file=sys.stderr,
             )
         return 0
-    if not args.quiet:
-        print(
-            f"heapsite: attached to process {target.pid} (CPython {target.minor}) "
-            f"for {args.duration:g}s",
-            file=sys.stderr,
-        )
     before = _identity(output)
     try:
+        if not args.quiet:
+            print(
+                f"heapsite: attached to process {target.pid} (CPython {target.minor}) "
+                f"for {args.duration:g}s",
+                file=sys.stderr,
+                flush=True,
+            )
         deadline = time.monotonic() + args.duration
         while time.monotonic() < deadline and _alive(target.pid):
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
     except KeyboardInterrupt:
-        pass  # Ctrl-C ends the duration early: detach now
+        pass  # Ctrl-C or SIGTERM ends the duration early: detach now
     if not _alive(target.pid):
         if _identity(output) not in (None, before):
             _tell(args, output, f"process {target.pid} ended; its capture was written at exit")
