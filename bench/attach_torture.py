@@ -158,7 +158,9 @@ def torture(rounds: int = 100, threads: int = 4, python: str = sys.executable, s
             out, err = program.communicate()
             failures.append("the program did not end after the rounds (killed)")
         out = first_line + out
-        leftovers = sorted(n for n in os.listdir(work) if n.startswith("heapsite-"))
+        leftovers = sorted(
+            n for n in os.listdir(work) if n.startswith(("heapsite-attach-", "heapsite-detach-"))
+        )
     result = {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "mechanism": "sys.remote_exec" if sys.version_info >= (3, 14) else "gdb",

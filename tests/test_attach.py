@@ -252,7 +252,9 @@ def test_attach_then_detach_writes_the_capture_and_changes_nothing(tmp_path):
     assert "# WORKER LINE" in text or "program.py:7" in text
     meta = json.loads(heapsite._heapsite.render_report(str(capture), "json", 1))["meta"]
     assert meta["pid"] == program.pid
-    assert not any(name.startswith("heapsite-") for name in os.listdir(tmp_path))
+    assert not any(
+        name.startswith(("heapsite-attach-", "heapsite-detach-")) for name in os.listdir(tmp_path)
+    )
 
 
 @needs_injection
