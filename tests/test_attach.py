@@ -197,7 +197,11 @@ def other_python():
             ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if version and version != "%d.%d" % sys.version_info[:2] and version >= "3.9":
+        if (
+            version
+            and version != "%d.%d" % sys.version_info[:2]
+            and tuple(map(int, version.split("."))) >= (3, 9)
+        ):
             return path, version
     return None
 
