@@ -299,7 +299,7 @@ def starter(boot: str, page: str = "0") -> str:
 
 
 class Session:
-    def __init__(self, target: Target, action: str, options: dict | None = None):
+    def __init__(self, target: Target, action: str, timeout: float, options=None):
         self.target = target
         self.dir = tempfile.mkdtemp(prefix=f"heapsite-{action}-{target.pid}-")
         self.boot = os.path.join(self.dir, "boot.py")
@@ -310,6 +310,9 @@ class Session:
             "version": list(target.version),
             "package": _package_dir(),
             "options": options or {},
+            # Past this, a run does nothing even if not cancelled: when the
+            # attacher is killed, nobody waits for it. Later than any wait.
+            "deadline": time.time() + timeout + GDB_TRIES * (GDB_TIMEOUT + 1) + 10,
         }
         self._write(self.boot, _boot_source(session))
         self._write(self.script, starter(self.boot))
@@ -589,7 +592,7 @@ def _output_path(args, pid: int) -> str:
 
 
 def _run_session(target: Target, action: str, timeout: float, options=None) -> dict:
-    session = Session(target, action, options)
+    session = Session(target, action, timeout, options)
     try:
         _inject(session)
     except KeyboardInterrupt:

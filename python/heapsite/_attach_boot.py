@@ -5,7 +5,8 @@ session directory with SESSION filled in; the interpreter runs that copy.
 
 It claims the session (renaming `pending` to `claimed`: an attacher that
 timed out renames it to `cancelled` first, and a late run then does
-nothing), checks the interpreter, imports heapsite from the attacher's
+nothing; so does a run after the session's deadline, when the attacher was
+killed before it could cancel), checks the interpreter, imports heapsite from the attacher's
 package directory without touching sys.path, calls heapsite._attached and
 writes its answer to `status` (whole, by rename). It never raises: an
 exception escaping a pending call or a remote script would be reported in
@@ -22,8 +23,11 @@ _OWN = {"entered": globals().get("ENTERED", False), "module": None}
 def _main():
     import os
     import sys
+    import time
 
     directory = SESSION["dir"]
+    if time.time() > SESSION["deadline"]:
+        return  # the attacher is gone (killed) or gave up long ago: do nothing
     try:
         os.rename(os.path.join(directory, "pending"), os.path.join(directory, "claimed"))
     except OSError:
