@@ -451,3 +451,24 @@ def test_the_docs_example_runs(tmp_path):
             pass
     assert process.returncode == 0, err
     assert "cache.append(bytearray(1000))" in out, out + err
+
+
+def test_a_run_after_the_sessions_deadline_does_nothing(tmp_path):
+    """An attacher killed before it could cancel: nobody waits, nothing starts."""
+    session = {
+        "dir": str(tmp_path),
+        "action": "attach",
+        "version": list(sys.version_info[:2]),
+        "package": os.path.dirname(os.path.abspath(heapsite.__file__)),
+        "options": {"output": str(tmp_path / "x.capture"), "frames": 4, "kinds": True},
+        "deadline": time.time() - 1,
+    }
+    (tmp_path / "pending").write_text("")
+    boot = tmp_path / "boot.py"
+    boot.write_text(_attach._boot_source(session))
+    code = _attach.starter(str(boot)) + "import sys\nprint('heapsite' in sys.modules)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert (result.stdout, result.stderr, result.returncode) == ("False\n", "", 0)
+    assert sorted(os.listdir(tmp_path)) == ["boot.py", "pending"]
