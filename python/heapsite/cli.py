@@ -5,6 +5,7 @@
     heapsite report FILE [--format text|json|html|pprof] [-o OUT] [--top N]
     heapsite diff OLD NEW [--view peak|total|live] [--top N]
     heapsite preload-path
+    heapsite attach PID [--duration 30s] [-o FILE] | detach PID   (docs/attach.md)
 
 `run` starts the program in a new interpreter with heapsite preloaded
 (LD_PRELOAD), so it is traced from its first line, memory that C code takes
@@ -146,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     _show_import_system_option(diff)
 
     commands.add_parser("preload-path", help="print the library to put in LD_PRELOAD")
+    # Parsed by _attach.py (listed here for --help).
+    commands.add_parser("attach", help="start tracing a running Python process")
+    commands.add_parser("detach", help="write an attached process's capture, stop tracing")
     return parser
 
 
@@ -461,6 +465,11 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["attach"], ["detach"]):
+        from . import _attach
+
+        return _attach.main(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":
