@@ -256,6 +256,7 @@ def test_a_sampled_site_split_estimates_the_exact_one():
 
 def test_a_capture_without_the_table_still_reports(tmp_path):
     """A capture written before the table existed (report schema 1)."""
+    from capture_files import capture_of
     from heapsite import _heapsite
 
     meta = {
@@ -271,7 +272,7 @@ def test_a_capture_without_the_table_still_reports(tmp_path):
         "live_bytes": 0,
     }
     path = tmp_path / "old.capture"
-    _heapsite.write_capture(str(path), json.dumps({"meta": meta, "frames": [], "sites": []}))
+    path.write_bytes(capture_of(json.dumps({"meta": meta, "frames": [], "sites": []}).encode()))
     text = _heapsite.render_report(str(path), "text", 10).decode()
     assert "what holds it: not recorded in this capture" in text
     assert "joined" not in json.loads(_heapsite.render_report(str(path), "json", 10))

@@ -1,7 +1,10 @@
 """Capture files: the aggregated model of a run (sites with frames and
 figures, kinds at exit joined with their sites and holders, memory over
-time, run metadata), gathered here from the live engine and written by the
-native core (`src/capture.rs`).
+time, run metadata). The model is Rust's (`src/report/model.rs`): the
+native core builds the sites, frames and process facts from its own tables
+and writes the file (`src/report/capture.rs`); this module gives it what
+only Python knows (`run()`: times, flags, memory over time, and the kinds
+and joined tables of the heap walk).
 
 `write(path)` captures the running program now; `heapsite run` and the
 LD_PRELOAD path call it when the program ends. `heapsite report FILE` renders
@@ -31,7 +34,7 @@ def _own_prefix() -> str:
     return os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def model(
+def run(
     *,
     native: bool = False,
     native_frames: bool = False,
@@ -39,55 +42,22 @@ def model(
     kinds: bool = True,
     argv: Sequence[str] | None = None,
 ) -> dict:
-    """The capture model of the traced program, now."""
+    """What only Python knows of a capture of the traced program, now: the
+    run part (`model::Run` in src/report/model.rs) that `write_capture`
+    joins with the engine's sites, frames and process facts."""
+    # Read before the heap walk, which allocates.
     memory = _core.traced_memory()
     # Walked first, before this function's own objects pile up.
     heap_kinds, joined = _joined.at_exit() if kinds else ([], None)
-    own = _own_prefix()
-    frames: list = []
-    frame_index: dict = {}
-    sites: list = []
-    for site in _core.sites():
-        if site.frames:
-            top_file, _, _ = site.frames[0]
-            if top_file.startswith(own):
-                continue  # heapsite's own work (this report), not the program's
-        stack = []
-        for filename, lineno, name in site.frames:
-            key = (filename, lineno, name)
-            index = frame_index.get(key)
-            if index is None:
-                index = frame_index[key] = len(frames)
-                frames.append({"filename": filename, "lineno": max(lineno, 0), "function": name})
-            stack.append(index)
-        sites.append(
-            {
-                "stack": stack,
-                "live_bytes": max(site.live_bytes, 0),
-                "live_count": max(site.live_count, 0),
-                "total_bytes": max(site.total_bytes, 0),
-                "total_count": max(site.total_count, 0),
-                "peak_bytes": max(site.peak_bytes, 0),
-                "peak_count": max(site.peak_count, 0),
-            }
-        )
     extra = {} if joined is None else {"joined": joined}
     return {
-        "meta": {
-            "argv": list(sys.argv if argv is None else argv),
-            "pid": os.getpid(),
-            "python_version": "%d.%d.%d" % sys.version_info[:3],
-            "heapsite_version": _core.__version__,
-            "started": started_at,
-            "duration": max(time.time() - started_at, 0.0),
-            "frames_limit": _core.traceback_limit(),
-            "native": bool(native),
-            "native_frames": bool(native_frames),
-            "peak_bytes": max(memory.peak, 0),
-            "live_bytes": max(memory.current, 0),
-        },
-        "frames": frames,
-        "sites": sites,
+        "argv": list(sys.argv if argv is None else argv),
+        "started": started_at,
+        "duration": max(time.time() - started_at, 0.0),
+        "native": bool(native),
+        "native_frames": bool(native_frames),
+        "peak_bytes": max(memory.peak, 0),
+        "live_bytes": max(memory.current, 0),
         "kinds": heap_kinds,
         "timeline": [{"t": t, "bytes": b} for t, b in timeline],
         **extra,
@@ -124,7 +94,16 @@ def write(path: str | os.PathLike[str], **options: Any) -> None:
     """Writes a capture of the traced program, now, to `path`."""
     if not _core.is_tracing():
         raise RuntimeError("heapsite must be tracing to write a capture: call heapsite.start()")
-    _core.write_capture(os.fspath(path), json.dumps(model(**options)))
+    gathered = run(**options)
+    # The run's JSON is heapsite's own: made before write_capture reads the
+    # sites, it must not be one of them (json's encoder is not under the
+    # package directory that leaves out the rest of this work).
+    entered = own_work.enter()
+    try:
+        run_json = json.dumps(gathered)
+    finally:
+        own_work.leave(entered)
+    _core.write_capture(os.fspath(path), run_json, _own_prefix())
 
 
 # Seconds SIGTERM waits for heapsite's Python handler to start (a program in

@@ -253,7 +253,9 @@ unsafe fn pseudo_frame(label: &CStr) -> *mut PyObject {
     }
 }
 
-unsafe fn site_frames(id: u32) -> *mut PyObject {
+/// A site's frames as a tuple of `(filename, lineno, name)` tuples, most
+/// recent first (pseudo-frames for the special sites).
+pub(crate) unsafe fn site_frames(id: u32) -> *mut PyObject {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
         match id {

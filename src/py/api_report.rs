@@ -1,11 +1,15 @@
-//! The capture and report functions of the native module: the Python side
-//! gathers the model (it already knows sites, frames and kinds), Rust writes,
-//! reads and renders it. Errors are one-line `ValueError`s (bad input) or
+//! The capture and report functions of the native module: Rust builds the
+//! capture from its own tables and what only the Python side knows (a
+//! `model::Run`: times, flags, the kinds and joined tables), writes, reads
+//! and renders it. Errors are one-line `ValueError`s (bad input) or
 //! `OSError`s (files), which the CLI prints and exits 2 on.
 
+use crate::engine::{self, hook};
 use crate::py::api::raise;
+use crate::py::api::site_frames;
 use crate::report::capture;
-use crate::report::{self, model::Capture, model::View};
+use crate::report::model::{Capture, Process, RawSite, Run, View};
+use crate::report::{self};
 use pyo3_ffi::*;
 use std::ffi::c_char;
 use std::path::PathBuf;
@@ -78,21 +82,115 @@ unsafe fn bytes(data: &[u8]) -> *mut PyObject {
     unsafe { PyBytes_FromStringAndSize(data.as_ptr() as *const c_char, data.len() as Py_ssize_t) }
 }
 
-/// write_capture(path, model_json): validates the model and writes the file.
+/// The engine's sites with their resolved frames, as `sites()` lists them
+/// (every site that allocated since start() or clear()).
+unsafe fn raw_sites() -> Option<Vec<RawSite>> {
+    // SAFETY: the caller keeps this unsafe fn's contract: the GIL held.
+    unsafe {
+        let engine = engine::settled();
+        let mut out = Vec::new();
+        for id in 0..engine.site_count() {
+            let t = engine.totals(id);
+            if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
+                continue;
+            }
+            let tuple = site_frames(id);
+            if tuple.is_null() {
+                return None;
+            }
+            let frames = frames_of_tuple(tuple);
+            Py_DECREF(tuple);
+            out.push(RawSite {
+                frames: frames?,
+                live_bytes: t.live_bytes,
+                live_count: t.live_count,
+                total_bytes: t.total_bytes,
+                total_count: t.total_count,
+                peak_bytes: t.peak_bytes,
+                peak_count: t.peak_count,
+            });
+        }
+        Some(out)
+    }
+}
+
+/// `((filename, lineno, name), ...)` as Rust values; None with an
+/// exception set if a frame is not of that shape.
+unsafe fn frames_of_tuple(tuple: *mut PyObject) -> Option<Vec<(String, i64, String)>> {
+    // SAFETY: the caller keeps this unsafe fn's contract: the GIL held and
+    // `tuple` a tuple it holds a reference to.
+    unsafe {
+        let mut frames = Vec::new();
+        for i in 0..PyTuple_Size(tuple) {
+            let frame = PyTuple_GetItem(tuple, i);
+            if frame.is_null() || PyTuple_Check(frame) == 0 || PyTuple_Size(frame) != 3 {
+                raise(
+                    PyExc_TypeError,
+                    "a site's frame is not (filename, lineno, name)",
+                );
+                return None;
+            }
+            let filename = text_arg(PyTuple_GetItem(frame, 0), "a frame's filename")?;
+            let lineno = PyLong_AsLongLong(PyTuple_GetItem(frame, 1));
+            if lineno == -1 && !PyErr_Occurred().is_null() {
+                return None;
+            }
+            let name = text_arg(PyTuple_GetItem(frame, 2), "a frame's name")?;
+            frames.push((filename, lineno, name));
+        }
+        Some(frames)
+    }
+}
+
+/// The interpreter's version as `sys.version_info`'s first three numbers
+/// (`3.13.0rc1 (main, ...)` -> `3.13.0`).
+fn python_version() -> String {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string.
+    let full = unsafe { std::ffi::CStr::from_ptr(Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    let numbers: Vec<&str> = full
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .filter(|part| !part.is_empty())
+        .take(3)
+        .collect();
+    numbers.join(".")
+}
+
+/// write_capture(path, run_json, own_prefix): the capture of the traced
+/// program, now: `run_json` (a `model::Run`: what only Python knows) with
+/// the engine's sites and frames and the process's own facts, leaving out
+/// the sites allocated in files under `own_prefix` (heapsite's package).
 pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
-        let Some([path, json]) = args::<2>(tuple, "write_capture") else {
+        let Some([path, json, own_prefix]) = args::<3>(tuple, "write_capture") else {
             return std::ptr::null_mut();
         };
-        let (Some(path), Some(json)) = (text_arg(path, "path"), text_arg(json, "model")) else {
+        let (Some(path), Some(json), Some(own_prefix)) = (
+            text_arg(path, "path"),
+            text_arg(json, "run"),
+            text_arg(own_prefix, "own_prefix"),
+        ) else {
             return std::ptr::null_mut();
         };
-        let model: Capture = match serde_json::from_str(&json) {
-            Ok(model) => model,
-            Err(e) => return raise(PyExc_ValueError, &format!("bad capture model: {e}")),
+        let run: Run = match serde_json::from_str(&json) {
+            Ok(run) => run,
+            Err(e) => return raise(PyExc_ValueError, &format!("bad capture run: {e}")),
         };
+        let Some(sites) = raw_sites() else {
+            return std::ptr::null_mut();
+        };
+        let process = Process {
+            pid: std::process::id(),
+            python_version: python_version(),
+            heapsite_version: env!("CARGO_PKG_VERSION").to_string(),
+            frames_limit: hook::depth() as u32,
+        };
+        let model = Capture::assemble(run, process, sites, &own_prefix);
         if let Err(e) = model.validate() {
             return raise(PyExc_ValueError, &format!("bad capture model: {e}"));
         }

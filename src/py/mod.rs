@@ -211,9 +211,9 @@ static mut METHODS: [PyMethodDef; 45] = [
     ),
     method(
         c"write_capture",
-        api_report::write_capture,
+        main_interpreter_only!(api_report::write_capture),
         METH_VARARGS,
-        c"write_capture(path, model_json): write a capture file from its JSON model",
+        c"write_capture(path, run_json, own_prefix): write a capture of the traced program from the engine's sites and the run Python knows",
     ),
     method(
         c"render_report",

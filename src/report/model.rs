@@ -156,6 +156,59 @@ pub struct Sample {
     pub bytes: u64,
 }
 
+/// What only the Python side knows of a capture, as `write_capture` takes
+/// it: the run's command line and times, the native flags, the traced
+/// memory read before the heap walk (which allocates), memory over time and
+/// the kinds and joined tables the walk computed. The rest of the capture
+/// (frames, sites, pid, versions, frames limit) is the engine's and is built
+/// in Rust (`Capture::assemble`), so these structs are the file's one model.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub argv: Vec<String>,
+    pub started: f64,
+    pub duration: f64,
+    pub native: bool,
+    #[serde(default)]
+    pub native_frames: bool,
+    pub peak_bytes: u64,
+    pub live_bytes: u64,
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    #[serde(default)]
+    pub timeline: Vec<Sample>,
+    #[serde(default)]
+    pub joined: Option<Joined>,
+}
+
+/// What the process and the engine say of themselves in `Meta`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    pub python_version: String,
+    pub heapsite_version: String,
+    pub frames_limit: u32,
+}
+
+/// One call site as the engine has it: frames as `(filename, lineno,
+/// function)`, the allocating frame first, and its figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawSite {
+    pub frames: Vec<(String, i64, String)>,
+    pub live_bytes: i64,
+    pub live_count: i64,
+    pub total_bytes: i64,
+    pub total_count: i64,
+    pub peak_bytes: i64,
+    pub peak_count: i64,
+}
+
+/// A figure the engine keeps signed (a free of a block allocated before a
+/// reset may take it below zero for a while), as the file stores it.
+fn clamp(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
 /// Which figure of a site a view ranks by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -202,6 +255,74 @@ impl View {
 }
 
 impl Capture {
+    /// The capture of a run: `run` from the Python side, the sites from
+    /// the engine (frames shared between sites stored once), leaving out the
+    /// sites whose allocating frame is in a file under `own_prefix`
+    /// (heapsite's own package: the capture's own work, not the program's).
+    pub fn assemble(
+        run: Run,
+        process: Process,
+        sites: impl IntoIterator<Item = RawSite>,
+        own_prefix: &str,
+    ) -> Capture {
+        let mut frames = Vec::new();
+        let mut index: std::collections::HashMap<Frame, u32> = std::collections::HashMap::new();
+        let mut kept = Vec::new();
+        for site in sites {
+            if let Some((top, _, _)) = site.frames.first() {
+                if !own_prefix.is_empty() && top.starts_with(own_prefix) {
+                    continue;
+                }
+            }
+            let stack = site
+                .frames
+                .into_iter()
+                .map(|(filename, lineno, function)| {
+                    let frame = Frame {
+                        filename,
+                        lineno: lineno.clamp(0, u32::MAX as i64) as u32,
+                        function,
+                    };
+                    *index.entry(frame).or_insert_with_key(|frame| {
+                        frames.push(frame.clone());
+                        (frames.len() - 1) as u32
+                    })
+                })
+                .collect();
+            kept.push(Site {
+                stack,
+                live_bytes: clamp(site.live_bytes),
+                live_count: clamp(site.live_count),
+                total_bytes: clamp(site.total_bytes),
+                total_count: clamp(site.total_count),
+                peak_bytes: clamp(site.peak_bytes),
+                peak_count: clamp(site.peak_count),
+            });
+        }
+        Capture {
+            meta: Meta {
+                argv: run.argv,
+                pid: process.pid,
+                python_version: process.python_version,
+                heapsite_version: process.heapsite_version,
+                started: run.started,
+                duration: run.duration.max(0.0),
+                frames_limit: process.frames_limit,
+                native: run.native,
+                native_frames: run.native_frames,
+                peak_bytes: run.peak_bytes,
+                live_bytes: run.live_bytes,
+                import_system_folded: false,
+            },
+            frames,
+            sites: kept,
+            kinds: run.kinds,
+            timeline: run.timeline,
+            joined: run.joined,
+            processes: Vec::new(),
+        }
+    }
+
     /// Checks what serde cannot: every frame index points at a frame.
     pub fn validate(&self) -> Result<(), String> {
         let frames = self.frames.len();
@@ -363,5 +484,71 @@ pub mod sample {
             ],
             processes: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(frames: &[(&str, i64, &str)], figure: i64) -> RawSite {
+        RawSite {
+            frames: frames
+                .iter()
+                .map(|&(f, l, n)| (f.to_string(), l, n.to_string()))
+                .collect(),
+            live_bytes: figure,
+            live_count: figure,
+            total_bytes: figure,
+            total_count: figure,
+            peak_bytes: figure,
+            peak_count: figure,
+        }
+    }
+
+    #[test]
+    fn assemble_shares_frames_clamps_and_leaves_out_own_sites() {
+        let run = Run {
+            argv: vec!["a.py".into()],
+            duration: -1.0,
+            peak_bytes: 10,
+            live_bytes: 5,
+            ..Run::default()
+        };
+        let process = Process {
+            pid: 7,
+            python_version: "3.12.1".into(),
+            heapsite_version: "0.1.0".into(),
+            frames_limit: 16,
+        };
+        let sites = vec![
+            raw(&[("a.py", 3, "f"), ("a.py", 9, "<module>")], 100),
+            raw(
+                &[
+                    ("/pkg/heapsite/_capture.py", 50, "write"),
+                    ("a.py", 9, "<module>"),
+                ],
+                1,
+            ),
+            raw(&[("a.py", -1, "g"), ("a.py", 9, "<module>")], -4),
+        ];
+        let capture = Capture::assemble(run, process, sites, "/pkg/heapsite/");
+        assert_eq!(capture.validate(), Ok(()));
+        assert_eq!(capture.sites.len(), 2);
+        assert_eq!(capture.frames.len(), 3);
+        assert_eq!(capture.sites[0].stack, vec![0, 1]);
+        assert_eq!(capture.sites[1].stack, vec![2, 1]);
+        assert_eq!(capture.frames[2].lineno, 0);
+        assert_eq!(capture.sites[1].live_bytes, 0);
+        assert_eq!(capture.meta.pid, 7);
+        assert_eq!(capture.meta.duration, 0.0);
+        assert_eq!((capture.meta.peak_bytes, capture.meta.live_bytes), (10, 5));
+    }
+
+    #[test]
+    fn a_run_with_an_unknown_field_is_refused() {
+        let json = r#"{"argv": [], "started": 0, "duration": 0, "native": false,
+            "peak_bytes": 0, "live_bytes": 0, "pid": 1}"#;
+        assert!(serde_json::from_str::<Run>(json).is_err());
     }
 }
