@@ -123,7 +123,7 @@ def begin() -> None:
         _core.set_native_frames(settings["native"])
     _core.timeline_start(settings["interval"])
     atexit.register(finish)
-    _capture.on_sigterm(finish)
+    _capture.on_sigterm(finish, in_children=settings["follow_fork"])
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
 
 
