@@ -28,6 +28,7 @@
 //! - a child that does write one keeps the handler and arms a deadline of
 //!   its own (`after_fork_in_child`, from Python's at-fork hook), so a
 //!   missed SIGTERM still ends it within the grace period.
+//!
 //! A SIGTERM that reaches a child before either is done runs `in_front`
 //! there while `OWNER` is still the parent: it is remembered (`STRAY`) and
 //! acted upon when the child's handling is set (the child ends at once, or
