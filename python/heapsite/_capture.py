@@ -111,11 +111,19 @@ def write(path: str | os.PathLike[str], **options: Any) -> None:
 SIGTERM_GRACE = 2.0
 
 
-def on_sigterm(write_capture: Callable[[], None]) -> None:
+def on_sigterm(write_capture: Callable[[], None], in_children: bool = False) -> None:
     """A program ended by SIGTERM (a service stopped, a job cancelled) skips
     atexit; unless it handles SIGTERM itself, heapsite's handler calls
     `write_capture()` and then lets the signal end the process as it would
-    have (the same exit status)."""
+    have (the same exit status).
+
+    Forked children keep the handler only `in_children` (they write a
+    capture of their own: --follow-fork), each with its own deadline; any
+    other child gets SIGTERM's default action back as it starts (the core
+    does it at the fork, this says so to the signal module too). A Python
+    handler misses a SIGTERM that comes just before the main thread blocks
+    (multiprocessing's Pool.terminate() ends workers blocked on a lock so),
+    and a child without a deadline would then never end (see sigterm.rs)."""
     import signal
 
     def write_then_die(signum: int, _frame: object) -> None:
@@ -128,9 +136,24 @@ def on_sigterm(write_capture: Callable[[], None]) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
+    def in_a_forked_child() -> None:
+        if signal.getsignal(signal.SIGTERM) is not write_then_die:
+            return  # the program's own choice, or given back already
+        if in_children:
+            try:
+                _core.sigterm_after_fork()
+                return
+            except OSError:
+                pass  # no deadline: better no capture than a child that never ends
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # not the main thread: the default action stands all the same
+            pass
+
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, write_then_die)
-        _core.sigterm_deadline(SIGTERM_GRACE)
+        _core.sigterm_deadline(SIGTERM_GRACE, in_children)
+        os.register_at_fork(after_in_child=in_a_forked_child)
 
 
 def is_capture(path: str | os.PathLike[str]) -> bool:

@@ -164,7 +164,7 @@ def begin() -> None:
     if settings["dump_signal"] is not None:
         dump_on_signal(settings["dump_signal"], _output_here)
     atexit.register(finish)
-    _capture.on_sigterm(finish)
+    _capture.on_sigterm(finish, in_children=settings["follow_fork"])
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
 
 

@@ -4,12 +4,24 @@
 //!
 //! The series keeps at most `MAX_SAMPLES` points: when full, every other
 //! point is dropped and the interval doubles, so a long run still spans its
-//! whole duration. After fork the child has no sampler thread; the child
-//! handler clears the lock the parent's thread may have held at the fork.
+//! whole duration. After fork the child has no sampler thread; Python's
+//! at-fork hook starts one again (`after_fork_in_child`).
+//!
+//! Fork: the series' lock is taken around `fork()` by pthread_atfork
+//! handlers (`fork_prepare`, `fork_release`), so the child gets the series
+//! whole and its lock free from its first instruction. Releasing it later,
+//! in Python's at-fork hook, was too late: Python code runs in the child
+//! before that hook (other hooks, a signal handler: heapsite's SIGTERM
+//! handler in a --follow-fork child stops the timeline to write its
+//! capture), and it spun forever on a lock the parent's sampler thread held
+//! at the fork. Lock order: the series before the RAW shards (its holder
+//! may allocate; the engine's fork handlers, registered earlier, run after
+//! this one's prepare).
 
 use crate::engine::counters;
 use crate::engine::sync::SpinLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 const MAX_SAMPLES: usize = 4096;
@@ -28,6 +40,20 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// Bumped by each start, so a sampler thread of an earlier start stops.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+static FORK_HANDLERS: Once = Once::new();
+
+/// pthread_atfork prepare: no thread is inside the series while the
+/// process is copied. Its holders (the sampler, start/stop) never fork.
+extern "C" fn fork_prepare() {
+    SERIES.acquire_raw();
+}
+
+/// pthread_atfork parent and child: the lock `fork_prepare` took.
+extern "C" fn fork_release() {
+    // SAFETY: taken by fork_prepare in this thread (in the child: the copy
+    // of this thread, the only one there).
+    unsafe { SERIES.release_raw() };
+}
 
 fn sample_now(series: &mut Series) {
     let Some(started) = series.started else {
@@ -52,6 +78,10 @@ fn sample_now(series: &mut Series) {
 
 /// Starts sampling every `interval` (a fresh series).
 pub fn start(interval: Duration) {
+    FORK_HANDLERS.call_once(|| {
+        // SAFETY: plain function pointers with static lifetime.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+    });
     let generation = GENERATION.fetch_add(1, AcqRel) + 1;
     {
         let mut series = SERIES.lock();
@@ -102,11 +132,9 @@ pub fn samples() -> Vec<(f64, u64)> {
     copy
 }
 
-/// In a forked child: the parent's sampler thread is gone and may have held
-/// the lock; restart sampling (same series) if it was running.
+/// In a forked child: the parent's sampler thread is gone; restart
+/// sampling (same series) if it was running. The lock is free (fork_release).
 pub fn after_fork_in_child() {
-    // SAFETY: in the child only this thread exists; any holder is gone.
-    unsafe { SERIES.release_raw() };
     if RUNNING.load(Acquire) {
         let interval = SERIES.lock().interval;
         let samples = std::mem::take(&mut SERIES.lock().samples);

@@ -135,14 +135,22 @@ pub unsafe extern "C" fn timeline_after_fork(_: *mut PyObject, _: *mut PyObject)
     }
 }
 
-/// sigterm_deadline(seconds): once SIGTERM arrives, Python's handler for it
-/// (just installed) must start within `seconds`, or the signal's default
-/// action ends the process (see sigterm.rs).
-pub unsafe extern "C" fn sigterm_deadline(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+/// sigterm_deadline(seconds, in_children): once SIGTERM arrives, Python's
+/// handler for it (just installed) must start within `seconds`, or the
+/// signal's default action ends the process (see sigterm.rs). Forked
+/// children keep the handler, with a deadline of their own, if
+/// `in_children`; otherwise SIGTERM gets its default action back in them.
+pub unsafe extern "C" fn sigterm_deadline(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
-        let seconds = PyFloat_AsDouble(arg);
+        if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
+            return raise(
+                PyExc_TypeError,
+                "sigterm_deadline() takes exactly 2 arguments (seconds, in_children)",
+            );
+        }
+        let seconds = PyFloat_AsDouble(PyTuple_GetItem(args, 0));
         if seconds == -1.0 && !PyErr_Occurred().is_null() {
             return std::ptr::null_mut();
         }
@@ -152,11 +160,31 @@ pub unsafe extern "C" fn sigterm_deadline(_: *mut PyObject, arg: *mut PyObject) 
                 "the grace period must be 0 to 3600 seconds",
             );
         }
-        match sigterm::arm(std::time::Duration::from_secs_f64(seconds)) {
+        let in_children = match PyObject_IsTrue(PyTuple_GetItem(args, 1)) {
+            -1 => return std::ptr::null_mut(),
+            truth => truth == 1,
+        };
+        match sigterm::arm(std::time::Duration::from_secs_f64(seconds), in_children) {
             Ok(()) => none(),
             Err(e) => raise(
                 PyExc_OSError,
                 &format!("cannot arm the SIGTERM deadline: {e}"),
+            ),
+        }
+    }
+}
+
+/// sigterm_after_fork(): in a forked child that keeps heapsite's SIGTERM
+/// handler, the deadline of its own (see sigterm.rs).
+pub unsafe extern "C" fn sigterm_after_fork(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        match sigterm::after_fork_in_child() {
+            Ok(()) => none(),
+            Err(e) => raise(
+                PyExc_OSError,
+                &format!("cannot arm the SIGTERM deadline in the child: {e}"),
             ),
         }
     }

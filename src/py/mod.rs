@@ -46,7 +46,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 45] = [
+static mut METHODS: [PyMethodDef; 46] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -230,8 +230,14 @@ static mut METHODS: [PyMethodDef; 45] = [
     method(
         c"sigterm_deadline",
         main_interpreter_only!(api_preload::sigterm_deadline),
-        METH_O,
-        c"sigterm_deadline(seconds): Python's SIGTERM handler must start this soon after the signal",
+        METH_VARARGS,
+        c"sigterm_deadline(seconds, in_children): Python's SIGTERM handler must start this soon after the signal; forked children keep it only if in_children",
+    ),
+    method(
+        c"sigterm_after_fork",
+        main_interpreter_only!(api_preload::sigterm_after_fork),
+        METH_NOARGS,
+        c"sigterm_after_fork(): in a forked child keeping heapsite's SIGTERM handler, a deadline of its own",
     ),
     method(
         c"sigterm_handling",
