@@ -32,7 +32,8 @@ import sys
 import tempfile
 import time
 
-from . import MAX_FRAMES, __version__
+from . import __version__
+from .cli import frames_arg
 
 REMOTE_EXEC = (3, 14)  # PEP 768
 DEFAULT_TIMEOUT = 10.0
@@ -84,18 +85,6 @@ def _pid(text: str) -> int:
     return pid
 
 
-def _frames(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--frames takes a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_FRAMES:
-        raise argparse.ArgumentTypeError(
-            f"--frames must be between 1 and {MAX_FRAMES}, got {value}"
-        )
-    return value
-
-
 def _timeout(text: str) -> float:
     return parse_duration(text)
 
@@ -130,7 +119,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
             "-o", "--output", help="capture file, %%p for the pid (default heapsite-<pid>.capture)"
         )
         parser.add_argument(
-            "--frames", type=_frames, default=16, help="frames per call site (default 16)"
+            "--frames", type=frames_arg, default=16, help="frames per call site (default 16)"
         )
         parser.add_argument(
             "--no-kinds",

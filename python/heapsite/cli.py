@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 FORMATS = ("text", "json", "html", "pprof")
 
 
-def _frames(text: str) -> int:
+def frames_arg(text: str) -> int:
+    """--frames as `heapsite run` and `heapsite attach` take it."""
     try:
         value = int(text)
     except ValueError:
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     # Options left unset keep what HEAPSITE_* says, as the preloaded library
     # reads it; given, they take precedence.
     run.add_argument(
-        "--frames", type=_frames, help="frames per call site (default HEAPSITE_FRAMES, else 16)"
+        "--frames", type=frames_arg, help="frames per call site (default HEAPSITE_FRAMES, else 16)"
     )
     run.add_argument(
         "--native",
