@@ -102,3 +102,19 @@ def with_many_sites(model: dict, count: int = 20_000) -> dict:
         site["stack"] = [*site["stack"], len(frames) - 1]
         sites.append(site)
     return dict(model, frames=frames, sites=sites)
+
+
+def line_live(document: dict, filename_end: str, lineno: int) -> int:
+    """What the sites allocating at a line (by their innermost frame) still
+    held at exit, in a report's JSON document."""
+    total = 0
+    for site in document["sites"]:
+        frame = document["frames"][site["stack"][0]] if site["stack"] else None
+        if frame and frame["filename"].endswith(filename_end) and frame["lineno"] == lineno:
+            total += site["live_bytes"]
+    return total
+
+
+def report_json(paths) -> dict:
+    """The JSON report of a capture, or of several as one."""
+    return json.loads(heapsite._heapsite.render_report(paths, "json", 10))

@@ -5,14 +5,13 @@ lines and holders, memory over time so far) and the program goes on, its
 output and exit status unchanged. The oracle for the figures is the
 standard tracemalloc, run on the same program in a process of its own."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 
-import heapsite._core as _core
+from capture_files import line_live, report_json
 
 SERVICE = textwrap.dedent(
     """\
@@ -37,17 +36,8 @@ SERVICE = textwrap.dedent(
 )
 
 
-def line_live(document: dict, filename_end: str, lineno: int) -> int:
-    total = 0
-    for site in document["sites"]:
-        frame = document["frames"][site["stack"][0]] if site["stack"] else None
-        if frame and frame["filename"].endswith(filename_end) and frame["lineno"] == lineno:
-            total += site["live_bytes"]
-    return total
-
-
 def json_of(path) -> dict:
-    return json.loads(_core.render_report(str(path), "json", 10))
+    return report_json(str(path))
 
 
 def oracle(tmp_path) -> int:

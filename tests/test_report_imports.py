@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import heapsite._heapsite as _core
+from capture_files import line_live
 
 IMPORT_FRAMES = ("<frozen importlib.", "<frozen zipimport>")
 
@@ -60,17 +61,6 @@ def is_import_frame(frame: dict) -> bool:
     return frame["filename"].startswith(IMPORT_FRAMES)
 
 
-def line_bytes(document: dict, filename_end: str, lineno: int) -> int:
-    """What a line's sites still held at exit."""
-    return sum(
-        site["live_bytes"]
-        for site in document["sites"]
-        if site["stack"]
-        and frames_of(document, site)[0]["filename"].endswith(filename_end)
-        and frames_of(document, site)[0]["lineno"] == lineno
-    )
-
-
 def setup_program(folder: Path) -> None:
     (folder / "imp.py").write_text(PROGRAM.format(folder=str(folder)))
     (folder / "bigmod.py").write_text(BIGMOD)
@@ -97,8 +87,8 @@ def test_an_imports_memory_is_the_importing_lines(tmp_path):
         assert sum(s[figure] for s in folded["sites"]) == sum(s[figure] for s in shown["sites"])
     # The import line now holds what importing bigmod cost the import system;
     # bigmod's own line is still its own, and equals tracemalloc's figure.
-    importing = line_bytes(folded, "imp.py", 5)
-    assert importing > line_bytes(shown, "imp.py", 5)
+    importing = line_live(folded, "imp.py", 5)
+    assert importing > line_live(shown, "imp.py", 5)
     oracle = int(
         subprocess.run(
             [sys.executable, "imp.py"],
@@ -110,7 +100,7 @@ def test_an_imports_memory_is_the_importing_lines(tmp_path):
         ).stdout
     )
     for document in (folded, shown):
-        assert abs(line_bytes(document, "bigmod.py", 1) - oracle) <= 0.05 * oracle
+        assert abs(line_live(document, "bigmod.py", 1) - oracle) <= 0.05 * oracle
 
     text = result.stderr
     assert "import-system frames folded into the lines that imported" in text

@@ -7,12 +7,11 @@ the single ones, for workers run apart and for a program's forked
 children (`--follow-fork`)."""
 
 import glob
-import json
 import subprocess
 import sys
 import textwrap
 
-import heapsite._heapsite as _core
+from capture_files import line_live, report_json
 from heapsite._format import format_size
 
 WORKER = textwrap.dedent(
@@ -33,17 +32,7 @@ def heapsite_cli(*args, cwd) -> subprocess.CompletedProcess:
     )
 
 
-def json_of(paths) -> dict:
-    return json.loads(_core.render_report(paths, "json", 10))
-
-
-def line_live(document: dict, filename_end: str, lineno: int) -> int:
-    total = 0
-    for site in document["sites"]:
-        frame = document["frames"][site["stack"][0]] if site["stack"] else None
-        if frame and frame["filename"].endswith(filename_end) and frame["lineno"] == lineno:
-            total += site["live_bytes"]
-    return total
+json_of = report_json
 
 
 def kind_count(document: dict, name: str) -> int:
