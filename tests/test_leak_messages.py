@@ -8,6 +8,18 @@ import re
 import subprocess
 import sys
 
+
+def leak_check(folder, suite: str) -> subprocess.CompletedProcess:
+    """`pytest --heapsite-leaks` on one test file of `folder`."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks", suite],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=300,
+    )
+
+
 SUITE = """\
 import array
 
@@ -21,14 +33,7 @@ def test_array_leak():
 
 def test_an_array_a_call_is_one_array_a_round(tmp_path):
     (tmp_path / "test_arr.py").write_text(SUITE)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
-        + ["test_arr.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    result = leak_check(tmp_path, "test_arr.py")
     assert result.returncode == 1, result.stdout + result.stderr
     match = re.search(
         r"memory grew in every one of (\d+) rounds.*?; (\d+) more objects \((\d+) B\)",
@@ -57,14 +62,7 @@ def test_more_objects_less_memory():
 
 def test_the_message_names_the_measure_that_failed(tmp_path):
     (tmp_path / "test_objects.py").write_text(OBJECTS_ONLY)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
-        + ["test_objects.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    result = leak_check(tmp_path, "test_objects.py")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "memory grew" not in result.stdout, result.stdout
     match = re.search(
@@ -106,14 +104,7 @@ def test_keeps_what_a_library_built():
 def test_a_leak_through_a_library_names_the_tests_line(tmp_path):
     (tmp_path / "library.py").write_text(LIBRARY)
     (tmp_path / "test_lib.py").write_text(THROUGH_A_LIBRARY)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--heapsite-leaks"]
-        + ["test_lib.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    result = leak_check(tmp_path, "test_lib.py")
     assert result.returncode == 1, result.stdout + result.stderr
     sites = result.stdout.split("Where it was allocated")[1].split("What leaked")[0]
     planted = THROUGH_A_LIBRARY.splitlines().index(
