@@ -183,16 +183,25 @@ def torture(rounds: int = 100, threads: int = 4, python: str = sys.executable, s
         "threads_left": threads_after - threads_before if alive else None,
         "session_dirs_left": leftovers,
     }
-    result["ok"] = (
-        not failures
-        and result["exit_status"] == result["plain_exit_status"] == 3
-        and result["same_output"]
-        and result["same_stderr"]
-        and not leftovers
-        and result["pages_left"] is not None
-        and result["pages_left"] <= 2
-        and result["threads_left"] == 0
-    )
+    # What differs from a plain run, one phrase each; none means the torture passed.
+    result["why"] = [
+        *failures,
+        *(
+            [f"exit status {result['exit_status']}, plain {result['plain_exit_status']}"]
+            if not result["exit_status"] == result["plain_exit_status"] == 3
+            else []
+        ),
+        *(["standard output differs"] if not result["same_output"] else []),
+        *(["standard error differs"] if not result["same_stderr"] else []),
+        *([f"session directories left: {leftovers}"] if leftovers else []),
+        *(
+            [f"anonymous pages left: {result['pages_left']}"]
+            if result["pages_left"] is None or result["pages_left"] > 2
+            else []
+        ),
+        *([f"threads left: {result['threads_left']}"] if result["threads_left"] != 0 else []),
+    ]
+    result["ok"] = not result["why"]
     return result
 
 

@@ -36,7 +36,9 @@ make_venv() {
 }
 
 # venv_for 3.11 [extra pip packages...] -> path of a venv's python with
-# heapsite built (release) and installed, editable, from this checkout.
+# heapsite built and installed, editable, from this checkout: the release
+# profile, or the one HEAPSITE_PROFILE names (the test command's
+# quick-release, Cargo.toml says why).
 venv_for() {
     local minor="$1"; shift
     local venv="$ROOT/.venvs/$minor" base
@@ -44,7 +46,7 @@ venv_for() {
     if [ ! -x "$venv/bin/python" ]; then
         make_venv "$base" "$venv" || return 1
     fi
-    local packages=("maturin>=1.5,<2" "pytest>=7" numpy protobuf grpcio-tools selenium pytest-memray pytest-xdist greenlet gevent "$@")
+    local packages=("maturin>=1.5,<2" "pytest>=7" numpy protobuf grpcio-tools selenium pytest-memray pytest-xdist pytest-timeout greenlet gevent "$@")
     # guppy3, the heap() oracle, does not build on 3.15 (tests/test_heap.py says why).
     [ "$minor" = "3.15" ] || packages+=(guppy3)
     # Installed once per venv and set of packages: pip's resolver takes
@@ -55,6 +57,6 @@ venv_for() {
         touch "$stamp"
     fi
     (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
-        "$venv/bin/maturin" develop --release --quiet >&2) || return 1
+        "$venv/bin/maturin" develop --profile "${HEAPSITE_PROFILE:-release}" --quiet >&2) || return 1
     echo "$venv/bin/python"
 }

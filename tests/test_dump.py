@@ -6,10 +6,12 @@ output and exit status unchanged. The oracle for the figures is the
 standard tracemalloc, run on the same program in a process of its own."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from capture_files import line_live, report_json
 
@@ -34,6 +36,28 @@ SERVICE = textwrap.dedent(
     sys.exit(3)
     """
 )
+
+
+def read_line(stream, seconds: float = 60) -> str:
+    """The next line of a child's pipe, or AssertionError after `seconds`."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no line within {seconds} s"
+    return stream.readline()
+
+
+def wait_until_blocked_in_read(pid: int, seconds: float = 30) -> None:
+    """Until `pid`'s main thread sits in read() (/proc/PID/syscall; 0 is
+    read on x86-64). A signal that lands after the interpreter's last check
+    for signals and before the read() call is noted and acted upon only when
+    read() returns: CPython's own race, without heapsite too. Signalled
+    after the call has begun, the read is interrupted and the handler runs."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as f:
+            if f.read().split()[0] == "0":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} never blocked in read()")
 
 
 def json_of(path) -> dict:
@@ -95,11 +119,13 @@ def test_a_signal_dumps_the_running_service(tmp_path):
         cwd=tmp_path,
     )
     try:
-        assert process.stdout.readline() == "ready\n"
+        assert read_line(process.stdout) == "ready\n"
         # The program's pid: the launcher's only child.
         children = open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()
-        os.kill(int(children[0]), signal.SIGUSR2)
-        line = process.stderr.readline()
+        program = int(children[0])
+        wait_until_blocked_in_read(program)
+        os.kill(program, signal.SIGUSR2)
+        line = read_line(process.stderr)
         assert "capture of the running program written to " in line, line
         assert line.strip().endswith(os.sep + "svc.dump1.capture"), line
         process.stdin.write("go on\n")

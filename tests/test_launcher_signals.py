@@ -249,3 +249,40 @@ def test_ctrl_c_in_a_terminal_is_one_keyboard_interrupt(tmp_path, reaper):
     assert status == plain_status == -signal.SIGINT, printed
     assert printed.count("KeyboardInterrupt") == plain.count("KeyboardInterrupt") == 1, printed
     assert capture_is_readable(output), printed
+
+
+OWN_THREADS = textwrap.dedent(
+    """
+    import os, signal
+    mine = {}
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/self/task/{task}/status") as f:
+            blocked = next(int(l.split()[1], 16) for l in f if l.startswith("SigBlk:"))
+        mine[name] = all(blocked >> (s - 1) & 1 for s in (signal.SIGUSR2, signal.SIGINT,
+                                                          signal.SIGTERM, signal.SIGALRM))
+    print(sorted(mine.items()))
+    """
+)
+
+
+def test_heapsites_own_threads_take_no_signals(tmp_path):
+    """A signal sent to the process goes to one thread that does not block
+    it. Taken by one of heapsite's threads, CPython would note it there while
+    the main thread stayed blocked in read(), its handler (Ctrl-C, a dump
+    signal) waiting until the read returned. heapsite's threads block them
+    all; the program's main thread blocks none."""
+    (tmp_path / "threads.py").write_text(OWN_THREADS)
+    result = subprocess.run(
+        [sys.executable, "-m", "heapsite", "run", "-q", "-o", "t.capture", "threads.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    threads = dict(eval(result.stdout))
+    assert threads.pop("python") is False, threads
+    assert set(threads) >= {"heapsite-timeli", "heapsite-sigter"}, threads
+    assert all(threads.values()), threads

@@ -5,6 +5,7 @@
 
 pub mod got;
 pub mod interpose;
+pub mod own_thread;
 pub mod preload;
 pub mod sigterm;
 pub mod timeline;

@@ -131,13 +131,7 @@ fn ours_stands() -> bool {
 
 /// Starts a watchdog thread reading `wake`'s other end.
 fn spawn_watchdog(wake: c_int, grace: Duration) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("heapsite-sigterm".into())
-        .spawn(move || {
-            crate::engine::own_memory::own_thread(); // its allocations are not the program's
-            watch(wake, grace)
-        })
-        .map(drop)
+    super::own_thread::spawn("heapsite-sigterm", move || watch(wake, grace)).map(drop)
 }
 
 /// A pipe for the watchdog: (read end, write end).

@@ -91,17 +91,14 @@ pub fn start(interval: Duration) {
         sample_now(&mut series);
     }
     RUNNING.store(true, Release);
-    let spawned = std::thread::Builder::new()
-        .name("heapsite-timeline".into())
-        .spawn(move || loop {
-            crate::engine::own_memory::own_thread();
-            let interval = SERIES.lock().interval;
-            std::thread::sleep(interval);
-            if !RUNNING.load(Acquire) || GENERATION.load(Acquire) != generation {
-                return;
-            }
-            sample_now(&mut SERIES.lock());
-        });
+    let spawned = super::own_thread::spawn("heapsite-timeline", move || loop {
+        let interval = SERIES.lock().interval;
+        std::thread::sleep(interval);
+        if !RUNNING.load(Acquire) || GENERATION.load(Acquire) != generation {
+            return;
+        }
+        sample_now(&mut SERIES.lock());
+    });
     if spawned.is_err() {
         RUNNING.store(false, Release);
     }
