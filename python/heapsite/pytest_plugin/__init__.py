@@ -38,7 +38,7 @@ from .. import (
 from .. import _own as own_work
 from .._plumbing import fold_import_system
 from .._snapshot import Frame, StatisticDiff, Traceback
-from . import _summary, _threads
+from . import _causes, _summary, _threads
 from ._growth import EveryRound, KindsEveryRound
 from ._rerun import repeatable, run_again
 from ._sites import OWN, Column, ProgramSites, figures, own
@@ -72,6 +72,24 @@ def pytest_addoption(parser):
         help="rounds after the warm-up for the leak check (default 3)",
     )
     group.addoption(
+        "--heapsite-leaks-baseline",
+        metavar="FILE",
+        help="known leaks by cause (a JSON file): a leak through one of them fails nothing, "
+        "and one gone is said",
+    )
+    group.addoption(
+        "--heapsite-leaks-update-baseline",
+        action="store_true",
+        help="write the leaks found, by cause, to the --heapsite-leaks-baseline file; no leak "
+        "fails the run",
+    )
+    parser.addini(
+        "heapsite_leaks_ignore",
+        type="linelist",
+        help="heapsite: leaks whose holder or allocating file matches one of these patterns "
+        "(fnmatch) are reported and fail nothing",
+    )
+    group.addoption(
         "--heapsite-all-threads",
         action="store_true",
         help="count other threads' allocations against the test too (default: the test's "
@@ -103,12 +121,30 @@ def pytest_configure(config):
         raise pytest.UsageError(
             f"--heapsite-rounds needs a whole number of at least 2, got {rounds}"
         )
+    config._heapsite_baseline = _baseline(config)
     config.pluginmanager.register(_Collector(config), "heapsite_collector")
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
         _retire_memray_manager(config)
     if not is_tracing():
         start(FRAMES)
+
+
+def _baseline(config: pytest.Config) -> _causes.Baseline | None:
+    """The --heapsite-leaks-baseline file read, or None; a usage error for
+    one that cannot be read, or for an update without a file."""
+    path = config.getoption("--heapsite-leaks-baseline")
+    update = config.getoption("--heapsite-leaks-update-baseline")
+    if path is None:
+        if update:
+            raise pytest.UsageError(
+                "--heapsite-leaks-update-baseline needs --heapsite-leaks-baseline FILE"
+            )
+        return None
+    try:
+        return _causes.Baseline.read(path, missing_ok=update)
+    except _causes.BaselineError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def _retire_memray_manager(config: pytest.Config) -> None:
@@ -320,11 +356,30 @@ def pytest_runtest_call(item):
                 leak_sites=_short_sites(diffs),
             )
     if rounds is not None:
+        data["checked"] = True
         message = _leak_check(item, rounds, foreign, data)
-        if message:
+        if message and _fails(config, data):
             failures.append(message)
     if failures:
         outcome.force_exception(pytest.fail.Exception("\n".join(failures), pytrace=False))
+
+
+def _fails(config: Any, data: dict) -> bool:
+    """Whether a leak fails its test: not when its cause is in the baseline,
+    matches heapsite_leaks_ignore, or the baseline is being written. The
+    verdict goes with the test's figures to the summary."""
+    cause = data.get("leak_cause")
+    baseline = config._heapsite_baseline
+    verdict = "new"
+    if cause is not None:
+        if config.getoption("--heapsite-leaks-update-baseline"):
+            verdict = "recorded"
+        elif baseline is not None and baseline.has(cause):
+            verdict = "known"
+        elif _causes.ignored(cause, config.getini("heapsite_leaks_ignore")):
+            verdict = "ignored"
+    data["leak_verdict"] = verdict
+    return verdict == "new"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -427,10 +482,18 @@ def _cheap_round(item: Any, frozen: bool) -> bool:
 _NOT_THE_PROGRAMS = {0, gc.get_freeze_count()}
 
 
+# Set once the program is seen to have frozen objects of its own: asked
+# again every test, gc.get_freeze_count() walks the whole frozen set on 3.11
+# and before (packaging's suite freezes its conftest's world: 30 s over 1,618
+# tests).
+_PROGRAM_FROZE: list[bool] = []
+
+
 def _freeze() -> bool:
     """Freezes all objects alive now out of the collector, unless the program
     froze some itself; whether it did."""
-    if gc.get_freeze_count() not in _NOT_THE_PROGRAMS:
+    if _PROGRAM_FROZE or gc.get_freeze_count() not in _NOT_THE_PROGRAMS:
+        _PROGRAM_FROZE[:] = [True]
         return False
     gc.freeze()
     return True
@@ -488,10 +551,17 @@ def _leak_check(item, rounds, foreign, data):
     # The sites that grew in every round; failing any, all that grew (the
     # last round's own allocations, alive until the next, are among those).
     diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
+    top = diffs[0].traceback[0] if diffs and len(diffs[0].traceback) else None
     data.update(
         leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
+        leak_cause=_causes.cause_of(
+            (top.filename, top.lineno, top.name) if top is not None else None,
+            path,
+            [row.name for row in leaked.rows[:3]],
+            str(item.config.rootpath),
+        ),
     )
     return _leak_message(item, sizes, counts, diffs, leaked, path)
 
@@ -567,6 +637,27 @@ def _leak_message(
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if getattr(config, "_heapsite_active", False):
         _summary.write(terminalreporter, config._heapsite_report)
+        _write_causes(terminalreporter, config)
+
+
+def _write_causes(terminalreporter: Any, config: Any) -> None:
+    """Leaks by cause; the baseline's causes gone, or the baseline written
+    (by pytest-xdist's controller, which has every worker's figures)."""
+    if hasattr(config, "workerinput"):
+        return
+    results = config._heapsite_report
+    by_key = _causes.findings(results)
+    baseline = config._heapsite_baseline
+    gone = []
+    if baseline is not None and not config.getoption("--heapsite-leaks-update-baseline"):
+        gone = baseline.gone(by_key, {nodeid for nodeid, data in results if data.get("checked")})
+    _causes.write(terminalreporter, by_key, gone)
+    if baseline is not None and config.getoption("--heapsite-leaks-update-baseline"):
+        baseline.write(by_key)
+        terminalreporter.write_line(
+            f"heapsite: {len(by_key)} leak cause{'s' if len(by_key) != 1 else ''} written to "
+            f"{baseline.path}"
+        )
 
 
 class Measurement:
