@@ -153,3 +153,16 @@ def test_bad_baselines_are_one_line_usage_errors(tmp_path):
         assert len(errors) == 1 and reason in errors[0], (reason, result.stderr)
     result, _ = run_suite("--heapsite-leaks", "--heapsite-leaks-update-baseline", path=suite)
     assert result.returncode == 4 and "needs --heapsite-leaks-baseline FILE" in result.stderr
+
+
+def test_a_later_test_through_a_known_cause_is_told_by_its_sites(tmp_path):
+    """The first test through a cause pays the heap walks; a later one is
+    told by its sites alone and its message points at the first."""
+    result, verdicts = run_suite("--heapsite-leaks", "-p", "no:randomly", path=suite_in(tmp_path))
+    assert verdicts["test_leak_a"] == verdicts["test_leak_b"] == "FAILED"
+    first = result.stdout.index("test_causes_suite.py::test_leak_a leaks: ")
+    second = result.stdout.index("test_causes_suite.py::test_leak_b leaks: ")
+    assert "What leaked, by kind:" in result.stdout[first:second]
+    message = result.stdout[second:].split("\n\n")[0]
+    assert "through the cause found in test_causes_suite.py::test_leak_a: allocated at " in message
+    assert message.endswith("held by test_causes_suite._CACHE."), message

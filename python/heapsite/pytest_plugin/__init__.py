@@ -122,6 +122,12 @@ def pytest_configure(config):
             f"--heapsite-rounds needs a whole number of at least 2, got {rounds}"
         )
     config._heapsite_baseline = _baseline(config)
+    # Causes found so far, by where they allocate: a later test leaking
+    # there is told by its sites alone (_through_a_known_cause).
+    config._heapsite_known = {
+        _causes.site_key_of(cause): (cause, None)
+        for cause in (config._heapsite_baseline.known.values() if config._heapsite_baseline else ())
+    }
     config.pluginmanager.register(_Collector(config), "heapsite_collector")
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
@@ -520,8 +526,14 @@ def _leak_check(item, rounds, foreign, data):
     if not _cheap_pass(item, sizes, blocks):
         return None
 
-    counts = Column.of([0] * (rounds + 1))
     sites = ProgramSites.of(foreign)
+    known = item.config._heapsite_known
+    if known:
+        message = _through_a_known_cause(item, rounds, sites, known, data)
+        if message is not None:
+            return message
+
+    counts = Column.of([0] * (rounds + 1))
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.
     run_again(item)
@@ -551,19 +563,76 @@ def _leak_check(item, rounds, foreign, data):
     # The sites that grew in every round; failing any, all that grew (the
     # last round's own allocations, alive until the next, are among those).
     diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
-    top = diffs[0].traceback[0] if diffs and len(diffs[0].traceback) else None
+    cause = _causes.cause_of(
+        _top_frame(diffs), path, [row.name for row in leaked.rows[:3]], str(item.config.rootpath)
+    )
+    known.setdefault(_causes.site_key_of(cause), (cause, item.nodeid))
     data.update(
         leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
-        leak_cause=_causes.cause_of(
-            (top.filename, top.lineno, top.name) if top is not None else None,
-            path,
-            [row.name for row in leaked.rows[:3]],
-            str(item.config.rootpath),
-        ),
+        leak_cause=cause,
     )
     return _leak_message(item, sizes, counts, diffs, leaked, path)
+
+
+def _top_frame(diffs: list[StatisticDiff]) -> tuple | None:
+    """(file, line, function) of the most recent frame of the site that grew
+    the most, or None."""
+    if not diffs or not len(diffs[0].traceback):
+        return None
+    top = diffs[0].traceback[0]
+    return (top.filename, top.lineno, top.name)
+
+
+def _through_a_known_cause(
+    item: Any, rounds: int, sites: ProgramSites, known: dict, data: dict
+) -> str | None:
+    """The leak message of a test that leaks where a cause already found
+    (earlier in the session, or in the baseline) allocates; None if it does
+    not, and the exact pass decides.
+
+    The rounds again with the program's sites alone, no heap walk, no chain
+    of references: the memory they hold grew in every round, and the site
+    that grew the most is where the known cause allocates. Fifty tests that
+    leak through one cache pay the walks once. (A test that leaks through
+    the same function into another holder is taken for the same cause.)"""
+    sizes = Column.of([0] * (rounds + 1))
+    run_again(item)
+    _settle()
+    base = figures()
+    every_round = EveryRound()
+    every_round.add(base[0])
+    sizes[0] = sites.live_bytes(base[0])
+    for index in range(1, rounds + 1):
+        run_again(item)
+        _settle()
+        live = figures()[0]
+        every_round.add(live)
+        sizes[index] = sites.live_bytes(live)
+        if not _grew(sizes[: index + 1]):
+            return None
+    diffs = _grown_sites(base, sites, every_round.grew)
+    entry = known.get(_causes.site_key(_top_frame(diffs), str(item.config.rootpath)))
+    if not diffs or entry is None:
+        return None
+    cause, first = entry
+    data.update(
+        leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
+        leak_kind="no_leaks, per round",
+        leak_sites=_short_sites(diffs),
+        leak_cause=cause,
+    )
+    where = f"the cause found in {first}" if first else "a cause in the baseline"
+    return "\n".join(
+        [
+            f"{item.nodeid} leaks: {_what_grew(sizes, sizes)}, through {where}: allocated at "
+            f"{cause['site']}, held by {cause['holder'] or 'no Python object'}.",
+            "",
+            "Where it was allocated (top call sites of what is still allocated):",
+            *_site_lines(diffs, _test_file(item)),
+        ]
+    )
 
 
 def _path_to_a_new_one(item, leaked):

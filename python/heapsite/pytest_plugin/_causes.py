@@ -89,16 +89,27 @@ def _shown_file(filename: str, rootdir: str) -> str:
     return filename
 
 
+def site_key(frame: tuple | None, rootdir: str) -> str:
+    """Where a cause allocates, as its key names it: file and function."""
+    if frame is None:
+        return "<no Python frame>"
+    return f"{_shown_file(frame[0], rootdir)} in {frame[2]}"
+
+
+def site_key_of(cause: dict) -> str:
+    return str(cause["key"]).split(", held by ", 1)[0]
+
+
 def cause_of(frame: tuple | None, path: str | None, kinds: Sequence[str], rootdir: str) -> dict:
     """A leak's cause (JSON: it travels from pytest-xdist's workers). `frame`
     is (file, line, function) of the most recent frame of the site that grew
     the most, or None; `path` the reference chain to a leaked object."""
     held_by = holder(path)
+    site = site_key(frame, rootdir)
     if frame is None:
-        site, shown, whose = "<no Python frame>", "<no Python frame>", "CPython's"
+        shown, whose = site, "CPython's"
     else:
         filename, lineno, function = frame[:3]
-        site = f"{_shown_file(filename, rootdir)} in {function}"
         shown = f"{_shown_file(filename, rootdir)}:{lineno} in {function}"
         whose = origin(filename, rootdir)
     return {
