@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import os
 from collections.abc import Sequence
+from itertools import compress
 
 from .. import _core
 
@@ -82,6 +83,11 @@ class ProgramSites:
     def __init__(self, foreign):
         self.foreign = foreign
         self.kinds = Flags()
+        # 1 for a program site, 0 for another: every site below its length
+        # is classified (each site once a session), so that the sum over
+        # the program's sites is one C loop (itertools.compress), not a
+        # Python one: 7,000 sites a round, most of the leak check's time.
+        self.mask = Flags()
 
     def is_program(self, site: int) -> bool:
         if site >= len(self.kinds):
@@ -97,7 +103,10 @@ class ProgramSites:
 
     def live_bytes(self, live: array.array) -> int:
         """The program's live bytes, given the live-bytes column of figures()."""
-        return sum(size for site, size in enumerate(live) if size and self.is_program(site))
+        mask = self.mask
+        if len(mask) < len(live):
+            mask.extend(self.is_program(site) for site in range(len(mask), len(live)))
+        return sum(compress(live, mask))
 
     def grown(self, before: array.array, now: array.array, only: bytearray | None = None) -> list:
         """(site, growth) for the program's sites whose value in `now` is
