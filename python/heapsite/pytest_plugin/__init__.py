@@ -432,9 +432,16 @@ def _settle() -> None:
         _clear_internal_caches()
 
 
-def _cheap_pass(item: Any, sizes: MutableSequence[int], blocks: MutableSequence[int]) -> bool:
+def _cheap_pass(
+    item: Any,
+    sizes: MutableSequence[int],
+    blocks: MutableSequence[int],
+    early: list | None = None,
+) -> bool:
     """Whether traced bytes or pymalloc blocks grew in every round, stopping
-    at the first round that grows neither.
+    at the first round that grows neither. Given `early`, the sites'
+    figures after a first round that grew are appended to it, so that a
+    leak where a known cause allocates is told without more rounds.
 
     Everything alive after the warm-up is frozen out of the collector for
     the pass, so each round's collection walks only what the rounds made: a
@@ -454,6 +461,14 @@ def _cheap_pass(item: Any, sizes: MutableSequence[int], blocks: MutableSequence[
             sizes[index], blocks[index] = _totals()
             if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
                 return False
+            if index == 1 and early is not None:
+                measured = sizes[index]
+                early.append(figures())
+                # Measured again: the next round is compared with memory
+                # that holds the figures' own arrays, whose size is kept
+                # (early[1]) to be left out of what a message shows.
+                sizes[index], blocks[index] = _totals()
+                early.append(sizes[index] - measured)
         return True
     finally:
         if frozen:
@@ -523,13 +538,15 @@ def _leak_check(item, rounds, foreign, data):
     # of the check itself.
     sizes = Column.of([0] * (rounds + 1))
     blocks = Column.of([0] * (rounds + 1))
-    if not _cheap_pass(item, sizes, blocks):
+    known = item.config._heapsite_known
+    early: list | None = [] if known else None
+    if not _cheap_pass(item, sizes, blocks, early):
         return None
 
     sites = ProgramSites.of(foreign)
-    known = item.config._heapsite_known
-    if known:
-        message = _through_a_known_cause(item, rounds, sites, known, data)
+    if early:
+        shown = [sizes[0], *(size - early[1] for size in sizes[1:])]
+        message = _through_a_known_cause(item, shown, early[0], sites, known, data)
         if message is not None:
             return message
 
@@ -586,45 +603,34 @@ def _top_frame(diffs: list[StatisticDiff]) -> tuple | None:
 
 
 def _through_a_known_cause(
-    item: Any, rounds: int, sites: ProgramSites, known: dict, data: dict
+    item: Any,
+    sizes: Sequence[int],
+    early: list[Column],
+    sites: ProgramSites,
+    known: dict,
+    data: dict,
 ) -> str | None:
     """The leak message of a test that leaks where a cause already found
     (earlier in the session, or in the baseline) allocates; None if it does
     not, and the exact pass decides.
 
-    The rounds again with the program's sites alone, no heap walk, no chain
-    of references: the memory they hold grew in every round, and the site
-    that grew the most is where the known cause allocates. Fifty tests that
-    leak through one cache pay the walks once. (A test that leaks through
-    the same function into another holder is taken for the same cause.)"""
-    sizes = Column.of([0] * (rounds + 1))
-    # Frozen as in the cheap pass (see there): each round's collection walks
-    # only what the rounds made.
-    frozen = _freeze()
-    try:
-        run_again(item)
-        _settle()
-        base = figures()
-        every_round = EveryRound()
-        every_round.add(base[0])
-        sizes[0] = sites.live_bytes(base[0])
-        for index in range(1, rounds + 1):
-            frozen = _cheap_round(item, frozen)
-            live = figures()[0]
-            every_round.add(live)
-            sizes[index] = sites.live_bytes(live)
-            if not _grew(sizes[: index + 1]):
-                return None
-    finally:
-        if frozen:
-            _unfreeze()
-    diffs = _grown_sites(base, sites, every_round.grew)
+    `sizes` are the cheap pass's, less the figures' own arrays. Told by the
+    cheap pass alone, no more rounds, no heap walk, no chain of
+    references: memory grew in every round of it, and of the program's
+    sites, the one that grew the most from the end of its first round
+    (`early`, figures()) to its end is where the known cause allocates.
+    Fifty tests that leak through one cache pay the exact pass once. (A
+    test that leaks through the same function into another holder is taken
+    for the same cause.)"""
+    if not _grew(sizes):
+        return None
+    diffs = _grown_sites(early, sites)
     entry = known.get(_causes.site_key(_top_frame(diffs), str(item.config.rootpath)))
     if not diffs or entry is None:
         return None
     cause, first = entry
     data.update(
-        leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
+        leaked=max(0, sizes[-1] - sizes[1]) // max(len(sizes) - 2, 1),
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
         leak_cause=cause,
