@@ -116,11 +116,13 @@ class ProgramSites:
         above that in `before` (columns of figures(); a site newer than
         `before` had 0), largest growth first; given `only` (a byte per
         site), just the sites it marks."""
-        grown = [
-            (value - (before[site] if site < len(before) else 0), site)
-            for site, value in enumerate(now)
-            if value > (before[site] if site < len(before) else 0)
-            and (only is None or (site < len(only) and only[site]))
-        ]
+        grown = []
+        known, marked = len(before), len(only) if only is not None else 0
+        # Only a site above 0 can have grown: picked in C (a pytest session
+        # has hundreds of thousands of sites, most of them dead).
+        for site in compress(range(len(now)), now):
+            value, old = now[site], before[site] if site < known else 0
+            if value > old and (only is None or (site < marked and only[site])):
+                grown.append((value - old, site))
         grown.sort(reverse=True)
         return [(site, growth) for growth, site in grown if self.is_program(site)]
