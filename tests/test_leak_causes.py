@@ -166,3 +166,28 @@ def test_a_later_test_through_a_known_cause_is_told_by_its_sites(tmp_path):
     message = result.stdout[second:].split("\n\n")[0]
     assert "through the cause found in test_causes_suite.py::test_leak_a: allocated at " in message
     assert message.endswith("held by test_causes_suite._CACHE."), message
+
+
+CACHED_STREAM = textwrap.dedent(
+    """\
+    import sys
+
+    _SEEN = {}
+
+
+    def test_keeps_each_capsys_stream(capsys):
+        _SEEN[id(sys.stdout)] = sys.stdout
+    """
+)
+
+
+def test_the_holder_is_what_keeps_it_not_the_rounds_fixture(tmp_path):
+    """A cache that keeps each round's capsys stream (click's stream cache
+    does): the chain is found with the round's fixtures torn down, so it
+    ends at the cache, not at sys.stdout, which holds the running round's
+    stream."""
+    result, verdicts = run_suite("--heapsite-leaks", path=suite_in(tmp_path, CACHED_STREAM))
+    assert verdicts == {"test_keeps_each_capsys_stream": "FAILED"}, result.stdout[-3000:]
+    keeps = result.stdout.split("What keeps one ", 1)[1].splitlines()
+    assert keeps[1].strip().startswith("test_causes_suite.__dict__['_SEEN']"), keeps[:2]
+    assert "held by test_causes_suite._SEEN" in "\n".join(causes_section(result.stdout))

@@ -40,7 +40,7 @@ from .._plumbing import fold_import_system
 from .._snapshot import Frame, StatisticDiff, Traceback
 from . import _causes, _summary, _threads
 from ._growth import EveryRound, KindsEveryRound
-from ._rerun import repeatable, run_again
+from ._rerun import fixtures_torn_down, repeatable, run_again
 from ._sites import OWN, Column, ProgramSites, figures, own
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -650,12 +650,16 @@ def _through_a_known_cause(
 def _path_to_a_new_one(item, leaked):
     """A reference chain to one object of the first kind of `leaked` that one
     more round makes: a kind that grew in every round grows in that one too.
-    (Only a failing test pays for this round and the relheap it needs.)"""
+    The chain is found with the round's fixtures torn down, so that it ends
+    at what keeps the object for good (click's stream cache) rather than at
+    the round's own fixture (the capsys stream in sys.stderr). (Only a
+    failing test pays for this round and the relheap it needs.)"""
     _heap.setrelheap()
     try:
         run_again(item)
-        _settle()
-        return leaked.path_to_root()
+        with fixtures_torn_down(item):
+            _settle()
+            return leaked.path_to_root()
     finally:
         _heap.clearrelheap()
 

@@ -7,6 +7,9 @@ test function again. Fixtures of wider scope (class, module, session) stay.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -56,13 +59,36 @@ def _drop_report(**kwargs: object) -> list:
     return []
 
 
+@contextlib.contextmanager
+def fixtures_torn_down(item: Any) -> Iterator[None]:
+    """The item's function-scoped fixtures torn down for the block, then
+    set up afresh: what still holds a round's objects inside the block is
+    not the round's own fixtures (pytest's capsys stream in sys.stdout, a
+    monkeypatch) but what keeps them for good. A pytest whose setup state
+    looks different keeps them."""
+    kept = _tear_down(item)
+    try:
+        yield
+    finally:
+        if kept is not None:
+            _set_up(item, kept)
+
+
 def _refresh_fixtures(item: Any) -> None:
+    kept = _tear_down(item)
+    if kept is not None:
+        _set_up(item, kept)
+
+
+def _tear_down(item: Any) -> tuple[dict, list] | None:
+    """Runs the item's function-scoped finalizers; what the set-up after
+    needs (the stash's entries, the teardowns' errors), or None when this
+    pytest's setup state looks different (the fixtures are then kept, and
+    the rounds share the first call's fixture values)."""
     state = getattr(item.session, "_setupstate", None)
     stack = getattr(state, "stack", None)
     if not isinstance(stack, dict) or not stack or next(reversed(stack)) is not item:
-        # A pytest whose setup state looks different: keep the fixtures
-        # (the rounds then share the first call's fixture values).
-        return
+        return None
     finalizers, _ = stack.pop(item)
     # Teardowns may take what the reports left in the item's stash (tmp_path's
     # takes the setup report's outcome); the round's own setup writes no
@@ -77,9 +103,15 @@ def _refresh_fixtures(item: Any) -> None:
         except Exception as e:  # a fixture's teardown failed: report it as pytest would
             errors.append(e)
     _drop_finished_from_wider_fixtures(item)
-    stack[item] = ([item.teardown], None)
+    return kept, errors
+
+
+def _set_up(item: Any, torn_down: tuple[dict, list]) -> None:
+    kept, errors = torn_down
+    item.session._setupstate.stack[item] = ([item.teardown], None)
     item._initrequest()
     item.setup()
+    stored = getattr(getattr(item, "stash", None), "_storage", None)
     if isinstance(stored, dict):
         for key, value in kept.items():
             stored.setdefault(key, value)
