@@ -83,8 +83,8 @@ def pytest_configure(config):
     path = config.getoption("--leak-oracle-out")
     calls = config.getoption("--leak-oracle-calls")
     warmup = config.getoption("--leak-oracle-warmup")
-    if path is not None and (calls < 2 or warmup < 0):
-        raise pytest.UsageError("--leak-oracle-calls needs at least 2, --leak-oracle-warmup 0+")
+    if path is not None and (calls < 4 or warmup < 0):  # halves of at least 2 calls
+        raise pytest.UsageError("--leak-oracle-calls needs at least 4, --leak-oracle-warmup 0+")
     config._leak_oracle_out = open(path, "w") if path is not None else None  # noqa: SIM115
 
 

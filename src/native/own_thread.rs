@@ -2,7 +2,7 @@
 //! watchdog): threads the program never asked for, so they must not change
 //! what it sees.
 //!
-//! - They take no signals. A signal sent to the process goes to any one of
+//! - They take no signal sent to the process. A signal sent to the process goes to any one of
 //!   its threads that does not block it. Had one of ours taken it, CPython's
 //!   handler would note it there while the main thread stayed blocked in
 //!   `read()` (`input()`, a socket, `sys.stdin.readline()`), never
@@ -29,6 +29,12 @@ pub fn spawn<T: Send + 'static>(
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut previous: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
+        // A fault in the thread itself still reaches its handler (Rust's
+        // stack-overflow message, faulthandler): the kernel sends these to
+        // the faulting thread alone, never to it for the process.
+        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut all, fault);
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
         previous
     };

@@ -122,12 +122,9 @@ def pytest_configure(config):
             f"--heapsite-rounds needs a whole number of at least 2, got {rounds}"
         )
     config._heapsite_baseline = _baseline(config)
-    # Causes found so far, by where they allocate: a later test leaking
-    # there is told by its sites alone (_through_a_known_cause).
-    config._heapsite_known = {
-        _causes.site_key_of(cause): (cause, None)
-        for cause in (config._heapsite_baseline.known.values() if config._heapsite_baseline else ())
-    }
+    # Causes found so far this session, by where they allocate: a later
+    # test leaking there is told by its sites alone (_through_a_known_cause).
+    config._heapsite_known = {}
     config.pluginmanager.register(_Collector(config), "heapsite_collector")
     if not _memray_asked(config):
         # pytest-memray acts on the same marker names; under --heapsite they are ours.
@@ -362,8 +359,8 @@ def pytest_runtest_call(item):
                 leak_sites=_short_sites(diffs),
             )
     if rounds is not None:
-        data["checked"] = True
         message = _leak_check(item, rounds, foreign, data)
+        data["checked"] = True  # not when a round raised: its cause is not known gone
         if message and _fails(config, data):
             failures.append(message)
     if failures:
@@ -375,17 +372,22 @@ def _fails(config: Any, data: dict) -> bool:
     matches heapsite_leaks_ignore, or the baseline is being written. The
     verdict goes with the test's figures to the summary."""
     cause = data.get("leak_cause")
-    baseline = config._heapsite_baseline
-    verdict = "new"
-    if cause is not None:
-        if config.getoption("--heapsite-leaks-update-baseline"):
-            verdict = "recorded"
-        elif baseline is not None and baseline.has(cause):
-            verdict = "known"
-        elif _causes.ignored(cause, config.getini("heapsite_leaks_ignore")):
-            verdict = "ignored"
+    verdict = _verdict(config, cause) if cause is not None else "new"
     data["leak_verdict"] = verdict
     return verdict == "new"
+
+
+def _verdict(config: Any, cause: dict) -> str:
+    """new (fails), recorded (the baseline is being written), known (in the
+    baseline) or ignored (heapsite_leaks_ignore)."""
+    baseline = config._heapsite_baseline
+    if config.getoption("--heapsite-leaks-update-baseline"):
+        return "recorded"
+    if baseline is not None and baseline.has(cause):
+        return "known"
+    if _causes.ignored(cause, config.getini("heapsite_leaks_ignore")):
+        return "ignored"
+    return "new"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -624,22 +626,28 @@ def _through_a_known_cause(
     for the same cause.)"""
     if not _grew(sizes):
         return None
+    rootdir = str(item.config.rootpath)
     diffs = _grown_sites(early, sites)
-    entry = known.get(_causes.site_key(_top_frame(diffs), str(item.config.rootpath)))
+    entry = known.get(_causes.site_key(_top_frame(diffs), rootdir))
     if not diffs or entry is None:
         return None
     cause, first = entry
+    if _verdict(item.config, cause) in ("known", "ignored"):
+        # The test would pass on the cause's word: only the exact pass, with
+        # the holder found, may say that it leaks through a known cause.
+        return None
+    site_now = _causes.cause_of(_top_frame(diffs), None, (), rootdir)["site"]
     data.update(
         leaked=max(0, sizes[-1] - sizes[1]) // max(len(sizes) - 2, 1),
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
         leak_cause=cause,
     )
-    where = f"the cause found in {first}" if first else "a cause in the baseline"
+    where = f"the cause found in {first}"
     return "\n".join(
         [
             f"{item.nodeid} leaks: {_what_grew(sizes, sizes)}, through {where}: allocated at "
-            f"{cause['site']}, held by {cause['holder'] or 'no Python object'}.",
+            f"{site_now}, held by {cause['holder'] or 'no Python object'}.",
             "",
             "Where it was allocated (top call sites of what is still allocated):",
             *_site_lines(diffs, _test_file(item)),
@@ -738,7 +746,7 @@ def _write_causes(terminalreporter: Any, config: Any) -> None:
         gone = baseline.gone(by_key, {nodeid for nodeid, data in results if data.get("checked")})
     _causes.write(terminalreporter, by_key, gone)
     if baseline is not None and config.getoption("--heapsite-leaks-update-baseline"):
-        baseline.write(by_key)
+        baseline.write(by_key, {nodeid for nodeid, data in results if data.get("checked")})
         terminalreporter.write_line(
             f"heapsite: {len(by_key)} leak cause{'s' if len(by_key) != 1 else ''} written to "
             f"{baseline.path}"

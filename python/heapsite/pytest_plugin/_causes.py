@@ -121,6 +121,10 @@ def cause_of(frame: tuple | None, path: str | None, kinds: Sequence[str], rootdi
     }
 
 
+# What each cause in a baseline file must have, and of which type.
+_FIELDS = {"key": str, "site": str, "holder": str, "origin": str, "kinds": list, "tests": list}
+
+
 class BaselineError(Exception):
     """A baseline file that cannot be read: its one-line reason."""
 
@@ -151,10 +155,19 @@ class Baseline:
                 f"baseline file {path} is not a heapsite leak baseline (format {FORMAT})"
             )
         causes = data.get("causes")
-        if not isinstance(causes, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("key"), str) for c in causes
-        ):
+        if not isinstance(causes, list):
             raise BaselineError(f"baseline file {path}: 'causes' is not a list of causes")
+        for index, cause in enumerate(causes):
+            wrong = [
+                field
+                for field, kind in _FIELDS.items()
+                if not isinstance(cause, dict) or not isinstance(cause.get(field), kind)
+            ]
+            if wrong:
+                raise BaselineError(
+                    f"baseline file {path}: cause {index} lacks {', '.join(wrong)} "
+                    "('causes' is not a list of causes)"
+                )
         return cls(path, {c["key"]: c for c in causes})
 
     def has(self, cause: dict) -> bool:
@@ -170,13 +183,20 @@ class Baseline:
             if key not in found and checked.intersection(cause.get("tests", ()))
         ]
 
-    def write(self, findings: dict[str, Finding]) -> None:
-        causes = [
-            {**finding.cause, "tests": sorted(finding.tests), "per_call": finding.per_call}
-            for _, finding in sorted(findings.items())
-        ]
+    def write(self, findings: dict[str, Finding], checked: set[str]) -> None:
+        """The file with this run's causes, and the known ones that none of
+        this run's checks could have seen (a run of some tests, `-k`, `--lf`:
+        their tests did not run), kept as they were."""
+        causes = {
+            key: {**finding.cause, "tests": sorted(finding.tests), "per_call": finding.per_call}
+            for key, finding in findings.items()
+        }
+        for key, cause in self.known.items():
+            if key not in causes and not checked.intersection(cause.get("tests", ())):
+                causes[key] = cause
+        causes_in_order = [cause for _, cause in sorted(causes.items())]
         with open(self.path, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "causes": causes}, f, indent=1, sort_keys=True)
+            json.dump({"format": FORMAT, "causes": causes_in_order}, f, indent=1, sort_keys=True)
             f.write("\n")
 
 

@@ -83,10 +83,11 @@ class ProgramSites:
     def __init__(self, foreign):
         self.foreign = foreign
         self.kinds = Flags()
-        # 1 for a program site, 0 for another or one never seen holding
-        # memory (a pytest session makes 100,000 sites, most of them dead):
-        # the sum over the program's sites is then one C loop
-        # (itertools.compress), not a Python one over every site each round.
+        # 1 for a site classified as the program's (is_program keeps it),
+        # 0 for another or one not classified yet, which only sites never
+        # seen holding memory are (a pytest session makes 100,000 sites,
+        # most of them dead): the sum over the program's sites is then one
+        # C loop (itertools.compress), not a Python one over every site.
         self.mask = Flags()
 
     def is_program(self, site: int) -> bool:
@@ -99,6 +100,11 @@ class ProgramSites:
             # walks does not look like the test's growth.
             kind = _PROGRAM if is_program(_core.site_names(site), self.foreign) else _OTHER
             self.kinds[site] = kind
+            if kind == _PROGRAM:  # whoever asks first, the mask says so too
+                mask = self.mask
+                if site >= len(mask):
+                    mask.extend(bytes(site + 1 - len(mask)))
+                mask[site] = 1
         return kind == _PROGRAM
 
     def live_bytes(self, live: array.array) -> int:
@@ -108,7 +114,7 @@ class ProgramSites:
             mask.extend(bytes(len(live) - len(mask)))
         for site in compress(range(len(live)), live):  # the sites holding memory
             if site >= len(kinds) or kinds[site] == _UNKNOWN:
-                mask[site] = self.is_program(site)
+                self.is_program(site)  # sets the mask
         return sum(compress(live, mask))
 
     def grown(self, before: array.array, now: array.array, only: bytearray | None = None) -> list:
