@@ -586,13 +586,18 @@ def _leak_check(item, rounds, foreign, data):
         _top_frame(diffs), path, [row.name for row in leaked.rows[:3]], str(item.config.rootpath)
     )
     known.setdefault(_causes.site_key_of(cause), (cause, item.nodeid))
+    _record_leak(data, max(0, sizes[rounds] - sizes[0]) // rounds, diffs, cause)
+    return _leak_message(item, sizes, counts, diffs, leaked, path)
+
+
+def _record_leak(data: dict, per_round: int, diffs: list[StatisticDiff], cause: dict) -> None:
+    """A no_leaks failure's figures, for the session summary."""
     data.update(
-        leaked=max(0, sizes[rounds] - sizes[0]) // rounds,
+        leaked=per_round,
         leak_kind="no_leaks, per round",
         leak_sites=_short_sites(diffs),
         leak_cause=cause,
     )
-    return _leak_message(item, sizes, counts, diffs, leaked, path)
 
 
 def _top_frame(diffs: list[StatisticDiff]) -> tuple | None:
@@ -636,13 +641,8 @@ def _through_a_known_cause(
         # The test would pass on the cause's word: only the exact pass, with
         # the holder found, may say that it leaks through a known cause.
         return None
-    site_now = _causes.cause_of(_top_frame(diffs), None, (), rootdir)["site"]
-    data.update(
-        leaked=max(0, sizes[-1] - sizes[1]) // max(len(sizes) - 2, 1),
-        leak_kind="no_leaks, per round",
-        leak_sites=_short_sites(diffs),
-        leak_cause=cause,
-    )
+    site_now = _causes.shown_site(_top_frame(diffs), rootdir)
+    _record_leak(data, max(0, sizes[-1] - sizes[1]) // max(len(sizes) - 2, 1), diffs, cause)
     where = f"the cause found in {first}"
     return "\n".join(
         [

@@ -57,43 +57,40 @@ def holder(path: str | None) -> str:
     return f"{match['owner']}[{key}]"
 
 
-def origin(filename: str, rootdir: str) -> str:
-    """Whose code a file is: the project's, a dependency's or CPython's."""
-    path = os.path.normcase(os.path.abspath(filename))
-    if (
-        filename.startswith("<")
-        or path.startswith(_STDLIB + os.sep)
-        and ("site-packages" not in path)
-    ):
-        return "CPython's"
-    if "site-packages" in path or "dist-packages" in path:
-        return "a dependency's"
-    if path.startswith(os.path.normcase(os.path.abspath(rootdir)) + os.sep):
-        return "the project's"
-    return "a dependency's"
-
-
-def _shown_file(filename: str, rootdir: str) -> str:
-    """A file as a baseline names it: the same on every machine."""
+def _place(filename: str, rootdir: str) -> tuple[str, str]:
+    """Whose code a file is (the project's, a dependency's or CPython's), and
+    the file as a baseline names it, the same on every machine."""
     path = os.path.abspath(filename)
-    for prefix, shown in ((_STDLIB, "<stdlib>"),):
-        if os.path.normcase(path).startswith(prefix + os.sep) and "site-packages" not in path:
-            return shown + "/" + os.path.relpath(path, prefix).replace(os.sep, "/")
+    normal = os.path.normcase(path)
+    # <frozen ...>, <string>: CPython's, named as the other files are.
+    pseudo = filename.startswith("<")
+    if normal.startswith(_STDLIB + os.sep) and "site-packages" not in path:
+        return "CPython's", "<stdlib>/" + os.path.relpath(path, _STDLIB).replace(os.sep, "/")
+    parts = path.split(os.sep)
     for marker in ("site-packages", "dist-packages"):
-        parts = path.split(os.sep)
         if marker in parts:
-            return "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+            shown = "/".join(parts[len(parts) - parts[::-1].index(marker) :])
+            return ("CPython's" if pseudo else "a dependency's"), shown
     root = os.path.abspath(rootdir)
-    if os.path.normcase(path).startswith(os.path.normcase(root) + os.sep):
-        return os.path.relpath(path, root).replace(os.sep, "/")
-    return filename
+    if normal.startswith(os.path.normcase(root) + os.sep):
+        shown = os.path.relpath(path, root).replace(os.sep, "/")
+        return ("CPython's" if pseudo else "the project's"), shown
+    return ("CPython's" if pseudo else "a dependency's"), filename
 
 
 def site_key(frame: tuple | None, rootdir: str) -> str:
     """Where a cause allocates, as its key names it: file and function."""
     if frame is None:
         return "<no Python frame>"
-    return f"{_shown_file(frame[0], rootdir)} in {frame[2]}"
+    return f"{_place(frame[0], rootdir)[1]} in {frame[2]}"
+
+
+def shown_site(frame: tuple | None, rootdir: str) -> str:
+    """Where a leak was allocated, as a message shows it: file, line, function."""
+    if frame is None:
+        return "<no Python frame>"
+    filename, lineno, function = frame[:3]
+    return f"{_place(filename, rootdir)[1]}:{lineno} in {function}"
 
 
 def site_key_of(cause: dict) -> str:
@@ -105,16 +102,10 @@ def cause_of(frame: tuple | None, path: str | None, kinds: Sequence[str], rootdi
     is (file, line, function) of the most recent frame of the site that grew
     the most, or None; `path` the reference chain to a leaked object."""
     held_by = holder(path)
-    site = site_key(frame, rootdir)
-    if frame is None:
-        shown, whose = site, "CPython's"
-    else:
-        filename, lineno, function = frame[:3]
-        shown = f"{_shown_file(filename, rootdir)}:{lineno} in {function}"
-        whose = origin(filename, rootdir)
+    whose = "CPython's" if frame is None else _place(frame[0], rootdir)[0]
     return {
-        "key": f"{site}, held by {held_by or 'no Python object'}",
-        "site": shown,
+        "key": f"{site_key(frame, rootdir)}, held by {held_by or 'no Python object'}",
+        "site": shown_site(frame, rootdir),
         "holder": held_by,
         "origin": whose,
         "kinds": list(kinds),
