@@ -10,6 +10,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/heap/objects.c");
     println!("cargo:rerun-if-changed=src/native/preload.c");
     println!("cargo:rerun-if-changed=src/engine/codes.c");
+    println!("cargo:rerun-if-changed=src/engine/sampling.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let out = Command::new(&python)
@@ -37,6 +38,7 @@ fn main() {
         .file("src/heap/objects.c")
         .file("src/native/preload.c")
         .file("src/engine/codes.c")
+        .file("src/engine/sampling.c")
         // As system headers: their own unused parameters are not our warnings.
         .flag("-isystem")
         .flag(include)

@@ -2,8 +2,10 @@
 
     python bench/harness.py MODE workload.py [args...]
 
-MODE is one of: plain, heapsite1, heapsite16, tracemalloc1, tracemalloc16,
-tracemalloc25, dropin25 (heapsite.tracemalloc.start(25): the drop-in).
+MODE is one of: plain, heapsite1, heapsite16, sampled16 (heapsite at 16
+frames recording a sample, one allocation per 512 KiB on average: its
+production mode), tracemalloc1, tracemalloc16, tracemalloc25, dropin25
+(heapsite.tracemalloc.start(25): the drop-in).
 The tracer is started here, then the workload runs as ``__main__``, so every
 mode (plain included) pays the same interpreter start-up.
 
@@ -51,6 +53,7 @@ MODES = (
     "plain",
     "heapsite1",
     "heapsite16",
+    "sampled16",
     "tracemalloc1",
     "tracemalloc16",
     "tracemalloc25",
@@ -76,14 +79,15 @@ def start_tracer(mode):
             raise TracerUnavailable(f"heapsite not importable: {exc}") from exc
         drop_in.start(int(mode[len("dropin") :]))
         return
-    if mode.startswith("heapsite"):
-        frames = int(mode[len("heapsite") :])
+    if mode.startswith(("heapsite", "sampled")):
+        sampled = mode.startswith("sampled")
+        frames = int(mode[len("sampled" if sampled else "heapsite") :])
         try:
             import heapsite
         except ImportError as exc:
             raise TracerUnavailable(f"heapsite not importable: {exc}") from exc
         try:
-            heapsite.start(frames=frames)
+            heapsite.start(frames=frames, sample_every="512 KiB" if sampled else None)
         except Exception as exc:  # any failure means "no row", not a crash
             raise TracerUnavailable(f"heapsite.start failed: {exc!r}") from exc
         return
@@ -94,7 +98,7 @@ def start_tracer(mode):
 
 def collect_stats(mode):
     """The tracer's live allocation count and its own memory, or None."""
-    if mode.startswith("heapsite"):
+    if mode.startswith(("heapsite", "sampled")):
         heapsite = sys.modules.get("heapsite")
         if heapsite is None:
             return None

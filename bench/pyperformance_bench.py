@@ -23,7 +23,8 @@ the values pyperf reported over all rounds; its peak RSS is the smallest
 ru_maxrss (os.wait4) over the rounds.  See bench/README.md.
 
 Internally, ``pyperformance_bench.py --wrap MODE STATS script.py args...``
-is the in-process wrapper (plain, heapsite1, heapsite16, tracemalloc): it
+is the in-process wrapper (plain, heapsite1, heapsite16, sampled16 (sampled
+at 512 KiB), tracemalloc): it
 starts the tracer, runs the script as ``__main__`` from its own module level
 (one extra frame, not runpy's four) and writes the tracer's own bookkeeping
 bytes to STATS at exit.
@@ -36,7 +37,7 @@ import sys
 def _wrap_stats(mode, path):
     stats = {"mode": mode}
     try:
-        if mode.startswith("heapsite"):
+        if mode.startswith(("heapsite", "sampled")):
             import heapsite
 
             stats.update({k: v for k, v in dict(heapsite.stats()).items() if isinstance(v, int)})
@@ -66,11 +67,14 @@ def _wrap_prepare(argv):
     sys.argv = [script, *argv[3:]]
     sys.path[0] = os.path.dirname(script)
     sys.modules["__main__"] = module
-    if mode.startswith("heapsite"):
+    if mode.startswith(("heapsite", "sampled")):
         try:
             import heapsite
 
-            heapsite.start(int(mode[len("heapsite") :]))
+            # sampled16: 16 frames, one allocation per 512 KiB on average.
+            sampled = mode.startswith("sampled")
+            frames = int(mode[len("sampled" if sampled else "heapsite") :])
+            heapsite.start(frames, sample_every="512 KiB" if sampled else None)
         except Exception as exc:
             print(f"wrapper: heapsite unavailable: {exc!r}", file=sys.stderr)
             sys.exit(3)
@@ -109,6 +113,7 @@ TOOLS = (
     "plain",
     "heapsite1",
     "heapsite16",
+    "sampled16",
     "heapsite-run",
     "tracemalloc1",
     "tracemalloc16",
@@ -144,7 +149,7 @@ def tool_command(tool, script, args, scratch):
     stats = str(scratch / "stats.json")
     if tool == "plain":
         return [py, THIS, "--wrap", "plain", stats, script, *args]
-    if tool.startswith("heapsite") and tool != "heapsite-run":
+    if tool.startswith(("heapsite", "sampled")) and tool != "heapsite-run":
         return [py, THIS, "--wrap", tool, stats, script, *args]
     if tool.startswith("tracemalloc"):
         frames = tool[len("tracemalloc") :]

@@ -43,7 +43,7 @@ TOOLS = (*HARNESS_TOOLS, "heapsite-run", "heapsite-run-native", "memray", "scale
 # comparison is asked for explicitly.
 DEFAULT_TOOLS = tuple(t for t in TOOLS if t not in ("tracemalloc25", "dropin25"))
 STATS_WORKLOAD = "retained"
-STATS_TOOLS = ("heapsite1", "heapsite16", "tracemalloc1", "tracemalloc16")
+STATS_TOOLS = ("heapsite1", "heapsite16", "sampled16", "tracemalloc1", "tracemalloc16")
 PACKAGES = ("heapsite", "memray", "scalene")
 EXIT_TRACER_UNAVAILABLE = harness.EXIT_TRACER_UNAVAILABLE
 

@@ -34,11 +34,19 @@ def test_native_core_checks_too():
     from heapsite import _heapsite
 
     with pytest.raises(ValueError, match="between 1 and 128"):
-        _heapsite.start(0)
+        _heapsite.start(0, 0)
     with pytest.raises(ValueError, match="between 1 and 128"):
-        _heapsite.start(2**70)
+        _heapsite.start(2**70, 0)
     with pytest.raises(TypeError):
-        _heapsite.start(None)
+        _heapsite.start(None, 0)
+    with pytest.raises(ValueError, match="sample_every must be 0"):
+        _heapsite.start(1, -1)
+    with pytest.raises(ValueError, match="sample_every must be 0"):
+        _heapsite.start(1, 2**70)
+    with pytest.raises(TypeError, match="sample_every must be an int"):
+        _heapsite.start(1, "512KiB")
+    with pytest.raises(TypeError, match="takes frames and sample_every"):
+        _heapsite.start(1)
     assert not heapsite.is_tracing()
 
 

@@ -22,6 +22,7 @@ if _sysconfig.get_config_var("Py_GIL_DISABLED"):
 from . import (
     _capture,  # noqa: E402
     _core,
+    _format,
     _own,
 )
 from ._format import format_size, parse_size
@@ -78,15 +79,31 @@ __version__: str = _core.__version__
 MAX_FRAMES: int = _core.MAX_FRAMES
 
 
-def start(frames: int = 1) -> None:
+def start(frames: int = 1, sample_every: int | str | None = None) -> None:
     """Starts tracing every allocation, recording `frames` frames (1..128) of
     its call site. Calling it while tracing changes the depth for new
-    allocations."""
+    allocations.
+
+    `sample_every` ("512 KiB", or bytes) records a sample instead: an
+    allocation of `size` bytes with probability 1 - exp(-size / rate), each
+    counted with the weight that makes every figure an unbiased estimate
+    (as tcmalloc and Go's runtime sample), for services that leave heapsite
+    on. None keeps the current mode while tracing, else traces everything;
+    the rate cannot change while tracing (stop() first)."""
     if isinstance(frames, bool) or not isinstance(frames, int):
         raise TypeError(f"frames must be an int, got {type(frames).__name__}")
     if not 1 <= frames <= MAX_FRAMES:
         raise ValueError(f"frames must be between 1 and {MAX_FRAMES}, got {frames}")
-    _core.start(frames)
+    if sample_every is None:
+        rate = _core.sample_rate() if _core.is_tracing() else 0
+    else:
+        rate = _format.sample_rate(sample_every)
+    _core.start(frames, rate)
+
+
+def sample_rate() -> int:
+    """Mean bytes between samples; 0 when every allocation is traced."""
+    return _core.sample_rate()
 
 
 def stop() -> None:

@@ -51,7 +51,7 @@ def begin(output: str, frames: int = 16, kinds: bool = True) -> str:
 
     _capture.started_at = time.time()
     _session.update(output=output, kinds=kinds, pid=os.getpid(), started=_capture.started_at)
-    _core.start(frames)
+    _core.start(frames, 0)
     atexit.register(_at_exit)
     if not _hooks["fork"]:
         os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -43,3 +43,24 @@ def parse_size(text: str) -> int:
     if value < 0:
         raise ValueError(f"cannot parse size {text!r}: sizes are not negative")
     return int(value * _UNITS[unit])
+
+
+# The largest sampling rate the engine takes (src/py/api.rs).
+MAX_SAMPLE_EVERY = 1 << 40
+
+
+def sample_rate(every: object) -> int:
+    """`sample_every` as the engine takes it: bytes between samples on
+    average (an int, or a size such as '512 KiB'); 0, '0' or 'off' traces
+    every allocation. Raises ValueError (TypeError) naming the problem."""
+    if isinstance(every, bool) or not isinstance(every, (int, str)):
+        raise TypeError(
+            f"sample_every must be a number of bytes or a size such as '512 KiB', "
+            f"got {type(every).__name__}"
+        )
+    if isinstance(every, str) and every.strip().lower() in ("", "0", "off", "no", "false"):
+        return 0
+    rate = every if isinstance(every, int) else parse_size(every)
+    if not 0 <= rate <= MAX_SAMPLE_EVERY:
+        raise ValueError(f"sample_every must be between 0 (off) and 1 TiB, got {every!r}")
+    return rate

@@ -17,6 +17,9 @@ Settings, from the environment:
     HEAPSITE_DUMP_SIGNAL   a signal (USR2, SIGUSR1, 12; 1 for SIGUSR2) on which
                            the running program writes a capture of itself,
                            <output stem>.dump<n><ext> (default: none)
+    HEAPSITE_SAMPLE        a size (512KiB): record a sample, one allocation per
+                           that many bytes on average, weighted so figures are
+                           estimates (default: every allocation)
 
 A bad setting is a one-line error on stderr and exit status 2, before the
 program runs.
@@ -31,6 +34,7 @@ from collections.abc import Callable, Mapping
 
 from . import MAX_FRAMES, _capture, _core
 from . import _own as own_work
+from ._format import sample_rate
 
 _settings: dict = {}
 _state = {"parent": 0, "done": False}
@@ -123,7 +127,17 @@ def read_settings(environ: Mapping[str, str] = os.environ) -> dict:
         "tracemalloc": _flag(environ, "HEAPSITE_TRACEMALLOC", False),
         "verbose": _flag(environ, "HEAPSITE_VERBOSE", False),
         "dump_signal": _dump_signal(environ, "HEAPSITE_DUMP_SIGNAL"),
+        "sample": _sample(environ, "HEAPSITE_SAMPLE"),
     }
+
+
+def _sample(environ: Mapping[str, str], name: str) -> int:
+    """Bytes between samples HEAPSITE_SAMPLE asks (0: every allocation)."""
+    text = environ.get(name, "")
+    try:
+        return sample_rate(text)
+    except ValueError as e:
+        raise SettingError(f"{name}: {e}") from None
 
 
 def child_output(output: str, pid: int) -> str:
@@ -151,7 +165,7 @@ def begin() -> None:
     from . import _heap  # noqa: F401
 
     _capture.started_at = __import__("time").time()
-    _core.start(settings["frames"])
+    _core.start(settings["frames"], settings["sample"])
     if settings["malloc"]:
         _core.set_native(True)
         _core.set_native_frames(settings["native"])

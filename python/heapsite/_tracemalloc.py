@@ -56,7 +56,7 @@ def start(nframe=1, /):
         raise ValueError(f"the number of frames must be in range [1; {_MAX_NFRAME}]")
     _traceback_limit = nframe
     _core.set_count_total(True)
-    _core.start(min(nframe, _core.MAX_FRAMES))
+    _core.start(min(nframe, _core.MAX_FRAMES), _core.sample_rate() if _core.is_tracing() else 0)
     # As the built-in tracer: an object reused from a free list counts at
     # the line that reused it (possible from 3.13, see README).
     _core.follow_reuse(True)

@@ -38,6 +38,7 @@ from . import (
     __version__,
     _capture,
     _core,
+    _format,
     _launcher,
     _preload,
 )
@@ -61,6 +62,15 @@ def frames_arg(text: str) -> int:
             f"--frames must be between 1 and {MAX_FRAMES}, got {value}"
         )
     return value
+
+
+def _sample_arg(text: str) -> str:
+    """--sample SIZE, checked here; the program reads it as HEAPSITE_SAMPLE."""
+    try:
+        _format.sample_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _positive(text: str) -> int:
@@ -114,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SIG",
         help="on this signal (USR2, SIGUSR1, 12) the program writes a capture of itself "
         "and goes on (default HEAPSITE_DUMP_SIGNAL, else none)",
+    )
+    run.add_argument(
+        "--sample",
+        metavar="SIZE",
+        type=_sample_arg,
+        help="record a sample, one allocation per SIZE bytes on average (512KiB), each "
+        "weighted so figures are unbiased estimates; cheap enough to leave on "
+        "(default HEAPSITE_SAMPLE, else every allocation)",
     )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
     _show_import_system_option(run)
@@ -200,6 +218,8 @@ def _program_env(args: argparse.Namespace, output: str) -> dict:
         env["HEAPSITE_FOLLOW_FORK"] = "1"
     if args.dump_signal is not None:
         env["HEAPSITE_DUMP_SIGNAL"] = args.dump_signal
+    if args.sample is not None:
+        env["HEAPSITE_SAMPLE"] = args.sample
     return env
 
 
@@ -242,7 +262,7 @@ def _run_in_process(args: argparse.Namespace, settings: dict, capture: _Capture)
     import time
 
     _capture.started_at = time.time()
-    _core.start(settings["frames"])
+    _core.start(settings["frames"], settings["sample"])
     _capture.on_sigterm(lambda: _capture.write(output))
     if settings["dump_signal"] is not None:
         _preload.dump_on_signal(settings["dump_signal"], lambda: output)

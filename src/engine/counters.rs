@@ -84,13 +84,19 @@ impl SiteCounters {
     /// An allocation of `size` bytes, GIL held.
     #[inline(always)]
     pub fn add_gil(&self, size: usize) {
-        let size = size as i64;
+        self.add_gil_weighted(size as i64, 1);
+    }
+
+    /// An allocation counted as `bytes` in `blocks` (a sampled block's
+    /// weight, src/engine/sampling.rs), GIL held.
+    #[inline(always)]
+    pub fn add_gil_weighted(&self, bytes: i64, blocks: i64) {
         self.save_if_first_since_peak();
-        bump(&self.live_count, 1);
-        bump(&self.live_bytes, size);
-        bump(&self.total_count, 1);
-        bump(&self.total_bytes, size);
-        let current = GIL_CURRENT.load(Relaxed) + size;
+        bump(&self.live_count, blocks);
+        bump(&self.live_bytes, bytes);
+        bump(&self.total_count, blocks);
+        bump(&self.total_bytes, bytes);
+        let current = GIL_CURRENT.load(Relaxed) + bytes;
         GIL_CURRENT.store(current, Relaxed);
         let total = current + NOGIL_CURRENT.load(Relaxed);
         if total > PEAK.load(Relaxed) {
@@ -102,29 +108,42 @@ impl SiteCounters {
     /// A free of `size` bytes, GIL held.
     #[inline(always)]
     pub fn sub_gil(&self, size: usize) {
-        let size = size as i64;
+        self.sub_gil_weighted(size as i64, 1);
+    }
+
+    /// A free of a block counted as `bytes` in `blocks`, GIL held.
+    #[inline(always)]
+    pub fn sub_gil_weighted(&self, bytes: i64, blocks: i64) {
         self.save_if_first_since_peak();
-        bump(&self.live_count, -1);
-        bump(&self.live_bytes, -size);
-        GIL_CURRENT.store(GIL_CURRENT.load(Relaxed) - size, Relaxed);
+        bump(&self.live_count, -blocks);
+        bump(&self.live_bytes, -bytes);
+        GIL_CURRENT.store(GIL_CURRENT.load(Relaxed) - bytes, Relaxed);
     }
 
     /// An allocation from a thread without the GIL.
     pub fn add_nogil(&self, size: usize) {
-        let size = size as i64;
-        self.nogil_live_count.fetch_add(1, Relaxed);
-        self.nogil_live_bytes.fetch_add(size, Relaxed);
-        self.nogil_total_count.fetch_add(1, Relaxed);
-        self.nogil_total_bytes.fetch_add(size, Relaxed);
-        NOGIL_CURRENT.fetch_add(size, Relaxed);
+        self.add_nogil_weighted(size as i64, 1);
+    }
+
+    /// An allocation counted as `bytes` in `blocks`, without the GIL.
+    pub fn add_nogil_weighted(&self, bytes: i64, blocks: i64) {
+        self.nogil_live_count.fetch_add(blocks, Relaxed);
+        self.nogil_live_bytes.fetch_add(bytes, Relaxed);
+        self.nogil_total_count.fetch_add(blocks, Relaxed);
+        self.nogil_total_bytes.fetch_add(bytes, Relaxed);
+        NOGIL_CURRENT.fetch_add(bytes, Relaxed);
     }
 
     /// A free from a thread without the GIL.
     pub fn sub_nogil(&self, size: usize) {
-        let size = size as i64;
-        self.nogil_live_count.fetch_sub(1, Relaxed);
-        self.nogil_live_bytes.fetch_sub(size, Relaxed);
-        NOGIL_CURRENT.fetch_sub(size, Relaxed);
+        self.sub_nogil_weighted(size as i64, 1);
+    }
+
+    /// A free of a block counted as `bytes` in `blocks`, without the GIL.
+    pub fn sub_nogil_weighted(&self, bytes: i64, blocks: i64) {
+        self.nogil_live_count.fetch_sub(blocks, Relaxed);
+        self.nogil_live_bytes.fetch_sub(bytes, Relaxed);
+        NOGIL_CURRENT.fetch_sub(bytes, Relaxed);
     }
 
     /// The site's figures; GIL held.

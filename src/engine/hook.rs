@@ -27,7 +27,8 @@ use crate::engine::frames::{self, RawFrame};
 use crate::engine::interp::{self, Interp};
 use crate::engine::nursery::{Freed, GilTable};
 use crate::engine::own_work;
-use crate::engine::sites::{self, SiteId, NO_GIL_SITE};
+use crate::engine::sampling;
+use crate::engine::sites::{self, Site, SiteId, NO_GIL_SITE};
 use crate::engine::sync::GilCell;
 use crate::engine::table::{Domain, RawTable, Record};
 use pyo3_ffi::{PyMemAllocatorDomain, PyMemAllocatorEx, PyMem_GetAllocator, PyMem_SetAllocator};
@@ -119,15 +120,76 @@ fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: 
     let table = unsafe { GIL_TABLE.get() };
     // Queued frees first, so the peak is never checked with them counted.
     table.settle(account_free);
-    match table.insert(ptr as usize, Record { size, site, domain }, site_ref) {
-        Ok(Some(stale)) => sites::site(stale.site).counters.sub_gil(stale.size),
+    let addr = ptr as usize;
+    match table.insert(addr, Record { size, site, domain }, site_ref) {
+        Ok(Some(stale)) => unaccount(addr, stale, sites::site(stale.site), true),
         Ok(None) => {}
-        Err(lost) => {
-            sites::site(lost.site).counters.sub_gil(lost.size);
+        Err((lost_addr, lost)) => {
+            unaccount(lost_addr, lost, sites::site(lost.site), true);
             drop_record();
         }
     }
-    site_ref.counters.add_gil(size);
+    account(addr, size, site_ref, true);
+}
+
+/// Adds a recorded block to its site's figures: its size, or a sampled
+/// block's weight (src/engine/sampling.rs), whose address the filter notes.
+#[inline(always)]
+fn account(addr: usize, size: usize, site: &Site, gil: bool) {
+    let (bytes, blocks) = sampling::weight(size, addr);
+    if sampling::on() {
+        sampling::mark(addr);
+    }
+    if gil {
+        site.counters.add_gil_weighted(bytes, blocks);
+    } else {
+        site.counters.add_nogil_weighted(bytes, blocks);
+    }
+}
+
+/// Takes a block that left its table off its site's figures (the same
+/// amounts `account` added).
+#[inline(always)]
+fn unaccount(addr: usize, record: Record, site: &Site, gil: bool) {
+    let (bytes, blocks) = sampling::weight(record.size, addr);
+    if sampling::on() {
+        sampling::unmark(addr);
+    }
+    let counters = &site.counters;
+    if gil {
+        counters.sub_gil_weighted(bytes, blocks);
+    } else {
+        counters.sub_nogil_weighted(bytes, blocks);
+    }
+}
+
+/// Whether sampling passes over a MEM/OBJ allocation of `size` bytes
+/// (never when every allocation is recorded). First thing in the hook, from
+/// any thread: see src/engine/sampling.rs.
+#[inline(always)]
+fn passed_over_mem(size: usize) -> bool {
+    sampling::on() && !sampling::take_mem(size)
+}
+
+/// The same for a RAW or native allocation; always for one made inside a
+/// passed-over MEM/OBJ allocation, which it belongs to.
+#[inline(always)]
+fn passed_over_raw(size: usize) -> bool {
+    sampling::on() && (sampling::inside_passed_over() || !sampling::take_raw(size))
+}
+
+/// Whether a MEM/OBJ free of `addr` has anything to do: not when sampling
+/// passed the block over and no setrelheap() set is kept (one filter load).
+#[inline(always)]
+fn may_be_recorded(addr: *mut c_void) -> bool {
+    !never_sampled(addr as usize) || crate::engine::relheap::is_kept()
+}
+
+/// Whether the block at `addr` is certainly in no table because sampling
+/// passed it over: its free, realloc or reuse has nothing to look up.
+#[inline(always)]
+fn never_sampled(addr: usize) -> bool {
+    sampling::on() && !sampling::maybe_sampled(addr)
 }
 
 /// Calls the previous allocator inside the re-entrancy guard, then records
@@ -145,6 +207,20 @@ fn allocate_gil(
     if !tracing() {
         return allocate();
     }
+    if passed_over_mem(size) {
+        return allocate_passed_over(allocate, before);
+    }
+    allocate_chosen(domain, allocate, size, before)
+}
+
+/// `allocate_gil` for an allocation to record (all, unless sampling).
+#[inline(always)]
+fn allocate_chosen(
+    domain: Domain,
+    allocate: impl Fn() -> *mut c_void,
+    size: usize,
+    before: impl FnOnce(),
+) -> *mut c_void {
     let caller = Interp::of_caller();
     if !caller.is_main() {
         return allocate_in_subinterpreter(caller, allocate, before);
@@ -164,6 +240,18 @@ fn allocate_gil(
         })
     };
     guarded.unwrap_or_else(allocate)
+}
+
+/// A MEM/OBJ allocation (or realloc) that sampling passed over, with what
+/// it calls below passing too: only a realloc's old block is forgotten, if
+/// it was sampled.
+#[inline(always)]
+fn allocate_passed_over(allocate: impl Fn() -> *mut c_void, before: impl FnOnce()) -> *mut c_void {
+    let ptr = sampling::passing_over(true, allocate);
+    if !ptr.is_null() {
+        before();
+    }
+    ptr
 }
 
 /// A MEM/OBJ allocation (or realloc) by heapsite's own Python code:
@@ -197,12 +285,15 @@ fn allocate_in_subinterpreter(
 
 #[inline(always)]
 fn account_free(freed: Freed) {
-    freed.site.counters.sub_gil(freed.record.size);
+    unaccount(freed.addr, freed.record, freed.site, true);
 }
 
 #[inline(always)]
 fn untrack_gil(ptr: *mut c_void) {
     crate::engine::relheap::forget_freed(ptr as usize);
+    if never_sampled(ptr as usize) {
+        return;
+    }
     // SAFETY: GIL held. Removal calls nothing that could re-enter a hook.
     unsafe { GIL_TABLE.get() }.remove(ptr as usize, account_free);
 }
@@ -229,6 +320,35 @@ extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut 
     allocate_gil(domain_of(D), || malloc(prev.ctx, size), size, || {})
 }
 
+/// MEM/OBJ malloc as installed for sampled tracing: the passed-over case
+/// alone, the recording path in a function apart, so that the common case
+/// saves no registers for it (callgrind: a third of the hook's instructions
+/// when `gil_malloc` samples). Either function is right in either mode (one
+/// stays installed when another tool wrapped it): each hands over to the
+/// other when the mode is not its own.
+extern "C" fn sampled_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if !sampling::on() {
+        return gil_malloc::<D>(ctx, size);
+    }
+    let prev = previous(D, ctx);
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
+    if !tracing() || !sampling::take_mem(size) {
+        let below = sampling::reaches_below(size, native());
+        return sampling::passing_over(below, || malloc(prev.ctx, size));
+    }
+    malloc_traced(domain_of(D), prev, size)
+}
+
+#[inline(never)]
+fn malloc_traced(domain: Domain, prev: &'static PyMemAllocatorEx, size: usize) -> *mut c_void {
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
+    allocate_chosen(domain, || malloc(prev.ctx, size), size, || {})
+}
+
 extern "C" fn gil_calloc<const D: usize>(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void {
     let prev = previous(D, ctx);
     let Some(calloc) = prev.calloc else {
@@ -253,8 +373,11 @@ extern "C" fn gil_realloc<const D: usize>(
     };
     // On failure the old block is untouched and stays recorded. On success,
     // like tracemalloc, the whole block now belongs to the resizing line.
+    // Sampling passes over an event before asking who calls: a
+    // subinterpreter with its own GIL must not touch the tables
+    // (src/engine/interp.rs), whose blocks are never in them.
     let forget_old = || {
-        if !old.is_null() {
+        if !old.is_null() && may_be_recorded(old) && Interp::of_caller() != Interp::OwnGil {
             untrack_gil(old);
         }
     };
@@ -268,13 +391,40 @@ extern "C" fn gil_realloc<const D: usize>(
 
 extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(D, ctx);
-    // A subinterpreter with its own GIL must not touch the table, and frees
-    // only its own, untraced blocks (src/engine/interp.rs).
-    if !ptr.is_null() && tracing() && Interp::of_caller() != Interp::OwnGil {
-        untrack_gil(ptr);
+    if !ptr.is_null() && tracing() && may_be_recorded(ptr) {
+        forget_freed(ptr);
     }
     if let Some(free) = prev.free {
         free(prev.ctx, ptr);
+    }
+}
+
+/// MEM/OBJ free as installed for sampled tracing (see `sampled_malloc`).
+extern "C" fn sampled_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
+    if !sampling::on() {
+        return gil_free::<D>(ctx, ptr);
+    }
+    let prev = previous(D, ctx);
+    if !ptr.is_null() && tracing() && may_be_recorded(ptr) {
+        forget_freed_apart(ptr);
+    }
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
+}
+
+#[inline(never)]
+fn forget_freed_apart(ptr: *mut c_void) {
+    forget_freed(ptr);
+}
+
+/// The recording side of a MEM/OBJ free.
+#[inline(always)]
+fn forget_freed(ptr: *mut c_void) {
+    // A subinterpreter with its own GIL must not touch the table, and frees
+    // only its own, untraced blocks (src/engine/interp.rs).
+    if Interp::of_caller() != Interp::OwnGil {
+        untrack_gil(ptr);
     }
 }
 
@@ -329,27 +479,13 @@ fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, gil: bool) {
     match result {
         Ok(replaced) => {
             if let Some(old) = replaced {
-                release(old, gil);
+                unaccount(ptr as usize, old, sites::site(old.site), gil);
             }
-            let counters = &sites::site(site).counters;
-            if gil {
-                counters.add_gil(size);
-            } else {
-                counters.add_nogil(size);
-            }
+            account(ptr as usize, size, sites::site(site), gil);
         }
         Err(()) => {
             drop_record();
         }
-    }
-}
-
-fn release(record: Record, gil: bool) {
-    let counters = &sites::site(record.site).counters;
-    if gil {
-        counters.sub_gil(record.size);
-    } else {
-        counters.sub_nogil(record.size);
     }
 }
 
@@ -359,7 +495,7 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     };
     let ptr = malloc(prev.ctx, size);
-    if !ptr.is_null() && raw_tracing() {
+    if !ptr.is_null() && raw_tracing() && !passed_over_raw(size) {
         if let Some(gil) = main_interpreter_gil() {
             track_raw(ptr, size, gil);
         }
@@ -373,7 +509,7 @@ extern "C" fn raw_calloc(ctx: *mut c_void, n: usize, each: usize) -> *mut c_void
         return ptr::null_mut();
     };
     let ptr = calloc(prev.ctx, n, each);
-    if !ptr.is_null() && raw_tracing() {
+    if !ptr.is_null() && raw_tracing() && !passed_over_raw(n.saturating_mul(each)) {
         if let Some(gil) = main_interpreter_gil() {
             track_raw(ptr, n.saturating_mul(each), gil);
         }
@@ -405,7 +541,7 @@ fn realloc_raw_block(
     zero_frees: bool,
     realloc: impl FnOnce() -> *mut c_void,
 ) -> *mut c_void {
-    let old_record = if old.is_null() {
+    let old_record = if old.is_null() || never_sampled(old as usize) {
         None
     } else {
         RAW_TABLE.shard(old as usize).remove(old as usize)
@@ -420,9 +556,9 @@ fn realloc_raw_block(
     let caller = Interp::of_caller();
     let gil = caller.holds_main_gil();
     if let Some(record) = old_record {
-        release(record, gil);
+        unaccount(old as usize, record, sites::site(record.site), gil);
     }
-    if !ptr.is_null() {
+    if !ptr.is_null() && !passed_over_raw(size) {
         if caller.is_main() {
             track_raw(ptr, size, gil);
         } else {
@@ -434,8 +570,12 @@ fn realloc_raw_block(
 
 /// Forgets a RAW-table block being freed and takes it off its site.
 fn forget_raw(ptr: *mut c_void) {
+    if never_sampled(ptr as usize) {
+        return;
+    }
     if let Some(record) = RAW_TABLE.shard(ptr as usize).remove(ptr as usize) {
-        release(record, Interp::of_caller().holds_main_gil());
+        let gil = Interp::of_caller().holds_main_gil();
+        unaccount(ptr as usize, record, sites::site(record.site), gil);
     }
 }
 
@@ -464,7 +604,7 @@ pub fn native() -> bool {
 /// read; inside a MEM/OBJ hook (pymalloc asking malloc for a large block or
 /// mmap for an arena) the block is that hook's and passes through.
 pub fn native_allocated(ptr: *mut c_void, size: usize) {
-    if native_tracing() && !ptr.is_null() {
+    if native_tracing() && !ptr.is_null() && !passed_over_raw(size) {
         let Some(gil) = main_interpreter_gil() else {
             return;
         };
@@ -528,7 +668,8 @@ pub fn native_realloc(
 /// moves its trace. GIL held.
 pub fn object_created(block: usize) {
     // The reference tracer is the runtime's: subinterpreters call it too.
-    if !tracing() || !Interp::of_caller().is_main() || own_work::is_caller() {
+    if !tracing() || never_sampled(block) || !Interp::of_caller().is_main() || own_work::is_caller()
+    {
         return;
     }
     // SAFETY: GIL held (the reference tracer runs under it).
@@ -554,9 +695,10 @@ pub fn object_created(block: usize) {
 /// getting it through PyMem would otherwise count twice. GIL held.
 pub fn forget(addr: usize) {
     untrack_gil(addr as *mut c_void);
-    let removed = RAW_TABLE.shard(addr).remove(addr);
-    if let Some(record) = removed {
-        release(record, true);
+    if !never_sampled(addr) {
+        if let Some(record) = RAW_TABLE.shard(addr).remove(addr) {
+            unaccount(addr, record, sites::site(record.site), true);
+        }
     }
     settle();
 }

@@ -25,6 +25,7 @@ pub mod own_work;
 pub mod relheap;
 pub mod retired;
 pub mod reuse;
+pub mod sampling;
 pub mod segvec;
 pub mod sites;
 pub mod sync;

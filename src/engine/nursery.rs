@@ -44,8 +44,9 @@ const EMPTY: Young = Young {
     site: std::ptr::null(),
 };
 
-/// A freed block's record and its site.
+/// A freed block: its address, record and site.
 pub struct Freed {
+    pub addr: usize,
     pub record: Record,
     pub site: &'static Site,
 }
@@ -145,6 +146,7 @@ impl GilTable {
         while let Some(addr) = self.freeing.pop() {
             if let Some(record) = self.old.remove(addr) {
                 freed(Freed {
+                    addr,
                     record,
                     site: sites::site(record.site),
                 });
@@ -165,6 +167,7 @@ impl GilTable {
             };
             if let Some(record) = forgotten {
                 freed(Freed {
+                    addr: young.addr,
                     record,
                     site: sites::site(record.site),
                 });
@@ -175,9 +178,10 @@ impl GilTable {
     /// Records `addr` (call `settle` first). Returns a record that had to be
     /// dropped as stale (its address was recorded already: a free heapsite did
     /// not see), so the caller can take it off its site's counters.
-    /// Err(lost) when the table could not grow for an older block on its way
-    /// from the nursery: `addr` is recorded, `lost` no longer is, and the
-    /// caller takes it off its site's counters (its free will pass unseen).
+    /// Err((lost address, lost record)) when the table could not grow for an
+    /// older block on its way from the nursery: `addr` is recorded, `lost` no
+    /// longer is, and the caller takes it off its site's counters (its free
+    /// will pass unseen).
     ///
     /// A stale record is only noticed where it is met on the way (the same
     /// nursery slot, or the table when a block moves there): looking in the
@@ -189,7 +193,7 @@ impl GilTable {
         addr: usize,
         record: Record,
         site: &'static Site,
-    ) -> Result<Option<Record>, Record> {
+    ) -> Result<Option<Record>, (usize, Record)> {
         let young = Young { addr, record, site };
         let slot = &mut self.young[slot_of(addr)];
         if slot.addr == 0 {
@@ -207,7 +211,7 @@ impl GilTable {
             Some(due) => self
                 .old
                 .insert(due.addr, due.record)
-                .map_err(|()| due.record),
+                .map_err(|()| (due.addr, due.record)),
             None => Ok(None),
         }
     }
@@ -223,6 +227,7 @@ impl GilTable {
             // SAFETY: set from a &'static Site on insert.
             let site = unsafe { &*slot.site };
             freed(Freed {
+                addr,
                 record: slot.record,
                 site,
             });
@@ -232,6 +237,7 @@ impl GilTable {
             // SAFETY: as above.
             let site = unsafe { &*young.site };
             freed(Freed {
+                addr,
                 record: young.record,
                 site,
             });
@@ -241,6 +247,7 @@ impl GilTable {
         if let Some(due) = self.freeing.push(addr) {
             if let Some(record) = self.old.remove(due) {
                 freed(Freed {
+                    addr: due,
                     record,
                     site: sites::site(record.site),
                 });

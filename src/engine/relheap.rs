@@ -114,6 +114,12 @@ impl AddressSet {
 pub static RELHEAP: GilCell<Option<AddressSet>> = GilCell::new(None);
 static RELHEAP_SET: AtomicBool = AtomicBool::new(false);
 
+/// Whether a setrelheap() set is kept (every free must then be told).
+#[inline(always)]
+pub fn is_kept() -> bool {
+    RELHEAP_SET.load(Ordering::Relaxed)
+}
+
 /// Called by the free hook for every traced free. GIL held.
 #[inline(always)]
 pub fn forget_freed(addr: usize) {

@@ -55,11 +55,23 @@ pub(crate) unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
     }
 }
 
-/// start(depth: int)
-pub unsafe extern "C" fn start(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+/// start(frames: int, sample_every: int): trace every allocation
+/// (`sample_every` 0) or one per `sample_every` bytes on average
+/// (src/engine/sampling.rs), `frames` deep. While tracing, changes the depth;
+/// the sampling rate cannot change then (the tables hold what the old one
+/// chose): ValueError.
+pub unsafe extern "C" fn start(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
+        if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
+            return raise(PyExc_TypeError, "start() takes frames and sample_every");
+        }
+        let arg = PyTuple_GetItem(args, 0);
+        let every = PyTuple_GetItem(args, 1);
+        let Some(rate) = sample_rate_arg(every) else {
+            return ptr::null_mut();
+        };
         if PyLong_Check(arg) == 0 {
             return raise(PyExc_TypeError, "frames must be an int");
         }
@@ -77,9 +89,58 @@ pub unsafe extern "C" fn start(_: *mut PyObject, arg: *mut PyObject) -> *mut PyO
                 &format!("frames must be between 1 and {MAX_FRAMES}, got {depth}"),
             );
         }
-        hook::start(depth as usize, &tracked::COMPANION);
+        let current = crate::engine::sampling::rate();
+        if hook::is_tracing() && rate != current {
+            let mode = |rate: u64| match rate {
+                0 => "every allocation".to_string(),
+                bytes => format!("one sample per {bytes} bytes"),
+            };
+            return raise(
+                PyExc_ValueError,
+                &format!(
+                    "heapsite is tracing {}; stop() before tracing {}",
+                    mode(current),
+                    mode(rate)
+                ),
+            );
+        }
+        hook::start(depth as usize, rate, &tracked::COMPANION);
         none()
     }
+}
+
+/// `sample_every` as a rate: 0 (every allocation) or a positive number of
+/// bytes; None with the exception set otherwise.
+///
+/// # Safety
+/// GIL held; `arg` a valid object.
+unsafe fn sample_rate_arg(arg: *mut PyObject) -> Option<u64> {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        if PyLong_Check(arg) == 0 {
+            raise(PyExc_TypeError, "sample_every must be an int");
+            return None;
+        }
+        let rate = PyLong_AsLongLong(arg);
+        if rate == -1 && !PyErr_Occurred().is_null() {
+            PyErr_Clear();
+        } else if (0..=1 << 40).contains(&rate) {
+            return Some(rate as u64);
+        }
+        raise(
+            PyExc_ValueError,
+            "sample_every must be 0 (every allocation) or bytes between 1 and 1 TiB",
+        );
+        None
+    }
+}
+
+/// sample_rate() -> int: the mean bytes between samples, 0 when every
+/// allocation is recorded.
+pub unsafe extern "C" fn sample_rate(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe { int(crate::engine::sampling::rate() as i64) }
 }
 
 pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {

@@ -189,6 +189,7 @@ pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -
             python_version: python_version(),
             heapsite_version: env!("CARGO_PKG_VERSION").to_string(),
             frames_limit: hook::depth() as u32,
+            sample_rate: crate::engine::sampling::rate(),
         };
         let model = Capture::assemble(run, process, sites, &own_prefix);
         if let Err(e) = model.validate() {

@@ -56,14 +56,21 @@ pub unsafe extern "C" fn set_count_total(_: *mut PyObject, arg: *mut PyObject) -
 }
 
 /// traces() -> [(domain, size, frames, total_nframe), ...] for every live
-/// allocation: `_tracemalloc._get_traces()`.
+/// allocation (every sampled one, under sampled tracing):
+/// `_tracemalloc._get_traces()`.
 pub unsafe extern "C" fn traces(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
         let engine = crate::engine::settled();
         let mut live: Vec<(i64, usize, SiteId)> = Vec::new();
-        engine.for_each_live(|_, record| live.push((DEFAULT_DOMAIN, record.size, record.site)));
+        // Under sampled tracing a trace is one sampled block, its size the
+        // bytes it stands for (src/engine/sampling.rs), so that sums of
+        // traces are estimates like every other figure.
+        engine.for_each_live(|addr, record| {
+            let size = crate::engine::sampling::weight(record.size, addr).0 as usize;
+            live.push((DEFAULT_DOMAIN, size, record.site))
+        });
         crate::native::tracked::for_each(|domain, size, site| {
             live.push((domain as i64, size, site))
         });

@@ -46,12 +46,18 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 46] = [
+static mut METHODS: [PyMethodDef; 47] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
-        METH_O,
-        c"start(frames): trace every allocation, frames deep.",
+        METH_VARARGS,
+        c"start(frames, sample_every): trace every allocation (sample_every 0) or a sample, frames deep.",
+    ),
+    method(
+        c"sample_rate",
+        main_interpreter_only!(api::sample_rate),
+        METH_NOARGS,
+        c"sample_rate(): mean bytes between samples, 0 when every allocation is traced.",
     ),
     method(
         c"stop",

@@ -68,6 +68,9 @@ fn header(capture: &Capture) -> String {
     if meta.import_system_folded {
         rows.push(("Imports", super::plumbing::FOLDED_NOTE.to_string()));
     }
+    if let Some(note) = meta.sampling_note() {
+        rows.push(("Sampling", note));
+    }
     let breakdown = super::text::processes(capture);
     if !breakdown.is_empty() {
         rows.push(("Processes", breakdown));

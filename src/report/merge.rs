@@ -54,6 +54,9 @@ fn merged_meta(captures: &[Capture]) -> Meta {
         peak_bytes: metas.iter().map(|m| m.peak_bytes).sum(),
         live_bytes: metas.iter().map(|m| m.live_bytes).sum(),
         import_system_folded: false,
+        // Captures sampled at different rates still add up (each figure
+        // is an estimate); the report names the largest rate.
+        sample_rate: metas.iter().map(|m| m.sample_rate).max().unwrap_or(0),
     }
 }
 

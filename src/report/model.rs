@@ -117,6 +117,28 @@ pub struct Meta {
     /// recorded, so this is never set there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub import_system_folded: bool,
+    /// Mean bytes between samples when tracing sampled allocations (every
+    /// figure is then an estimate); 0, and absent from the file, when every
+    /// allocation was recorded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sample_rate: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl Meta {
+    /// "sampled, one per 512.0 KiB allocated on average: figures are
+    /// estimates", or None when every allocation was recorded.
+    pub fn sampling_note(&self) -> Option<String> {
+        (self.sample_rate > 0).then(|| {
+            format!(
+                "sampled, one per {} allocated on average: figures are estimates",
+                super::format::format_size(self.sample_rate as f64, false)
+            )
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -188,6 +210,8 @@ pub struct Process {
     pub python_version: String,
     pub heapsite_version: String,
     pub frames_limit: u32,
+    /// See `Meta::sample_rate`.
+    pub sample_rate: u64,
 }
 
 /// One call site as the engine has it: frames as `(filename, lineno,
@@ -313,6 +337,7 @@ impl Capture {
                 peak_bytes: run.peak_bytes,
                 live_bytes: run.live_bytes,
                 import_system_folded: false,
+                sample_rate: process.sample_rate,
             },
             frames,
             sites: kept,
@@ -406,6 +431,7 @@ pub mod sample {
                 peak_bytes: 96_000_000,
                 live_bytes: 1_000,
                 import_system_folded: false,
+                sample_rate: 0,
             },
             frames: vec![
                 frame("julia.py", 45, "calc_pure_python"),
@@ -520,6 +546,7 @@ mod tests {
             python_version: "3.12.1".into(),
             heapsite_version: "0.1.0".into(),
             frames_limit: 16,
+            sample_rate: 0,
         };
         let sites = vec![
             raw(&[("a.py", 3, "f"), ("a.py", 9, "<module>")], 100),

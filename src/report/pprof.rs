@@ -13,7 +13,9 @@
 //! first, as the capture's `Site::stack` is; one `Location` per distinct
 //! frame (file, line, function) and one `Function` per distinct (function,
 //! file), since pprof's function views group by `Function`. The figures are
-//! exact counts, not sampled ones, so `period` is 1.
+//! exact counts, or a sampled capture's estimates (already weighted, as Go's
+//! own profiles are): `period` is then the mean bytes between samples, as Go
+//! sets it, else 1.
 
 use super::joined;
 use super::model::{Capture, Frame, Site};
@@ -301,6 +303,7 @@ pub fn profile(capture: &Capture) -> proto::Profile {
         format!("heapsite: {}", meta.heapsite_version),
         format!("frames per site: {}", meta.frames_limit),
         format!("native memory included: {}", meta.native),
+        format!("sampling: {}", meta.sampling_note().unwrap_or("off".into())),
         format!("peak traced bytes: {}", meta.peak_bytes),
         format!("live traced bytes: {}", meta.live_bytes),
     ]
@@ -351,7 +354,7 @@ pub fn profile(capture: &Capture) -> proto::Profile {
         time_nanos: nanos(meta.started),
         duration_nanos: nanos(meta.duration),
         period_type,
-        period: 1,
+        period: (meta.sample_rate as i64).max(1),
         comment,
         default_sample_type,
         ..Default::default()
@@ -433,6 +436,23 @@ mod tests {
             ("space", "bytes")
         );
         assert_eq!(profile.period, 1);
+    }
+
+    #[test]
+    fn a_sampled_capture_gives_its_rate_as_period_and_says_so() {
+        let mut capture = sample::capture();
+        capture.meta.sample_rate = 512 * 1024;
+        let profile = decode(&render(&capture));
+        assert_eq!(profile.period, 512 * 1024);
+        let comments: Vec<&str> = profile.comment.iter().map(|&i| text(&profile, i)).collect();
+        assert!(
+            comments.contains(
+                &"sampling: sampled, one per 512 KiB allocated on average: figures are estimates"
+            ),
+            "{comments:?}"
+        );
+        let header = crate::report::text::header(&capture);
+        assert!(header.contains("sampled, one per 512 KiB"), "{header}");
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub fn header(capture: &Capture) -> String {
             ""
         }
     );
+    if let Some(note) = meta.sampling_note() {
+        let _ = writeln!(out, "{note}");
+    }
     let _ = writeln!(
         out,
         "peak {}, still live at exit {}, allocated in total {} in {} blocks",

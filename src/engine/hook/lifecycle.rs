@@ -8,6 +8,7 @@ use super::*;
 // ---- installing and removing ------------------------------------------------
 
 fn our_allocator(domain: usize, ctx: *mut c_void) -> PyMemAllocatorEx {
+    let sampled = crate::engine::sampling::on();
     match domain {
         0 => PyMemAllocatorEx {
             ctx,
@@ -18,17 +19,33 @@ fn our_allocator(domain: usize, ctx: *mut c_void) -> PyMemAllocatorEx {
         },
         1 => PyMemAllocatorEx {
             ctx,
-            malloc: Some(gil_malloc::<1>),
+            malloc: Some(if sampled {
+                sampled_malloc::<1>
+            } else {
+                gil_malloc::<1>
+            }),
             calloc: Some(gil_calloc::<1>),
             realloc: Some(gil_realloc::<1>),
-            free: Some(gil_free::<1>),
+            free: Some(if sampled {
+                sampled_free::<1>
+            } else {
+                gil_free::<1>
+            }),
         },
         _ => PyMemAllocatorEx {
             ctx,
-            malloc: Some(gil_malloc::<2>),
+            malloc: Some(if sampled {
+                sampled_malloc::<2>
+            } else {
+                gil_malloc::<2>
+            }),
             calloc: Some(gil_calloc::<2>),
             realloc: Some(gil_realloc::<2>),
-            free: Some(gil_free::<2>),
+            free: Some(if sampled {
+                sampled_free::<2>
+            } else {
+                gil_free::<2>
+            }),
         },
     }
 }
@@ -46,9 +63,10 @@ fn current_allocator(domain: usize) -> PyMemAllocatorEx {
     current
 }
 
+/// Whether `allocator` is one of ours (exact or sampled: calloc is shared).
 fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
     let ours = our_allocator(domain, ptr::null_mut());
-    allocator.malloc.map(|f| f as usize) == ours.malloc.map(|f| f as usize)
+    allocator.calloc.map(|f| f as usize) == ours.calloc.map(|f| f as usize)
 }
 
 /// Puts our hook outermost in each domain where it is not already. If another
@@ -103,17 +121,24 @@ fn clear_tables(companion: &Companion) {
         shard.lock().clear();
     }
     (companion.clear)();
+    crate::engine::sampling::clear_filter();
     crate::engine::counters::reset_globals();
     sites::reset_all();
 }
 
-/// Starts tracing `depth` frames deep (or changes the depth). GIL held.
-pub fn start(depth: usize, companion: &Companion) {
+/// Starts tracing `depth` frames deep, recording every allocation
+/// (`sample_rate` 0) or sampling one per `sample_rate` bytes on average
+/// (src/engine/sampling.rs); or, while tracing, changes the depth. The rate
+/// cannot change while tracing: the tables hold blocks chosen by the old
+/// one (the caller refuses that). GIL held.
+pub fn start(depth: usize, sample_rate: u64, companion: &Companion) {
     DEPTH.store(depth, Relaxed);
     if tracing() {
+        debug_assert_eq!(sample_rate, crate::engine::sampling::rate());
         return;
     }
     clear_tables(companion);
+    crate::engine::sampling::configure(sample_rate, seed());
     install();
     (companion.install)();
     TRACING.store(true, Release);
@@ -127,6 +152,14 @@ pub fn stop(companion: &Companion) {
     TRACING.store(false, Release);
     uninstall();
     clear_tables(companion);
+}
+
+/// A different sampling seed for every start.
+fn seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ (u64::from(std::process::id()) << 32)
 }
 
 pub fn is_tracing() -> bool {

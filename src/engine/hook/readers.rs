@@ -45,6 +45,9 @@ pub(in crate::engine) fn dropped() -> usize {
 
 /// The record of a live allocation, if heapsite has one. GIL held.
 pub fn lookup(addr: usize) -> Option<Record> {
+    if never_sampled(addr) {
+        return None; // nothing to look up (the heap walk asks for every object)
+    }
     settled_gil_table()
         .get(addr, account_free)
         .or_else(|| RAW_TABLE.shard(addr).get(addr))
