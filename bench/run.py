@@ -38,7 +38,14 @@ WORKLOADS = {
 }
 # The harness's in-process modes (plain, heapsite1, ..., dropin25).
 HARNESS_TOOLS = harness.MODES
-TOOLS = (*HARNESS_TOOLS, "heapsite-run", "heapsite-run-native", "memray", "scalene")
+TOOLS = (
+    *HARNESS_TOOLS,
+    "heapsite-run",
+    "heapsite-run-native",
+    "heapsite-run-sampled",
+    "memray",
+    "scalene",
+)
 # tracemalloc at 25 frames takes minutes per Julia run: the drop-in's
 # comparison is asked for explicitly.
 DEFAULT_TOOLS = tuple(t for t in TOOLS if t not in ("tracemalloc25", "dropin25"))
@@ -74,11 +81,15 @@ def command(tool, script, scratch):
     py = sys.executable
     if tool in HARNESS_TOOLS:
         return [py, str(HARNESS), tool, str(script)]
-    if tool in ("heapsite-run", "heapsite-run-native"):
+    if tool.startswith("heapsite-run"):
         # The whole front door: LD_PRELOAD, capture and kinds at exit.
         out = scratch / "heapsite.capture"
-        native = ["--native"] if tool.endswith("native") else []
-        return [py, "-m", "heapsite", "run", "-q", *native, "-o", str(out), str(script)]
+        extra = {
+            "heapsite-run": [],
+            "heapsite-run-native": ["--native"],
+            "heapsite-run-sampled": ["--sample", "512KiB"],
+        }[tool]
+        return [py, "-m", "heapsite", "run", "-q", *extra, "-o", str(out), str(script)]
     if tool == "memray":
         out = scratch / "memray.bin"
         return [

@@ -7,7 +7,8 @@ an LRU cache of 1,000 responses that stays full) leaks `--leak` bytes a
 second at one line: a list that keeps a small record per request. It runs
 under `heapsite run --sample RATE --dump-signal USR2`; after `--seconds`
 the benchmark sends SIGUSR2, the service writes a capture of itself and goes
-on, and the benchmark stops it with SIGTERM. The top line of the capture's
+on, and the benchmark stops it with SIGTERM (sent to `heapsite run`, which
+passes it on). The top line of the capture's
 live bytes is checked against the planted line.
 """
 
@@ -24,12 +25,12 @@ from pathlib import Path
 
 SERVICE = textwrap.dedent(
     """
-    import collections, json, sys, time
+    import collections, json, os, sys, time
 
     LEAK_PER_SECOND = int(sys.argv[1])
     cache = collections.OrderedDict()
     history = []
-    print("ready", flush=True)
+    print("ready", os.getpid(), flush=True)
     started = time.monotonic()
     request = 0
     while True:
@@ -59,10 +60,12 @@ def run_once(seconds, rate, leak, scratch):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
+        ready = proc.stdout.readline().split()
+        if ready[:1] != ["ready"]:
             raise SystemExit("the service did not start")
         time.sleep(seconds)
-        proc.send_signal(signal.SIGUSR2)
+        # To the program itself (`heapsite run` is its parent).
+        os.kill(int(ready[1]), signal.SIGUSR2)
         dump = scratch / "service.dump1.capture"
         deadline = time.monotonic() + 60
         while not dump.exists() and time.monotonic() < deadline:

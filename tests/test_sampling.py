@@ -135,6 +135,7 @@ def test_the_rate_cannot_change_while_tracing():
     heapsite.start(4)  # the depth may change; the rate stays
     assert (heapsite.traceback_limit(), heapsite.sample_rate()) == (4, 256 * 1024)
     heapsite.stop()
+    assert heapsite.sample_rate() == 0
     heapsite.start(1)
     assert heapsite.sample_rate() == 0
 

@@ -92,6 +92,7 @@ REPORT_BIG = textwrap.dedent(
 START = "import heapsite; heapsite.start(frames=16)\n"
 STARTS = {
     "start": START,
+    "sampled": "import heapsite; heapsite.start(frames=16, sample_every='64 KiB')\n",
     "follow_reuse": START + "heapsite._heapsite.follow_reuse(True)\n",
 }
 

@@ -14,13 +14,14 @@ import pytest
 from heapsite.cli import _can_preload
 
 # The program runs with heapsite tracing in-process (started before its first
-# line, as `heapsite.start(frames=16)`), preloaded, or preloaded with native
-# frames. The plain run is the reference.
+# line, as `heapsite.start(frames=16)`), preloaded, preloaded with native
+# frames, or preloaded and sampled (at 64 KiB, so that the recording path
+# runs often too). The plain run is the reference.
 IN_PROCESS = (
     "import heapsite, runpy, sys; heapsite.start(frames=16); "
     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
-MODES = ["in-process", "run", "run --native"]
+MODES = ["in-process", "run", "run --native", "run --sample"]
 
 
 def command(mode, script, capture):
@@ -30,7 +31,7 @@ def command(mode, script, capture):
         return [sys.executable, "-c", IN_PROCESS, str(script)]
     if not _can_preload():
         pytest.skip("this python cannot be preloaded (no shared libpython)")
-    extra = ["--native"] if mode.endswith("--native") else []
+    extra = {"run": [], "run --native": ["--native"], "run --sample": ["--sample", "64KiB"]}[mode]
     return [sys.executable, "-m", "heapsite", "run", "-q", *extra, "-o", str(capture), str(script)]
 
 

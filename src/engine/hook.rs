@@ -325,7 +325,8 @@ extern "C" fn gil_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut 
 /// saves no registers for it (callgrind: a third of the hook's instructions
 /// when `gil_malloc` samples). Either function is right in either mode (one
 /// stays installed when another tool wrapped it): each hands over to the
-/// other when the mode is not its own.
+/// other when the mode is not its own. Sampling on implies tracing: the
+/// rate is set as tracing starts and cleared as it stops (hook/lifecycle.rs).
 extern "C" fn sampled_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
     if !sampling::on() {
         return gil_malloc::<D>(ctx, size);
@@ -334,7 +335,7 @@ extern "C" fn sampled_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *
     let Some(malloc) = prev.malloc else {
         return ptr::null_mut();
     };
-    if !tracing() || !sampling::take_mem(size) {
+    if !sampling::take_mem(size) {
         let below = sampling::reaches_below(size, native());
         return sampling::passing_over(below, || malloc(prev.ctx, size));
     }
@@ -405,7 +406,8 @@ extern "C" fn sampled_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
         return gil_free::<D>(ctx, ptr);
     }
     let prev = previous(D, ctx);
-    if !ptr.is_null() && tracing() && may_be_recorded(ptr) {
+    let recorded = sampling::maybe_sampled(ptr as usize) || crate::engine::relheap::is_kept();
+    if !ptr.is_null() && recorded {
         forget_freed_apart(ptr);
     }
     if let Some(free) = prev.free {

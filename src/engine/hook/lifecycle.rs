@@ -150,6 +150,10 @@ pub fn stop(companion: &Companion) {
         return;
     }
     TRACING.store(false, Release);
+    // Not sampling any more: sample_rate() says 0, and a sampled hook left
+    // installed under another tool hands over to the exact one, which stops
+    // at `tracing()` (the sampled ones rely on this: no rate, no tracing).
+    crate::engine::sampling::configure(0, 1);
     uninstall();
     clear_tables(companion);
 }
