@@ -140,6 +140,7 @@ def sleeper():
         (["attach", "1", "--bogus"], "unrecognized arguments: --bogus"),
         (["attach", "1", "--duration", "5x"], "a duration is a number with s, m, h or ms"),
         (["attach", "1", "--duration", "0"], "a duration must be above 0"),
+        (["attach", "1", "--sample", "lots"], "cannot parse size 'lots'"),
         (["attach", "1", "--duration", "-3s"], "expected one argument|a duration is"),
         (["attach", "1", "--frames", "0"], "--frames must be between 1 and 128"),
         (["detach", "1", "--timeout", "soon"], "a duration is a number"),
@@ -259,6 +260,25 @@ def test_attach_then_detach_writes_the_capture_and_changes_nothing(tmp_path):
     assert not any(
         name.startswith(("heapsite-attach-", "heapsite-detach-")) for name in os.listdir(tmp_path)
     )
+
+
+@needs_injection
+def test_a_sampled_attach_says_so_in_its_capture(tmp_path):
+    capture = tmp_path / "sampled.capture"
+    with Program(tmp_path) as program:
+        result = cli(
+            *("attach", str(program.pid), "--duration", "2s", "--sample", "64KiB"),
+            *("-o", str(capture)),
+            tmp_path=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        out, err, status = program.finish()
+    assert (out, err, status) == (expected_end() + " True\n", "", 7)
+    data = json.loads(heapsite._heapsite.render_report(str(capture), "json", 5))
+    assert data["meta"]["sample_rate"] == 64 * 1024
+    # Two seconds of the workers' lists at 64 KiB: some samples, few blocks.
+    assert data["sites"], data
+    assert "sampled, one per 64.0 KiB" in report_text(capture)
 
 
 @needs_injection

@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from . import __version__
+from ._format import sample_rate
 from .cli import frames_arg
 
 REMOTE_EXEC = (3, 14)  # PEP 768
@@ -122,11 +123,27 @@ def _parser(command: str) -> argparse.ArgumentParser:
             "--frames", type=frames_arg, default=16, help="frames per call site (default 16)"
         )
         parser.add_argument(
+            "--sample",
+            metavar="SIZE",
+            type=_sample_bytes,
+            default=0,
+            help="record a sample, one allocation per SIZE bytes on average (512KiB): "
+            "cheap enough for a service under load (default: every allocation)",
+        )
+        parser.add_argument(
             "--no-kinds",
             action="store_true",
             help="skip the heap walk (object kinds) when the capture is written",
         )
     return parser
+
+
+def _sample_bytes(text: str) -> int:
+    """--sample SIZE as bytes (0: every allocation)."""
+    try:
+        return sample_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _interrupt(signum, frame):
@@ -616,7 +633,12 @@ def _run_session(target: Target, action: str, timeout: float, options: dict | No
 def attach(args: argparse.Namespace) -> int:
     target = inspect(args.pid)
     output = _output_path(args, target.pid)
-    options = {"output": output, "frames": args.frames, "kinds": not args.no_kinds}
+    options = {
+        "output": output,
+        "frames": args.frames,
+        "kinds": not args.no_kinds,
+        "sample": args.sample,
+    }
     answer = _run_session(target, "attach", args.timeout, options)
     if not answer.get("ok"):
         raise AttachError(answer.get("message") or "the process refused")

@@ -88,7 +88,12 @@ def _main():
         try:
             if SESSION["action"] == "attach":
                 options = SESSION["options"]
-                message = _attached.begin(options["output"], options["frames"], options["kinds"])
+                message = _attached.begin(
+                    options["output"],
+                    options["frames"],
+                    options["kinds"],
+                    options.get("sample", 0),
+                )
                 answer(True, message)
             else:
                 output = _attached.end()

@@ -35,7 +35,7 @@ class Refused(Exception):
     """What the attacher is told, in one line."""
 
 
-def begin(output: str, frames: int = 16, kinds: bool = True) -> str:
+def begin(output: str, frames: int = 16, kinds: bool = True, sample: int = 0) -> str:
     """Starts tracing; returns a line for the attacher."""
     if _session:
         raise Refused(f"heapsite is already attached to process {os.getpid()}")
@@ -51,12 +51,13 @@ def begin(output: str, frames: int = 16, kinds: bool = True) -> str:
 
     _capture.started_at = time.time()
     _session.update(output=output, kinds=kinds, pid=os.getpid(), started=_capture.started_at)
-    _core.start(frames, 0)
+    _core.start(frames, sample)
     atexit.register(_at_exit)
     if not _hooks["fork"]:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _hooks["fork"] = True
-    return f"tracing process {os.getpid()} ({frames} frames per call site)"
+    sampled = f", one sample per {sample} bytes" if sample else ""
+    return f"tracing process {os.getpid()} ({frames} frames per call site{sampled})"
 
 
 def end() -> str:
