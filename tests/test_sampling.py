@@ -226,3 +226,21 @@ def test_hs_sample_setting_is_checked_like_the_others(tmp_path):
         # One error line (argparse prints its usage above it), naming the value.
         errors = [line for line in done.stderr.splitlines() if "error" in line]
         assert len(errors) == 1 and "lots" in errors[0], done.stderr
+
+
+def test_the_pytest_plugin_refuses_to_judge_tests_on_estimates(tmp_path):
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert True\n")
+    sampled_pytest = (
+        "import heapsite, pytest, sys; heapsite.start(1, sample_every='256 KiB'); "
+        "sys.exit(pytest.main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", sampled_pytest, "--heapsite", "-p", "no:cacheprovider"]
+        + ["-p", "no:memray", str(tmp_path / "test_one.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 4, (done.stdout, done.stderr)  # pytest's usage error
+    assert "--heapsite needs every allocation traced" in done.stderr, done.stderr

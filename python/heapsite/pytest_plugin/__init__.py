@@ -116,6 +116,13 @@ def pytest_configure(config):
     config._heapsite_peaks = _summary.PeakSites()
     if not active:
         return
+    if is_tracing() and _core.sample_rate():
+        # A per-test limit or leak verdict on estimates would pass or fail by chance.
+        raise pytest.UsageError(
+            "--heapsite needs every allocation traced, and heapsite is sampling "
+            f"(one per {format_size(_core.sample_rate())}: --sample, HEAPSITE_SAMPLE or "
+            "heapsite.start(sample_every=...)); run pytest without sampling"
+        )
     rounds = config.getoption("--heapsite-rounds")
     if rounds < 2:
         raise pytest.UsageError(
