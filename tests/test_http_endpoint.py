@@ -4,6 +4,7 @@ golang-go (scripts/test-all installs it; without it these tests fail, they
 do not skip). The oracle is the program itself, which keeps a known amount
 at a known line, and heapsite's own capture of it at exit."""
 
+import collections
 import json
 import os
 import re
@@ -62,9 +63,13 @@ def go_env(tmp_path):
     }
 
 
+Profile = collections.namedtuple("Profile", "types shown samples")
+
+
 def pprof_raw(tmp_path, url, timeout=60):
-    """`go tool pprof -raw URL`, parsed: (sample type names, [(values,
-    [file:line of each location, leaf first])])."""
+    """`go tool pprof -raw URL`, parsed: the sample type names, the type
+    shown first, and the samples as [(values, [file:line of each location,
+    leaf first])]."""
     done = subprocess.run(
         ["go", "tool", "pprof", "-raw", url],
         capture_output=True,
@@ -76,6 +81,7 @@ def pprof_raw(tmp_path, url, timeout=60):
     lines = done.stdout.splitlines()
     start = lines.index("Samples:")
     types = [t.split("/")[0] for t in lines[start + 1].split()]
+    shown = next(t.split("/")[0] for t in lines[start + 1].split() if "[dflt]" in t)
     samples = []
     for line in lines[start + 2 :]:
         if not re.match(r"\s*\d", line):
@@ -88,7 +94,7 @@ def pprof_raw(tmp_path, url, timeout=60):
         if not found:
             break
         where[int(found.group(1))] = found.group(2).strip()
-    return types, [(values, [where[n] for n in locs]) for values, locs in samples]
+    return Profile(types, shown, [(values, [where[n] for n in locs]) for values, locs in samples])
 
 
 def inuse_at(types, samples, place):
@@ -184,9 +190,16 @@ def test_go_pprof_reads_the_live_heap_at_its_line(tmp_path, programs, in_process
         env={"HEAPSITE_IN_PROCESS": in_process},
     )
     programs.append(program.wait_ready())
-    types, samples = pprof_raw(tmp_path, program.url)
+    types, shown, samples = pprof_raw(tmp_path, program.url)
     assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+    assert shown == "inuse_space"
     served = inuse_at(types, samples, f"prog.py:{KEPT_LINE}")
+    # Go's /debug/pprof/allocs too (Parca's and Alloy's memory scrapes).
+    allocs_types, allocs_shown, allocs = pprof_raw(
+        tmp_path, program.url.replace("/heap", "/allocs")
+    )
+    assert allocs_types == types and allocs_shown == "alloc_space"
+    assert inuse_at(types, allocs, f"prog.py:{KEPT_LINE}") >= 20 * MIB
     # 20 bytearrays of 1 MiB and their object headers.
     assert 20 * MIB <= served <= 20 * MIB * 1.01, served
     status, _ = program.finish()
@@ -214,7 +227,7 @@ def test_go_pprof_reads_the_live_heap_at_its_line(tmp_path, programs, in_process
 def test_heapsite_http_in_the_environment_serves_too(tmp_path, programs):
     program = Program(tmp_path, heapsite_run("-q"), env={"HEAPSITE_HTTP": "127.0.0.1:0"})
     programs.append(program.wait_ready())
-    types, samples = pprof_raw(tmp_path, program.url)
+    types, _, samples = pprof_raw(tmp_path, program.url)
     assert inuse_at(types, samples, f"prog.py:{KEPT_LINE}") >= 20 * MIB
     assert program.finish()[0] == 3
 
@@ -254,7 +267,7 @@ def test_the_python_api_serves_stops_and_refuses_twice(tmp_path):
         address = process.stdout.readline().strip()
         assert address.startswith("127.0.0.1:"), process.stderr.read()
         assert "already serves" in process.stdout.readline()
-        types, samples = pprof_raw(tmp_path, f"http://{address}/debug/pprof/heap")
+        types, _, samples = pprof_raw(tmp_path, f"http://{address}/debug/pprof/heap")
         assert 20 * MIB <= inuse_at(types, samples, "api.py:3") <= 20.2 * MIB
         out, err = process.communicate("\n", timeout=60)
     finally:
@@ -397,7 +410,7 @@ def test_slow_and_malformed_clients_cost_the_program_nothing(tmp_path, programs)
         # The program went on all along (a tick every 50 ms).
         assert program.ticks_since(began) >= 10 * (time.monotonic() - began) - 10
         # A good client after them (Go's ?gc=1 ignored) gets the profile.
-        types, samples = pprof_raw(tmp_path, program.url + "?gc=1")
+        types, _, samples = pprof_raw(tmp_path, program.url + "?gc=1")
         assert inuse_at(types, samples, f"prog.py:{KEPT_LINE}") >= 20 * MIB
         # And the program ends on time, with its own status, slow clients or not.
         status, took = program.finish()
@@ -415,7 +428,7 @@ def test_a_scrape_while_the_program_holds_the_gil_does_not_wait_for_it(tmp_path,
     (tmp_path / "hold-gil").write_text("")
     assert program.holding.wait(30)
     asked = time.monotonic()
-    types, samples = pprof_raw(tmp_path, program.url)
+    types, _, samples = pprof_raw(tmp_path, program.url)
     took = time.monotonic() - asked
     assert took < 2.8, took  # the program holds the GIL for 3 s
     # Known sites keep their names; the new one waits for a later scrape.

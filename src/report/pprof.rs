@@ -187,6 +187,13 @@ pub const GO_HEAP: Convention = Convention {
     default: "inuse_space",
 };
 
+/// The same profile as Go's `/debug/pprof/allocs` serves it, `alloc_space`
+/// first: where Parca's and Grafana Alloy's memory scrapes look by default.
+pub const GO_ALLOCS: Convention = Convention {
+    types: 4,
+    default: "alloc_space",
+};
+
 /// The function name of the one location given to a site without Python
 /// frames (memory allocated outside any Python code), so that its bytes
 /// still show in flamegraphs, which drop samples without locations.
@@ -476,6 +483,9 @@ mod tests {
             ]
         );
         assert_eq!(text(&profile, profile.default_sample_type), "inuse_space");
+        let allocs = decode(&render(&sample::capture(), &GO_ALLOCS));
+        assert_eq!(text(&allocs, allocs.default_sample_type), "alloc_space");
+        assert_eq!(allocs.sample_type, profile.sample_type);
         assert_eq!(
             samples(&profile)[1].0,
             vec![20, 2_000, 10, 1_000],

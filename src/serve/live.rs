@@ -2,7 +2,7 @@
 //! from the counters (`engine::gil_free`: unsettled, so live bytes may
 //! include the few frees the nursery still queues), the names from the
 //! server's cache (names.rs), rendered by the capture renderer in Go's
-//! convention (`report::pprof::GO_HEAP`).
+//! convention (`report::pprof::GO_HEAP`, `GO_ALLOCS`).
 
 use super::names::{Frames, Names, SiteKey};
 use crate::engine::{gil_free, hook, interp, sampling, sites};
@@ -37,8 +37,9 @@ pub fn process() -> Process {
     }
 }
 
-/// The gzipped profile.proto `/debug/pprof/heap` answers.
-pub fn heap_profile(program: &Program, names: &Names) -> Vec<u8> {
+/// The gzipped profile.proto `/debug/pprof/heap` (`GO_HEAP`) or
+/// `/debug/pprof/allocs` (`GO_ALLOCS`) answers.
+pub fn heap_profile(program: &Program, names: &Names, convention: &pprof::Convention) -> Vec<u8> {
     let figures: Vec<_> = (0..gil_free::site_count())
         .filter_map(|id| Some((id, gil_free::figures(id)?)))
         .filter(|(_, (_, t))| t.total_count != 0 || t.live_count != 0)
@@ -69,7 +70,7 @@ pub fn heap_profile(program: &Program, names: &Names) -> Vec<u8> {
         ..program.run.clone()
     };
     let capture = Capture::assemble(run, process(), sites, &program.own_prefix);
-    pprof::render(&capture, &pprof::GO_HEAP)
+    pprof::render(&capture, convention)
 }
 
 fn frames_of(id: sites::SiteId, named: Option<&Frames>) -> Vec<(String, i64, String)> {

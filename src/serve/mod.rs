@@ -1,7 +1,9 @@
 //! The pprof endpoint: `/debug/pprof/heap` in Go's convention (a gzipped
 //! profile.proto with alloc_objects, alloc_space, inuse_objects and
 //! inuse_space), so `go tool pprof URL` and the Parca and Pyroscope
-//! scrapers read a Python program as they read a Go one.
+//! scrapers read a Python program as they read a Go one; and, as Go does,
+//! `/debug/pprof/allocs`, the same profile showing `alloc_space` first,
+//! which is what Parca's and Grafana Alloy's memory scrapes ask for.
 //!
 //! Two threads of heapsite's own (`native::own_thread`, every signal
 //! blocked): the server, which accepts one connection at a time and
@@ -21,6 +23,7 @@ pub mod live;
 mod names;
 
 use crate::native::own_thread;
+use crate::report::pprof::{GO_ALLOCS, GO_HEAP};
 use http::Request;
 use live::Program;
 use names::Names;
@@ -39,9 +42,14 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(100);
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
 const HEAP_PATH: &str = "/debug/pprof/heap";
+const ALLOCS_PATH: &str = "/debug/pprof/allocs";
+/// A profile's content type, as Go's net/http/pprof sends it.
+const PROFILE: &str = "application/octet-stream";
 const INDEX: &str = "<html><head><title>/debug/pprof/</title></head><body>\n\
     <p>heapsite: the heap profile of this Python program, as Go's pprof serves it.</p>\n\
-    <p><a href=\"heap\">heap</a>: go tool pprof http://HOST/debug/pprof/heap</p>\n\
+    <p><a href=\"heap\">heap</a>: what is live, where it was allocated \
+    (go tool pprof http://HOST/debug/pprof/heap)</p>\n\
+    <p><a href=\"allocs\">allocs</a>: the same, all allocations first</p>\n\
     </body></html>\n";
 
 struct Server {
@@ -176,11 +184,8 @@ fn exchange(mut stream: TcpStream, program: &Program, names: &Names, stopping: &
         None => return,
         Some(Request::Refused(status)) => (status, "text/plain", Vec::new()),
         Some(Request::Get(path)) => match path.as_str() {
-            HEAP_PATH => (
-                200,
-                "application/octet-stream",
-                live::heap_profile(program, names),
-            ),
+            HEAP_PATH => (200, PROFILE, live::heap_profile(program, names, &GO_HEAP)),
+            ALLOCS_PATH => (200, PROFILE, live::heap_profile(program, names, &GO_ALLOCS)),
             "/debug/pprof/" | "/debug/pprof" => (200, "text/html; charset=utf-8", INDEX.into()),
             _ => (404, "text/plain", b"404 page not found\n".to_vec()),
         },
