@@ -42,7 +42,7 @@ while not os.path.exists("stop") and time.monotonic() < deadline:
         new_sites.append([n for n in range(1000)])  # named in no scrape yet
         print("holding", flush=True)
         import ctypes
-        ctypes.PyDLL(None).sleep(3)  # a C call that keeps the GIL
+        ctypes.PyDLL(None).sleep(5)  # a C call that keeps the GIL
 sys.exit(3)
 """
 ENDPOINT = re.compile(r"heapsite: pprof endpoint at (http://(\S+)/debug/pprof/heap)")
@@ -430,7 +430,7 @@ def test_a_scrape_while_the_program_holds_the_gil_does_not_wait_for_it(tmp_path,
     asked = time.monotonic()
     types, _, samples = pprof_raw(tmp_path, program.url)
     took = time.monotonic() - asked
-    assert took < 2.8, took  # the program holds the GIL for 3 s
+    assert took < 4.5, took  # the program holds the GIL for 5 s
     # Known sites keep their names; the new one waits for a later scrape.
     assert inuse_at(types, samples, f"prog.py:{KEPT_LINE}") >= 20 * MIB
     names = [stack[0] for _, stack in samples if stack]

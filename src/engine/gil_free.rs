@@ -23,9 +23,10 @@ pub fn site_count() -> SiteId {
 }
 
 /// Site `id`'s figures and which site holds the id (`Site::generation`),
-/// or None if the id changed hands while it was read.
+/// or None if the id changed hands while it was read (or is not in use
+/// yet: it is counted a moment before its slot is made).
 pub fn figures(id: SiteId) -> Option<(u32, SiteTotals)> {
-    let site = sites::site(id);
+    let site = sites::existing(id)?;
     let generation = site.generation();
     let totals = site.counters.totals();
     (site.generation() == generation).then_some((generation, totals))

@@ -130,6 +130,12 @@ pub fn site(id: SiteId) -> &'static Site {
         .unwrap_or_else(|| SITES.get(OVERFLOW_SITE as usize).expect("reserved sites"))
 }
 
+/// The site with this id if its slot exists: a reader without the GIL may
+/// see an id counted a moment before its slot is allocated.
+pub fn existing(id: SiteId) -> Option<&'static Site> {
+    SITES.get(id as usize)
+}
+
 /// Creates the reserved sites; called once at module init.
 pub fn init() {
     for id in 0..FIRST_DYNAMIC_SITE {
