@@ -24,6 +24,7 @@ from . import (
     _core,
     _format,
     _own,
+    _serve,
 )
 from ._format import format_size, parse_size
 from ._heap import Partition, clearrelheap, heap, hpy, path_to_root, setrelheap
@@ -65,10 +66,12 @@ __all__ = [
     "parse_size",
     "peak",
     "reset_peak",
+    "serve",
     "snapshot",
     "start",
     "stats",
     "stop",
+    "stop_serving",
     "top",
     "traceback_limit",
     "traced_memory",
@@ -178,6 +181,29 @@ def dump(path: str | os.PathLike[str] | None = None) -> str:
     `heapsite report` renders it like any capture."""
     _require_tracing("a capture")
     return _capture.dump(path)
+
+
+def serve(address: str = "127.0.0.1:6060") -> str:
+    """Serves the running program's heap profile at
+    `http://ADDRESS/debug/pprof/heap`, in Go's convention (a gzipped
+    profile.proto with alloc_objects, alloc_space, inuse_objects and
+    inuse_space), so `go tool pprof http://127.0.0.1:6060/debug/pprof/heap`
+    and Parca or Pyroscope scrape configurations work unchanged.
+
+    `address` is HOST:PORT, or a port alone for loopback; only an explicit
+    host such as 0.0.0.0 listens beyond this machine. Port 0 lets the system
+    choose. Returns the address listened on. Tracing must be on
+    (`start()`). Serving costs the program nothing between scrapes: the
+    server reads heapsite's counters without the GIL, taking it only
+    briefly to name call sites it has not seen before, and stops itself at
+    exit. Raises ValueError for a bad address, OSError when it cannot
+    listen (the port is taken), RuntimeError when already serving."""
+    return _serve.serve(address)
+
+
+def stop_serving() -> bool:
+    """Stops the endpoint `serve()` started; False if none was serving."""
+    return _serve.stop()
 
 
 def peak() -> Snapshot:

@@ -17,12 +17,17 @@ Settings, from the environment:
     HEAPSITE_DUMP_SIGNAL   a signal (USR2, SIGUSR1, 12; 1 for SIGUSR2) on which
                            the running program writes a capture of itself,
                            <output stem>.dump<n><ext> (default: none)
+    HEAPSITE_HTTP          HOST:PORT (or a port, for loopback) at which the
+                           running program serves /debug/pprof/heap, Go's
+                           pprof endpoint (default: none; see heapsite.serve)
     HEAPSITE_SAMPLE        a size (512KiB): record a sample, one allocation per
                            that many bytes on average, weighted so figures are
                            estimates (default: every allocation)
 
 A bad setting is a one-line error on stderr and exit status 2, before the
-program runs.
+program runs; but an endpoint that cannot start (HEAPSITE_HTTP names no
+address, or its port is taken) is one line on stderr, and the program runs
+on without it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from . import MAX_FRAMES, _capture, _core
+from . import MAX_FRAMES, _capture, _core, _serve
 from . import _own as own_work
 from ._format import sample_rate
 
@@ -128,6 +133,8 @@ def read_settings(environ: Mapping[str, str] = os.environ) -> dict:
         "verbose": _flag(environ, "HEAPSITE_VERBOSE", False),
         "dump_signal": _dump_signal(environ, "HEAPSITE_DUMP_SIGNAL"),
         "sample": _sample(environ, "HEAPSITE_SAMPLE"),
+        # Checked as the endpoint starts: a bad one costs the endpoint only.
+        "http": environ.get("HEAPSITE_HTTP", "").strip(),
     }
 
 
@@ -177,9 +184,23 @@ def begin() -> None:
     )
     if settings["dump_signal"] is not None:
         dump_on_signal(settings["dump_signal"], _output_here)
+    serve_if_asked(settings["http"])
     atexit.register(finish)
     _capture.on_sigterm(finish, in_children=settings["follow_fork"])
     os.register_at_fork(after_in_child=_core.timeline_after_fork)
+
+
+def serve_if_asked(address: str) -> None:
+    """HEAPSITE_HTTP: the pprof endpoint, with one line on stderr saying
+    where, or why not (the program runs on either way)."""
+    if not address:
+        return
+    try:
+        bound = _serve.serve(address)
+    except (ValueError, OSError, RuntimeError) as e:
+        sys.stderr.write(f"heapsite: HEAPSITE_HTTP: {e}; no pprof endpoint\n")
+        return
+    sys.stderr.write(f"heapsite: pprof endpoint at {_serve.url(bound)}\n")
 
 
 def _output_here() -> str:

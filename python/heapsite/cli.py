@@ -41,6 +41,7 @@ from . import (
     _format,
     _launcher,
     _preload,
+    _serve,
 )
 from ._snapshot import KEY_TYPES, VIEWS
 
@@ -133,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         "weighted so figures are unbiased estimates; cheap enough to leave on "
         "(default HEAPSITE_SAMPLE, else every allocation)",
     )
+    run.add_argument(
+        "--http",
+        metavar="ADDR",
+        help="serve the running program's heap profile at http://ADDR/debug/pprof/heap "
+        "for go tool pprof, Parca, Pyroscope (HOST:PORT, or a port for loopback; "
+        "default HEAPSITE_HTTP, else none)",
+    )
     run.add_argument("--top", type=_positive, default=10, help="rows per table (default 10)")
     _show_import_system_option(run)
     run.add_argument(
@@ -220,6 +228,8 @@ def _program_env(args: argparse.Namespace, output: str) -> dict:
         env["HEAPSITE_DUMP_SIGNAL"] = args.dump_signal
     if args.sample is not None:
         env["HEAPSITE_SAMPLE"] = args.sample
+    if args.http is not None:
+        env["HEAPSITE_HTTP"] = args.http
     return env
 
 
@@ -266,6 +276,7 @@ def _run_in_process(args: argparse.Namespace, settings: dict, capture: _Capture)
     _capture.on_sigterm(lambda: _capture.write(output))
     if settings["dump_signal"] is not None:
         _preload.dump_on_signal(settings["dump_signal"], lambda: output)
+    _preload.serve_if_asked(settings["http"])
     status = 0
     try:
         if args.module is not None:
@@ -364,6 +375,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         settings = _preload.read_settings(env)
     except _preload.SettingError as e:
         return _error(str(e))
+    if args.http is not None:
+        try:
+            _serve.check_address(args.http)
+        except ValueError as e:
+            return _error(f"--http: {e}")
     # Never removed beforehand: it may be a device, a FIFO or a link. A
     # stale capture is told from this run's by its identity.
     capture = _Capture(template)

@@ -146,7 +146,8 @@ impl SiteCounters {
         NOGIL_CURRENT.fetch_sub(bytes, Relaxed);
     }
 
-    /// The site's figures; GIL held.
+    /// The site's figures: settled with the GIL held; unsettled and a
+    /// little torn in time from another thread (see gil_free.rs).
     pub fn totals(&self) -> SiteTotals {
         let at_peak_saved = self.saved_epoch.load(Relaxed) == EPOCH.load(Relaxed);
         let (peak_count, peak_bytes) = if at_peak_saved {

@@ -140,3 +140,20 @@ pub fn warn_untraced() {
 /// The message of the error the API raises in a subinterpreter.
 pub const API_REFUSED: &str = "heapsite: snapshots are taken from the main interpreter \
      (allocations in subinterpreters are not traced)";
+
+/// The interpreter's version as `sys.version_info`'s first three numbers
+/// (`3.13.0rc1 (main, ...)` -> `3.13.0`).
+pub fn python_version() -> String {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string.
+    let full = unsafe { std::ffi::CStr::from_ptr(pyo3_ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    let numbers: Vec<&str> = full
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .filter(|part| !part.is_empty())
+        .take(3)
+        .collect();
+    numbers.join(".")
+}

@@ -10,11 +10,14 @@
 //! methods of [`Settled`], and the one way to a `Settled` is [`settled`],
 //! which does the work first; [`own_figures`] and [`reset_peak`] settle
 //! what they read the same way. The raw readers are private to the engine.
+//! A thread without the GIL reads the counters through [`gil_free`]
+//! instead, knowing they are unsettled.
 
 pub mod codes;
 pub mod counters;
 pub mod fallible;
 pub mod frames;
+pub mod gil_free;
 pub mod hook;
 pub mod interner;
 pub mod interp;

@@ -17,6 +17,7 @@ use crate::engine::interner::{Found, Interner};
 use crate::engine::segvec::{SegVec, Zeroable};
 use crate::engine::sync::GilCell;
 use std::cell::{Cell, UnsafeCell};
+use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
@@ -33,6 +34,18 @@ pub const OVERFLOW_SITE: SiteId = 2;
 /// (src/engine/reuse.rs).
 pub const FREED_CODE_SITE: SiteId = 3;
 const FIRST_DYNAMIC_SITE: SiteId = 4;
+
+/// What a report names a reserved site by (it has no frames), or None for
+/// a site of the program's.
+pub fn reserved_name(id: SiteId) -> Option<&'static CStr> {
+    match id {
+        NO_FRAME_SITE => Some(c"<no Python frame>"),
+        NO_GIL_SITE => Some(c"<raw allocation without the GIL>"),
+        OVERFLOW_SITE => Some(c"<too many call sites>"),
+        FREED_CODE_SITE => Some(c"<freed code>"),
+        _ => None,
+    }
+}
 /// Site ids must fit the table's 30-bit field.
 const MAX_SITE: SiteId = (1 << 30) - 1;
 
@@ -41,6 +54,10 @@ pub struct Site {
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
+    /// Bumped each time the slot is given to a new site (ids of freed code
+    /// are reused), so a reader without the GIL can tell whether what it
+    /// knows of an id (its names) is still about the site there now.
+    generation: AtomicU32,
     pub counters: SiteCounters,
 }
 
@@ -56,6 +73,12 @@ impl Site {
         }
         // SAFETY: published once, from a leaked boxed slice of `nframes` frames.
         unsafe { std::slice::from_raw_parts(ptr, self.nframes.load(Ordering::Relaxed) as usize) }
+    }
+
+    /// Which site the slot holds: changes when the id is reused. Readable
+    /// from any thread.
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// How deep the whole stack was (tracemalloc's `total_nframe`).
@@ -105,6 +128,12 @@ pub fn site(id: SiteId) -> &'static Site {
     SITES
         .get(id as usize)
         .unwrap_or_else(|| SITES.get(OVERFLOW_SITE as usize).expect("reserved sites"))
+}
+
+/// The site with this id if its slot exists: a reader without the GIL may
+/// see an id counted a moment before its slot is allocated.
+pub fn existing(id: SiteId) -> Option<&'static Site> {
+    SITES.get(id as usize)
 }
 
 /// Creates the reserved sites; called once at module init.
@@ -217,6 +246,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
         }
         let slot = SITES.get_or_grow(id as usize)?;
         slot.total_depth.store(total_depth, Ordering::Relaxed);
+        slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         let previous = slot.swap_frames(Some(copy));
         debug_assert!(previous.is_none(), "a site id handed out twice");

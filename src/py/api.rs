@@ -319,15 +319,9 @@ unsafe fn pseudo_frame(label: &CStr) -> *mut PyObject {
 pub(crate) unsafe fn site_frames(id: u32) -> *mut PyObject {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
-        match id {
-            NO_FRAME_SITE => pseudo_frame(c"<no Python frame>"),
-            NO_GIL_SITE => pseudo_frame(c"<raw allocation without the GIL>"),
-            OVERFLOW_SITE => pseudo_frame(c"<too many call sites>"),
-            FREED_CODE_SITE => pseudo_frame(c"<freed code>"),
-            _ => {
-                let items = frame_tuples(sites::site(id).frames());
-                tuple(&items)
-            }
+        match sites::reserved_name(id) {
+            Some(name) => pseudo_frame(name),
+            None => tuple(&frame_tuples(sites::site(id).frames())),
         }
     }
 }

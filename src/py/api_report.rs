@@ -4,18 +4,18 @@
 //! and renders it. Errors are one-line `ValueError`s (bad input) or
 //! `OSError`s (files), which the CLI prints and exits 2 on.
 
-use crate::engine::{self, hook};
+use crate::engine;
 use crate::py::api::raise;
 use crate::py::api::site_frames;
 use crate::report::capture;
-use crate::report::model::{Capture, Process, RawSite, Run, View};
+use crate::report::model::{Capture, RawSite, Run, View};
 use crate::report::{self};
 use pyo3_ffi::*;
 use std::ffi::c_char;
 use std::path::PathBuf;
 
 /// A str argument as a Rust string; None (with an exception set) otherwise.
-unsafe fn text_arg(arg: *mut PyObject, what: &str) -> Option<String> {
+pub(crate) unsafe fn text_arg(arg: *mut PyObject, what: &str) -> Option<String> {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
         if PyUnicode_Check(arg) == 0 {
@@ -32,7 +32,10 @@ unsafe fn text_arg(arg: *mut PyObject, what: &str) -> Option<String> {
     }
 }
 
-unsafe fn args<const N: usize>(tuple: *mut PyObject, name: &str) -> Option<[*mut PyObject; N]> {
+pub(crate) unsafe fn args<const N: usize>(
+    tuple: *mut PyObject,
+    name: &str,
+) -> Option<[*mut PyObject; N]> {
     // SAFETY: the caller keeps this unsafe fn's contract: the GIL held
     // (every caller is an API function).
     unsafe {
@@ -142,23 +145,6 @@ unsafe fn frames_of_tuple(tuple: *mut PyObject) -> Option<Vec<(String, i64, Stri
     }
 }
 
-/// The interpreter's version as `sys.version_info`'s first three numbers
-/// (`3.13.0rc1 (main, ...)` -> `3.13.0`).
-fn python_version() -> String {
-    // SAFETY: Py_GetVersion returns a static NUL-terminated string.
-    let full = unsafe { std::ffi::CStr::from_ptr(Py_GetVersion()) };
-    let full = full.to_string_lossy();
-    let numbers: Vec<&str> = full
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()
-        .unwrap_or("")
-        .split('.')
-        .filter(|part| !part.is_empty())
-        .take(3)
-        .collect();
-    numbers.join(".")
-}
-
 /// write_capture(path, run_json, own_prefix): the capture of the traced
 /// program, now: `run_json` (a `model::Run`: what only Python knows) with
 /// the engine's sites and frames and the process's own facts, leaving out
@@ -184,13 +170,7 @@ pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -
         let Some(sites) = raw_sites() else {
             return std::ptr::null_mut();
         };
-        let process = Process {
-            pid: std::process::id(),
-            python_version: python_version(),
-            heapsite_version: env!("CARGO_PKG_VERSION").to_string(),
-            frames_limit: hook::depth() as u32,
-            sample_rate: crate::engine::sampling::rate(),
-        };
+        let process = crate::serve::live::process();
         let model = Capture::assemble(run, process, sites, &own_prefix);
         if let Err(e) = model.validate() {
             return raise(PyExc_ValueError, &format!("bad capture model: {e}"));

@@ -6,6 +6,7 @@ mod api;
 mod api_heap;
 mod api_preload;
 mod api_report;
+mod api_serve;
 mod api_traces;
 
 use crate::engine::{codes, frames, hook, interp, sites};
@@ -46,7 +47,7 @@ macro_rules! main_interpreter_only {
     }};
 }
 
-static mut METHODS: [PyMethodDef; 47] = [
+static mut METHODS: [PyMethodDef; 50] = [
     method(
         c"start",
         main_interpreter_only!(api::start),
@@ -322,6 +323,24 @@ static mut METHODS: [PyMethodDef; 47] = [
         main_interpreter_only!(api_preload::timeline_after_fork),
         METH_NOARGS,
         c"timeline_after_fork(): restart sampling in a forked child",
+    ),
+    method(
+        c"http_serve",
+        main_interpreter_only!(api_serve::http_serve),
+        METH_VARARGS,
+        c"http_serve(address, run_json, own_prefix) -> str: serve /debug/pprof/heap, return the address",
+    ),
+    method(
+        c"http_stop",
+        main_interpreter_only!(api_serve::http_stop),
+        METH_NOARGS,
+        c"http_stop() -> bool: stop the pprof endpoint; False if it was not serving",
+    ),
+    method(
+        c"http_address",
+        api_serve::http_address,
+        METH_O,
+        c"http_address(address) -> str: the address it names; ValueError if none",
     ),
     PyMethodDef::zeroed(),
 ];

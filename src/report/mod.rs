@@ -38,7 +38,7 @@ pub fn render(
         "text" => Ok(text::render(capture, limit).into_bytes()),
         "json" => Ok(json::render(capture).into_bytes()),
         "html" => Ok(html::render(capture, limit).into_bytes()),
-        "pprof" => Ok(pprof::render(capture)),
+        "pprof" => Ok(pprof::render(capture, &pprof::CAPTURE)),
         other => Err(format!(
             "unknown report format {other:?}: choose one of {}",
             FORMATS.join(", ")

@@ -161,20 +161,45 @@ pub const SAMPLE_TYPES: [(&str, &str); 6] = [
     ("peak_space", "bytes"),
 ];
 
-/// The sample type a viewer shows first. Memory live at the peak answers the
-/// question people profile memory for ("what made my program this big?")
-/// and is what the text report leads with; `inuse_space` is Go's default,
-/// but at a program's exit most of its memory is usually freed already, so
-/// that view would often be nearly empty. It is also the last type, which is
+/// Which sample types a profile carries and which one a viewer shows first.
+pub struct Convention {
+    /// How many of `SAMPLE_TYPES`, from the first.
+    types: usize,
+    default: &'static str,
+}
+
+/// A capture file's profile. Memory live at the peak answers the question
+/// people profile memory for ("what made my program this big?") and is
+/// what the text report leads with; `inuse_space` is Go's default, but at a
+/// program's exit most of its memory is usually freed already, so that
+/// view would often be nearly empty. It is also the last type, which is
 /// what a client that ignores `default_sample_type` falls back to.
-pub const DEFAULT_SAMPLE_TYPE: &str = "peak_space";
+pub const CAPTURE: Convention = Convention {
+    types: 6,
+    default: "peak_space",
+};
+
+/// A running program's profile, as Go's `/debug/pprof/heap` serves it:
+/// exactly Go's four sample types, `inuse_space` first, so `go tool pprof`
+/// and the Parca and Pyroscope scrapers read it as they read Go's.
+pub const GO_HEAP: Convention = Convention {
+    types: 4,
+    default: "inuse_space",
+};
+
+/// The same profile as Go's `/debug/pprof/allocs` serves it, `alloc_space`
+/// first: where Parca's and Grafana Alloy's memory scrapes look by default.
+pub const GO_ALLOCS: Convention = Convention {
+    types: 4,
+    default: "alloc_space",
+};
 
 /// The function name of the one location given to a site without Python
 /// frames (memory allocated outside any Python code), so that its bytes
 /// still show in flamegraphs, which drop samples without locations.
 pub const NO_FRAME: &str = "<no Python frame>";
 
-fn values(site: &Site) -> Vec<i64> {
+fn values(site: &Site, convention: &Convention) -> Vec<i64> {
     [
         site.total_count,
         site.total_bytes,
@@ -184,6 +209,7 @@ fn values(site: &Site) -> Vec<i64> {
         site.peak_bytes,
     ]
     .iter()
+    .take(convention.types)
     .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
     .collect()
 }
@@ -281,16 +307,16 @@ fn joined_comments(capture: &Capture) -> Vec<String> {
 }
 
 /// The profile message, before encoding.
-pub fn profile(capture: &Capture) -> proto::Profile {
+pub fn profile(capture: &Capture, convention: &Convention) -> proto::Profile {
     let mut strings = Strings::new();
-    let sample_type = SAMPLE_TYPES
+    let sample_type = SAMPLE_TYPES[..convention.types]
         .iter()
         .map(|(kind, unit)| proto::ValueType {
             r#type: strings.add(kind),
             unit: strings.add(unit),
         })
         .collect();
-    let default_sample_type = strings.add(DEFAULT_SAMPLE_TYPE);
+    let default_sample_type = strings.add(convention.default);
     let period_type = Some(proto::ValueType {
         r#type: strings.add("space"),
         unit: strings.add("bytes"),
@@ -326,7 +352,7 @@ pub fn profile(capture: &Capture) -> proto::Profile {
     };
     let mut sample = Vec::with_capacity(capture.sites.len());
     for site in &capture.sites {
-        let value = values(site);
+        let value = values(site, convention);
         if value.iter().all(|&v| v == 0) {
             continue;
         }
@@ -361,9 +387,10 @@ pub fn profile(capture: &Capture) -> proto::Profile {
     }
 }
 
-/// The gzipped, encoded profile, as pprof reads it from a file.
-pub fn render(capture: &Capture) -> Vec<u8> {
-    let bytes = profile(capture).encode_to_vec();
+/// The gzipped, encoded profile, as pprof reads it from a file or from
+/// Go's `/debug/pprof/heap`.
+pub fn render(capture: &Capture, convention: &Convention) -> Vec<u8> {
+    let bytes = profile(capture, convention).encode_to_vec();
     let mut gzip = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::default());
     gzip.write_all(&bytes)
         .and_then(|()| gzip.finish())
@@ -421,7 +448,7 @@ mod tests {
 
     #[test]
     fn declares_go_heap_sample_types_and_peak() {
-        let profile = decode(&render(&sample::capture()));
+        let profile = decode(&render(&sample::capture(), &CAPTURE));
         assert_eq!(profile.string_table[0], "");
         let types: Vec<(&str, &str)> = profile
             .sample_type
@@ -439,10 +466,38 @@ mod tests {
     }
 
     #[test]
+    fn go_heap_has_exactly_gos_four_types_inuse_space_first() {
+        let profile = decode(&render(&sample::capture(), &GO_HEAP));
+        let types: Vec<&str> = profile
+            .sample_type
+            .iter()
+            .map(|t| text(&profile, t.r#type))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "alloc_objects",
+                "alloc_space",
+                "inuse_objects",
+                "inuse_space"
+            ]
+        );
+        assert_eq!(text(&profile, profile.default_sample_type), "inuse_space");
+        let allocs = decode(&render(&sample::capture(), &GO_ALLOCS));
+        assert_eq!(text(&allocs, allocs.default_sample_type), "alloc_space");
+        assert_eq!(allocs.sample_type, profile.sample_type);
+        assert_eq!(
+            samples(&profile)[1].0,
+            vec![20, 2_000, 10, 1_000],
+            "the figures of the four types only"
+        );
+    }
+
+    #[test]
     fn a_sampled_capture_gives_its_rate_as_period_and_says_so() {
         let mut capture = sample::capture();
         capture.meta.sample_rate = 512 * 1024;
-        let profile = decode(&render(&capture));
+        let profile = decode(&render(&capture, &CAPTURE));
         assert_eq!(profile.period, 512 * 1024);
         let comments: Vec<&str> = profile.comment.iter().map(|&i| text(&profile, i)).collect();
         assert!(
@@ -457,7 +512,7 @@ mod tests {
 
     #[test]
     fn one_sample_per_site_with_its_figures_and_stack() {
-        let profile = decode(&render(&sample::capture()));
+        let profile = decode(&render(&sample::capture(), &CAPTURE));
         assert_eq!(
             samples(&profile),
             vec![
@@ -488,7 +543,7 @@ mod tests {
 
     #[test]
     fn strings_are_distinct_and_metadata_is_carried() {
-        let profile = decode(&render(&sample::capture()));
+        let profile = decode(&render(&sample::capture(), &CAPTURE));
         let mut seen = std::collections::HashSet::new();
         assert!(profile.string_table.iter().all(|s| seen.insert(s)));
         let comments: Vec<&str> = profile.comment.iter().map(|&c| text(&profile, c)).collect();
@@ -508,12 +563,12 @@ mod tests {
         let mut capture = sample::capture();
         capture.sites[1].stack.clear();
         capture.sites.push(Site::default());
-        let profile = decode(&render(&capture));
+        let profile = decode(&render(&capture, &CAPTURE));
         let got = samples(&profile);
         assert_eq!(got.len(), 2, "the all-zero site is left out");
         assert_eq!(got[1].1, vec![format!("{NO_FRAME} :0")]);
 
-        let empty = decode(&render(&Capture::default()));
+        let empty = decode(&render(&Capture::default(), &CAPTURE));
         assert!(empty.sample.is_empty() && empty.location.is_empty());
         assert_eq!(empty.sample_type.len(), SAMPLE_TYPES.len());
     }

@@ -1,0 +1,71 @@
+//! The pprof endpoint's functions (src/serve/): start it, stop it, and
+//! check an address before anything runs (`heapsite run --http`).
+
+use crate::py::api::raise;
+use crate::py::api_report::{args, text_arg};
+use crate::report::model::Run;
+use crate::serve::{self, live::Program, StartError};
+use pyo3_ffi::*;
+use std::ffi::c_char;
+
+unsafe fn str_object(text: &str) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract: the GIL held.
+    unsafe { PyUnicode_FromStringAndSize(text.as_ptr() as *const c_char, text.len() as Py_ssize_t) }
+}
+
+/// http_serve(address, run_json, own_prefix) -> str: serves
+/// /debug/pprof/heap at `address` and returns the address listened on.
+/// `run_json` is a `model::Run` (argv, start, native flags; the figures are
+/// read at each scrape), `own_prefix` heapsite's package directory.
+pub unsafe extern "C" fn http_serve(_: *mut PyObject, tuple: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let Some([address, json, own_prefix]) = args::<3>(tuple, "http_serve") else {
+            return std::ptr::null_mut();
+        };
+        let (Some(address), Some(json), Some(own_prefix)) = (
+            text_arg(address, "address"),
+            text_arg(json, "run"),
+            text_arg(own_prefix, "own_prefix"),
+        ) else {
+            return std::ptr::null_mut();
+        };
+        let run: Run = match serde_json::from_str(&json) {
+            Ok(run) => run,
+            Err(e) => return raise(PyExc_ValueError, &format!("bad run: {e}")),
+        };
+        match serve::start(&address, Program { run, own_prefix }) {
+            Ok(bound) => str_object(&bound.to_string()),
+            Err(StartError::Address(e)) => raise(PyExc_ValueError, &e),
+            Err(StartError::Listen(e)) => raise(PyExc_OSError, &e),
+            Err(StartError::Running(at)) => raise(
+                PyExc_RuntimeError,
+                &format!("heapsite already serves its pprof endpoint at {at}"),
+            ),
+        }
+    }
+}
+
+/// http_stop() -> bool: stops the endpoint; False if it was not serving.
+pub unsafe extern "C" fn http_stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held, on a thread with a thread state.
+    unsafe { PyBool_FromLong(serve::stop() as _) }
+}
+
+/// http_address(text) -> str: the first address `text` names (see
+/// serve/address.rs); ValueError, one line, if it names none.
+pub unsafe extern "C" fn http_address(_: *mut PyObject, arg: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let Some(text) = text_arg(arg, "address") else {
+            return std::ptr::null_mut();
+        };
+        match serve::address::parse(&text) {
+            Ok(found) => str_object(&found[0].to_string()),
+            Err(e) => raise(PyExc_ValueError, &e),
+        }
+    }
+}
