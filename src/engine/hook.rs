@@ -335,11 +335,24 @@ extern "C" fn sampled_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *
     let Some(malloc) = prev.malloc else {
         return ptr::null_mut();
     };
-    if !sampling::take_mem(size) {
-        let below = sampling::reaches_below(size, native());
-        return sampling::passing_over(below, || malloc(prev.ctx, size));
+    if sampling::take_mem(size) {
+        return malloc_traced(domain_of(D), prev, size);
     }
-    malloc_traced(domain_of(D), prev, size)
+    if sampling::reaches_below(size, native()) {
+        return malloc_marked(prev, size);
+    }
+    malloc(prev.ctx, size)
+}
+
+/// A passed-over malloc that may call a hook below it (sampling.rs), apart
+/// like `malloc_traced`: every call out of `sampled_malloc` is a tail call,
+/// so it saves no register at all.
+#[inline(never)]
+fn malloc_marked(prev: &'static PyMemAllocatorEx, size: usize) -> *mut c_void {
+    let Some(malloc) = prev.malloc else {
+        return ptr::null_mut();
+    };
+    sampling::passing_over(true, || malloc(prev.ctx, size))
 }
 
 #[inline(never)]
@@ -408,16 +421,20 @@ extern "C" fn sampled_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(D, ctx);
     let recorded = sampling::maybe_sampled(ptr as usize) || crate::engine::relheap::is_kept();
     if !ptr.is_null() && recorded {
-        forget_freed_apart(ptr);
+        return free_recorded(prev, ptr);
     }
     if let Some(free) = prev.free {
         free(prev.ctx, ptr);
     }
 }
 
+/// A free with something to forget, apart (as `malloc_marked`).
 #[inline(never)]
-fn forget_freed_apart(ptr: *mut c_void) {
+fn free_recorded(prev: &'static PyMemAllocatorEx, ptr: *mut c_void) {
     forget_freed(ptr);
+    if let Some(free) = prev.free {
+        free(prev.ctx, ptr);
+    }
 }
 
 /// The recording side of a MEM/OBJ free.
