@@ -20,7 +20,7 @@ import pytest
 MIB = 1024 * 1024
 KEPT_LINE = 9  # the bytearray line of PROGRAM
 PROGRAM = """\
-import os, sys, time
+import ctypes, os, sys, time
 
 kept = []
 new_sites = []
@@ -32,6 +32,9 @@ def keep_twenty_mib():
 
 
 keep_twenty_mib()
+# Imported before: an import's file reads let go of the GIL, and the
+# server would name the new site in that moment.
+c_sleep = ctypes.PyDLL(None).sleep
 print("ready", flush=True)
 deadline = time.monotonic() + 60
 while not os.path.exists("stop") and time.monotonic() < deadline:
@@ -41,8 +44,7 @@ while not os.path.exists("stop") and time.monotonic() < deadline:
         os.remove("hold-gil")
         new_sites.append([n for n in range(1000)])  # named in no scrape yet
         print("holding", flush=True)
-        import ctypes
-        ctypes.PyDLL(None).sleep(5)  # a C call that keeps the GIL
+        c_sleep(5)  # a C call that keeps the GIL
 sys.exit(3)
 """
 ENDPOINT = re.compile(r"heapsite: pprof endpoint at (http://(\S+)/debug/pprof/heap)")
