@@ -29,11 +29,11 @@
 //! nothing else. MEM and OBJ events share one countdown updated with a plain
 //! load and store: the main interpreter's GIL serialises nearly all of them,
 //! and a subinterpreter with its own GIL racing it only perturbs an interval.
-//! RAW and native events, from any thread, share one updated atomically.
-//! Two events crossing zero together both sample; an event chosen but then
-//! not recorded (a nested call, a subinterpreter's) is simply dropped.
-//! Neither biases the rest: each allocation's chance is `p` whatever the
-//! others did, the distribution having no memory.
+//! RAW and native events, from any thread, share one updated with a
+//! compare-and-swap (`take_raw`): of the threads that find it spent, one
+//! samples and draws the next interval. An event chosen but then not
+//! recorded (a nested call, a subinterpreter's) is simply dropped; that
+//! biases nothing else, the distribution having no memory.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 
@@ -151,20 +151,48 @@ pub fn take_mem(size: usize) -> bool {
     left <= 0 && crossed(&GIL_LEFT)
 }
 
-/// Whether a RAW or native allocation of `size` bytes is sampled.
+/// Whether a RAW or native allocation of `size` bytes is sampled. One
+/// compare-and-swap either takes the bytes off or, for the event that
+/// crosses zero, puts the next interval in their place: with a subtraction
+/// first and the new interval stored after, every thread allocating in
+/// between would see the countdown spent and sample too, each weighted as
+/// if chosen with chance `p` (an overestimate under contention).
 #[inline(always)]
 pub fn take_raw(size: usize) -> bool {
-    let left = RAW_LEFT.fetch_sub(size as i64, Relaxed) - size as i64;
-    left <= 0 && crossed(&RAW_LEFT)
+    take_atomically(&RAW_LEFT, size, &RATE)
+}
+
+#[inline(always)]
+fn take_atomically(countdown: &AtomicI64, size: usize, rate: &AtomicU64) -> bool {
+    let size = size as i64;
+    let mut left = countdown.load(Relaxed);
+    loop {
+        let (next, sampled) = if left > size {
+            (left - size, false)
+        } else {
+            (draw_interval(rate.load(Relaxed)), true)
+        };
+        match countdown.compare_exchange_weak(left, next, Relaxed, Relaxed) {
+            Ok(_) => return sampled,
+            Err(now) => left = now,
+        }
+    }
 }
 
 /// A countdown reached zero: draws the next interval. Always true.
 #[cold]
 fn crossed(left: &AtomicI64) -> bool {
-    let mut rng = RNG.load(Relaxed);
-    left.store(next_interval(&mut rng, RATE.load(Relaxed)), Relaxed);
-    RNG.store(rng, Relaxed);
+    left.store(draw_interval(RATE.load(Relaxed)), Relaxed);
     true
+}
+
+/// The next interval between samples.
+#[cold]
+fn draw_interval(rate: u64) -> i64 {
+    let mut rng = RNG.load(Relaxed);
+    let next = next_interval(&mut rng, rate);
+    RNG.store(rng, Relaxed);
+    next
 }
 
 #[inline(always)]
@@ -213,7 +241,7 @@ pub fn weight(size: usize, addr: usize) -> (i64, i64) {
 fn weight_at(size: usize, addr: usize, rate: u64) -> (i64, i64) {
     if size == 0 {
         // Sampled only when the countdown was already spent: p is 0 in the
-        // limit; count it as one interval's worth of blocks.
+        // limit, so no weight is right; it counts as one block of no bytes.
         return (0, 1);
     }
     let size_f = size as f64;
@@ -238,6 +266,34 @@ mod tests {
         let sum: i64 = (0..n).map(|_| next_interval(&mut rng, 4096)).sum();
         let mean = sum as f64 / n as f64;
         assert!((mean - 4096.0).abs() < 4096.0 * 0.02, "mean {mean}");
+    }
+
+    #[test]
+    fn threads_sharing_a_countdown_sample_at_the_rate() {
+        // Four threads taking small events from one countdown: as many
+        // samples as one thread would take (bytes / rate), not one more per
+        // thread that found the countdown spent before the next interval.
+        let (countdown, rate) = (AtomicI64::new(4096), AtomicU64::new(4096));
+        let (threads, events, size) = (4, 2_000_000, 64usize);
+        let start = std::sync::Barrier::new(threads);
+        let sampled: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        (0..events)
+                            .filter(|_| take_atomically(&countdown, size, &rate))
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        let want = (threads * events * size) as f64 / 4096.0;
+        assert!(
+            (sampled as f64 - want).abs() < want * 0.03,
+            "{sampled} samples, want about {want}"
+        );
     }
 
     #[test]
