@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from heapsite.cli import preload_path
 
 MIB = 1024 * 1024
 KEPT_LINE = 9  # the bytearray line of PROGRAM
@@ -339,21 +340,49 @@ def test_a_bad_http_option_is_one_line_and_status_2(tmp_path):
     assert done.stderr.startswith('heapsite: error: --http: bad HTTP address "no-port-here"')
 
 
-@pytest.mark.parametrize("setting", ["no-port-here", "taken"])
-def test_a_bad_environment_setting_costs_the_endpoint_only(tmp_path, setting):
+def test_a_bad_environment_setting_is_refused_by_heapsite_run_as_the_option(tmp_path):
     (tmp_path / "prog.py").write_text("print('ran')\n")
+    done = subprocess.run(
+        heapsite_run("-q"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "HEAPSITE_HTTP": "no-port-here"},
+    )
+    assert done.returncode == 2
+    assert "ran" not in done.stdout
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith('heapsite: error: HEAPSITE_HTTP: bad HTTP address "no-port-here"')
+
+
+# heapsite run refuses a malformed address before the program runs (above);
+# a port in use is found only as the program binds it, and a program
+# preloaded without the launcher has nobody to refuse it.
+@pytest.mark.parametrize(
+    "launcher, setting",
+    [("heapsite run", "taken"), ("LD_PRELOAD", "taken"), ("LD_PRELOAD", "no-port-here")],
+)
+def test_a_setting_found_bad_in_the_program_costs_the_endpoint_only(tmp_path, setting, launcher):
+    (tmp_path / "prog.py").write_text("print('ran')\n")
+    if launcher == "heapsite run":
+        command = heapsite_run("-q")
+        preload = {}
+    else:
+        command = [sys.executable, "prog.py"]
+        preload = {"LD_PRELOAD": preload_path(), "HEAPSITE_OUTPUT": "out.capture"}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         if setting == "taken":
             setting = "127.0.0.1:%d" % taken.getsockname()[1]
         done = subprocess.run(
-            heapsite_run("-q"),
+            command,
             capture_output=True,
             text=True,
             timeout=60,
             cwd=tmp_path,
-            env={**os.environ, "HEAPSITE_HTTP": setting},
+            env={**os.environ, **preload, "HEAPSITE_HTTP": setting},
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ran\n"

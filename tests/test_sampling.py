@@ -145,6 +145,10 @@ def test_the_rate_cannot_change_while_tracing():
     [
         ("lots", ValueError),
         ("-5 KiB", ValueError),
+        ("inf", ValueError),
+        ("1e400 KiB", ValueError),
+        ("nan", ValueError),
+        ("0.5", ValueError),
         (-1, ValueError),
         (2**50, ValueError),
         (1.5, TypeError),
@@ -210,9 +214,12 @@ def test_heapsite_run_sampled_names_the_leak_first_and_says_it_is_sampled(tmp_pa
 def test_hs_sample_setting_is_checked_like_the_others(tmp_path):
     script = tmp_path / "prog.py"
     script.write_text("print('ran')\n")
-    for args, env in (
-        (["--sample", "lots"], {}),
-        ([], {"HEAPSITE_SAMPLE": "lots"}),
+    for args, env, value in (
+        (["--sample", "lots"], {}, "lots"),
+        ([], {"HEAPSITE_SAMPLE": "lots"}, "lots"),
+        (["--sample", "inf"], {}, "inf"),
+        ([], {"HEAPSITE_SAMPLE": "1e400"}, "1e400"),
+        (["--sample", "0.5"], {}, "0.5"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "heapsite", "run", *args, str(script)],
@@ -225,7 +232,8 @@ def test_hs_sample_setting_is_checked_like_the_others(tmp_path):
         assert "ran" not in done.stdout
         # One error line (argparse prints its usage above it), naming the value.
         errors = [line for line in done.stderr.splitlines() if "error" in line]
-        assert len(errors) == 1 and "lots" in errors[0], done.stderr
+        assert len(errors) == 1 and value in errors[0].lower(), done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_the_pytest_plugin_refuses_to_judge_tests_on_estimates(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def format_size(size: float, sign: bool = False) -> str:
     """A byte count as tracemalloc prints it: '1382 KiB', '+4.5 MiB', '48 B'."""
@@ -40,9 +42,14 @@ def parse_size(text: str) -> int:
         value = float(number)
     except ValueError:
         raise ValueError(f"cannot parse size {text!r}: {number!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"cannot parse size {text!r}: {number!r} is not a finite number")
     if value < 0:
         raise ValueError(f"cannot parse size {text!r}: sizes are not negative")
-    return int(value * _UNITS[unit])
+    size = value * _UNITS[unit]
+    if 0 < size < 1:
+        raise ValueError(f"cannot parse size {text!r}: less than one byte")
+    return int(size)
 
 
 # The largest sampling rate the engine takes (src/py/api.rs).

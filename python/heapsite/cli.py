@@ -375,11 +375,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         settings = _preload.read_settings(env)
     except _preload.SettingError as e:
         return _error(str(e))
-    if args.http is not None:
+    if settings["http"]:
+        # --http, or HEAPSITE_HTTP as inherited: either spelling of a bad
+        # address is refused before the program runs.
         try:
-            _serve.check_address(args.http)
+            _serve.check_address(settings["http"])
         except ValueError as e:
-            return _error(f"--http: {e}")
+            return _error(f"{'--http' if args.http is not None else 'HEAPSITE_HTTP'}: {e}")
     # Never removed beforehand: it may be a device, a FIFO or a link. A
     # stale capture is told from this run's by its identity.
     capture = _Capture(template)
