@@ -495,3 +495,41 @@ def test_scrapes_until_the_program_exits_never_hang_it(tmp_path, programs):
     assert not any("Traceback" in line or "Fatal" in line for line in program.stderr), (
         program.stderr
     )
+
+
+FORK_PROGRAM = """\
+import os, socket, sys, time, warnings
+import heapsite
+
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
+heapsite.start(1)
+address = heapsite.serve("127.0.0.1:0")
+host, port = address.rsplit(":", 1)
+child = os.fork()
+if child == 0:
+    time.sleep(3)  # a worker that outlives the parent's endpoint
+    os._exit(0)
+heapsite.stop_serving()
+try:
+    socket.create_connection((host, int(port)), timeout=2).close()
+    print("still listening", flush=True)
+except OSError:
+    print("closed", flush=True)
+try:
+    print("serves again at", heapsite.serve(address) == address, flush=True)
+except OSError as e:
+    print("cannot serve again:", e, flush=True)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_forked_child_does_not_keep_the_port(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["closed", "serves again at True"], done

@@ -29,7 +29,7 @@ use live::Program;
 use names::Names;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,6 +63,29 @@ struct Server {
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
+/// The listening socket's descriptor and the connection being answered,
+/// -1 for none. A forked child has the descriptors but not the thread
+/// behind them: it closes its copies as it starts (`close_in_child`), or
+/// it would keep the port open with nobody accepting, so that scrapers
+/// hang on its backlog and the parent, restarted, cannot listen there.
+static LISTENING: AtomicI32 = AtomicI32::new(-1);
+static ANSWERING: AtomicI32 = AtomicI32::new(-1);
+static AT_FORK: std::sync::Once = std::sync::Once::new();
+
+/// pthread_atfork's child handler: in the child right after fork, one
+/// thread, so only async-signal-safe calls (close).
+extern "C" fn close_in_child() {
+    for fd in [&LISTENING, &ANSWERING] {
+        let fd = fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: a descriptor of the parent's server, which this child
+            // never uses: no Rust owner here will close it again (the
+            // owners are the server thread's, which the child has not).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Why the endpoint did not start.
 pub enum StartError {
     /// The address is not one (a ValueError in Python).
@@ -95,6 +118,11 @@ pub fn start(address: &str, program: Program) -> Result<SocketAddr, StartError> 
     let listener = TcpListener::bind(&candidates[..]).map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
+    // SAFETY: registers a handler that only closes descriptors.
+    AT_FORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(close_in_child));
+    });
+    LISTENING.store(listener.as_raw_fd(), Ordering::Relaxed);
 
     let names = Arc::new(Names::default());
     let stopping = Arc::new(AtomicBool::new(false));
@@ -123,7 +151,9 @@ pub fn start(address: &str, program: Program) -> Result<SocketAddr, StartError> 
 }
 
 /// Stops serving; false if it was not. Its port is free again when this
-/// returns. GIL held (released while the threads finish).
+/// returns, unless the server is still answering after `STOP_WAIT` (a large
+/// profile being built): it closes the port as soon as it is done. GIL
+/// held (released while the threads finish).
 ///
 /// # Safety
 /// The GIL held, on a thread with a thread state.
@@ -162,6 +192,7 @@ fn accept_loop(listener: TcpListener, program: &Program, names: &Names, stopping
             Err(_) => std::thread::sleep(ACCEPT_SLICE),
         }
     }
+    LISTENING.store(-1, Ordering::Relaxed); // closed as `listener` drops
 }
 
 /// Whether a connection waits, looking for at most `ACCEPT_SLICE`.
@@ -177,10 +208,16 @@ fn readable(listener: &TcpListener) -> bool {
 }
 
 fn exchange(mut stream: TcpStream, program: &Program, names: &Names, stopping: &AtomicBool) {
+    ANSWERING.store(stream.as_raw_fd(), Ordering::Relaxed);
+    answer(&mut stream, program, names, stopping);
+    ANSWERING.store(-1, Ordering::Relaxed); // closed as `stream` drops
+}
+
+fn answer(stream: &mut TcpStream, program: &Program, names: &Names, stopping: &AtomicBool) {
     if stream.set_nonblocking(false).is_err() {
         return;
     }
-    let (status, content_type, body) = match http::read_request(&mut stream, stopping) {
+    let (status, content_type, body) = match http::read_request(stream, stopping) {
         None => return,
         Some(Request::Refused(status)) => (status, "text/plain", Vec::new()),
         Some(Request::Get(path)) => match path.as_str() {
@@ -190,5 +227,5 @@ fn exchange(mut stream: TcpStream, program: &Program, names: &Names, stopping: &
             _ => (404, "text/plain", b"404 page not found\n".to_vec()),
         },
     };
-    http::respond(&mut stream, status, content_type, &body, stopping);
+    http::respond(stream, status, content_type, &body, stopping);
 }
