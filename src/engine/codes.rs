@@ -209,6 +209,14 @@ fn forget_stale_users(code: usize, sites: &mut Vec<SiteId>) {
     sites.dedup();
 }
 
+/// Whether the interpreter is finalising (readable from any thread: a
+/// runtime flag). Threads of heapsite's that take the GIL must not start
+/// to then: PyGILState_Ensure hangs or ends the thread.
+pub fn interpreter_finalizing() -> bool {
+    // SAFETY: reads one runtime field, with or without the GIL.
+    unsafe { hs_codes_finalizing() != 0 }
+}
+
 /// The free function: `code` is being deallocated (GIL held, its fields
 /// still intact). Nothing here runs Python code or releases references.
 unsafe extern "C" fn code_died(code: *mut c_void) {

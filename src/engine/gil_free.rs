@@ -29,6 +29,9 @@ pub fn figures(id: SiteId) -> Option<(u32, SiteTotals)> {
     let site = sites::existing(id)?;
     let generation = site.generation();
     let totals = site.counters.totals();
+    // The counters' relaxed loads stay before the second look at the
+    // generation (on weakly ordered machines too).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
     (site.generation() == generation).then_some((generation, totals))
 }
 

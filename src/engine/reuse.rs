@@ -115,6 +115,7 @@ unsafe fn give_back(id: SiteId) -> bool {
         sites::site(FREED_CODE_SITE)
             .counters
             .absorb_totals(figures.total_count, figures.total_bytes);
+        site.end_generation();
         site.counters.reset();
         if let Some(frames) = site.swap_frames(None) {
             bury(frames);

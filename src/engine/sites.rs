@@ -81,6 +81,13 @@ impl Site {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Marks the slot as no longer holding the site it held (its id given
+    /// back, reuse.rs), so that a reader without the GIL does not pair what
+    /// it knew of that site with the zeroed counters or the next site.
+    pub fn end_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// How deep the whole stack was (tracemalloc's `total_nframe`).
     pub fn total_depth(&self) -> u32 {
         self.total_depth.load(Ordering::Relaxed)

@@ -35,7 +35,14 @@ pub unsafe extern "C" fn http_serve(_: *mut PyObject, tuple: *mut PyObject) -> *
             Ok(run) => run,
             Err(e) => return raise(PyExc_ValueError, &format!("bad run: {e}")),
         };
-        match serve::start(&address, Program { run, own_prefix }) {
+        if crate::engine::codes::interpreter_finalizing() {
+            // Its resolver would take the GIL while the interpreter ends.
+            return raise(
+                PyExc_RuntimeError,
+                "the interpreter is finalising: no pprof endpoint",
+            );
+        }
+        match serve::start(&address, Program::new(run, own_prefix)) {
             Ok(bound) => str_object(&bound.to_string()),
             Err(StartError::Address(e)) => raise(PyExc_ValueError, &e),
             Err(StartError::Listen(e)) => raise(PyExc_OSError, &e),

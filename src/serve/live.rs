@@ -24,13 +24,31 @@ pub const UNNAMED: &str = "<site not named yet: the interpreter was busy>";
 pub struct Program {
     pub run: Run,
     pub own_prefix: String,
+    /// Read once as the server starts: `Py_GetVersion` is not for a thread
+    /// without the GIL (some versions rewrite a static buffer each call).
+    pub python_version: String,
+}
+
+impl Program {
+    pub fn new(run: Run, own_prefix: String) -> Program {
+        Program {
+            run,
+            own_prefix,
+            python_version: interp::python_version(),
+        }
+    }
 }
 
 /// This process's facts as a capture states them (write_capture too).
+/// GIL held.
 pub fn process() -> Process {
+    process_of(interp::python_version())
+}
+
+fn process_of(python_version: String) -> Process {
     Process {
         pid: std::process::id(),
-        python_version: interp::python_version(),
+        python_version,
         heapsite_version: env!("CARGO_PKG_VERSION").to_string(),
         frames_limit: hook::depth() as u32,
         sample_rate: sampling::rate(),
@@ -69,7 +87,8 @@ pub fn heap_profile(program: &Program, names: &Names, convention: &pprof::Conven
         peak_bytes: peak.max(0) as u64,
         ..program.run.clone()
     };
-    let capture = Capture::assemble(run, process(), sites, &program.own_prefix);
+    let process = process_of(program.python_version.clone());
+    let capture = Capture::assemble(run, process, sites, &program.own_prefix);
     pprof::render(&capture, convention)
 }
 

@@ -25,7 +25,7 @@
 //! releases the GIL and waits for it to be given back. The resolver never
 //! locks `state` while it holds the GIL, so neither waits on the other.
 
-use crate::engine::{self, frames, own_work, sites::SiteId};
+use crate::engine::{self, codes, frames, own_work, sites::SiteId};
 use pyo3_ffi::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,6 +157,11 @@ impl Names {
         // SAFETY: the caller keeps this fn's contract (`# Safety` above):
         // not finalising, so PyGILState_Ensure returns holding the GIL.
         unsafe {
+            // A second guard: `close` runs from an atexit callback, which
+            // a server started after the callbacks ran never gets.
+            if codes::interpreter_finalizing() {
+                return None;
+            }
             let gil = PyGILState_Ensure();
             if self.closing.load(Ordering::Acquire) {
                 PyGILState_Release(gil);
