@@ -134,7 +134,7 @@ impl Meta {
     pub fn sampling_note(&self) -> Option<String> {
         (self.sample_rate > 0).then(|| {
             format!(
-                "sampled, one per {} allocated on average: figures are estimates",
+                "sampled, one per {} allocated on average: figures are estimates, the peak an overestimate",
                 super::format::format_size(self.sample_rate as f64, false)
             )
         })

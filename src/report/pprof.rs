@@ -316,7 +316,14 @@ pub fn profile(capture: &Capture, convention: &Convention) -> proto::Profile {
             unit: strings.add(unit),
         })
         .collect();
-    let default_sample_type = strings.add(convention.default);
+    // A sampled peak overstates (the highest of many noisy readings): a
+    // sampled capture's profile opens on what is live instead.
+    let default = if capture.meta.sample_rate > 0 && convention.default == "peak_space" {
+        "inuse_space"
+    } else {
+        convention.default
+    };
+    let default_sample_type = strings.add(default);
     let period_type = Some(proto::ValueType {
         r#type: strings.add("space"),
         unit: strings.add("bytes"),
@@ -502,10 +509,12 @@ mod tests {
         let comments: Vec<&str> = profile.comment.iter().map(|&i| text(&profile, i)).collect();
         assert!(
             comments.contains(
-                &"sampling: sampled, one per 512 KiB allocated on average: figures are estimates"
+                &"sampling: sampled, one per 512 KiB allocated on average: figures are estimates, the peak an overestimate"
             ),
             "{comments:?}"
         );
+        // The peak overstates when sampled: the profile opens on what is live.
+        assert_eq!(text(&profile, profile.default_sample_type), "inuse_space");
         let header = crate::report::text::header(&capture);
         assert!(header.contains("sampled, one per 512 KiB"), "{header}");
     }
