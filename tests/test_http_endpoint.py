@@ -33,9 +33,11 @@ def keep_twenty_mib():
 
 
 keep_twenty_mib()
-# Imported before: an import's file reads let go of the GIL, and the
-# server would name the new site in that moment.
-c_sleep = ctypes.PyDLL(None).sleep
+# A C call that keeps the GIL, and says so from inside it: said before it,
+# a program slow to get there (a busy machine) would give the GIL to the
+# server, which would name the new site. Imported before for the same
+# reason: an import's file reads let go of the GIL.
+c_system = ctypes.PyDLL(None).system
 print("ready", flush=True)
 deadline = time.monotonic() + 60
 while not os.path.exists("stop") and time.monotonic() < deadline:
@@ -44,8 +46,7 @@ while not os.path.exists("stop") and time.monotonic() < deadline:
     if os.path.exists("hold-gil"):
         os.remove("hold-gil")
         new_sites.append([n for n in range(1000)])  # named in no scrape yet
-        print("holding", flush=True)
-        c_sleep(5)  # a C call that keeps the GIL
+        c_system(b"echo holding; sleep 5")
 sys.exit(3)
 """
 ENDPOINT = re.compile(r"heapsite: pprof endpoint at (http://(\S+)/debug/pprof/heap)")
