@@ -60,15 +60,19 @@ pub(crate) unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
 /// (src/engine/sampling.rs), `frames` deep. While tracing, changes the depth;
 /// the sampling rate cannot change then (the tables hold what the old one
 /// chose): ValueError.
-pub unsafe extern "C" fn start(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
-    // SAFETY: CPython calls this through the module's method table, with
-    // the GIL held and the arguments its METH_ flag declares.
+pub unsafe fn start(
+    _: *mut PyObject,
+    args: *mut *mut PyObject,
+    nargs: Py_ssize_t,
+) -> *mut PyObject {
+    // SAFETY: called by the module's METH_FASTCALL entry with the GIL held
+    // and `nargs` arguments at `args`.
     unsafe {
-        if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
+        if nargs != 2 {
             return raise(PyExc_TypeError, "start() takes frames and sample_every");
         }
-        let arg = PyTuple_GetItem(args, 0);
-        let every = PyTuple_GetItem(args, 1);
+        let arg = *args;
+        let every = *args.add(1);
         let Some(rate) = sample_rate_arg(every) else {
             return ptr::null_mut();
         };
