@@ -159,3 +159,32 @@ def test_a_test_that_needs_an_older_object_collected_still_passes(tmp_path):
     )
     result, verdicts = run_suite("--heapsite-leaks", path=str(tmp_path))
     assert verdicts == {"test_drops_an_old_cycle": "PASSED"}, result.stdout + result.stderr
+
+
+def test_a_test_that_is_not_checked_runs_with_nothing_frozen(tmp_path):
+    # A unittest method is not run again, so it has no unfrozen retry: the
+    # objects a checked test before it froze are given back first.
+    (tmp_path / "test_mixed.py").write_text(
+        textwrap.dedent(
+            """
+            import gc
+            import unittest
+
+            _OLD = [[1], [2]]
+
+
+            def test_checked_first():
+                assert len(_OLD) == 2
+
+
+            class T(unittest.TestCase):
+                def test_sees_every_object(self):
+                    self.assertTrue(any(o is _OLD for o in gc.get_objects()))
+            """
+        )
+    )
+    result, verdicts = run_suite("--heapsite-leaks", "-p", "no:randomly", path=str(tmp_path))
+    assert verdicts == {
+        "test_checked_first": "PASSED",
+        "T::test_sees_every_object": "PASSED",
+    }, result.stdout + result.stderr
