@@ -28,8 +28,8 @@ passed, are run once more under bench/leak_oracle.py (an independent check
 with the standard library's tracemalloc: memory against the number of
 calls, heapsite not loaded), and a table puts the two verdicts side by side.
 
-Targets: --heapsite at most 1.5x plain; --heapsite-leaks at most rounds (3)
-times --heapsite.
+Targets: --heapsite at most 1.5x plain; --heapsite-leaks at most 3x plain
+(issue 17, "cost a team accepts in CI").
 """
 
 from __future__ import annotations

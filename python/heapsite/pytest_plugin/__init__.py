@@ -39,6 +39,7 @@ from .. import _own as own_work
 from .._plumbing import fold_import_system
 from .._snapshot import Frame, StatisticDiff, Traceback
 from . import _causes, _summary, _threads
+from ._freezer import Freezer
 from ._growth import EveryRound, KindsEveryRound
 from ._rerun import fixtures_torn_down, repeatable, run_again
 from ._sites import OWN, Column, ProgramSites, figures, own
@@ -114,6 +115,7 @@ def pytest_configure(config):
     config._heapsite_active = active
     config._heapsite_report = []
     config._heapsite_peaks = _summary.PeakSites()
+    config._heapsite_freezer = Freezer()
     if not active:
         return
     if is_tracing() and _core.sample_rate():
@@ -183,6 +185,7 @@ def _memray_asked(config: pytest.Config) -> bool:
 
 def pytest_unconfigure(config):
     if getattr(config, "_heapsite_active", False):
+        config._heapsite_freezer.at_end()
         stop()
 
 
@@ -315,6 +318,19 @@ def _peak_sites(peak: int) -> list[str]:
     return lines
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before the fixtures are set up: see _freezer. A test that is not
+    # checked (a unittest method) runs with nothing frozen, as without
+    # heapsite: it has no round to run again in if freezing fails it.
+    if not item.config._heapsite_active:
+        return
+    if _rounds(item) is not None:
+        item.config._heapsite_freezer.before_test()
+    else:
+        item.config._heapsite_freezer.thaw()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     config = item.config
@@ -338,7 +354,9 @@ def pytest_runtest_call(item):
     if config._heapsite_peaks.wanted(peak):
         data["peak_sites"] = _peak_sites(peak)
     if outcome.excinfo is not None:
-        return
+        if rounds is None or not _passes_thawed(item, outcome.excinfo[1]):
+            return
+        outcome.force_result([])  # the hook's results: a list, none from pytest's
     failures = []
     if memory_limit is not None:
         if baseline is not None:
@@ -372,6 +390,22 @@ def pytest_runtest_call(item):
             failures.append(message)
     if failures:
         outcome.force_exception(pytest.fail.Exception("\n".join(failures), pytrace=False))
+
+
+def _passes_thawed(item: Any, error: BaseException) -> bool:
+    """Whether a test whose call failed with objects frozen (see _freezer)
+    passes when run again with none: a test that needs an object older
+    than its set-up collected. Judged by that run, as without heapsite. A
+    skip or an expected failure is not run again."""
+    if isinstance(error, (pytest.skip.Exception, pytest.xfail.Exception)):
+        return False
+    if not item.config._heapsite_freezer.thaw():
+        return False
+    try:
+        run_again(item)
+    except Exception:
+        return False
+    return True
 
 
 def _fails(config: Any, data: dict) -> bool:
@@ -452,36 +486,30 @@ def _cheap_pass(
     figures after a first round that grew are appended to it, so that a
     leak where a known cause allocates is told without more rounds.
 
-    Everything alive after the warm-up is frozen out of the collector for
-    the pass, so each round's collection walks only what the rounds made: a
-    full collection in a pytest process walks tens of thousands of objects,
-    6 ms each time. What a frozen object refers to is kept for the pass,
-    even if it becomes garbage: the warm-up's fixture values are kept through
-    the first round, growth in that round only. The exact pass, unfrozen,
-    judges whatever gets through. A round that fails while frozen is run
-    again unfrozen, in case the test relies on the collector freeing
-    something older than the pass."""
-    frozen = _freeze()
-    try:
-        _settle()
-        sizes[0], blocks[0] = _totals()
-        for index in range(1, len(sizes)):
-            frozen = _cheap_round(item, frozen)
+    The objects alive before the test's set-up are frozen (see _freezer):
+    each round's collection walks only what the test made. A clean test
+    grows in no round from its first call on, and is cleared after one. A
+    round that fails frozen is run again unfrozen, in case the test relies
+    on the collector freeing something older than the test."""
+    # The loop's iterator made before the first measurement: made after, it
+    # is one block alive in the first round only, which every test grew by.
+    indices = iter(range(1, len(sizes)))
+    _settle()
+    sizes[0], blocks[0] = _totals()
+    for index in indices:
+        _cheap_round(item)
+        sizes[index], blocks[index] = _totals()
+        if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
+            return False
+        if index == 1 and early is not None:
+            measured = sizes[index]
+            early.append(figures())
+            # Measured again: the next round is compared with memory
+            # that holds the figures' own arrays, whose size is kept
+            # (early[1]) to be left out of what a message shows.
             sizes[index], blocks[index] = _totals()
-            if not (_grew(sizes[: index + 1]) or _grew(blocks[: index + 1])):
-                return False
-            if index == 1 and early is not None:
-                measured = sizes[index]
-                early.append(figures())
-                # Measured again: the next round is compared with memory
-                # that holds the figures' own arrays, whose size is kept
-                # (early[1]) to be left out of what a message shows.
-                sizes[index], blocks[index] = _totals()
-                early.append(sizes[index] - measured)
-        return True
-    finally:
-        if frozen:
-            _unfreeze()
+            early.append(sizes[index] - measured)
+    return True
 
 
 def _totals() -> tuple:
@@ -489,49 +517,15 @@ def _totals() -> tuple:
     return _core.traced_memory().current, sys.getallocatedblocks()
 
 
-def _cheap_round(item: Any, frozen: bool) -> bool:
-    """One round and a collection; whether objects are still frozen after."""
+def _cheap_round(item: Any) -> None:
+    """One round and a collection."""
     try:
         run_again(item)
     except Exception:
-        if not frozen:
+        if not item.config._heapsite_freezer.thaw():
             raise
-        frozen = _unfreeze()
         run_again(item)
     _settle()
-    return frozen
-
-
-# How many objects may be frozen when the program froze none itself: none,
-# or the interpreter's own. CPython 3.12 keeps its immortal objects (its
-# static types' base tuples) in the frozen generation: a full collection
-# moves any it finds there. They are unfrozen with ours after a pass, which
-# is harmless (immortal, no collection can free them), and go back at the
-# next collection. Any other count means the program froze objects of its
-# own, and those are left alone: no freezing then.
-_NOT_THE_PROGRAMS = {0, gc.get_freeze_count()}
-
-
-# Set once the program is seen to have frozen objects of its own: asked
-# again every test, gc.get_freeze_count() walks the whole frozen set on 3.11
-# and before (packaging's suite freezes its conftest's world: 30 s over 1,618
-# tests).
-_PROGRAM_FROZE: list[bool] = []
-
-
-def _freeze() -> bool:
-    """Freezes all objects alive now out of the collector, unless the program
-    froze some itself; whether it did."""
-    if _PROGRAM_FROZE or gc.get_freeze_count() not in _NOT_THE_PROGRAMS:
-        _PROGRAM_FROZE[:] = [True]
-        return False
-    gc.freeze()
-    return True
-
-
-def _unfreeze() -> bool:
-    gc.unfreeze()
-    return False
 
 
 def _leak_check(item, rounds, foreign, data):
@@ -559,6 +553,9 @@ def _leak_check(item, rounds, foreign, data):
         if message is not None:
             return message
 
+    # The exact pass sees every object: heap walks and the chain to a leaked
+    # one start from the collector's objects, which leave out frozen ones.
+    item.config._heapsite_freezer.thaw()
     counts = Column.of([0] * (rounds + 1))
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.
