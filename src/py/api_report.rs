@@ -118,15 +118,7 @@ unsafe fn raw_sites(failed: &Cell<bool>) -> impl Iterator<Item = RawSite> + '_ {
                 failed.set(true);
                 return None;
             };
-            Some(Some(RawSite {
-                frames,
-                live_bytes: t.live_bytes,
-                live_count: t.live_count,
-                total_bytes: t.total_bytes,
-                total_count: t.total_count,
-                peak_bytes: t.peak_bytes,
-                peak_count: t.peak_count,
-            }))
+            Some(Some(crate::serve::live::raw_site(frames, &t)))
         })
         .flatten()
 }
@@ -159,6 +151,37 @@ unsafe fn frames_of_tuple(tuple: *mut PyObject) -> Option<Vec<(String, i64, Stri
     }
 }
 
+/// The arguments of `write_capture` and `http_serve`: a text named
+/// `first`, a `model::Run` from its JSON (what only Python knows of the
+/// run), and heapsite's package directory; None with an exception set.
+///
+/// # Safety
+/// The GIL held; `tuple` the call's argument tuple.
+pub(crate) unsafe fn run_arguments(
+    tuple: *mut PyObject,
+    function: &str,
+    first: &str,
+) -> Option<(String, Run, String)> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    unsafe {
+        let [text, json, own_prefix] = args::<3>(tuple, function)?;
+        let (Some(text), Some(json), Some(own_prefix)) = (
+            text_arg(text, first),
+            text_arg(json, "run"),
+            text_arg(own_prefix, "own_prefix"),
+        ) else {
+            return None;
+        };
+        match serde_json::from_str(&json) {
+            Ok(run) => Some((text, run, own_prefix)),
+            Err(e) => {
+                raise(PyExc_ValueError, &format!("bad capture run: {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// write_capture(path, run_json, own_prefix): the capture of the traced
 /// program, now: `run_json` (a `model::Run`: what only Python knows) with
 /// the engine's sites and frames and the process's own facts, leaving out
@@ -167,19 +190,8 @@ pub unsafe extern "C" fn write_capture(_: *mut PyObject, tuple: *mut PyObject) -
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
-        let Some([path, json, own_prefix]) = args::<3>(tuple, "write_capture") else {
+        let Some((path, run, own_prefix)) = run_arguments(tuple, "write_capture", "path") else {
             return std::ptr::null_mut();
-        };
-        let (Some(path), Some(json), Some(own_prefix)) = (
-            text_arg(path, "path"),
-            text_arg(json, "run"),
-            text_arg(own_prefix, "own_prefix"),
-        ) else {
-            return std::ptr::null_mut();
-        };
-        let run: Run = match serde_json::from_str(&json) {
-            Ok(run) => run,
-            Err(e) => return raise(PyExc_ValueError, &format!("bad capture run: {e}")),
         };
         let failed = Cell::new(false);
         let process = crate::serve::live::process();

@@ -2,8 +2,7 @@
 //! check an address before anything runs (`heapsite run --http`).
 
 use crate::py::api::raise;
-use crate::py::api_report::{args, text_arg};
-use crate::report::model::Run;
+use crate::py::api_report::{run_arguments, text_arg};
 use crate::serve::{self, live::Program, StartError};
 use pyo3_ffi::*;
 use std::ffi::c_char;
@@ -21,19 +20,8 @@ pub unsafe extern "C" fn http_serve(_: *mut PyObject, tuple: *mut PyObject) -> *
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
-        let Some([address, json, own_prefix]) = args::<3>(tuple, "http_serve") else {
+        let Some((address, run, own_prefix)) = run_arguments(tuple, "http_serve", "address") else {
             return std::ptr::null_mut();
-        };
-        let (Some(address), Some(json), Some(own_prefix)) = (
-            text_arg(address, "address"),
-            text_arg(json, "run"),
-            text_arg(own_prefix, "own_prefix"),
-        ) else {
-            return std::ptr::null_mut();
-        };
-        let run: Run = match serde_json::from_str(&json) {
-            Ok(run) => run,
-            Err(e) => return raise(PyExc_ValueError, &format!("bad run: {e}")),
         };
         if crate::engine::codes::interpreter_finalizing() {
             // Its resolver would take the GIL while the interpreter ends.

@@ -5,6 +5,7 @@
 //! convention (`report::pprof::GO_HEAP`, `GO_ALLOCS`).
 
 use super::names::{Frames, Names, SiteKey};
+use crate::engine::counters::SiteTotals;
 use crate::engine::{gil_free, hook, interp, sampling, sites};
 use crate::report::model::{Capture, Process, RawSite, Run};
 use crate::report::pprof;
@@ -68,15 +69,9 @@ pub fn heap_profile(program: &Program, names: &Names, convention: &pprof::Conven
         .map(|&(id, (generation, _))| (id, generation))
         .collect();
     let named = names.lookup(&program_sites, NAMES_WAIT);
-    let sites = figures.into_iter().map(|(id, (_, t))| RawSite {
-        frames: frames_of(id, named.get(&id)),
-        live_bytes: t.live_bytes,
-        live_count: t.live_count,
-        total_bytes: t.total_bytes,
-        total_count: t.total_count,
-        peak_bytes: t.peak_bytes,
-        peak_count: t.peak_count,
-    });
+    let sites = figures
+        .into_iter()
+        .map(|(id, (_, t))| raw_site(frames_of(id, named.get(&id)), &t));
     let (live, peak) = gil_free::traced_memory();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -90,6 +85,19 @@ pub fn heap_profile(program: &Program, names: &Names, convention: &pprof::Conven
     let process = process_of(program.python_version.clone());
     let capture = Capture::assemble(run, process, sites, &program.own_prefix);
     pprof::render(&capture, convention)
+}
+
+/// A site as a capture takes it: its frames and the engine's figures.
+pub fn raw_site(frames: Vec<(String, i64, String)>, t: &SiteTotals) -> RawSite {
+    RawSite {
+        frames,
+        live_bytes: t.live_bytes,
+        live_count: t.live_count,
+        total_bytes: t.total_bytes,
+        total_count: t.total_count,
+        peak_bytes: t.peak_bytes,
+        peak_count: t.peak_count,
+    }
 }
 
 fn frames_of(id: sites::SiteId, named: Option<&Frames>) -> Vec<(String, i64, String)> {
