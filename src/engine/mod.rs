@@ -16,6 +16,7 @@
 pub mod codes;
 pub mod counters;
 pub mod fallible;
+pub mod frame_table;
 pub mod frames;
 pub mod gil_free;
 pub mod hook;

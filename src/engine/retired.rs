@@ -104,21 +104,6 @@ pub unsafe fn keep(frame: ResolvedFrame) -> Option<*mut c_void> {
     }
 }
 
-/// One more retired frame names these frames' records (a site's frames
-/// copied as another of its code objects retires).
-///
-/// # Safety
-/// GIL held; retired frames' records alive.
-pub unsafe fn hold_all(frames: &[RawFrame]) {
-    // SAFETY: the caller keeps this fn's contract (`# Safety` above):
-    // GIL held; retired frames' records alive.
-    unsafe {
-        for frame in frames.iter().filter(|f| f.is_retired()) {
-            hold(&*(frame.code as *const Record));
-        }
-    }
-}
-
 fn hold(record: &Record) {
     record.users.set(record.users.get() + 1);
 }

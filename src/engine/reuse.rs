@@ -4,12 +4,13 @@
 //! loop, doctest) makes new code objects, so new sites, for ever. A site
 //! one of whose code objects died (see src/engine/codes.rs) can match no stack
 //! again: once it also holds nothing live and nothing at the peak, its id,
-//! slot and frames are reused by the next new site, and what it allocated in
+//! slot is reused by the next new site (its frame ids are released), and what it allocated in
 //! total moves to the `FREED_CODE_SITE` line. So heapsite's memory follows
 //! the code alive and the memory held, not how much code ever ran.
 //!
-//! Frames a site no longer uses are not freed at once: they go to a
-//! graveyard emptied at the next `sweep`, which runs from `codes::flush`
+//! Retired frames no entry of the frame table holds any more do not give
+//! their records back at once: they go to a graveyard emptied at the next
+//! `sweep`, which runs from `codes::flush`
 //! (the start of API calls, and a pending call between bytecodes), where no
 //! heapsite function is reading any site's frames.
 //!
@@ -23,7 +24,7 @@ use crate::engine::sync::GilCell;
 static DEAD: GilCell<Vec<SiteId>> = GilCell::new(Vec::new());
 /// Ids given back, for new sites.
 static FREE_IDS: GilCell<Vec<SiteId>> = GilCell::new(Vec::new());
-/// Frames no site uses any more.
+/// Retired frames whose records lose a user at the next sweep.
 static GRAVEYARD: GilCell<Vec<Box<[RawFrame]>>> = GilCell::new(Vec::new());
 /// `sweep` looks at the dead sites once there are this many: a dead site
 /// that still holds memory is looked at again only after the list doubled,
@@ -117,9 +118,7 @@ unsafe fn give_back(id: SiteId) -> bool {
             .absorb_totals(figures.total_count, figures.total_bytes);
         site.end_generation();
         site.counters.reset();
-        if let Some(frames) = site.swap_frames(None) {
-            bury(frames);
-        }
+        site.set_frames(None);
         FREE_IDS.get().push(id);
         true
     }

@@ -2,7 +2,9 @@
 //!
 //! The hot path reads the frames, hashes them, and looks the hash up in a
 //! small cache of recent sites; only a miss reaches the interner
-//! (src/engine/interner.rs). A new site copies its frames and has their code objects
+//! (src/engine/interner.rs), which matches the stack as frame ids of the frame
+//! table (src/engine/frame_table.rs: one entry per code object and line, so
+//! offsets within a line make one site). A new site keeps its frame ids and has their code objects
 //! watched (src/engine/codes.rs): one that is freed has its frames resolved for good
 //! first, and the site leaves the interner; once it holds nothing, its id is
 //! reused (src/engine/reuse.rs). Slots are never freed: ids index them.
@@ -12,6 +14,7 @@
 
 use crate::engine::counters::SiteCounters;
 use crate::engine::fallible;
+use crate::engine::frame_table::{FrameId, FrameTable};
 use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
 use crate::engine::interner::{Found, Interner};
 use crate::engine::segvec::{SegVec, Zeroable};
@@ -50,7 +53,9 @@ pub fn reserved_name(id: SiteId) -> Option<&'static CStr> {
 const MAX_SITE: SiteId = (1 << 30) - 1;
 
 pub struct Site {
-    frames: AtomicPtr<RawFrame>,
+    /// The site's frames, as ids in the frame table
+    /// (src/engine/frame_table.rs): a leaked boxed slice of `nframes` ids.
+    frames: AtomicPtr<FrameId>,
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
@@ -64,15 +69,50 @@ pub struct Site {
 // SAFETY: null pointers, zero lengths and zeroed counters form an empty site.
 unsafe impl Zeroable for Site {}
 
+/// A site's frames copied out of the frame table, most recent first.
+pub struct Frames {
+    buf: [RawFrame; MAX_FRAMES],
+    len: usize,
+}
+
+impl std::ops::Deref for Frames {
+    type Target = [RawFrame];
+    fn deref(&self) -> &[RawFrame] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The interned frames sites name. GIL held.
+static FRAME_TABLE: GilCell<FrameTable> = GilCell::new(FrameTable::new());
+
 impl Site {
-    /// The site's frames, most recent first.
-    pub fn frames(&self) -> &[RawFrame] {
+    /// The site's frame ids. GIL held: only GIL holders touch them.
+    #[inline(always)]
+    fn ids(&self) -> &[FrameId] {
         let ptr = self.frames.load(Ordering::Acquire);
         if ptr.is_null() {
             return &[];
         }
-        // SAFETY: published once, from a leaked boxed slice of `nframes` frames.
+        // SAFETY: published from a leaked boxed slice of `nframes` ids, and
+        // replaced only by the GIL holder, which is the caller.
         unsafe { std::slice::from_raw_parts(ptr, self.nframes.load(Ordering::Relaxed) as usize) }
+    }
+
+    /// The site's frames, most recent first. GIL held: only GIL holders
+    /// read a site's frames.
+    pub fn frames(&self) -> Frames {
+        let mut out = Frames {
+            buf: [RawFrame::NONE; MAX_FRAMES],
+            len: 0,
+        };
+        // SAFETY: GIL held (this fn's contract); no other borrow of the table.
+        let table = unsafe { FRAME_TABLE.get() };
+        let ids = self.ids();
+        for (slot, &id) in out.buf.iter_mut().zip(ids) {
+            *slot = table.frame(id);
+        }
+        out.len = ids.len();
+        out
     }
 
     /// Which site the slot holds: changes when the id is reused. Readable
@@ -93,24 +133,30 @@ impl Site {
         self.total_depth.load(Ordering::Relaxed)
     }
 
-    /// Makes `frames` the site's (None: no frames) and returns the ones it
-    /// had. GIL held: only GIL holders read a site's frames.
-    pub fn swap_frames(&self, frames: Option<Box<[RawFrame]>>) -> Option<Box<[RawFrame]>> {
-        let (len, ptr) = match frames {
-            Some(frames) => (frames.len(), Box::leak(frames).as_mut_ptr()),
+    /// Makes `ids` (held in the frame table by the caller) the site's
+    /// frames, None for none, and releases the ids it had. GIL held.
+    pub fn set_frames(&self, ids: Option<Box<[FrameId]>>) {
+        let (len, ptr) = match ids {
+            Some(ids) => (ids.len() as u32, Box::leak(ids).as_mut_ptr()),
             None => (0, std::ptr::null_mut()),
         };
-        let old_len = self.nframes.swap(len as u32, Ordering::Relaxed) as usize;
+        let old_len = self.nframes.swap(len, Ordering::Relaxed) as usize;
         let old = self.frames.swap(ptr, Ordering::AcqRel);
+        if old.is_null() {
+            return;
+        }
         // SAFETY: a non-null pointer was published here from a leaked boxed
-        // slice of `old_len` frames, and is no longer published.
-        (!old.is_null())
-            .then(|| unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) })
+        // slice of `old_len` ids, and is no longer published. Nothing
+        // borrows them: readers copy frames out (`frames`) under the GIL,
+        // which this caller holds.
+        let old = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) };
+        // SAFETY: GIL held (this fn's contract); no other borrow of the table.
+        unsafe { FRAME_TABLE.get() }.release(&old, bury_record);
     }
 
     #[inline(always)]
-    fn is(&self, frames: &[RawFrame], total_depth: u32) -> bool {
-        self.total_depth() == total_depth && self.frames() == frames
+    fn is(&self, ids: &[FrameId], total_depth: u32) -> bool {
+        self.total_depth() == total_depth && self.ids() == ids
     }
 }
 
@@ -167,11 +213,13 @@ pub fn births() -> u32 {
 /// Bytes of heapsite's own memory spent on sites and their frames.
 pub fn memory_bytes() -> usize {
     let frames: usize = (FIRST_DYNAMIC_SITE..count())
-        .map(|id| std::mem::size_of_val(site(id).frames()))
+        .map(|id| std::mem::size_of_val(site(id).ids()))
         .sum();
     // SAFETY: GIL held by the API caller.
     let interner = unsafe { INTERNER.get() }.memory_bytes();
-    SITES.allocated_bytes() + frames + interner
+    // SAFETY: as above.
+    let table = unsafe { FRAME_TABLE.get() }.memory_bytes();
+    SITES.allocated_bytes() + frames + interner + table
 }
 
 /// Two odd multipliers per stack position, one for each of a stack's two
@@ -224,39 +272,70 @@ fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
     (finish(h), finish(check))
 }
 
+/// The interner's hash of a stack of frame ids (the same sum of products
+/// as `hash_stack`'s first hash, over ids).
+fn hash_ids(ids: &[FrameId], total_depth: u32) -> u64 {
+    let mut h = (total_depth as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    for (&id, k) in ids.iter().zip(MULTIPLIERS.iter()) {
+        h = h.wrapping_add(
+            (id as u64 + 1)
+                .wrapping_mul(0xE703_7ED1_A0B4_28DB)
+                .wrapping_mul(k[0]),
+        );
+    }
+    finish(h)
+}
+
 /// Finds or creates the site for `frames`; None when memory for a new one
 /// cannot be had.
 ///
 /// # Safety
 /// GIL held (reads the interner, has code objects watched).
 #[cold]
-unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<SiteId> {
+unsafe fn intern(frames: &[RawFrame], total_depth: u32) -> Option<SiteId> {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held (reads the interner, has code objects watched).
     unsafe {
+        let table = FRAME_TABLE.get();
+        let mut buf = [0 as FrameId; MAX_FRAMES];
+        let ids = &mut buf[..frames.len()];
+        // Lines are resolved only for a (code, offset) not seen before.
+        if !table.ids_of(frames, ids, |f| frames::resolve(f).lineno) {
+            return None;
+        }
+        let ids = &*ids;
+        let hash = hash_ids(ids, total_depth);
         let interner = INTERNER.get();
-        let key = match interner.find(hash, |id| site(id).is(frames, total_depth)) {
+        let key = match interner.find(hash, |id| site(id).is(ids, total_depth)) {
             Found::Site(id) => return Some(id),
             Found::FreeKey(key) => key,
         };
         // Everything a new site needs is had before it is made.
-        let copy = fallible::try_copy(frames)?;
-        if !interner.reserve_one() || !crate::engine::codes::reserve_watch(frames.len()) {
+        let copy = fallible::try_copy(ids);
+        let ready = copy.is_some()
+            && interner.reserve_one()
+            && crate::engine::codes::reserve_watch(frames.len());
+        table.hold(ids);
+        let Some(copy) = copy.filter(|_| ready) else {
+            table.release(ids, bury_record); // frees the entries no other site names
             return None;
-        }
+        };
         let id = match crate::engine::reuse::take_id() {
             Some(id) => id,
             None => NEXT_SITE.fetch_add(1, Ordering::AcqRel),
         };
-        if id > MAX_SITE {
-            return Some(OVERFLOW_SITE);
-        }
-        let slot = SITES.get_or_grow(id as usize)?;
+        let slot = (id <= MAX_SITE)
+            .then(|| SITES.get_or_grow(id as usize))
+            .flatten();
+        let Some(slot) = slot else {
+            table.release(ids, bury_record);
+            return (id > MAX_SITE).then_some(OVERFLOW_SITE);
+        };
         slot.total_depth.store(total_depth, Ordering::Relaxed);
         slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
-        let previous = slot.swap_frames(Some(copy));
-        debug_assert!(previous.is_none(), "a site id handed out twice");
+        debug_assert!(slot.ids().is_empty(), "a site id handed out twice");
+        slot.set_frames(Some(copy));
         interner.insert(key, id);
         // SAFETY: GIL held; the code objects are on the running stack, so alive.
         crate::engine::codes::watch(id, frames);
@@ -267,7 +346,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, hash: u64) -> Option<Sit
 /// The hash a site was interned under (its frames still all alive).
 fn interned_hash(id: SiteId) -> u64 {
     let site = site(id);
-    hash_stack(site.frames(), site.total_depth()).0
+    hash_ids(site.ids(), site.total_depth())
 }
 
 /// Resolves for good the frames of site `id` that name `code`, which is
@@ -285,28 +364,82 @@ pub unsafe fn retire(id: SiteId, code: *mut std::ffi::c_void) {
         if !names(id, code) {
             return; // the id was given back and reused since (src/engine/reuse.rs)
         }
-        if !slot.frames().iter().any(RawFrame::is_retired) {
+        let old = slot.frames();
+        if !old.iter().any(RawFrame::is_retired) {
             // Its first code object to die: it can match no stack any more, and
             // once it holds nothing its id can be given back.
             INTERNER.get().remove(interned_hash(id), id, interned_hash);
             crate::engine::reuse::died(id);
         }
-        let retired = fallible::try_collect(slot.frames().iter().map(|f| {
-            if f.code == code && f.is_python() {
-                f.retire()
-            } else {
-                Some(*f)
+        // The dying code's frames leave the frame table's indexes now: a new
+        // code object at its address must not map onto them.
+        let table = FRAME_TABLE.get();
+        for &frame in slot.ids() {
+            if table.frame(frame).code == code {
+                table.kill(frame);
             }
-        }));
-        if retired.is_some() {
-            // The frames retired before are in both the old frames and the new.
-            crate::engine::retired::hold_all(slot.frames());
         }
-        // Out of memory the site loses its frames rather than name a freed code
-        // object. The old frames are freed later: a report may be reading them.
-        if let Some(old) = slot.swap_frames(retired) {
-            crate::engine::reuse::bury(old);
+        // Out of memory the site loses its frames rather than name a freed
+        // code object.
+        let retired = retired_ids(&old, code);
+        slot.set_frames(retired);
+    }
+}
+
+/// Gives back a freed entry's hold on its retired record at the next sweep
+/// (src/engine/reuse.rs): a report may be reading the record now.
+fn bury_record(frame: RawFrame) {
+    if let Some(frames) = fallible::try_copy(&[frame]) {
+        // SAFETY: GIL held by whoever releases frames (`Site::set_frames`).
+        unsafe { crate::engine::reuse::bury(frames) };
+    } // else the record is kept for good: no memory to note it
+}
+
+/// Ids (held) for `frames` with those of `code` retired: resolved for good
+/// into records of src/engine/retired.rs, interned like any frame, so sites
+/// retired at one line share its entry. None out of memory.
+///
+/// # Safety
+/// GIL held; `code`'s fields still intact.
+unsafe fn retired_ids(frames: &[RawFrame], code: *mut std::ffi::c_void) -> Option<Box<[FrameId]>> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    unsafe {
+        let mut buf = [RawFrame::NONE; MAX_FRAMES];
+        let mut fresh = [false; MAX_FRAMES];
+        let mut failed = false;
+        for (i, f) in frames.iter().enumerate() {
+            buf[i] = *f;
+            if f.code == code && f.is_python() {
+                match f.retire() {
+                    Some(retired) => (buf[i], fresh[i]) = (retired, true),
+                    None => failed = true,
+                }
+            }
         }
+        let new = &buf[..frames.len()];
+        let table = FRAME_TABLE.get();
+        let mut ids = [0 as FrameId; MAX_FRAMES];
+        let ids = &mut ids[..frames.len()];
+        let interned = !failed && table.ids_of(new, ids, |f| frames::resolve(f).lineno);
+        let copy = interned.then(|| fallible::try_copy(ids)).flatten();
+        if interned && copy.is_none() {
+            // Entries made for it that no site names go again.
+            table.hold(ids);
+            table.release(ids, bury_record);
+        }
+        for i in 0..frames.len() {
+            // `retire` gave a hold on the record: an entry keeps one for as
+            // long as it lives (a new entry takes this one); any other is
+            // given back. The entry still holds one, so the record is not
+            // freed here, where a report may be reading it.
+            let owned = copy.is_some() && table.take_record_hold(ids[i]);
+            if fresh[i] && !owned {
+                crate::engine::retired::release_all(&buf[i..=i]);
+            }
+        }
+        let copy = copy?;
+        table.hold(&copy);
+        Some(copy)
     }
 }
 
@@ -333,7 +466,11 @@ pub unsafe fn uncache(ids: &[SiteId]) {
     }
 }
 
-const CACHE_SLOTS: usize = 512;
+/// Direct-mapped, so the hot stacks of a loop collide by the birthday
+/// bound: with 512 slots, bench/workloads/churn's ~100 stacks at 1 frame
+/// missed 7 times a step (139,000 interner lookups in 20,000 steps); 4,096
+/// slots (160 KiB) make that rare.
+const CACHE_SLOTS: usize = 4096;
 
 /// A recently seen stack, known by its two hashes and its shape (see
 /// `hash_stack`); a hit reads only the entry and then the site's counters.
@@ -488,12 +625,13 @@ impl HookState {
             let n = frames.len();
             let (hash, check) = hash_stack(frames, total);
             // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
-            let entry = &mut (*self.cache.get())[(hash >> 55) as usize % CACHE_SLOTS];
+            let entry =
+                &mut (*self.cache.get())[(hash >> (64 - CACHE_SLOTS.trailing_zeros())) as usize];
             if entry.holds((hash, check), n, total) {
                 // SAFETY: a non-null entry points at a site, and sites live forever.
                 return Some((entry.id, &*entry.site));
             }
-            let id = intern(frames, total, hash)?;
+            let id = intern(frames, total)?;
             let found = site(id);
             *entry = CacheEntry {
                 hash,

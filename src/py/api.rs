@@ -325,7 +325,7 @@ pub(crate) unsafe fn site_frames(id: u32) -> *mut PyObject {
     unsafe {
         match sites::reserved_name(id) {
             Some(name) => pseudo_frame(name),
-            None => tuple(&frame_tuples(sites::site(id).frames())),
+            None => tuple(&frame_tuples(&sites::site(id).frames())),
         }
     }
 }
@@ -381,7 +381,7 @@ pub unsafe extern "C" fn site_names(_: *mut PyObject, arg: *mut PyObject) -> *mu
         ) {
             return tuple(&[]);
         }
-        let pairs: Vec<*mut PyObject> = frames::resolve_all(engine.site(id).frames())
+        let pairs: Vec<*mut PyObject> = frames::resolve_all(&engine.site(id).frames())
             .into_iter()
             .map(|names| {
                 Py_INCREF(names.filename);

@@ -26,7 +26,7 @@ unsafe fn frame_pairs(id: SiteId) -> *mut PyObject {
             return tuple(&[tuple(&[unknown, int(0)])]);
         }
         // As tracemalloc has them: (filename, lineno).
-        let items: Vec<*mut PyObject> = frames::resolve_all(frames)
+        let items: Vec<*mut PyObject> = frames::resolve_all(&frames)
             .into_iter()
             .map(|resolved| {
                 Py_INCREF(resolved.filename);

@@ -174,7 +174,7 @@ impl Names {
                 .iter()
                 .map(|&id| {
                     let site = engine.site(id);
-                    let frames = frames::resolve_all(site.frames())
+                    let frames = frames::resolve_all(&site.frames())
                         .iter()
                         .map(|f| (text(f.filename), i64::from(f.lineno), text(f.name)))
                         .collect();

@@ -1,0 +1,374 @@
+//! Interned frames: every distinct frame the live sites name is stored once,
+//! and a site stores its stack as 4-byte frame ids (src/engine/sites.rs).
+//!
+//! Why: at 16 frames a site's frames were 256 bytes of its own, although
+//! most of a program's stacks share their outer frames with many others (a
+//! recursive deepcopy makes tens of thousands of sites out of a few hundred
+//! frames). An id costs 4 bytes per frame per site; each distinct frame
+//! costs one entry here.
+//!
+//! Why by line: a report names a frame by file, function and line, so two
+//! offsets of one line (a line's several calls or allocating instructions)
+//! are one frame here, and stacks that differ only by them are one site.
+//! Resolving an offset to its line walks the code object's line table,
+//! which is what makes tracemalloc slow per allocation; here it is done once
+//! per (code, offset) first seen (`by_offset`), and the allocation hook
+//! only gets here on a miss of its cache of recent stacks.
+//!
+//! Lifetimes: an entry lives while a site names it (`refs`). The code
+//! object of a Python entry can die while a retired site's old frames are
+//! still counted: `kill` takes the entry out of both indexes at once, so a
+//! new code object at the freed one's address never maps onto it.
+//! `by_offset` keys are not removed one by one (an entry has several): each
+//! remembers the entry's generation, is ignored once it changed, and the
+//! stale ones are dropped before the index grows.
+//!
+//! Only the GIL holder touches it; growth is fallible (src/engine/fallible.rs).
+
+use crate::engine::frames::RawFrame;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub type FrameId = u32;
+
+/// Hashes a (pointer, offset or line) key: one multiply-rotate per word.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(23) ^ value).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    }
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+    fn write_i32(&mut self, value: i32) {
+        self.write_u64(value as u32 as u64);
+    }
+}
+
+type Map<V> = HashMap<(usize, i32), V, BuildHasherDefault<WordHasher>>;
+
+struct Entry {
+    /// The frame, with the first offset seen on its line (what a report
+    /// resolves to that line).
+    frame: RawFrame,
+    /// Its line (Python frames); its offset for other kinds, which are
+    /// interned as they are.
+    line: i32,
+    /// Sites naming it; 0 once free.
+    refs: u32,
+    /// Bumped when the entry is killed or freed: `by_offset` keys holding
+    /// an older one are stale.
+    generation: u32,
+    /// Still in the indexes (its code object alive).
+    indexed: bool,
+    /// A retired frame's entry holds one user of its record
+    /// (src/engine/retired.rs), given back when the entry is freed.
+    owns_record: bool,
+}
+
+pub struct FrameTable {
+    entries: Vec<Entry>,
+    free: Vec<FrameId>,
+    /// (code, offset) -> (entry, its generation then): the hot lookup.
+    by_offset: Map<(FrameId, u32)>,
+    /// (code, line) -> entry, for Python frames: where offsets merge.
+    by_line: Map<FrameId>,
+}
+
+impl FrameTable {
+    pub const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            free: Vec::new(),
+            by_offset: HashMap::with_hasher(BuildHasherDefault::new()),
+            by_line: HashMap::with_hasher(BuildHasherDefault::new()),
+        }
+    }
+
+    /// The frame with id `id` (its representative offset).
+    #[inline]
+    pub fn frame(&self, id: FrameId) -> RawFrame {
+        self.entries[id as usize].frame
+    }
+
+    /// Writes the ids of `frames` into `out` (as long), making entries for
+    /// frames not seen yet; `line_of` resolves a new (code, offset) of a
+    /// Python frame. False when memory for an entry cannot be had: entries
+    /// made by this call that no site names are then freed again.
+    pub fn ids_of(
+        &mut self,
+        frames: &[RawFrame],
+        out: &mut [FrameId],
+        mut line_of: impl FnMut(&RawFrame) -> i32,
+    ) -> bool {
+        for (i, frame) in frames.iter().enumerate() {
+            match self.id_of(frame, &mut line_of) {
+                Some(id) => out[i] = id,
+                None => {
+                    self.forget_unnamed(&out[..i]);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    #[inline]
+    fn id_of(
+        &mut self,
+        frame: &RawFrame,
+        line_of: &mut impl FnMut(&RawFrame) -> i32,
+    ) -> Option<FrameId> {
+        let key = (frame.code as usize, frame.offset);
+        if let Some(&(id, generation)) = self.by_offset.get(&key) {
+            if self.entries[id as usize].generation == generation {
+                return Some(id);
+            }
+        }
+        self.id_of_new_offset(frame, key, line_of)
+    }
+
+    #[cold]
+    fn id_of_new_offset(
+        &mut self,
+        frame: &RawFrame,
+        key: (usize, i32),
+        line_of: &mut impl FnMut(&RawFrame) -> i32,
+    ) -> Option<FrameId> {
+        let python = frame.is_python();
+        let line = if python { line_of(frame) } else { frame.offset };
+        let line_key = (frame.code as usize, line);
+        let id = match self.by_line.get(&line_key) {
+            Some(&id) => id,
+            None => {
+                let id = self.make(*frame, line)?;
+                if self.by_line.try_reserve(1).is_err() {
+                    self.forget_unnamed(&[id]);
+                    return None;
+                }
+                self.by_line.insert(line_key, id);
+                id
+            }
+        };
+        if !self.room_by_offset() {
+            self.forget_unnamed(&[id]);
+            return None;
+        }
+        self.by_offset
+            .insert(key, (id, self.entries[id as usize].generation));
+        Some(id)
+    }
+
+    /// Room for one more `by_offset` key, dropping stale ones before growing.
+    fn room_by_offset(&mut self) -> bool {
+        if self.by_offset.len() == self.by_offset.capacity() {
+            let entries = &self.entries;
+            self.by_offset
+                .retain(|_, &mut (id, generation)| entries[id as usize].generation == generation);
+        }
+        self.by_offset.try_reserve(1).is_ok()
+    }
+
+    fn make(&mut self, frame: RawFrame, line: i32) -> Option<FrameId> {
+        let entry = |generation| Entry {
+            frame,
+            line,
+            refs: 0,
+            generation,
+            indexed: true,
+            owns_record: false,
+        };
+        if let Some(id) = self.free.pop() {
+            let slot = &mut self.entries[id as usize];
+            *slot = entry(slot.generation);
+            return Some(id);
+        }
+        self.entries.try_reserve(1).ok()?;
+        // The free list must be able to take every entry back without
+        // allocating (`release` runs where allocation may not fail).
+        self.free.try_reserve(self.entries.len() + 1).ok()?;
+        self.entries.push(entry(0));
+        Some((self.entries.len() - 1) as FrameId)
+    }
+
+    /// Entries among `ids` that no site names (made by a failed call) go.
+    fn forget_unnamed(&mut self, ids: &[FrameId]) {
+        for &id in ids {
+            if self.entries[id as usize].refs == 0 && self.entries[id as usize].indexed {
+                self.unindex(id);
+                self.free_entry(id);
+            }
+        }
+    }
+
+    /// A new site names these frames.
+    pub fn hold(&mut self, ids: &[FrameId]) {
+        for &id in ids {
+            self.entries[id as usize].refs += 1;
+        }
+    }
+
+    /// Entry `id` (a retired frame's) takes the caller's hold on its
+    /// record, unless it has one already: true if it took it.
+    pub fn take_record_hold(&mut self, id: FrameId) -> bool {
+        let entry = &mut self.entries[id as usize];
+        let take = entry.frame.is_retired() && !entry.owns_record;
+        entry.owns_record |= take;
+        take
+    }
+
+    /// A site no longer names these frames; the last one frees an entry.
+    /// `give_back` gets the frame of a freed entry that held a record, whose
+    /// hold the caller gives back when no report can be reading it.
+    pub fn release(&mut self, ids: &[FrameId], mut give_back: impl FnMut(RawFrame)) {
+        for &id in ids {
+            let entry = &mut self.entries[id as usize];
+            debug_assert!(entry.refs > 0, "frame {id} released more than held");
+            entry.refs -= 1;
+            if entry.refs == 0 {
+                if std::mem::take(&mut entry.owns_record) {
+                    give_back(entry.frame);
+                }
+                if entry.indexed {
+                    self.unindex(id);
+                }
+                self.free_entry(id);
+            }
+        }
+    }
+
+    /// The code object of entry `id` is dying: it leaves the indexes now,
+    /// though sites may still name it until they are retired.
+    pub fn kill(&mut self, id: FrameId) {
+        if self.entries[id as usize].indexed {
+            self.unindex(id);
+        }
+    }
+
+    fn unindex(&mut self, id: FrameId) {
+        let entry = &mut self.entries[id as usize];
+        entry.indexed = false;
+        entry.generation = entry.generation.wrapping_add(1);
+        let key = (entry.frame.code as usize, entry.line);
+        if self.by_line.get(&key) == Some(&id) {
+            self.by_line.remove(&key);
+        }
+    }
+
+    fn free_entry(&mut self, id: FrameId) {
+        let entry = &mut self.entries[id as usize];
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.refs = 0;
+        entry.indexed = false;
+        // Reserved in `make`: never allocates.
+        self.free.push(id);
+    }
+
+    /// Entries in use.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        let slot = |key: usize, value: usize| key + value + 1; // hashbrown: a control byte each
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.free.capacity() * std::mem::size_of::<FrameId>()
+            + self.by_offset.capacity() * slot(16, 8)
+            + self.by_line.capacity() * slot(16, 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(code: usize, offset: i32) -> RawFrame {
+        let mut f = RawFrame::NONE;
+        f.code = code as *mut std::ffi::c_void;
+        f.offset = offset;
+        f
+    }
+
+    /// Offsets 0..10 are line 1, 10.. line 2.
+    fn line_of(f: &RawFrame) -> i32 {
+        1 + (f.offset >= 10) as i32
+    }
+
+    fn ids(table: &mut FrameTable, frames: &[RawFrame]) -> Vec<FrameId> {
+        let mut out = vec![0; frames.len()];
+        assert!(table.ids_of(frames, &mut out, line_of));
+        out
+    }
+
+    #[test]
+    fn offsets_of_one_line_are_one_frame() {
+        let mut table = FrameTable::new();
+        let a = ids(
+            &mut table,
+            &[frame(0x1000, 2), frame(0x1000, 8), frame(0x1000, 12)],
+        );
+        assert_eq!(a[0], a[1], "two offsets on line 1");
+        assert_ne!(a[0], a[2], "line 2 is another frame");
+        assert_eq!(table.len(), 2);
+        // The first offset seen stands for the line.
+        assert_eq!(table.frame(a[1]).offset, 2);
+        let mut lines_resolved = 0;
+        let mut out = [0; 2];
+        table.ids_of(&[frame(0x1000, 8), frame(0x1000, 12)], &mut out, |f| {
+            lines_resolved += 1;
+            line_of(f)
+        });
+        assert_eq!(
+            lines_resolved, 0,
+            "a (code, offset) seen before is not resolved again"
+        );
+    }
+
+    #[test]
+    fn killed_frames_never_match_a_new_code_object_at_their_address() {
+        let mut table = FrameTable::new();
+        let old = ids(&mut table, &[frame(0x2000, 4)]);
+        table.hold(&old);
+        table.kill(old[0]); // its code object dies; a retired site still names it
+        let new = ids(&mut table, &[frame(0x2000, 4)]);
+        assert_ne!(old, new);
+        table.hold(&new);
+        table.release(&old, |_| ());
+        assert_eq!(table.len(), 1);
+        // The freed id is reused, and the old offset key does not reach it.
+        let other = ids(&mut table, &[frame(0x3000, 4)]);
+        assert_eq!(other[0], old[0]);
+        assert_eq!(ids(&mut table, &[frame(0x2000, 4)]), new);
+    }
+
+    #[test]
+    fn released_frames_are_freed_and_stale_keys_dropped() {
+        let mut table = FrameTable::new();
+        for round in 0..50usize {
+            let frames: Vec<RawFrame> = (0..16)
+                .map(|i| frame(0x10_000 * (round + 1), i * 10))
+                .collect();
+            let got = ids(&mut table, &frames);
+            table.hold(&got);
+            table.release(&got, |_| ());
+        }
+        assert_eq!(table.len(), 0);
+        assert!(
+            table.by_offset.len() <= 64,
+            "stale offset keys pile up: {}",
+            table.by_offset.len()
+        );
+        assert!(table.by_line.is_empty());
+    }
+}

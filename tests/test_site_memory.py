@@ -1,0 +1,87 @@
+"""What a site costs: frames shared between sites, offsets of a line merged.
+
+src/engine/frame_table.rs interns each frame once (by code object and
+line); a site keeps 4-byte ids. These tests fail if sites go back to a copy
+of their frames each, or to one site per instruction offset.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+# N sites, each a distinct leaf function at the bottom of one shared
+# recursion (DEPTH frames); prints the tracking bytes they added.
+SHARED_STACK = textwrap.dedent(
+    """
+    import sys
+    import heapsite
+
+    N, FRAMES = int(sys.argv[1]), int(sys.argv[2])
+    leaves = []
+    for i in range(N):
+        scope = {}
+        exec(f"def leaf_{i}():\\n    return bytearray(64)\\n", scope)
+        leaves.append(scope[f"leaf_{i}"])
+
+    def down(k, leaf):
+        return down(k - 1, leaf) if k else leaf()
+
+    heapsite.start(frames=FRAMES)
+    down(FRAMES, leaves[0])  # the shared part's frames, before the measure
+    before = heapsite.stats()["tracking_bytes"]
+    sites_before = heapsite.stats()["sites"]
+    kept = [down(FRAMES, leaf) for leaf in leaves]
+    stats = heapsite.stats()
+    print(stats["tracking_bytes"] - before, stats["sites"] - sites_before)
+    """
+)
+
+
+def _added(frames, n=3000):
+    out = subprocess.run(
+        [sys.executable, "-c", SHARED_STACK, str(n), str(frames)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_sites_sharing_a_deep_stack_share_its_frames():
+    n = 3000
+    deep, deep_sites = _added(16, n)
+    shallow, shallow_sites = _added(1, n)
+    assert deep_sites >= n and shallow_sites >= n
+    # 15 more frames per site: a copy of each frame (16 bytes) would add
+    # 240 bytes a site; ids in a shared table add 60.
+    per_site = (deep - shallow) / n
+    assert per_site < 100, f"{per_site:.0f} bytes a site for 15 shared frames"
+
+
+ONE_LINE = textwrap.dedent(
+    """
+    import heapsite
+    from heapsite import _core
+
+    def two_on_one_line():
+        a, b = bytearray(1000), bytearray(3000)
+        return a, b
+
+    heapsite.start(frames=1)
+    kept = two_on_one_line()
+    line = two_on_one_line.__code__.co_firstlineno + 1
+    here = [s for s in _core.sites() if s[1] and s[1][0][1] == line
+            and s[1][0][2] == "two_on_one_line"]
+    print(len(here), sum(s[3] for s in here))
+    """
+)
+
+
+def test_two_offsets_on_one_line_are_one_site():
+    out = subprocess.run(
+        [sys.executable, "-c", ONE_LINE], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    sites, live_bytes = int(out[0]), int(out[1])
+    assert sites == 1
+    assert live_bytes >= 4000
