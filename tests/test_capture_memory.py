@@ -52,8 +52,9 @@ def test_a_capture_of_many_deep_sites_adds_little_to_the_peak(tmp_path):
     figures = json.loads(done.stdout.splitlines()[-1])
     assert figures["sites"] >= 20_000, figures
     per_site = figures["added"] / figures["sites"]
-    # CPython 3.12: 3,440 bytes a site when the writer listed every site's
-    # frames as strings and wrote the whole JSON before compressing it; 650
-    # since (the heap walk, the capture's model with each distinct frame
-    # once, the compressor's output).
-    assert per_site < 1000, figures
+    # 3,440 bytes a site (60,000 sites, CPython 3.12) when the writer listed
+    # every site's frames as strings and wrote the whole JSON before
+    # compressing it; 920 to 1,030 since on 3.9 to 3.14 (40,000 sites, two
+    # offsets of a line being one site now): the heap walk, the capture's
+    # model with each distinct frame once, the compressor's output.
+    assert per_site < 1500, figures
