@@ -103,6 +103,7 @@ def test_the_boundary_has_every_function_of_the_module():
         "site_figures",
         "site_of",
         "sites",
+        "sites_grown",
         "timeline_samples",
         "timeline_stop",
         "traced_memory",

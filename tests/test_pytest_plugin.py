@@ -151,3 +151,52 @@ def test_tracker_fixture(tmp_path):
     )
     result, outcomes = run_suite(path=str(suite))
     assert outcomes == {"test_measures": "PASSED"}, result.stdout
+
+
+def test_sites_grown_agrees_with_the_columns_compared_in_python():
+    """The core's comparison of every site with earlier site_figures()
+    columns, which the leak check's shortcut for known causes uses, against
+    the same comparison done by hand over the columns."""
+    import array
+
+    import heapsite
+    from heapsite import _core
+
+    was_tracing = heapsite.is_tracing()
+    if not was_tracing:
+        heapsite.start(1)
+    try:
+        before = _core.site_figures()
+        kept = [bytearray(100 + i) for i in range(50)]
+        dropped = [bytearray(3000) for _ in range(5)]
+        del dropped
+        after = _core.site_figures()
+        grown = _core.sites_grown(before.live_bytes, before.live_counts)
+    finally:
+        if not was_tracing:
+            heapsite.stop()
+    del kept
+    old_bytes, new_bytes = array.array("q", before.live_bytes), array.array("q", after.live_bytes)
+    old_counts = array.array("q", before.live_counts)
+    new_counts = array.array("q", after.live_counts)
+
+    def was(column, site):
+        return column[site] if site < len(column) else 0
+
+    by_hand = {
+        site: (new_bytes[site] - was(old_bytes, site), new_counts[site] - was(old_counts, site))
+        for site in range(len(new_bytes))
+        if new_bytes[site] > was(old_bytes, site)
+    }
+    mine = {row.site_id: (row.growth, row.count_growth) for row in grown}
+    # The line that kept 50 arrays (an object and a buffer each, and the
+    # list), and no site the dropped ones freed.
+    kept_line = [site for site, (_, count) in by_hand.items() if count == 101]
+    assert len(kept_line) == 1, by_hand
+    assert mine[kept_line[0]] == by_hand[kept_line[0]]
+    assert by_hand[kept_line[0]][0] >= sum(range(100, 150))
+    # `after` itself and the call's arguments were made between the two:
+    # their lines are the ones that may differ.
+    assert len(set(mine) ^ set(by_hand)) <= 2
+    assert sum(mine[site] != by_hand.get(site) for site in mine) <= 2
+    assert [row.growth for row in grown] == sorted((row.growth for row in grown), reverse=True)

@@ -111,6 +111,7 @@ __all__ = [
     "OVERFLOW_SITE",
     "PATH",
     "AddressSite",
+    "GrownSite",
     "HeapWalk",
     "KindRow",
     "Memory",
@@ -157,6 +158,7 @@ __all__ = [
     "site_names",
     "site_of",
     "sites",
+    "sites_grown",
     "start",
     "stats",
     "stop",
@@ -215,6 +217,22 @@ class SiteColumns(NamedTuple):
 def site_figures() -> SiteColumns:
     live_bytes, live_counts, peak_bytes = _heapsite.site_figures()
     return SiteColumns(live_bytes, live_counts, peak_bytes)
+
+
+class GrownSite(NamedTuple):
+    site_id: int
+    live_bytes: int
+    growth: int
+    live_count: int
+    count_growth: int
+
+
+def sites_grown(live_bytes_before: bytes, live_counts_before: bytes) -> list[GrownSite]:
+    """The sites holding more bytes now than in those columns of an earlier
+    site_figures() (a newer site held 0), most growth first."""
+    return [
+        GrownSite._make(row) for row in _heapsite.sites_grown(live_bytes_before, live_counts_before)
+    ]
 
 
 class PeakSite(NamedTuple):

@@ -64,7 +64,7 @@ unsafe extern "C" fn start_in_main_interpreter(
     }
 }
 
-static mut METHODS: [PyMethodDef; 50] = [
+static mut METHODS: [PyMethodDef; 51] = [
     // METH_FASTCALL: a call with arguments in a tuple makes the tuple just
     // before tracing starts and frees it just after, onto the interpreter's
     // free list, where the program's next pair picks it up untraced (3.13+
@@ -160,6 +160,12 @@ static mut METHODS: [PyMethodDef; 50] = [
         main_interpreter_only!(api::site_figures),
         METH_NOARGS,
         c"site_figures() -> (live_bytes, live_counts, peak_bytes): int64 per site id.",
+    ),
+    method(
+        c"sites_grown",
+        main_interpreter_only!(api::sites_grown),
+        METH_VARARGS,
+        c"sites_grown(live_bytes_before, live_counts_before) -> [(site, live_bytes, growth, live_count, count_growth)]",
     ),
     method(
         c"site_of",

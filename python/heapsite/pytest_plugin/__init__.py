@@ -279,21 +279,28 @@ def _thread_peak(baseline: Column, foreign: Foreign | None) -> int:
     )
 
 
+@own_work.own_work
 def _grown_sites(
-    base: list[Column],
+    base: Sequence,
     sites: ProgramSites,
     only: bytearray | None = None,
     limit: int = TOP_SITES,
 ) -> list[StatisticDiff]:
-    """The program's sites holding more bytes than in `base` (figures()),
-    largest growth first, at most `limit`, as tracemalloc's StatisticDiff
-    lines; given `only` (a byte per site), just the sites it marks."""
-    live, count, _ = figures()
+    """The program's sites holding more bytes than in `base` (figures() or
+    site_figures(): live bytes, live counts), largest growth first, at most
+    `limit`, as tracemalloc's StatisticDiff lines; given `only` (a byte per
+    site), just the sites it marks. The comparison over every site is the
+    core's (sites_grown), not a Python loop."""
     diffs = []
-    for site, growth in sites.grown(base[0], live, only)[:limit]:
+    for site, live, growth, count, count_diff in _core.sites_grown(bytes(base[0]), bytes(base[1])):
+        if only is not None and not (site < len(only) and only[site]):
+            continue
+        if not sites.is_program(site):
+            continue
         traceback = Traceback(Frame(*frame) for frame in _core.frames_of(site))
-        count_diff = count[site] - (base[1][site] if site < len(base[1]) else 0)
-        diffs.append(StatisticDiff(traceback, live[site], growth, count[site], count_diff))
+        diffs.append(StatisticDiff(traceback, live, growth, count, count_diff))
+        if len(diffs) == limit:
+            break
     return diffs
 
 
@@ -503,7 +510,8 @@ def _cheap_pass(
             return False
         if index == 1 and early is not None:
             measured = sizes[index]
-            early.append(figures())
+            # The core's raw columns: _grown_sites compares them in C.
+            early.append(_core.site_figures())
             # Measured again: the next round is compared with memory
             # that holds the figures' own arrays, whose size is kept
             # (early[1]) to be left out of what a message shows.
@@ -616,7 +624,7 @@ def _top_frame(diffs: list[StatisticDiff]) -> tuple | None:
 def _through_a_known_cause(
     item: Any,
     sizes: Sequence[int],
-    early: list[Column],
+    early: Sequence,
     sites: ProgramSites,
     known: dict,
     data: dict,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from itertools import compress
 
 from .._heap import Partition, Row
+from .._own import own_work
 from ._sites import Column, Flags
 
 
@@ -27,6 +28,7 @@ class EveryRound:
         self.grew = Flags()
         self.compared = 0
 
+    @own_work  # untraced, as the loops of _sites are
     def add(self, values: Sequence[int]) -> None:
         previous, grew = self.previous, self.grew
         if previous is not None:
