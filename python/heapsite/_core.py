@@ -290,13 +290,21 @@ class HeapWalk(NamedTuple):
 
 
 def heap_walk(
-    roots: list[object], own: list[object], split: int, relative: bool, stride: int = 1
+    roots: list[object],
+    own: list[object],
+    split: int,
+    relative: bool,
+    stride: int = 1,
+    through_tracked: bool = True,
 ) -> HeapWalk:
     """The objects reachable from `roots`, never through `own`, by kind:
     split 0 nothing, 1 by allocating site (looking up one small object in
     `stride`), 2 by the kinds of the referrers; `relative` leaves out what
-    set_relheap() saw."""
-    count, size, rows, signatures = _heapsite.heap_walk(roots, own, split, relative, stride)
+    set_relheap() saw; without `through_tracked`, only the roots and what
+    they reach without passing a gc-tracked object."""
+    count, size, rows, signatures = _heapsite.heap_walk(
+        roots, own, split, relative, stride, through_tracked
+    )
     return HeapWalk(count, size, [KindRow._make(row) for row in rows], signatures)
 
 

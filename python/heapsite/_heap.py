@@ -504,10 +504,12 @@ def _own() -> list:
     return own
 
 
-def _walk(split: int, relative: bool = True) -> Partition:
+def _walk(split: int, relative: bool = True, through_tracked: bool = True) -> Partition:
     entered = own_work.enter()  # not a decorator: its arguments would be walked
     try:
-        walk = _core.heap_walk(gc.get_objects(), _own(), split, relative)
+        walk = _core.heap_walk(
+            gc.get_objects(), _own(), split, relative, through_tracked=through_tracked
+        )
         partition = Partition(_rows_of(walk.rows, split, walk.signatures))
     finally:
         own_work.leave(entered)
@@ -531,6 +533,16 @@ def whole_heap() -> Partition:
     return _walk(SPLIT_NOTHING, relative=False)
 
 
+def unfrozen_heap() -> Partition:
+    """The objects the collector tracks outside its frozen set
+    (gc.freeze()), and what they reach without passing another tracked
+    object (their strings and numbers), by kind, whatever setrelheap() saw.
+    With nothing frozen, nearly whole_heap()'s objects; with the objects
+    older than something frozen (the leak check freezes them before each
+    test), what was made since, at the cost of those objects only."""
+    return _walk(SPLIT_NOTHING, relative=False, through_tracked=False)
+
+
 def setrelheap(reference: None = None) -> None:
     """Later heap() calls count only objects created after this call."""
     if reference is not None:
@@ -538,6 +550,18 @@ def setrelheap(reference: None = None) -> None:
     entered = own_work.enter()
     try:
         _core.set_relheap(gc.get_objects(), _own())
+    finally:
+        own_work.leave(entered)
+
+
+def relheap_since_freeze() -> None:
+    """Later heap() calls and searches for a new object of a kind count only
+    the objects made since the collector's objects were last frozen
+    (gc.freeze()): the leak check's objects of a test, found without a walk
+    of the whole heap (clearrelheap() undoes it)."""
+    entered = own_work.enter()
+    try:
+        _core.set_relheap(gc.get_objects(), _own(), True)
     finally:
         own_work.leave(entered)
 

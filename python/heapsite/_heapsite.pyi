@@ -58,14 +58,20 @@ def site_depth(site: int, /) -> int: ...
 
 # (count, size, rows, signatures); a row is (tag, type, count, size, split)
 def heap_walk(
-    roots: list[Any], own: list[Any], split: int, relative: bool, stride: int = ..., /
+    roots: list[Any],
+    own: list[Any],
+    split: int,
+    relative: bool,
+    stride: int = ...,
+    through_tracked: bool = ...,
+    /,
 ) -> tuple[
     int,
     int,
     list[tuple[int, type | None, int, int, list[_Split]]],
     tuple[tuple[_Kind, ...], ...],
 ]: ...
-def set_relheap(roots: list[Any] | None, own: list[Any], /) -> None: ...
+def set_relheap(roots: list[Any] | None, own: list[Any], only: bool = ..., /) -> None: ...
 
 # (root, ..., object), empty if none
 def path_to(

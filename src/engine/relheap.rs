@@ -111,8 +111,38 @@ impl AddressSet {
 /// that the free hook can tell): later walks leave them out. While heapsite
 /// traces, a block freed since is taken out of the set, so an object created
 /// later at the same address counts as new.
-pub static RELHEAP: GilCell<Option<AddressSet>> = GilCell::new(None);
+static RELHEAP: GilCell<Option<AddressSet>> = GilCell::new(None);
 static RELHEAP_SET: AtomicBool = AtomicBool::new(false);
+/// Whether the set holds the only blocks counted, not those left out: the
+/// leak check's "made since the freeze" (see `set_relheap`).
+static RELHEAP_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// The setrelheap() set as the walks read it.
+#[derive(Clone, Copy)]
+pub struct Relheap<'a> {
+    set: &'a AddressSet,
+    only: bool,
+}
+
+impl Relheap<'_> {
+    /// Whether an object allocated at `block` is left out (not new).
+    #[inline(always)]
+    pub fn leaves_out(&self, block: usize) -> bool {
+        self.set.contains(block) != self.only
+    }
+}
+
+/// The set, if one is kept. GIL held, and no `set_relheap` while the answer
+/// is used.
+pub unsafe fn relheap() -> Option<Relheap<'static>> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    unsafe {
+        RELHEAP.get().as_ref().map(|set| Relheap {
+            set,
+            only: RELHEAP_ONLY.load(Ordering::Relaxed),
+        })
+    }
+}
 
 /// Whether a setrelheap() set is kept (every free must then be told).
 #[inline(always)]
@@ -131,9 +161,12 @@ pub fn forget_freed(addr: usize) {
     }
 }
 
-/// Sets (or with None, clears) the blocks later walks leave out. GIL held.
-pub fn set_relheap(blocks: Option<AddressSet>) {
+/// Sets (or with None, clears) the blocks later walks leave out; with
+/// `only`, the only blocks they count (a block freed since is then never
+/// counted again, whatever is made there later). GIL held.
+pub fn set_relheap(blocks: Option<AddressSet>, only: bool) {
     RELHEAP_SET.store(blocks.is_some(), Ordering::Relaxed);
+    RELHEAP_ONLY.store(only, Ordering::Relaxed);
     // SAFETY: GIL held by the API caller.
     unsafe { *RELHEAP.get() = blocks };
 }

@@ -17,7 +17,7 @@
 //! strong reference.
 
 use crate::engine::hook;
-use crate::engine::relheap::{AddressHasher, AddressMap, AddressSet, Paged, RELHEAP};
+use crate::engine::relheap::{self, AddressHasher, AddressMap, AddressSet, Paged, Relheap};
 use crate::engine::sampling;
 use crate::heap::objects;
 use pyo3_ffi::*;
@@ -181,6 +181,8 @@ impl Referrers {
 }
 
 struct Search {
+    /// Whether gc-tracked referents are walked into (see `Reach`).
+    through_tracked: bool,
     visited: AddressSet,
     stack: Vec<*mut PyObject>,
     referrers: Option<Referrers>,
@@ -192,7 +194,7 @@ unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_in
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
         let search = &mut *(arg as *mut Search);
-        if !obj.is_null() {
+        if !obj.is_null() && (search.through_tracked || PyObject_GC_IsTracked(obj) == 0) {
             search.stack.push(obj);
             if let Some(referrers) = search.referrers.as_mut() {
                 let current = referrers.current;
@@ -203,8 +205,25 @@ unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_in
     }
 }
 
-/// Walks the heap from `roots` (a list, itself left out). With `relative`,
-/// objects whose block setrelheap saw are walked through but not counted.
+/// Which objects a walk counts, beside its roots.
+#[derive(Clone, Copy)]
+pub struct Reach {
+    /// Objects whose block setrelheap saw are walked through but not counted.
+    pub relative: bool,
+    /// Everything reachable (heapy's heap). Without: only what the roots
+    /// reach without passing a gc-tracked object (their strings, numbers,
+    /// untracked tuples), the tracked ones counting only as roots. From
+    /// `gc.get_objects()` that is nearly the same set (less what the
+    /// interpreter keeps frozen for itself); with objects frozen
+    /// (`gc.freeze()`), which that list leaves out, it is what was made
+    /// since the freeze, not the whole heap through the new objects'
+    /// references to old ones (the leak check's rounds,
+    /// python/heapsite/pytest_plugin).
+    pub through_tracked: bool,
+}
+
+/// Walks the heap from `roots` (a list, itself left out), as far as `reach`
+/// says.
 /// With `blocks`, the block of every object found is added to it.
 /// `finish` sees the result while the objects sized by their own
 /// `__sizeof__` are still held (types of the others are held by the roots).
@@ -214,7 +233,7 @@ unsafe extern "C" fn push_referent(obj: *mut PyObject, arg: *mut c_void) -> c_in
 pub unsafe fn walk<R>(
     roots: *mut PyObject,
     own: *mut PyObject,
-    relative: bool,
+    reach: Reach,
     mut blocks: Option<&mut AddressSet>,
     split: Split,
     finish: impl FnOnce(&Heap) -> R,
@@ -222,13 +241,14 @@ pub unsafe fn walk<R>(
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held; `roots` a list.
     unsafe {
-        let exclude = if relative {
-            RELHEAP.get().as_ref()
+        let exclude = if reach.relative {
+            relheap::relheap()
         } else {
             None
         };
         let n_roots = PyList_Size(roots).max(0) as usize;
         let mut search = Search {
+            through_tracked: reach.through_tracked,
             visited: AddressSet::default(),
             stack: Vec::with_capacity(n_roots),
             referrers: (split == Split::Referrers).then(Referrers::new),
@@ -294,7 +314,7 @@ pub unsafe fn walk<R>(
                 push_referent,
                 &mut search as *mut Search as *mut c_void,
             );
-            if exclude.is_some_and(|set| set.contains(block)) {
+            if exclude.is_some_and(|relheap| relheap.leaves_out(block)) {
                 continue;
             }
             if ty as usize != last_type {
@@ -499,7 +519,7 @@ impl Goal {
         &self,
         obj: *mut PyObject,
         owners: &AddressMap<usize>,
-        exclude: Option<&AddressSet>,
+        exclude: Option<Relheap>,
     ) -> bool {
         // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
         unsafe {
@@ -511,7 +531,7 @@ impl Goal {
                         return false;
                     }
                     let block = objects::allocation_of(obj);
-                    !exclude.is_some_and(|set| set.contains(block))
+                    !exclude.is_some_and(|relheap| relheap.leaves_out(block))
                         && site.is_none_or(|site| site_of(obj, block).0 == site)
                 }
             }
@@ -558,7 +578,7 @@ pub unsafe fn paths_to(
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held; `roots` a list.
     unsafe {
-        let exclude = RELHEAP.get().as_ref();
+        let exclude = relheap::relheap();
         let mut found: Vec<Vec<usize>> = vec![Vec::new(); goals.len()];
         let mut pending = goals.len();
         let mut search = Breadth {

@@ -2,7 +2,7 @@
 //! `setrelheap()` stand on them).
 
 use crate::engine::relheap::{self, AddressSet};
-use crate::heap::kinds::{self, Goal, Heap, Kind, Split, NO_SITE};
+use crate::heap::kinds::{self, Goal, Heap, Kind, Reach, Split, NO_SITE};
 use crate::py::api::{int, none, tuple};
 use pyo3_ffi::*;
 use std::ptr;
@@ -95,19 +95,21 @@ unsafe fn signatures(heap: &Heap) -> *mut PyObject {
 }
 
 /// heap_walk(roots: list, own: list, split: 0 | 1 | 2, relative: bool[,
-/// stride: int]) -> (count, size, rows, signatures): split 0 nothing, 1 by
-/// allocating site (with a stride above 1, looking up one small object in
-/// `stride`), 2 by the kinds of the referrers; `own` lists heapsite's
-/// modules, dicts and classes; `relative` leaves out what setrelheap saw.
+/// stride: int[, through_tracked: bool]]) -> (count, size, rows,
+/// signatures): split 0 nothing, 1 by allocating site (with a stride above
+/// 1, looking up one small object in `stride`), 2 by the kinds of the
+/// referrers; `own` lists heapsite's modules, dicts and classes; `relative`
+/// leaves out what setrelheap saw; without `through_tracked`, only the
+/// roots and what they reach without passing a gc-tracked object.
 pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
         crate::engine::settled();
-        let Some((roots, own, split, relative)) = walk_arguments(args) else {
+        let Some((roots, own, split, reach)) = walk_arguments(args) else {
             return ptr::null_mut();
         };
-        kinds::walk(roots, own, relative, None, split, |heap| {
+        kinds::walk(roots, own, reach, None, split, |heap| {
             let rows = rows(heap);
             let signatures = signatures(heap);
             tuple(&[
@@ -120,38 +122,53 @@ pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mu
     }
 }
 
-/// set_relheap(roots: list | None, own: list): later walks leave out what is
-/// reachable now (None: forget, count everything again).
+/// set_relheap(roots: list | None, own: list[, only: bool]): later walks
+/// leave out what is reachable now (None: forget, count everything again);
+/// with `only`, they count only what the roots reach without passing
+/// another gc-tracked object (from `gc.get_objects()` with older objects
+/// frozen: what was made since the freeze).
 pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
-        if PyTuple_Check(args) == 0 || PyTuple_Size(args) != 2 {
-            return crate::py::api::raise(PyExc_TypeError, "set_relheap(roots | None, own)");
+        let usage = "set_relheap(roots | None, own[, only])";
+        if PyTuple_Check(args) == 0 || !(2..=3).contains(&PyTuple_Size(args)) {
+            return crate::py::api::raise(PyExc_TypeError, usage);
         }
+        let only = match PyTuple_Size(args) {
+            3 => match PyObject_IsTrue(PyTuple_GetItem(args, 2)) {
+                -1 => return ptr::null_mut(),
+                truth => truth == 1,
+            },
+            _ => false,
+        };
         let roots = PyTuple_GetItem(args, 0);
         let own = PyTuple_GetItem(args, 1);
         if roots == Py_None() {
-            relheap::set_relheap(None);
+            relheap::set_relheap(None, false);
             return none();
         }
         if PyList_Check(roots) == 0 || PyList_Check(own) == 0 {
             return crate::py::api::raise(PyExc_TypeError, "set_relheap expects lists (or None)");
         }
         let mut seen = AddressSet::default();
-        kinds::walk(roots, own, false, Some(&mut seen), Split::Nothing, |_| ());
-        relheap::set_relheap(Some(seen));
+        let reach = Reach {
+            relative: false,
+            through_tracked: !only,
+        };
+        kinds::walk(roots, own, reach, Some(&mut seen), Split::Nothing, |_| ());
+        relheap::set_relheap(Some(seen), only);
         none()
     }
 }
 
 unsafe fn walk_arguments(
     args: *mut PyObject,
-) -> Option<(*mut PyObject, *mut PyObject, Split, bool)> {
+) -> Option<(*mut PyObject, *mut PyObject, Split, Reach)> {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
-        let usage = "heap_walk(roots, own, split, relative[, stride])";
-        if PyTuple_Check(args) == 0 || !(4..=5).contains(&PyTuple_Size(args)) {
+        let usage = "heap_walk(roots, own, split, relative[, stride[, through_tracked]])";
+        if PyTuple_Check(args) == 0 || !(4..=6).contains(&PyTuple_Size(args)) {
             crate::py::api::raise(PyExc_TypeError, usage);
             return None;
         }
@@ -166,8 +183,15 @@ unsafe fn walk_arguments(
             truth => truth == 1,
         };
         let stride = match PyTuple_Size(args) {
-            5 => PyLong_AsLongLong(PyTuple_GetItem(args, 4)),
-            _ => 1,
+            4 => 1,
+            _ => PyLong_AsLongLong(PyTuple_GetItem(args, 4)),
+        };
+        let through_tracked = match PyTuple_Size(args) {
+            6 => match PyObject_IsTrue(PyTuple_GetItem(args, 5)) {
+                -1 => return None,
+                truth => truth == 1,
+            },
+            _ => true,
         };
         if stride < 1 {
             PyErr_Clear();
@@ -187,7 +211,11 @@ unsafe fn walk_arguments(
                 return None;
             }
         };
-        Some((roots, own, split, relative))
+        let reach = Reach {
+            relative,
+            through_tracked,
+        };
+        Some((roots, own, split, reach))
     }
 }
 

@@ -219,13 +219,13 @@ static mut METHODS: [PyMethodDef; 51] = [
         c"heap_walk",
         main_interpreter_only!(api_heap::heap_walk),
         METH_VARARGS,
-        c"heap_walk(roots, own, split, relative[, stride]) -> (count, size, rows, signatures)",
+        c"heap_walk(roots, own, split, relative[, stride][, through_tracked]) -> (count, size, rows, signatures)",
     ),
     method(
         c"set_relheap",
         main_interpreter_only!(api_heap::set_relheap),
         METH_VARARGS,
-        c"set_relheap(roots | None, own): leave what is reachable now out of later walks",
+        c"set_relheap(roots | None, own[, only]): leave what is reachable now out of later walks (only: count only that)",
     ),
     method(
         c"path_to",

@@ -125,3 +125,10 @@ class ProgramSites:
             if site >= len(kinds) or kinds[site] == _UNKNOWN:
                 self.is_program(site)  # sets the mask
         return sum(compress(live, mask))
+
+    @own_work
+    def any_marked(self, flags: bytearray) -> bool:
+        """Whether any of the program's sites has its byte set in `flags` (a
+        byte per site, EveryRound.grew): of the sites classified so far,
+        which live_bytes() makes every site holding memory."""
+        return any(compress(flags, self.mask))
