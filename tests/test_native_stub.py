@@ -104,6 +104,7 @@ def test_the_boundary_has_every_function_of_the_module():
         "site_of",
         "sites",
         "sites_grown",
+        "sites_grown_since_mark",
         "timeline_samples",
         "timeline_stop",
         "traced_memory",

@@ -57,6 +57,7 @@ from ._heapsite import (
     site_count,
     site_depth,
     site_names,
+    sites_mark,
     start,
     stats,
     stop,
@@ -159,6 +160,8 @@ __all__ = [
     "site_of",
     "sites",
     "sites_grown",
+    "sites_grown_since_mark",
+    "sites_mark",
     "start",
     "stats",
     "stop",
@@ -233,6 +236,14 @@ def sites_grown(live_bytes_before: bytes, live_counts_before: bytes) -> list[Gro
     return [
         GrownSite._make(row) for row in _heapsite.sites_grown(live_bytes_before, live_counts_before)
     ]
+
+
+def sites_grown_since_mark() -> list[GrownSite] | None:
+    """As sites_grown, from the last sites_mark(), reading only the sites
+    touched since; None without a mark since the last reset_peak(), or when
+    its note missed some sites."""
+    rows = _heapsite.sites_grown_since_mark()
+    return None if rows is None else [GrownSite._make(row) for row in rows]
 
 
 class PeakSite(NamedTuple):

@@ -19,13 +19,26 @@
 //! since the reset (the pytest plugin's per-test peak, split by site) costs
 //! nothing more per event.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use crate::engine::sync::GilCell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 static GIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static NOGIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 static RESET_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The sites touched since the last `mark` (first touched since the reset
+/// it made): their counters' addresses and live counts then, so that which
+/// sites grew since is told without reading every site. The pytest plugin's
+/// leak check asks it of every test that grows: a click session makes
+/// 339,000 sites, and a read of them all cost more than the test. Kept only
+/// between a `mark` and the next `reset_peak`, in room reserved by `mark`
+/// (the hooks never allocate for it); when that is full, `TOUCHED_LOST`.
+static TOUCHED: GilCell<Vec<(usize, i64)>> = GilCell::new(Vec::new());
+static TOUCHED_ON: AtomicBool = AtomicBool::new(false);
+static TOUCHED_LOST: AtomicBool = AtomicBool::new(false);
+const TOUCHED_ROOM: usize = 1 << 16;
 
 #[derive(Default)]
 pub struct SiteCounters {
@@ -72,6 +85,9 @@ impl SiteCounters {
                 // what is live is what was live at the reset.
                 self.at_reset_bytes
                     .store(self.live_bytes.load(Relaxed), Relaxed);
+                if TOUCHED_ON.load(Relaxed) {
+                    self.note_touched();
+                }
             }
             self.peak_count
                 .store(self.live_count.load(Relaxed), Relaxed);
@@ -79,6 +95,32 @@ impl SiteCounters {
                 .store(self.live_bytes.load(Relaxed), Relaxed);
             self.saved_epoch.store(epoch, Relaxed);
         }
+    }
+
+    /// Puts the site on the list of those touched since the mark (GIL held:
+    /// the GIL path's counters only call it).
+    #[cold]
+    fn note_touched(&self) {
+        // SAFETY: GIL held (the callers', see above); the list is only
+        // borrowed here and by `mark` and `touched`, never across a hook.
+        let touched = unsafe { TOUCHED.get() };
+        if touched.len() < touched.capacity() {
+            let address = self as *const SiteCounters as usize;
+            touched.push((address, self.live_count.load(Relaxed)));
+        } else {
+            TOUCHED_LOST.store(true, Relaxed);
+        }
+    }
+
+    /// What was live at the last reset or mark, if touched since: (bytes,
+    /// count at that time as the touched list noted it).
+    pub fn at_reset_bytes(&self) -> i64 {
+        self.at_reset_bytes.load(Relaxed)
+    }
+
+    /// GIL-held live (bytes, count).
+    pub fn gil_live(&self) -> (i64, i64) {
+        (self.live_bytes.load(Relaxed), self.live_count.load(Relaxed))
     }
 
     /// An allocation of `size` bytes, GIL held.
@@ -218,10 +260,39 @@ pub fn traced_memory() -> (i64, i64) {
 
 /// Makes the peak the current size; what is live now becomes "at peak".
 pub(super) fn reset_peak() {
+    TOUCHED_ON.store(false, Relaxed);
     PEAK.store(traced_memory().0, Relaxed);
     let epoch = EPOCH.load(Relaxed) + 1;
     EPOCH.store(epoch, Relaxed);
     RESET_EPOCH.store(epoch, Relaxed);
+}
+
+/// A reset of the peak that also starts the list of sites touched from now
+/// on (see `TOUCHED`); false if no room for it could be had. GIL held,
+/// outside any allocator hook.
+pub(super) fn mark() -> bool {
+    reset_peak();
+    // SAFETY: GIL held, outside any hook (this fn's contract).
+    let touched = unsafe { TOUCHED.get() };
+    touched.clear();
+    if touched.try_reserve(TOUCHED_ROOM).is_err() {
+        return false;
+    }
+    TOUCHED_LOST.store(false, Relaxed);
+    TOUCHED_ON.store(true, Relaxed);
+    true
+}
+
+/// The (counters' address, live count then) of the sites touched since the
+/// last `mark`, in the order first touched; None when there was no mark
+/// since the last reset or the list missed some. GIL held.
+pub(super) fn touched() -> Option<&'static [(usize, i64)]> {
+    if !TOUCHED_ON.load(Relaxed) || TOUCHED_LOST.load(Relaxed) {
+        return None;
+    }
+    // SAFETY: GIL held (this fn's contract); the hooks only push within the
+    // reserved room, so the slice stays where it is until the next `mark`.
+    Some(unsafe { TOUCHED.get() }.as_slice())
 }
 
 /// Zeroes the global figures; callers reset every site alongside.

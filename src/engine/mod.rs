@@ -37,6 +37,7 @@ pub mod table;
 
 use counters::SiteTotals;
 use sites::{Site, SiteId};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use table::Record;
 
@@ -60,7 +61,43 @@ pub fn settled() -> Settled {
     Settled { _gil: PhantomData }
 }
 
+/// A site holding more bytes than at an earlier reading.
+pub struct Growth {
+    pub site: SiteId,
+    pub live_bytes: i64,
+    pub growth: i64,
+    pub live_count: i64,
+    pub count_growth: i64,
+}
+
 impl Settled {
+    /// The sites holding more bytes than at the last `mark_sites`
+    /// (GIL-held figures), most growth first; None without a mark since
+    /// the last reset, or when its note missed some sites.
+    pub fn grown_since_mark(&self) -> Option<Vec<Growth>> {
+        let touched = counters::touched()?;
+        let mut grown: HashMap<SiteId, Growth> = HashMap::new();
+        for &(address, count_then) in touched {
+            // SAFETY: the list holds addresses of sites' counters.
+            let id = unsafe { sites::id_of_counters(address) };
+            let counters = &sites::site(id).counters;
+            let (bytes, count) = counters.gil_live();
+            // A slot touched twice was given to a new site meanwhile: the
+            // later entry is the site there now.
+            let growth = Growth {
+                site: id,
+                live_bytes: bytes,
+                growth: bytes - counters.at_reset_bytes(),
+                live_count: count,
+                count_growth: count - count_then,
+            };
+            grown.insert(id, growth);
+        }
+        let mut rows: Vec<Growth> = grown.into_values().filter(|g| g.growth > 0).collect();
+        rows.sort_unstable_by(|a, b| b.growth.cmp(&a.growth).then(a.site.cmp(&b.site)));
+        Some(rows)
+    }
+
     /// (current, peak) traced bytes.
     pub fn traced_memory(&self) -> (i64, i64) {
         counters::traced_memory()
@@ -121,6 +158,14 @@ pub fn own_figures() -> OwnFigures {
 pub fn reset_peak() {
     hook::settle();
     counters::reset_peak();
+}
+
+/// A reset_peak() that also notes which sites are touched from now on,
+/// for `Settled::grown_since_mark`; false if the note cannot be kept. GIL
+/// held, outside any allocator hook.
+pub fn mark_sites() -> bool {
+    hook::settle();
+    counters::mark()
 }
 
 #[cfg(test)]

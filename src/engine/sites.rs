@@ -63,7 +63,21 @@ pub struct Site {
     /// are reused), so a reader without the GIL can tell whether what it
     /// knows of an id (its names) is still about the site there now.
     generation: AtomicU32,
+    /// The slot's own id (its index), for `id_of_counters`.
+    id: AtomicU32,
     pub counters: SiteCounters,
+}
+
+/// The id of the site whose counters are at `counters`: the counters' list
+/// of sites touched since a mark (src/engine/counters.rs) holds addresses.
+///
+/// # Safety
+/// `counters` is the address of a site's `counters` field (sites are never
+/// freed).
+pub unsafe fn id_of_counters(counters: usize) -> SiteId {
+    let site = counters - std::mem::offset_of!(Site, counters);
+    // SAFETY: the caller keeps this fn's contract: `site` is a Site's address.
+    unsafe { (*(site as *const Site)).id.load(Ordering::Relaxed) }
 }
 
 // SAFETY: null pointers, zero lengths and zeroed counters form an empty site.
@@ -194,7 +208,9 @@ pub fn init() {
     for id in 0..FIRST_DYNAMIC_SITE {
         SITES
             .get_or_grow(id as usize)
-            .expect("memory for the first sites");
+            .expect("memory for the first sites")
+            .id
+            .store(id, Ordering::Relaxed);
     }
 }
 
@@ -332,6 +348,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32) -> Option<SiteId> {
             return (id > MAX_SITE).then_some(OVERFLOW_SITE);
         };
         slot.total_depth.store(total_depth, Ordering::Relaxed);
+        slot.id.store(id, Ordering::Relaxed);
         slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         debug_assert!(slot.ids().is_empty(), "a site id handed out twice");

@@ -496,18 +496,39 @@ pub unsafe extern "C" fn sites_grown(_: *mut PyObject, args: *mut PyObject) -> *
             }
         }
         grown.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        grown_list(
+            grown
+                .into_iter()
+                .map(|(growth, site, live_bytes, live_count)| engine::Growth {
+                    site,
+                    live_bytes,
+                    growth,
+                    live_count,
+                    count_growth: live_count
+                        - before_counts.get(site as usize).copied().unwrap_or(0),
+                }),
+        )
+    }
+}
+
+/// The list sites_grown and sites_grown_since_mark answer.
+///
+/// # Safety
+/// GIL held.
+unsafe fn grown_list(rows: impl Iterator<Item = engine::Growth>) -> *mut PyObject {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    unsafe {
         let list = PyList_New(0);
         if list.is_null() {
             return list;
         }
-        for (growth, id, live_bytes, live_count) in grown {
-            let counted = before_counts.get(id as usize).copied().unwrap_or(0);
+        for row in rows {
             let item = tuple(&[
-                int(id as i64),
-                int(live_bytes),
-                int(growth),
-                int(live_count),
-                int(live_count - counted),
+                int(row.site as i64),
+                int(row.live_bytes),
+                int(row.growth),
+                int(row.live_count),
+                int(row.count_growth),
             ]);
             if item.is_null() || PyList_Append(list, item) < 0 {
                 Py_XDECREF(item);
@@ -541,6 +562,36 @@ unsafe fn int64_column(column: *mut PyObject) -> Option<Vec<i64>> {
                 .map(|word| i64::from_ne_bytes(word.try_into().expect("chunks of 8")))
                 .collect(),
         )
+    }
+}
+
+/// sites_mark() -> bool: reset_peak(), and from now on note which sites
+/// are touched, for sites_grown_since_mark(); False if the note cannot be
+/// kept.
+pub unsafe extern "C" fn sites_mark(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let kept = engine::mark_sites();
+        PyBool_FromLong(kept as c_long)
+    }
+}
+
+/// sites_grown_since_mark() -> [(site_id, live_bytes, growth, live_count,
+/// count_growth), ...] | None: as sites_grown, from the last sites_mark(),
+/// reading only the sites touched since (None when there was no mark since
+/// the last reset_peak(), or its note missed some).
+pub unsafe extern "C" fn sites_grown_since_mark(
+    _: *mut PyObject,
+    _: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: CPython calls this through the module's method table, with
+    // the GIL held and the arguments its METH_ flag declares.
+    unsafe {
+        let Some(grown) = engine::settled().grown_since_mark() else {
+            return none();
+        };
+        grown_list(grown.into_iter())
     }
 }
 

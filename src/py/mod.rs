@@ -64,7 +64,7 @@ unsafe extern "C" fn start_in_main_interpreter(
     }
 }
 
-static mut METHODS: [PyMethodDef; 51] = [
+static mut METHODS: [PyMethodDef; 53] = [
     // METH_FASTCALL: a call with arguments in a tuple makes the tuple just
     // before tracing starts and frees it just after, onto the interpreter's
     // free list, where the program's next pair picks it up untraced (3.13+
@@ -166,6 +166,18 @@ static mut METHODS: [PyMethodDef; 51] = [
         main_interpreter_only!(api::sites_grown),
         METH_VARARGS,
         c"sites_grown(live_bytes_before, live_counts_before) -> [(site, live_bytes, growth, live_count, count_growth)]",
+    ),
+    method(
+        c"sites_mark",
+        main_interpreter_only!(api::sites_mark),
+        METH_NOARGS,
+        c"sites_mark() -> whether the sites touched from now on are noted (a reset_peak() too)",
+    ),
+    method(
+        c"sites_grown_since_mark",
+        main_interpreter_only!(api::sites_grown_since_mark),
+        METH_NOARGS,
+        c"sites_grown_since_mark() -> [(site, live_bytes, growth, live_count, count_growth)] | None",
     ),
     method(
         c"site_of",

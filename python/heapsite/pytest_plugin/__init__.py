@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 
 import pytest
 
@@ -281,18 +281,17 @@ def _thread_peak(baseline: Column, foreign: Foreign | None) -> int:
 
 @own_work.own_work
 def _grown_sites(
-    base: Sequence,
+    grown: Iterable[_core.GrownSite],
     sites: ProgramSites,
     only: bytearray | None = None,
     limit: int = TOP_SITES,
 ) -> list[StatisticDiff]:
-    """The program's sites holding more bytes than in `base` (figures() or
-    site_figures(): live bytes, live counts), largest growth first, at most
-    `limit`, as tracemalloc's StatisticDiff lines; given `only` (a byte per
-    site), just the sites it marks. The comparison over every site is the
-    core's (sites_grown), not a Python loop."""
+    """Of `grown` (the core's sites_grown or sites_grown_since_mark, most
+    growth first), the program's sites, at most `limit`, as tracemalloc's
+    StatisticDiff lines; given `only` (a byte per site), just the sites it
+    marks."""
     diffs = []
-    for site, live, growth, count, count_diff in _core.sites_grown(bytes(base[0]), bytes(base[1])):
+    for site, live, growth, count, count_diff in grown:
         if only is not None and not (site < len(only) and only[site]):
             continue
         if not sites.is_program(site):
@@ -487,11 +486,15 @@ def _cheap_pass(
     sizes: MutableSequence[int],
     blocks: MutableSequence[int],
     early: list | None = None,
+    told: Callable[[int], bool] | None = None,
 ) -> bool:
     """Whether traced bytes or pymalloc blocks grew in every round, stopping
-    at the first round that grows neither. Given `early`, the sites'
-    figures after a first round that grew are appended to it, so that a
-    leak where a known cause allocates is told without more rounds.
+    at the first round that grows neither. Given `early`, the core is told
+    after a first round that grew to note the sites touched from then on
+    (whether it can goes to `early`), so that a leak where a known cause
+    allocates is told without reading every site or more rounds: from
+    the second round on, `told(index)` says whether it is, and ends the
+    pass (as grown) if so.
 
     The objects alive before the test's set-up are frozen (see _freezer):
     each round's collection walks only what the test made. A clean test
@@ -510,13 +513,16 @@ def _cheap_pass(
             return False
         if index == 1 and early is not None:
             measured = sizes[index]
-            # The core's raw columns: _grown_sites compares them in C.
-            early.append(_core.site_figures())
+            # From here on the core notes the sites touched: which grew is
+            # then read from those alone (sites_grown_since_mark).
+            early.append(_core.sites_mark())
             # Measured again: the next round is compared with memory
-            # that holds the figures' own arrays, whose size is kept
-            # (early[1]) to be left out of what a message shows.
+            # that holds the note's own, whose size is kept (early[1]) to
+            # be left out of what a message shows.
             sizes[index], blocks[index] = _totals()
             early.append(sizes[index] - measured)
+        elif early and told is not None and index < len(sizes) - 1 and told(index):
+            return True
     return True
 
 
@@ -551,15 +557,25 @@ def _leak_check(item, rounds, foreign, data):
     blocks = Column.of([0] * (rounds + 1))
     known = item.config._heapsite_known
     early: list | None = [] if known else None
-    if not _cheap_pass(item, sizes, blocks, early):
-        return None
-
     sites = ProgramSites.of(foreign)
-    if early:
-        shown = [sizes[0], *(size - early[1] for size in sizes[1:])]
+    message = None
+
+    def through_a_known_cause(index: int) -> bool:
+        """Whether the rounds so far leak through a known cause (the message
+        then kept): a test leaking where a cause found already allocates
+        pays two rounds, not the check's whole."""
+        nonlocal message
+        assert early  # figures taken after the first round
+        shown = [sizes[0], *(size - early[1] for size in sizes[1 : index + 1])]
         message = _through_a_known_cause(item, shown, early[0], sites, known, data)
-        if message is not None:
-            return message
+        return message is not None
+
+    if not _cheap_pass(item, sizes, blocks, early, through_a_known_cause):
+        return None
+    if message is None and early:
+        through_a_known_cause(rounds)
+    if message is not None:
+        return message
 
     # The exact pass measures what the test made, with the objects older than
     # its set-up still frozen (_freezer): a round's collection and heap walk
@@ -612,11 +628,17 @@ def _leak_check(item, rounds, foreign, data):
     if not leaked.rows:
         freezer.thaw()
         leaked = _grown_over_the_whole_heap(item, rounds)
+        if not (leaked.rows or _grew(sizes) or _grew(counts)):
+            # Only a site's count of blocks grew, and no kind of object did
+            # over the whole heap: what grew is the interpreter's own, not
+            # kept by the program (the interned names of pytest's new
+            # tmp_path of each round).
+            return None
     path = _path_to_a_new_one(item, leaked, since_freeze) if leaked.rows else None
-    freezer.thaw()
     # The sites that grew in every round; failing any, all that grew (the
     # last round's own allocations, alive until the next, are among those).
-    diffs = _grown_sites(base, sites, every_round.grew) or _grown_sites(base, sites)
+    grown = _core.sites_grown(bytes(base[0]), bytes(base[1]))
+    diffs = _grown_sites(grown, sites, every_round.grew) or _grown_sites(grown, sites)
     cause = _causes.cause_of(
         _top_frame(diffs), path, [row.name for row in leaked.rows[:3]], str(item.config.rootpath)
     )
@@ -647,7 +669,7 @@ def _top_frame(diffs: list[StatisticDiff]) -> tuple | None:
 def _through_a_known_cause(
     item: Any,
     sizes: Sequence[int],
-    early: Sequence,
+    marked: bool,
     sites: ProgramSites,
     known: dict,
     data: dict,
@@ -660,14 +682,18 @@ def _through_a_known_cause(
     cheap pass alone, no more rounds, no heap walk, no chain of
     references: memory grew in every round of it, and of the program's
     sites, the one that grew the most from the end of its first round
-    (`early`, figures()) to its end is where the known cause allocates.
+    (`marked`: sites_mark() then) to its end is where the known cause
+    allocates.
     Fifty tests that leak through one cache pay the exact pass once. (A
     test that leaks through the same function into another holder is taken
     for the same cause.)"""
     if not _grew(sizes):
         return None
     rootdir = str(item.config.rootpath)
-    diffs = _grown_sites(early, sites)
+    grown = _core.sites_grown_since_mark() if marked else None
+    if grown is None:  # no mark, or the note of touched sites missed some
+        return None
+    diffs = _grown_sites(grown, sites)
     entry = known.get(_causes.site_key(_top_frame(diffs), rootdir))
     if not diffs or entry is None:
         return None

@@ -68,9 +68,10 @@ class Freezer:
     def thaw(self) -> bool:
         """Unfreezes what we froze, if we may (not a program's own frozen
         set, which ours are mixed with); whether anything was unfrozen.
-        Asked before the exact pass, which needs every object where the
-        collector's referrers and objects are asked, and before a round
-        that failed frozen is run again."""
+        Asked before the leak check's whole-heap walks, which start from
+        the collector's objects (the exact pass's own walks keep to what the
+        test made, with the rest frozen), and before a round that failed
+        frozen is run again."""
         if not self.frozen or self.program_froze:
             return False
         gc.unfreeze()
