@@ -127,8 +127,11 @@ class ProgramSites:
         return sum(compress(live, mask))
 
     @own_work
-    def any_marked(self, flags: bytearray) -> bool:
-        """Whether any of the program's sites has its byte set in `flags` (a
-        byte per site, EveryRound.grew): of the sites classified so far,
-        which live_bytes() makes every site holding memory."""
-        return any(compress(flags, self.mask))
+    def marked(self, flags: bytearray) -> set[int]:
+        """The program's sites whose byte is set in `flags` (a byte per site,
+        EveryRound.grew): of the sites classified so far, which live_bytes()
+        makes every site holding memory."""
+        mask = self.mask
+        return {
+            site for site in compress(range(len(flags)), flags) if site < len(mask) and mask[site]
+        }
