@@ -556,9 +556,10 @@ def setrelheap(reference: None = None) -> None:
 
 def relheap_since_freeze() -> None:
     """Later heap() calls and searches for a new object of a kind count only
-    the objects made since the collector's objects were last frozen
-    (gc.freeze()): the leak check's objects of a test, found without a walk
-    of the whole heap (clearrelheap() undoes it)."""
+    the objects the collector tracks outside its frozen set (gc.freeze()):
+    the leak check's objects of a test, found without a walk of the whole
+    heap. Not the untracked objects they refer to (strings, numbers), which
+    may be older. clearrelheap() undoes it."""
     entered = own_work.enter()
     try:
         _core.set_relheap(gc.get_objects(), _own(), True)

@@ -55,6 +55,27 @@ pub(crate) unsafe fn tuple(items: &[*mut PyObject]) -> *mut PyObject {
     }
 }
 
+/// A list from new references (stolen), made one by one; NULL, with the
+/// items made so far released, at the first NULL item or failed append.
+pub(crate) unsafe fn list_of(items: impl Iterator<Item = *mut PyObject>) -> *mut PyObject {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
+        let list = PyList_New(0);
+        if list.is_null() {
+            return list;
+        }
+        for item in items {
+            if item.is_null() || PyList_Append(list, item) < 0 {
+                Py_XDECREF(item);
+                Py_DECREF(list);
+                return ptr::null_mut();
+            }
+            Py_DECREF(item);
+        }
+        list
+    }
+}
+
 /// start(frames: int, sample_every: int): trace every allocation
 /// (`sample_every` 0) or one per `sample_every` bytes on average
 /// (src/engine/sampling.rs), `frames` deep. While tracing, changes the depth;
@@ -402,16 +423,11 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
         let engine = engine::settled();
-        let list = PyList_New(0);
-        if list.is_null() {
-            return list;
-        }
-        for id in 0..engine.site_count() {
-            let t = engine.totals(id);
-            if t.total_count == 0 && t.live_count == 0 && t.peak_count == 0 {
-                continue;
-            }
-            let item = tuple(&[
+        let allocated = (0..engine.site_count())
+            .map(|id| (id, engine.totals(id)))
+            .filter(|(_, t)| t.total_count != 0 || t.live_count != 0 || t.peak_count != 0);
+        list_of(allocated.map(|(id, t)| {
+            tuple(&[
                 int(id as i64),
                 site_frames(id),
                 int(t.live_count),
@@ -420,15 +436,8 @@ pub unsafe extern "C" fn sites_list(_: *mut PyObject, _: *mut PyObject) -> *mut 
                 int(t.total_bytes),
                 int(t.peak_count),
                 int(t.peak_bytes),
-            ]);
-            if item.is_null() || PyList_Append(list, item) < 0 {
-                Py_XDECREF(item);
-                Py_DECREF(list);
-                return ptr::null_mut();
-            }
-            Py_DECREF(item);
-        }
-        list
+            ])
+        }))
     }
 }
 
@@ -518,26 +527,15 @@ pub unsafe extern "C" fn sites_grown(_: *mut PyObject, args: *mut PyObject) -> *
 unsafe fn grown_list(rows: impl Iterator<Item = engine::Growth>) -> *mut PyObject {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above).
     unsafe {
-        let list = PyList_New(0);
-        if list.is_null() {
-            return list;
-        }
-        for row in rows {
-            let item = tuple(&[
+        list_of(rows.map(|row| {
+            tuple(&[
                 int(row.site as i64),
                 int(row.live_bytes),
                 int(row.growth),
                 int(row.live_count),
                 int(row.count_growth),
-            ]);
-            if item.is_null() || PyList_Append(list, item) < 0 {
-                Py_XDECREF(item);
-                Py_DECREF(list);
-                return ptr::null_mut();
-            }
-            Py_DECREF(item);
-        }
-        list
+            ])
+        }))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::engine::relheap::{self, AddressSet};
 use crate::heap::kinds::{self, Goal, Heap, Kind, Reach, Split, NO_SITE};
+use crate::heap::objects;
 use crate::py::api::{int, none, tuple};
 use pyo3_ffi::*;
 use std::ptr;
@@ -124,9 +125,9 @@ pub unsafe extern "C" fn heap_walk(_: *mut PyObject, args: *mut PyObject) -> *mu
 
 /// set_relheap(roots: list | None, own: list[, only: bool]): later walks
 /// leave out what is reachable now (None: forget, count everything again);
-/// with `only`, they count only what the roots reach without passing
-/// another gc-tracked object (from `gc.get_objects()` with older objects
-/// frozen: what was made since the freeze).
+/// with `only`, they count only the objects of `roots` themselves (from
+/// `gc.get_objects()` with older objects frozen: the tracked objects made
+/// since the freeze; not what they refer to, which may be older).
 pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *mut PyObject {
     // SAFETY: CPython calls this through the module's method table, with
     // the GIL held and the arguments its METH_ flag declares.
@@ -152,11 +153,17 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
             return crate::py::api::raise(PyExc_TypeError, "set_relheap expects lists (or None)");
         }
         let mut seen = AddressSet::default();
-        let reach = Reach {
-            relative: false,
-            through_tracked: !only,
-        };
-        kinds::walk(roots, own, reach, Some(&mut seen), Split::Nothing, |_| ());
+        if only {
+            for i in 0..PyList_Size(roots).max(0) {
+                seen.insert(objects::allocation_of(PyList_GET_ITEM(roots, i)));
+            }
+        } else {
+            let reach = Reach {
+                relative: false,
+                through_tracked: true,
+            };
+            kinds::walk(roots, own, reach, Some(&mut seen), Split::Nothing, |_| ());
+        }
         relheap::set_relheap(Some(seen), only);
         none()
     }
