@@ -546,6 +546,13 @@ def _cheap_round(item: Any) -> None:
     _settle()
 
 
+# CPython 3.9 leaves objects of its own behind in every round that only a
+# walk of the whole heap sees balanced (a type's dict, its method
+# descriptors, arrays: found in CI, not yet explained), so there the exact
+# pass thaws and walks the whole heap, as it did before.
+_WALK_THE_TESTS_OWN = sys.version_info >= (3, 10)
+
+
 def _leak_check(item, rounds, foreign, data):
     """Runs the test body `rounds` more times after the first (the warm-up)
     and reports growth that happens in every round, or None.
@@ -591,6 +598,10 @@ def _leak_check(item, rounds, foreign, data):
     # site whose count grows in every round: new objects kept by an older
     # container, which the walk from the collector's unfrozen objects does
     # not reach, or one kind growing while another shrinks).
+    walk = _heap.unfrozen_heap
+    if not _WALK_THE_TESTS_OWN:
+        item.config._heapsite_freezer.thaw()
+        walk = _heap.whole_heap
     counts = Column.of([0] * (rounds + 1))
     # One more round first, so that the base is taken with a round's own
     # objects alive, as every later measurement is.
@@ -604,7 +615,7 @@ def _leak_check(item, rounds, foreign, data):
     every_round_blocks.add(base[1])
     kinds = KindsEveryRound()
     sizes[0] = sites.live_bytes(live)
-    counts[0] = kinds.add(_heap.unfrozen_heap())
+    counts[0] = kinds.add(walk())
     for index in range(1, rounds + 1):
         walked = None  # the last round's partition is not in this round's walk
         run_again(item)
@@ -613,7 +624,7 @@ def _leak_check(item, rounds, foreign, data):
         every_round.add(live)
         every_round_blocks.add(live_blocks)
         sizes[index] = sites.live_bytes(live)
-        walked = _heap.unfrozen_heap()
+        walked = walk()
         counts[index] = kinds.add(walked)
         # As in the cheap pass: a round that grows none ends the check.
         if not (
