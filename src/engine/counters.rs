@@ -112,8 +112,8 @@ impl SiteCounters {
         }
     }
 
-    /// What was live at the last reset or mark, if touched since: (bytes,
-    /// count at that time as the touched list noted it).
+    /// The GIL-held live bytes at the last reset or mark, if the site was
+    /// touched since (its live count then is in the touched list).
     pub fn at_reset_bytes(&self) -> i64 {
         self.at_reset_bytes.load(Relaxed)
     }

@@ -4,7 +4,7 @@
 use crate::engine::relheap::{self, AddressSet};
 use crate::heap::kinds::{self, Goal, Heap, Kind, Reach, Split, NO_SITE};
 use crate::heap::objects;
-use crate::py::api::{int, none, tuple};
+use crate::py::api::{int, list_of, none, tuple};
 use pyo3_ffi::*;
 use std::ptr;
 
@@ -38,44 +38,26 @@ unsafe fn kind_tuple(kind: &Kind) -> *mut PyObject {
 unsafe fn rows(heap: &Heap) -> *mut PyObject {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
-        let list = PyList_New(0);
-        if list.is_null() {
-            return list;
-        }
-        for (kind, tally) in &heap.kinds {
+        list_of(heap.kinds.iter().map(|(kind, tally)| {
             let (tag, ty) = match *kind {
                 Kind::Type(ty) => (0, object(ty)),
                 Kind::DictOf(owner) => (1, object(owner)),
                 Kind::DictNoOwner => (2, none()),
             };
-            let sites = PyList_New(0);
-            for (&key, &(count, size)) in &tally.split {
+            let sites = list_of(tally.split.iter().map(|(&key, &(count, size))| {
                 let key = if key == NO_SITE { -1 } else { key as i64 };
-                let item = tuple(&[int(key), int(count as i64), int(size as i64)]);
-                if sites.is_null() || item.is_null() || PyList_Append(sites, item) < 0 {
-                    Py_XDECREF(item);
-                    Py_XDECREF(sites);
-                    Py_DECREF(list);
-                    Py_DECREF(ty);
-                    return ptr::null_mut();
-                }
-                Py_DECREF(item);
-            }
-            let row = tuple(&[
+                tuple(&[int(key), int(count as i64), int(size as i64)])
+            }));
+            // A NULL `sites` makes the row NULL (tuple releases the rest),
+            // which ends the list.
+            tuple(&[
                 int(tag),
                 ty,
                 int(tally.count as i64),
                 int(tally.size as i64),
                 sites,
-            ]);
-            if row.is_null() || PyList_Append(list, row) < 0 {
-                Py_XDECREF(row);
-                Py_DECREF(list);
-                return ptr::null_mut();
-            }
-            Py_DECREF(row);
-        }
-        list
+            ])
+        }))
     }
 }
 

@@ -576,7 +576,7 @@ def _leak_check(item, rounds, foreign, data):
         then kept): a test leaking where a cause found already allocates
         pays two rounds, not the check's whole."""
         nonlocal message
-        assert early  # figures taken after the first round
+        assert early  # the mark, taken after the first round
         shown = [sizes[0], *(size - early[1] for size in sizes[1 : index + 1])]
         message = _through_a_known_cause(item, shown, early[0], sites, known, data)
         return message is not None

@@ -67,7 +67,7 @@ class Flags(bytearray):
 # The loops over every site below run as heapsite's own work: untraced, so
 # that the ints and arrays they make are neither measured as the test's nor
 # each paid for with a traced allocation (jinja2's tests: 4% of a
-# --heapsite-leaks run in the allocator hook under ProgramSites.grown).
+# --heapsite-leaks run was in the allocator hook under these loops).
 
 
 @own_work
