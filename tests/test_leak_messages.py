@@ -4,6 +4,7 @@ the program's. The oracle is sys.getsizeof of what the test keeps, in the
 same interpreter."""
 
 import array
+import os
 import re
 import subprocess
 import sys
@@ -122,3 +123,50 @@ def test_a_leak_through_a_library_names_the_tests_line(tmp_path):
     )
     assert f'test_lib.py", line {planted + 1}, in test_keeps_what_a_library_built' in sites, sites
     assert "library.py" in sites.splitlines()[1], sites  # the allocating line first
+
+
+VERDICTS = """\
+import pytest
+
+KEEP = []
+
+
+def test_leaks():
+    KEEP.append(bytearray(5000))
+
+
+@pytest.mark.xfail(reason="known to fail")
+def test_leaks_and_is_expected_to_fail():
+    KEEP.append(bytearray(5000))
+
+
+def test_clean():
+    assert len(bytearray(5000)) == 5000
+"""
+
+
+def test_a_leak_fails_the_tests_report_with_its_message(tmp_path):
+    """A leak fails the call's report (not raised in the call): the short
+    summary still carries the message, a test expected to fail is reported
+    as an expected failure, and a clean one passes."""
+    (tmp_path / "test_verdicts.py").write_text(VERDICTS)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfEsxXp", "--heapsite-leaks"]
+        + ["test_verdicts.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = result.stdout.split("short test summary info")[1]
+    assert re.search(
+        r"^FAILED test_verdicts.py::test_leaks - test_verdicts.py::test_leaks leaks: memory grew",
+        summary,
+        re.M,
+    ), summary
+    assert re.search(r"^XFAIL test_verdicts.py::test_leaks_and_is_expected_to_fail", summary, re.M)
+    assert re.search(r"^PASSED test_verdicts.py::test_clean", summary, re.M), summary
+    assert "1 failed, 1 passed, 1 xfailed" in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout, result.stdout

@@ -100,6 +100,7 @@ def test_the_boundary_has_every_function_of_the_module():
         "heap_walk",
         "object_site",
         "peak_sites",
+        "rounds_grown",
         "site_figures",
         "site_of",
         "sites",

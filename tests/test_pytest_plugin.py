@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 SUITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "leak_suite")
 
 
@@ -198,6 +200,98 @@ def test_sites_grown_agrees_with_the_columns_compared_in_python():
     # (`after` itself and the call's arguments were made between the two:
     # the lines of those may differ.)
     assert [row.growth for row in grown] == sorted((row.growth for row in grown), reverse=True)
+
+
+def test_rounds_tell_the_sites_that_grew_in_every_round():
+    """The leak check's per-round readings, kept in the core: a line that
+    keeps more in every round grows in every round, one that keeps something
+    in some rounds only does not, and what grew since the base agrees with
+    sites_grown over the same interval."""
+    import heapsite
+    from heapsite import _core
+
+    def keep_every_round(into):
+        into.append(bytearray(1000))
+
+    def keep_in_the_first_round(into):
+        into.append(bytearray(2000))
+
+    was_tracing = heapsite.is_tracing()
+    if not was_tracing:
+        heapsite.start(1)
+    every, first = [], []
+    try:
+        with pytest.raises(RuntimeError, match="no rounds begun"):
+            _core.rounds_end()
+            _core.rounds_add()
+        before = _core.site_figures()
+        _core.rounds_begin()
+        for index in range(3):
+            keep_every_round(every)
+            if index == 0:
+                keep_in_the_first_round(first)
+            _core.rounds_add()
+        grew_bytes, grew_counts = _core.rounds_grew(False), _core.rounds_grew(True)
+        grown = _core.rounds_grown()
+        compared = _core.sites_grown(before.live_bytes, before.live_counts)
+    finally:
+        _core.rounds_end()
+        if not was_tracing:
+            heapsite.stop()
+
+    def line_of(function):
+        code = function.__code__
+        return next(
+            site
+            for site in range(_core.site_count())
+            if (frames := _core.frames_of(site)) and frames[0][2].endswith(code.co_name)
+        )
+
+    every_line, first_line = line_of(keep_every_round), line_of(keep_in_the_first_round)
+    assert every_line in grew_bytes and every_line in grew_counts
+    assert first_line not in grew_bytes and first_line not in grew_counts
+    mine = {row.site_id: (row.growth, row.count_growth) for row in grown}
+    assert mine[every_line][0] >= 3000 and mine[every_line][1] >= 3
+    assert mine[first_line][0] >= 2000
+    full = {row.site_id: (row.growth, row.count_growth) for row in compared}
+    assert mine[every_line] == full[every_line] and mine[first_line] == full[first_line]
+
+
+def test_program_live_bytes_sums_the_sorted_sites_and_hands_back_the_rest():
+    """The plugin's per-round sum of the program's live bytes: the core adds
+    the sites marked the program's and hands back the live ones not sorted
+    yet; the two together are every live byte of the sites."""
+    import array
+
+    import heapsite
+    from heapsite import _core
+
+    was_tracing = heapsite.is_tracing()
+    if not was_tracing:
+        heapsite.start(1)
+    try:
+        kept = [bytearray(500) for _ in range(20)]
+        live = array.array("q", _core.site_figures().live_bytes)
+        nothing_sorted, unsorted = _core.program_live_bytes(bytearray())
+        # Every live site the program's (1), past the end of `kinds` unsorted.
+        kinds = bytearray(b"\x01" * (len(live) // 2))
+        some_sorted, rest = _core.program_live_bytes(kinds)
+        with pytest.raises(TypeError, match="bytearray"):
+            _core.program_live_bytes(b"")  # type: ignore[arg-type]
+    finally:
+        if not was_tracing:
+            heapsite.stop()
+    del kept
+    assert nothing_sorted == 0
+    by_site = dict(unsorted)
+    # The call's own allocations (the figures, the list) come between.
+    assert sum(by_site.values()) >= sum(b for b in live if b) - 4096
+    assert all(size != 0 for size in by_site.values())
+    # The two calls split the same live bytes (less what the first call's
+    # own answer holds) at the end of `kinds`.
+    assert all(site >= len(kinds) for site, _ in rest)
+    assert abs(some_sorted + sum(size for _, size in rest) - sum(by_site.values())) < 4096
+    assert some_sorted >= sum(size for site, size in unsorted if site < len(kinds)) - 4096
 
 
 def test_sites_grown_since_mark_reads_only_touched_sites_and_agrees():

@@ -43,9 +43,14 @@ from ._heapsite import (
     paths_to,
     preload_finished,
     preloaded,
+    program_live_bytes,
     render_diff,
     render_report,
     reset_peak,
+    rounds_add,
+    rounds_begin,
+    rounds_end,
+    rounds_grew,
     sample_rate,
     set_count_total,
     set_native,
@@ -142,9 +147,15 @@ __all__ = [
     "peak_sites",
     "preload_finished",
     "preloaded",
+    "program_live_bytes",
     "render_diff",
     "render_report",
     "reset_peak",
+    "rounds_add",
+    "rounds_begin",
+    "rounds_end",
+    "rounds_grew",
+    "rounds_grown",
     "sample_rate",
     "set_count_total",
     "set_native",
@@ -244,6 +255,11 @@ def sites_grown_since_mark() -> list[GrownSite] | None:
     its note missed some sites."""
     rows = _heapsite.sites_grown_since_mark()
     return None if rows is None else [GrownSite._make(row) for row in rows]
+
+
+def rounds_grown() -> list[GrownSite]:
+    """As sites_grown, from the figures at rounds_begin()."""
+    return [GrownSite._make(row) for row in _heapsite.rounds_grown()]
 
 
 class PeakSite(NamedTuple):

@@ -485,6 +485,19 @@ def _describe(chain: Sequence[object], frames: dict | None = None) -> str | None
     return text
 
 
+_HAVE_GC = 1 << 14  # Py_TPFLAGS_HAVE_GC
+
+
+def collector_may_track(row: Row) -> bool:
+    """Whether the collector may track objects of `row`'s kind: dicts, and
+    instances of a type it can track (not str, bytes or int, for which
+    relheap_since_freeze() can never see a new one)."""
+    if row.kind is None:
+        return False
+    tag, t = row.kind
+    return tag != 0 or (t is not None and bool(t.__flags__ & _HAVE_GC))
+
+
 def path_to_root(obj: object) -> str | None:
     """The shortest chain of references from a module to `obj`, as
     `mymodule.__dict__['_registry'][41]`; failing that, from a running frame

@@ -29,6 +29,7 @@ pub mod own_work;
 pub mod relheap;
 pub mod retired;
 pub mod reuse;
+pub mod rounds;
 pub mod sampling;
 pub mod segvec;
 pub mod sites;
@@ -96,6 +97,28 @@ impl Settled {
         let mut rows: Vec<Growth> = grown.into_values().filter(|g| g.growth > 0).collect();
         rows.sort_unstable_by(|a, b| b.growth.cmp(&a.growth).then(a.site.cmp(&b.site)));
         Some(rows)
+    }
+
+    /// The sites holding more bytes than in `bytes_before` (live bytes by
+    /// site id; a site newer than it held 0), most growth first, with their
+    /// count of blocks against `counts_before`.
+    pub fn grown_since(&self, bytes_before: &[i64], counts_before: &[i64]) -> Vec<Growth> {
+        let before = |column: &[i64], id: SiteId| column.get(id as usize).copied().unwrap_or(0);
+        let mut grown: Vec<Growth> = (0..self.site_count())
+            .filter_map(|id| {
+                let t = self.totals(id);
+                let growth = t.live_bytes - before(bytes_before, id);
+                (growth > 0).then(|| Growth {
+                    site: id,
+                    live_bytes: t.live_bytes,
+                    growth,
+                    live_count: t.live_count,
+                    count_growth: t.live_count - before(counts_before, id),
+                })
+            })
+            .collect();
+        grown.sort_unstable_by(|a, b| b.growth.cmp(&a.growth).then(a.site.cmp(&b.site)));
+        grown
     }
 
     /// (current, peak) traced bytes.

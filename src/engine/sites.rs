@@ -463,9 +463,8 @@ unsafe fn retired_ids(frames: &[RawFrame], code: *mut std::ffi::c_void) -> Optio
 /// Whether site `id` has a (live) Python frame of `code`. GIL held.
 ///
 /// Reads the frame table by id rather than copying the site's frames out
-/// (`Site::frames`): the code-object watch lists ask this of every site
-/// under a long-lived code object (src/engine/codes.rs), and the copy of 16
-/// frames was most of its cost (7.7% of jinja2's tests under --heapsite).
+/// (`Site::frames`), as `retire` asks it of each site a dying code object's
+/// watch list names (src/engine/codes.rs).
 pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
     // SAFETY: GIL held (this fn's contract); no other borrow of the table.
     let table = unsafe { FRAME_TABLE.get() };
@@ -475,16 +474,16 @@ pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
     })
 }
 
-/// Drops the hook cache's entries for these (retired) sites.
+/// Drops the hook cache's entries for the (retired) sites `retired` says.
 ///
 /// # Safety
 /// GIL held, outside any allocator hook.
-pub unsafe fn uncache(ids: &[SiteId]) {
+pub unsafe fn uncache(retired: impl Fn(SiteId) -> bool) {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held, outside any allocator hook.
     unsafe {
         let cache = &mut *STATE.get().cache.get();
-        for entry in cache.iter_mut().filter(|e| ids.contains(&e.id)) {
+        for entry in cache.iter_mut().filter(|e| retired(e.id)) {
             *entry = EMPTY_ENTRY;
         }
     }

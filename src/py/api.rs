@@ -495,27 +495,10 @@ pub unsafe extern "C" fn sites_grown(_: *mut PyObject, args: *mut PyObject) -> *
         ) else {
             return raise(PyExc_TypeError, usage);
         };
-        let engine = engine::settled();
-        let mut grown: Vec<(i64, u32, i64, i64)> = Vec::new();
-        for id in 0..engine.site_count() {
-            let t = engine.totals(id);
-            let was = before_bytes.get(id as usize).copied().unwrap_or(0);
-            if t.live_bytes > was {
-                grown.push((t.live_bytes - was, id, t.live_bytes, t.live_count));
-            }
-        }
-        grown.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         grown_list(
-            grown
-                .into_iter()
-                .map(|(growth, site, live_bytes, live_count)| engine::Growth {
-                    site,
-                    live_bytes,
-                    growth,
-                    live_count,
-                    count_growth: live_count
-                        - before_counts.get(site as usize).copied().unwrap_or(0),
-                }),
+            engine::settled()
+                .grown_since(&before_bytes, &before_counts)
+                .into_iter(),
         )
     }
 }
@@ -524,7 +507,7 @@ pub unsafe extern "C" fn sites_grown(_: *mut PyObject, args: *mut PyObject) -> *
 ///
 /// # Safety
 /// GIL held.
-unsafe fn grown_list(rows: impl Iterator<Item = engine::Growth>) -> *mut PyObject {
+pub(crate) unsafe fn grown_list(rows: impl Iterator<Item = engine::Growth>) -> *mut PyObject {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above).
     unsafe {
         list_of(rows.map(|row| {

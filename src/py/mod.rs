@@ -6,6 +6,7 @@ mod api;
 mod api_heap;
 mod api_preload;
 mod api_report;
+mod api_rounds;
 mod api_serve;
 mod api_traces;
 
@@ -64,7 +65,7 @@ unsafe extern "C" fn start_in_main_interpreter(
     }
 }
 
-static mut METHODS: [PyMethodDef; 53] = [
+static mut METHODS: [PyMethodDef; 59] = [
     // METH_FASTCALL: a call with arguments in a tuple makes the tuple just
     // before tracing starts and frees it just after, onto the interpreter's
     // free list, where the program's next pair picks it up untraced (3.13+
@@ -166,6 +167,42 @@ static mut METHODS: [PyMethodDef; 53] = [
         main_interpreter_only!(api::sites_grown),
         METH_VARARGS,
         c"sites_grown(live_bytes_before, live_counts_before) -> [(site, live_bytes, growth, live_count, count_growth)]",
+    ),
+    method(
+        c"rounds_begin",
+        main_interpreter_only!(api_rounds::rounds_begin),
+        METH_NOARGS,
+        c"rounds_begin() -> None: every site's live figures now are the base of rounds",
+    ),
+    method(
+        c"rounds_add",
+        main_interpreter_only!(api_rounds::rounds_add),
+        METH_NOARGS,
+        c"rounds_add() -> None: a round ended; note which sites grew in it",
+    ),
+    method(
+        c"rounds_grew",
+        main_interpreter_only!(api_rounds::rounds_grew),
+        METH_O,
+        c"rounds_grew(by_count) -> [site, ...]: sites whose live bytes (or blocks) grew in every round",
+    ),
+    method(
+        c"rounds_grown",
+        main_interpreter_only!(api_rounds::rounds_grown),
+        METH_NOARGS,
+        c"rounds_grown() -> [(site, live_bytes, growth, live_count, count_growth)] since the base",
+    ),
+    method(
+        c"rounds_end",
+        main_interpreter_only!(api_rounds::rounds_end),
+        METH_NOARGS,
+        c"rounds_end() -> None: the rounds' readings freed",
+    ),
+    method(
+        c"program_live_bytes",
+        main_interpreter_only!(api_rounds::program_live_bytes),
+        METH_O,
+        c"program_live_bytes(kinds) -> (bytes, [(site, bytes), ...] of sites kinds does not sort)",
     ),
     method(
         c"sites_mark",

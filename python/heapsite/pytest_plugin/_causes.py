@@ -78,6 +78,12 @@ def _place(filename: str, rootdir: str) -> tuple[str, str]:
     return ("CPython's" if pseudo else "a dependency's"), filename
 
 
+def is_projects(filename: str, rootdir: str) -> bool:
+    """Whether a file is the project's code (under its rootdir, not an
+    installed package)."""
+    return _place(filename, rootdir)[0] == "the project's"
+
+
 def site_key(frame: tuple | None, rootdir: str) -> str:
     """Where a cause allocates, as its key names it: file and function."""
     if frame is None:

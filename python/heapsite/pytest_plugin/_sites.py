@@ -3,17 +3,16 @@
 A site is the program's when its most recent frame is not in heapsite itself
 and, given a `foreign` test (see _threads), it was not allocated by
 another thread. A site's frames never change, so what a site is is worked
-out once per process and kept in a byte per site id; the figures are the
-engine's counters read as int64 arrays. The leak check reads both every
-round without making a Python object per site.
+out once per process and kept in a byte per site id, which the core reads
+to sum the program's live bytes: the leak check asks that every round
+without making a Python object per site.
 """
 
 from __future__ import annotations
 
 import array
 import os
-from collections.abc import Sequence
-from itertools import compress
+from collections.abc import Iterable, Sequence
 
 from .. import _core
 from .._own import own_work
@@ -90,13 +89,9 @@ class ProgramSites:
 
     def __init__(self, foreign):
         self.foreign = foreign
+        # A byte per site id: _UNKNOWN until asked, then _PROGRAM or
+        # _OTHER (the core's program_live_bytes reads the same bytes).
         self.kinds = Flags()
-        # 1 for a site classified as the program's (is_program keeps it),
-        # 0 for another or one not classified yet, which only sites never
-        # seen holding memory are (a pytest session makes 100,000 sites,
-        # most of them dead): the sum over the program's sites is then one
-        # C loop (itertools.compress), not a Python one over every site.
-        self.mask = Flags()
 
     def is_program(self, site: int) -> bool:
         if site >= len(self.kinds):
@@ -108,30 +103,20 @@ class ProgramSites:
             # walks does not look like the test's growth.
             kind = _PROGRAM if is_program(_core.site_names(site), self.foreign) else _OTHER
             self.kinds[site] = kind
-            if kind == _PROGRAM:  # whoever asks first, the mask says so too
-                mask = self.mask
-                if site >= len(mask):
-                    mask.extend(bytes(site + 1 - len(mask)))
-                mask[site] = 1
         return kind == _PROGRAM
 
     @own_work
-    def live_bytes(self, live: array.array) -> int:
-        """The program's live bytes, given the live-bytes column of figures()."""
-        mask, kinds = self.mask, self.kinds
-        if len(mask) < len(live):
-            mask.extend(bytes(len(live) - len(mask)))
-        for site in compress(range(len(live)), live):  # the sites holding memory
-            if site >= len(kinds) or kinds[site] == _UNKNOWN:
-                self.is_program(site)  # sets the mask
-        return sum(compress(live, mask))
+    def live_bytes(self) -> int:
+        """The program's live bytes now: summed in the core over the sites
+        sorted so far, and the sites holding memory not sorted yet are
+        sorted here (few after a session's first tests)."""
+        total, unsorted = _core.program_live_bytes(self.kinds)
+        for site, size in unsorted:
+            if self.is_program(site):
+                total += size
+        return total
 
     @own_work
-    def marked(self, flags: bytearray) -> set[int]:
-        """The program's sites whose byte is set in `flags` (a byte per site,
-        EveryRound.grew): of the sites classified so far, which live_bytes()
-        makes every site holding memory."""
-        mask = self.mask
-        return {
-            site for site in compress(range(len(flags)), flags) if site < len(mask) and mask[site]
-        }
+    def of_program(self, sites: Iterable[int]) -> set[int]:
+        """Those of `sites` that are the program's."""
+        return {site for site in sites if self.is_program(site)}
