@@ -27,7 +27,9 @@ again, so every call shares the first call's fixture values. What pytest
 itself records per call is not counted as the test's: warnings raised
 during the check are caught by the oracle and dropped after each call, and
 log records that pytest's capture handlers took during a call are dropped
-after it.
+after it. A `monkeypatch` fixture is undone after each call, as its
+teardown does: it keeps every value it replaced, for the undo, so a test
+that patches in a new lambda each call would grow by it.
 
 One JSON object per line goes to `--leak-oracle-out PATH`:
 {"nodeid", "verdict": "leaks"|"clean"|"error", "per_call": slope in bytes,
@@ -129,7 +131,7 @@ def check(item, warmup: int, calls: int) -> dict:
     memory = array.array("q", bytes(8 * calls))
     tracemalloc.start(1)
     try:
-        with _DropPytestRecords() as drop:
+        with _DropPytestRecords(item) as drop:
             for _ in range(warmup):
                 item.runtest()
                 drop.after_call()
@@ -186,7 +188,12 @@ class _DropPytestRecords:
     until the test ends; during the check they are caught here instead
     (the filters in force stay as they are) and dropped after each call.
     Logs: pytest's capture handlers (caplog's and the report's) keep every
-    record of the call phase; those the repeated calls add are dropped."""
+    record of the call phase; those the repeated calls add are dropped.
+    monkeypatch: undone after each call (its undo list keeps what it
+    replaced)."""
+
+    def __init__(self, item: pytest.Item):
+        self._patcher = getattr(item, "funcargs", {}).get("monkeypatch")
 
     def __enter__(self):
         self._warnings = warnings.catch_warnings(record=True)
@@ -198,6 +205,8 @@ class _DropPytestRecords:
         return self
 
     def after_call(self) -> None:
+        if self._patcher is not None:
+            self._patcher.undo()
         del self._caught[:]
         for handler, count, stream, position in self._handlers:
             del handler.records[count:]

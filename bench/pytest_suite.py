@@ -7,7 +7,7 @@ then runs its tests plain, with --heapsite, with --heapsite-leaks, under
 plain (and of --heapsite-leaks to --heapsite).
 
     python bench/pytest_suite.py [--project NAME] [--runs 3] [--dir DIR] [--tests PATH]
-        [--verify [--oracle-calls 50] [--sample 20] [--flagged-sample N]]
+        [--modes MODE,...] [--verify [--oracle-calls 50] [--sample 20] [--flagged-sample N]]
 
 Projects: more-itertools, toolz, boltons (latest release; tests that need
 nothing but pytest), and click 8.5.1, jinja2 3.1.6 and packaging 26.4
@@ -247,6 +247,12 @@ def main() -> None:
         "--sample", type=int, default=20, help="passed tests checked by --verify (default 20)"
     )
     parser.add_argument(
+        "--modes",
+        default=None,
+        help="a comma-separated subset of the modes to time besides plain, --heapsite and "
+        "--heapsite-leaks (default: all; '' for those three alone)",
+    )
+    parser.add_argument(
         "--flagged-sample",
         type=int,
         default=None,
@@ -264,6 +270,14 @@ def main() -> None:
         modes[PEER[0]] = PEER[1]
     else:
         print(f"(pytest-memray is not installed: no {PEER[0]} column)")
+    if args.modes is not None:
+        wanted = {"plain", "--heapsite", "--heapsite-leaks", *filter(None, args.modes.split(","))}
+        unknown = wanted - set(modes)
+        if unknown:
+            parser.error(
+                f"--modes: no mode {', '.join(sorted(unknown))} (modes: {', '.join(modes)})"
+            )
+        modes = {mode: options for mode, options in modes.items() if mode in wanted}
     times = {mode: [] for mode in modes}
     outcomes, outputs = {}, {}
     for _ in range(args.runs):
