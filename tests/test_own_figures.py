@@ -38,9 +38,18 @@ def test_top_names_no_line_of_heapsite():
 
 
 def test_the_tracker_measures_only_its_block(heapsite_tracker):
-    with heapsite_tracker() as nothing:
-        pass
-    assert (nothing.leaked, nothing.sites) == (0, [])
+    # An empty block measures nothing: heapsite's own bookkeeping would show
+    # in every try. The tracker counts every thread, and under pytest-xdist
+    # the worker's execnet thread may free or allocate meanwhile (-600 bytes
+    # in one CI run), so one exact try of five is asked for.
+    tries = []
+    for _ in range(5):
+        with heapsite_tracker() as nothing:
+            pass
+        tries.append((nothing.leaked, nothing.sites))
+        if tries[-1] == (0, []):
+            break
+    assert tries[-1] == (0, []), tries
     kept = []
     with heapsite_tracker() as m:
         kept.append([bytearray(1000) for _ in range(100)])
