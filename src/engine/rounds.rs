@@ -8,6 +8,7 @@ use super::sites::SiteId;
 use super::{Growth, Settled};
 
 /// The sites' live figures at one reading, indexed by site id.
+#[derive(Clone)]
 struct Reading {
     bytes: Vec<i64>,
     counts: Vec<i64>,
@@ -57,9 +58,10 @@ pub struct Rounds {
 impl Rounds {
     /// Starts from the figures now (the base).
     pub fn begin(engine: &Settled) -> Rounds {
+        let base = Reading::of(engine);
         Rounds {
-            base: Reading::of(engine),
-            last: Reading::of(engine),
+            last: base.clone(),
+            base,
             grew_bytes: Vec::new(),
             grew_counts: Vec::new(),
             compared: 0,
