@@ -24,9 +24,10 @@ code), so every one of them is repeated.
 
 --verify: after the timed runs, every test that the last --heapsite-leaks
 run failed with a leak message, and a sample of up to --sample tests it
-passed, are run once more under bench/leak_oracle.py (an independent check
-with the standard library's tracemalloc: memory against the number of
-calls, heapsite not loaded), and a table puts the two verdicts side by side.
+passed, are checked by bench/leak_oracle.py (an independent check with the
+standard library's tracemalloc: memory against the number of runs of the
+test's set-up, call and tear-down, heapsite not loaded) in one more run of
+the same tests, and a table puts the two verdicts side by side.
 
 Targets: --heapsite at most 1.5x plain; --heapsite-leaks at most 3x plain
 (issue 17, "cost a team accepts in CI").
@@ -172,16 +173,22 @@ def verdicts(output: str) -> tuple[list[str], list[str]]:
     return flagged, passed
 
 
-def oracle(root: str, project: Project, nodeids: list[str], calls: int) -> dict[str, dict]:
+def oracle(
+    root: str, project: Project, tests: str, nodeids: list[str], calls: int
+) -> dict[str, dict]:
     """bench/leak_oracle.py's records for `nodeids`, by node id (heapsite's
-    plugin and pytest-memray not loaded)."""
+    plugin and pytest-memray not loaded). The whole of `tests` runs, in its
+    order, so each checked test meets the state the tests before it left."""
     with tempfile.TemporaryDirectory(prefix="leak-oracle-") as scratch:
         out = os.path.join(scratch, "oracle.jsonl")
+        only = os.path.join(scratch, "only.txt")
+        with open(only, "w") as f:
+            f.write("\n".join(nodeids) + "\n")
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:heapsite"]
-            + ["-p", "no:memray", "-p", "leak_oracle", "--leak-oracle-out", out]
-            + [f"--leak-oracle-calls={calls}", "--rootdir", root, *project.pytest_args]
-            + nodeids,
+            + ["-p", "no:memray", "-p", "leak_oracle", f"--leak-oracle-out={out}"]
+            + [f"--leak-oracle-only={only}", f"--leak-oracle-calls={calls}"]
+            + ["--rootdir", root, *project.pytest_args, tests],
             cwd=root,
             capture_output=True,
             text=True,
@@ -196,6 +203,7 @@ def oracle(root: str, project: Project, nodeids: list[str], calls: int) -> dict[
 def verify(
     root: str,
     project: str,
+    tests: str,
     output: str,
     calls: int,
     sample_size: int,
@@ -208,7 +216,8 @@ def verify(
         )
         flagged = sorted(random.Random(1).sample(flagged, flagged_sample))
     sample = sorted(random.Random(0).sample(passed, min(sample_size, len(passed))))
-    records = oracle(root, PROJECTS[project], flagged + sample, calls) if flagged + sample else {}
+    checked = flagged + sample
+    records = oracle(root, PROJECTS[project], tests, checked, calls) if checked else {}
     rows = [(nodeid, "leaks") for nodeid in flagged] + [(nodeid, "passed") for nodeid in sample]
     width = max([len(nodeid) for nodeid, _ in rows] + [4])
     print()
@@ -298,6 +307,7 @@ def main() -> None:
         verify(
             root,
             args.project,
+            tests,
             outputs["--heapsite-leaks"],
             args.oracle_calls,
             args.sample,

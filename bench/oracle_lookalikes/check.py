@@ -34,7 +34,7 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=path)
         subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "leak_oracle"]
-            + ["-p", "no:heapsite", "-p", "no:memray", "--leak-oracle-out", out]
+            + ["-p", "no:heapsite", "-p", "no:memray", f"--leak-oracle-out={out}"]
             + [f"--leak-oracle-calls={args.calls}", f"--leak-oracle-warmup={args.warmup}"]
             + (pytest_args or [HERE]),
             env=env,
@@ -50,7 +50,7 @@ def main() -> None:
         wrong += bool(mark)
         print(
             f"{record['verdict']:6} {record['per_call']!s:>9} B/call"
-            f"  growth {record.get('growth')!s:>7}  halves {record.get('halves')!s:16}"
+            f"  growth {record.get('growth')!s:>7}  quarters {record.get('quarters')!s:24}"
             f"  {record['nodeid']}{mark}"
         )
     print(f"{len(records)} checked, {wrong} wrong")

@@ -170,13 +170,38 @@ def test_leak_a_kilobyte_every_tenth_call():
         _SOMETIMES.append(bytearray(1000))
 
 
-def test_artifact_monkeypatch_every_call(monkeypatch):
-    # Not a leak of the test: under pytest each call gets a new monkeypatch.
-    # The oracle calls the test again with the first call's fixture values,
-    # so each call adds one more undo entry to the same monkeypatch: the
-    # oracle says "leaks" (heapsite sets function fixtures up afresh).
-    monkeypatch.setattr(Thing, "flag", True, raising=False)
-    assert Thing(1).flag
+def test_clean_monkeypatch_every_call(monkeypatch):
+    # Each run gets a new monkeypatch, undone at its tear-down.
+    monkeypatch.setattr(Thing, "flag", lambda self: True, raising=False)
+    assert Thing(1).flag()
+
+
+_STREAMS = {}
+
+
+@pytest.fixture
+def stream():
+    return bytearray(300)
+
+
+def test_leak_through_a_new_fixture_value(stream):
+    # A cache of the code under test keeps each run's new fixture value,
+    # as click's stream cache keeps each run's capture stream: only a run
+    # with its fixtures set up afresh sees it grow.
+    _STREAMS.setdefault(id(stream), stream)
+
+
+@pytest.fixture(scope="module")
+def shared_config(tmp_path_factory):
+    return {"dir": tmp_path_factory.mktemp("shared")}
+
+
+def test_clean_wider_fixtures(shared_config, tmp_path, record_property):
+    # Each run's function fixtures leave a finalizer with the wider ones
+    # they depend on, and each record_property a user property on the item:
+    # pytest's records, not the test's.
+    record_property("size", len(str(shared_config["dir"])))
+    (tmp_path / "x").write_text("y")
 
 
 def test_artifact_unique_warning_messages():
