@@ -85,3 +85,59 @@ def test_two_offsets_on_one_line_are_one_site():
     sites, live_bytes = int(out[0]), int(out[1])
     assert sites == 1
     assert live_bytes >= 4000
+
+
+# A peak of many small objects, all dropped; then the tracker's own memory
+# against the standard tracemalloc's on the same program (the oracle).
+PAST_THE_PEAK = textwrap.dedent(
+    """
+    import gc
+    import sys
+    import tracemalloc
+    import heapsite
+
+    tool = sys.argv[1]
+    if tool == "tracemalloc":
+        tracemalloc.start(16)
+    else:
+        heapsite.start(frames=16)
+
+    def own():
+        if tool == "tracemalloc":
+            return tracemalloc.get_tracemalloc_memory()
+        return heapsite.stats()["tracking_bytes"]
+
+    class Point:
+        def __init__(self, i):
+            self.x, self.y = float(i), float(-i)
+
+    points = [Point(i) for i in range(200_000)]
+    at_peak = own()
+    del points
+    gc.collect()
+    print(at_peak, own())
+    """
+)
+
+
+def _own_memory(tool):
+    out = subprocess.run(
+        [sys.executable, "-c", PAST_THE_PEAK, tool],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_past_its_peak_the_tracker_gives_its_table_back():
+    # heapsite's live table kept its peak size (20 MB for 600,000 blocks)
+    # until it was rebuilt smaller once few slots are live.
+    peak, after = _own_memory("heapsite")
+    tm_peak, tm_after = _own_memory("tracemalloc")
+    assert peak > 5_000_000, peak  # the table did grow for the points
+    assert after < peak / 20, (peak, after)
+    # Within the same order as tracemalloc's own after its table shrank
+    # (its traces' tracebacks stay interned; heapsite's sites stay too).
+    assert after < max(4 * tm_after, 1_000_000), (after, tm_after, tm_peak)

@@ -299,11 +299,13 @@ fn untrack_gil(ptr: *mut c_void) {
 }
 
 /// The MEM/OBJ table with every queued operation carried out and accounted,
-/// for readers of figures. GIL held.
+/// for readers of figures, and smaller if the program is past its peak
+/// (src/engine/table.rs's SHRINK_LIVE says why then). GIL held.
 fn settled_gil_table() -> &'static mut GilTable {
     // SAFETY: GIL held by the API caller.
     let table = unsafe { GIL_TABLE.get() };
     table.settle(account_free);
+    table.shrink_if_sparse();
     table
 }
 

@@ -275,6 +275,12 @@ impl GilTable {
         std::mem::size_of::<Self>() + self.old.memory_bytes()
     }
 
+    /// Gives back the table's memory if few of its slots are live (see
+    /// src/engine/table.rs's SHRINK_LIVE).
+    pub fn shrink_if_sparse(&mut self) {
+        self.old.shrink_if_sparse();
+    }
+
     pub fn clear(&mut self) {
         self.young = [EMPTY; SLOTS];
         self.young_len = 0;

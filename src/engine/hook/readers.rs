@@ -22,7 +22,11 @@ pub(in crate::engine) fn tracking_bytes() -> usize {
     let raw: usize = RAW_TABLE
         .shards()
         .iter()
-        .map(|s| s.lock().memory_bytes())
+        .map(|s| {
+            let mut shard = s.lock();
+            shard.shrink_if_sparse();
+            shard.memory_bytes()
+        })
         .sum();
     gil + raw + sites::memory_bytes()
 }
