@@ -37,15 +37,20 @@ SHARED_STACK = textwrap.dedent(
 )
 
 
-def _added(frames, n=3000):
+def _two_numbers(script, *args):
+    """The two numbers `script` prints, run in a new interpreter."""
     out = subprocess.run(
-        [sys.executable, "-c", SHARED_STACK, str(n), str(frames)],
+        [sys.executable, "-c", script, *map(str, args)],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     ).stdout.split()
     return int(out[0]), int(out[1])
+
+
+def _added(frames, n=3000):
+    return _two_numbers(SHARED_STACK, n, frames)
 
 
 def test_sites_sharing_a_deep_stack_share_its_frames():
@@ -121,19 +126,12 @@ PAST_THE_PEAK = textwrap.dedent(
 
 
 def _own_memory(tool):
-    out = subprocess.run(
-        [sys.executable, "-c", PAST_THE_PEAK, tool],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split()
-    return int(out[0]), int(out[1])
+    return _two_numbers(PAST_THE_PEAK, tool)
 
 
 def test_past_its_peak_the_tracker_gives_its_table_back():
-    # heapsite's live table kept its peak size (20 MB for 600,000 blocks)
-    # until it was rebuilt smaller once few slots are live.
+    # heapsite's live table kept its peak size (20 MB for 600,000 blocks);
+    # it is rebuilt smaller when the figures are read past the peak.
     peak, after = _own_memory("heapsite")
     tm_peak, tm_after = _own_memory("tracemalloc")
     assert peak > 5_000_000, peak  # the table did grow for the points
