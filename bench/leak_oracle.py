@@ -168,7 +168,9 @@ def check(item, warmup: int, calls: int) -> dict:
         with _DropPytestRecords(item) as drop:
             for index in range(-warmup, calls):
                 failed = _run_once(item)
-                drop.after_run(first=index == -warmup)
+                if index == -warmup:
+                    drop.note_wider_state()
+                drop.after_run()
                 if failed is not None:
                     return _error(item, calls, f"run {index + warmup + 1} {failed}")
                 if index >= 0:
@@ -257,35 +259,38 @@ class _DropPytestRecords:
         self._finalizers: list[tuple[list, int]] = []
         self._base_temp: str | None = None
         self._made_before: set[str] = set()
-        self._numbers: dict | None = None
-        self._numbered: dict = {}
+        self._counters: dict | None = None  # pytest 9's next number by prefix
+        self._counted: dict = {}
 
     def __enter__(self):
         self._warnings = warnings.catch_warnings(record=True)
         self._caught = self._warnings.__enter__()
         return self
 
-    def after_run(self, first: bool = False) -> None:
+    def note_wider_state(self) -> None:
+        """After the first run (which may set wider fixtures up, with their
+        own tear-down): what the later runs' additions are told from."""
+        self._finalizers = [(kept, len(kept)) for kept in _wider_finalizers(self._item)]
+        factory = getattr(self._item.config, "_tmp_path_factory", None)
+        base = getattr(factory, "_basetemp", None)
+        if base is not None:
+            self._base_temp = str(base)
+            self._made_before = set(os.listdir(base))
+        counters = getattr(factory, "_next_number", None)
+        if isinstance(counters, dict):
+            self._counters, self._counted = counters, dict(counters)
+
+    def after_run(self) -> None:
         del self._caught[:]
         del self._item._report_sections[self._sections :]
         del self._item.user_properties[self._properties :]
-        if first:
-            self._finalizers = [(kept, len(kept)) for kept in _wider_finalizers(self._item)]
-            factory = getattr(self._item.config, "_tmp_path_factory", None)
-            base = getattr(factory, "_basetemp", None)
-            if base is not None:
-                self._base_temp = str(base)
-                self._made_before = set(os.listdir(base))
-            self._numbers = getattr(factory, "_next_number", None)
-            if isinstance(self._numbers, dict):
-                self._numbered = dict(self._numbers)
         for kept, count in self._finalizers:
             del kept[count:]
         if self._base_temp is not None:
             for name in set(os.listdir(self._base_temp)) - self._made_before:
                 shutil.rmtree(os.path.join(self._base_temp, name), ignore_errors=True)
-        if isinstance(self._numbers, dict):
-            self._numbers.update(self._numbered)
+        if self._counters is not None:
+            self._counters.update(self._counted)
 
     def __exit__(self, *exc_info):
         self.after_run()

@@ -40,7 +40,9 @@ mod lifecycle;
 mod readers;
 pub use lifecycle::{clear, depth, init, is_tracing, start, stop, Companion};
 pub use readers::lookup;
-pub(in crate::engine) use readers::{dropped, for_each_live, live_allocations, tracking_bytes};
+pub(in crate::engine) use readers::{
+    dropped, for_each_live, live_allocations, shrink_tables, tracking_bytes,
+};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 /// Native hooks (LD_PRELOAD's malloc, mmap...) record; then the RAW domain
@@ -299,13 +301,11 @@ fn untrack_gil(ptr: *mut c_void) {
 }
 
 /// The MEM/OBJ table with every queued operation carried out and accounted,
-/// for readers of figures, and smaller if the program is past its peak
-/// (src/engine/table.rs's SHRINK_LIVE says why then). GIL held.
+/// for readers of figures. GIL held.
 fn settled_gil_table() -> &'static mut GilTable {
     // SAFETY: GIL held by the API caller.
     let table = unsafe { GIL_TABLE.get() };
     table.settle(account_free);
-    table.shrink_if_sparse();
     table
 }
 

@@ -52,13 +52,15 @@ pub struct Settled {
 
 /// Carries out what the hot path queued (drops the code-object pins taken
 /// since the last read, retiring the frames of code that died, and accounts
-/// the frees the nursery still queues) and returns the reader. GIL held,
+/// the frees the nursery still queues), gives back table memory past the
+/// program's peak, and returns the reader. GIL held,
 /// outside any allocator hook, with no site's frames borrowed.
 pub fn settled() -> Settled {
     // SAFETY: the API caller holds the GIL, outside any allocator hook, and
     // borrows no site's frames across this call (see `codes::flush`).
     unsafe { codes::flush() };
     hook::settle();
+    hook::shrink_tables();
     Settled { _gil: PhantomData }
 }
 
@@ -167,6 +169,7 @@ pub struct OwnFigures {
 /// GIL held.
 pub fn own_figures() -> OwnFigures {
     hook::settle();
+    hook::shrink_tables();
     OwnFigures {
         live_allocations: hook::live_allocations(),
         tracking_bytes: hook::tracking_bytes(),

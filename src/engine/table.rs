@@ -67,7 +67,7 @@ const GROW_LIVE: (usize, usize) = (3, 5);
 /// A table never has fewer slots than this.
 const MIN_CAPACITY: usize = 1 << 12;
 /// Once fewer than 1/8 of the slots are live, the next reading of the
-/// figures (`shrink_if_sparse`) rebuilds the table with 4 slots for each
+/// figures (`shrink_if_sparse`, from hook::shrink_tables) rebuilds the table with 4 slots for each
 /// live one (at least MIN_CAPACITY): a program past its peak (a million
 /// blocks made and dropped) does not keep paying for it. heapsite's table
 /// held 20 MB at 16 frames after a peak of 600,000 blocks, where

@@ -15,6 +15,19 @@ pub(in crate::engine) fn live_allocations() -> usize {
         .sum::<usize>()
 }
 
+/// Gives back the tables' memory if the program is past its peak (see
+/// src/engine/table.rs's SHRINK_LIVE for why at a reading, not as blocks are
+/// freed). For the readers of figures alone: `settle`, which
+/// PyTraceMalloc_Track also calls (numpy, at every array), must not. GIL
+/// held.
+pub(in crate::engine) fn shrink_tables() {
+    // SAFETY: GIL held by the API caller.
+    unsafe { GIL_TABLE.get() }.shrink_if_sparse();
+    for shard in RAW_TABLE.shards() {
+        shard.lock().shrink_if_sparse();
+    }
+}
+
 /// Bytes heapsite spends on its tables and sites.
 pub(in crate::engine) fn tracking_bytes() -> usize {
     // SAFETY: GIL held by the API caller.
@@ -22,11 +35,7 @@ pub(in crate::engine) fn tracking_bytes() -> usize {
     let raw: usize = RAW_TABLE
         .shards()
         .iter()
-        .map(|s| {
-            let mut shard = s.lock();
-            shard.shrink_if_sparse();
-            shard.memory_bytes()
-        })
+        .map(|s| s.lock().memory_bytes())
         .sum();
     gil + raw + sites::memory_bytes()
 }
