@@ -34,7 +34,7 @@ import os
 import sys
 
 
-def _wrap_stats(mode, path):
+def _wrap_stats(mode, path, malloc_in_use):
     stats = {"mode": mode}
     try:
         if mode.startswith(("heapsite", "sampled")):
@@ -48,6 +48,10 @@ def _wrap_stats(mode, path):
             stats["frames"] = tracemalloc.get_traceback_limit()
     except Exception as exc:  # the numbers are optional, the run is not
         stats["error"] = repr(exc)
+    # After the tracer's figures: reading heapsite's gives back its live
+    # table's memory past the peak (src/engine/table.rs), which the count
+    # then says; malloc's figure must be of the same moment.
+    stats["malloc_in_use"] = malloc_in_use()
     import json
 
     with open(path, "w", encoding="utf-8") as fh:
@@ -60,6 +64,9 @@ def _wrap_prepare(argv):
     import types
 
     mode, stats_path, script = argv[0], argv[1], os.path.abspath(argv[2])
+    # Imported while sys.path[0] is still bench/ (it becomes the script's).
+    from malloc_in_use import in_use
+
     with open(script, "rb") as fh:
         code = compile(fh.read(), script, "exec")
     module = types.ModuleType("__main__")
@@ -80,7 +87,7 @@ def _wrap_prepare(argv):
             sys.exit(3)
     # Registered after the tracer started, so it runs before the tracer's own
     # exit handlers (atexit is last in, first out).
-    atexit.register(_wrap_stats, mode, stats_path)
+    atexit.register(_wrap_stats, mode, stats_path, in_use)
     return code, module.__dict__
 
 
@@ -263,7 +270,28 @@ def run_row(tool, script, opts, task, loops, args, scratch):
         stats = json.loads(stats_path.read_text())
         if "tracking_bytes" in stats:
             result["tracking"] = stats["tracking_bytes"]
+        if stats.get("malloc_in_use") is not None:
+            result["malloc"] = stats["malloc_in_use"]
     return result
+
+
+def join_earlier(results, tools, paths):
+    """Adds to `results` the rows of tools an earlier run measured and this
+    one did not; returns every tool now in the tables, in TOOLS' order."""
+    tools = list(tools)
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"pyperformance_bench: cannot read {path}: {exc}") from None
+        for row, per_tool in earlier.items():
+            if row not in results:
+                continue
+            for tool, runs in per_tool.items():
+                if tool in TOOLS and tool not in tools:
+                    results[row][tool] = runs
+        tools += {t for per_tool in earlier.values() for t in per_tool if t in TOOLS} - set(tools)
+    return sorted(tools, key=TOOLS.index)
 
 
 def geomean(values):
@@ -302,10 +330,12 @@ def summarize(results, tools):
                 table[row][tool] = {"error": reason if len(reason) <= 80 else reason[:77] + "..."}
                 continue
             tracking = [r["tracking"] for r in good if "tracking" in r]
+            in_use = [r["malloc"] for r in good if "malloc" in r]
             table[row][tool] = {
                 "time": min(v for r in good for v in r["values"]),
                 "rss": min(r["rss"] for r in good),
                 "tracking": max(tracking) if tracking else None,
+                "malloc": min(in_use) if in_use else None,
                 "runs": len(good),
             }
             if len(good) < len(runs):
@@ -355,23 +385,60 @@ def markdown(table, tools, args, missing):
     gm = [f"**{g:.3f}x**" if (g := geomean(rss_ratios[t])) else "n/a" for t in others]
     lines.append("| **geometric mean** | | " + " | ".join(gm) + " |")
     if "heapsite16" in tools and "tracemalloc16" in tools:
-        lines += ["", "## Tracking memory at exit, 16 frames", ""]
-        lines.append("| benchmark | heapsite16 | tracemalloc16 | heapsite / tracemalloc |")
-        lines.append("|---|---|---|---|")
-        worse = 0
-        for row, cells in table.items():
-            h = cells["heapsite16"].get("tracking")
-            t = cells["tracemalloc16"].get("tracking")
-            ratio = f"{h / t:.2f}" if h and t else "n/a"
-            worse += bool(h and t and h > t)
-            h_text = fmt_bytes(h) if h else "n/a"
-            t_text = fmt_bytes(t) if t else "n/a"
-            lines.append(f"| {row} | {h_text} | {t_text} | {ratio} |")
-        lines.append(f"\nRows where heapsite16 tracks more than tracemalloc16: {worse}")
+        lines += ["", *tracking_lines(table, "plain" in tools)]
     lines += ["", "## Machine", "", *machine_lines(args)]
     if missing:
         lines.append(f"- not in this pyperformance: {', '.join(missing)}")
     return "\n".join(lines) + "\n"
+
+
+def tracking_lines(table, have_plain):
+    """The trackers' own memory at exit, 16 frames, in two measures each.
+
+    As reported: heapsite's tracking_bytes (what its allocator counts) and
+    tracemalloc.get_tracemalloc_memory() (its tables' buckets and entries,
+    not the tracebacks and traces they point to).  Over plain: malloc's
+    bytes in use at exit less plain's on the same row (malloc_in_use.py),
+    the one measure applied to both from outside.
+    """
+    lines = ["## Tracking memory at exit, 16 frames", ""]
+    lines.append(
+        "| benchmark | heapsite16 counted | heapsite16 over plain | tracemalloc16 reported"
+        " | tracemalloc16 over plain | heapsite counted / tracemalloc over plain"
+        " | heapsite counted / tracemalloc reported |"
+    )
+    lines.append("|---" * 7 + "|")
+    worse_real = worse_reported = 0
+    for row, cells in table.items():
+        h = cells["heapsite16"].get("tracking")
+        t = cells["tracemalloc16"].get("tracking")
+        plain = cells.get("plain", {}).get("malloc") if have_plain else None
+        h_over = minus(cells["heapsite16"].get("malloc"), plain)
+        t_over = minus(cells["tracemalloc16"].get("malloc"), plain)
+        worse_real += bool(h and t_over and h > t_over)
+        worse_reported += bool(h and t and h > t)
+        lines.append(
+            f"| {row} | {fmt_bytes(h) if h else 'n/a'} | {fmt_opt(h_over)}"
+            f" | {fmt_bytes(t) if t else 'n/a'} | {fmt_opt(t_over)}"
+            f" | {ratio_text(h, t_over)} | {ratio_text(h, t)} |"
+        )
+    lines.append(
+        f"\nRows where heapsite16 holds more than tracemalloc16: {worse_real} against"
+        f" tracemalloc's memory over plain, {worse_reported} against what it reports"
+    )
+    return lines
+
+
+def minus(used, plain):
+    return used - plain if used is not None and plain is not None else None
+
+
+def fmt_opt(n):
+    return fmt_bytes(n) if n is not None and n > 0 else "n/a"
+
+
+def ratio_text(a, b):
+    return f"{a / b:.2f}" if a and b and b > 0 else "n/a"
 
 
 def machine_lines(args):
@@ -421,6 +488,14 @@ def parse_args(argv):
         help="a tool's processes on a row stop repeating once they add up to this many seconds",
     )
     parser.add_argument("--markdown", help="also write the tables here")
+    parser.add_argument("--save-results", help="also write every process's figures here (JSON)")
+    parser.add_argument(
+        "--with-results",
+        action="append",
+        default=[],
+        help="a --save-results file of an earlier run: its tools not run now join the tables"
+        " (tracemalloc at 16 frames takes 20 minutes and does not change with heapsite)",
+    )
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
     unknown = [t for t in args.tools if t not in TOOLS]
@@ -468,7 +543,10 @@ def main(argv=None):
                         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text = markdown(summarize(results, args.tools), args.tools, args, missing)
+    if args.save_results:
+        Path(args.save_results).write_text(json.dumps(results))
+    tools = join_earlier(results, args.tools, args.with_results)
+    text = markdown(summarize(results, tools), tools, args, missing)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text("# pyperformance under memory profilers\n\n" + text)

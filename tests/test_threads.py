@@ -80,3 +80,49 @@ def test_raw_allocations_without_the_gil_are_counted():
     assert "<raw allocation without the GIL>" not in stats
     total = {s.traceback[0].filename: s for s in heapsite.snapshot().total().statistics("filename")}
     assert total["<raw allocation without the GIL>"].count == N_THREADS * rounds
+
+
+def _at_line(statistics, line):
+    """(count, size) of the statistics at this file's `line` (lineno key)."""
+    for stat in statistics:
+        frame = stat.traceback[0]
+        if frame.lineno == line and frame.filename == __file__:
+            return stat.count, stat.size
+    return 0, 0
+
+
+def test_blocks_freed_by_threads_without_the_gil_leave_their_site():
+    # Allocated with the GIL (pythonapi holds it), so at this file's line;
+    # freed by eight threads without it at once, so the site's counters of
+    # such events are made by whichever thread comes first (the others
+    # must find and use those, not lose their frees). The line also holds
+    # the ints ctypes returns, which stay alive in `blocks`.
+    api = ctypes.pythonapi
+    api.PyMem_RawMalloc.restype, api.PyMem_RawMalloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    raw_free = ctypes.CDLL(None).PyMem_RawFree
+    raw_free.restype, raw_free.argtypes = None, [ctypes.c_void_p]
+    per_thread, size = 500, 300
+    heapsite.start(1)
+    blocks = [[api.PyMem_RawMalloc(size) for _ in range(per_thread)] for _ in range(N_THREADS)]
+    line = sys._getframe().f_lineno - 1
+    count, held = _at_line(heapsite.snapshot().statistics("lineno"), line)
+    total_before = _at_line(heapsite.snapshot().total().statistics("lineno"), line)
+    raw = N_THREADS * per_thread
+    assert count >= raw and held >= raw * size, (count, held)
+    start = threading.Barrier(N_THREADS)
+
+    def free_all(mine):
+        start.wait()
+        for address in mine:
+            raw_free(address)
+
+    threads = [threading.Thread(target=free_all, args=(mine,)) for mine in blocks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = _at_line(heapsite.snapshot().statistics("lineno"), line)
+    assert after == (count - raw, held - raw * size), (count, held, after)
+    # What the line allocated in all stays as it was.
+    total = _at_line(heapsite.snapshot().total().statistics("lineno"), line)
+    assert total == total_before, (total_before, total)

@@ -140,7 +140,11 @@ def traceback_limit() -> int:
 
 
 def stats() -> dict[str, int]:
-    """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped."""
+    """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped.
+
+    tracking_bytes is every byte heapsite's core holds from malloc (its
+    tables, sites, frames and caches), counted as it allocates.
+    """
     return _core.stats()
 
 

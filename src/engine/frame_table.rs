@@ -279,14 +279,6 @@ impl FrameTable {
     pub fn len(&self) -> usize {
         self.entries.len() - self.free.len()
     }
-
-    pub fn memory_bytes(&self) -> usize {
-        let slot = |key: usize, value: usize| key + value + 1; // hashbrown: a control byte each
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.free.capacity() * std::mem::size_of::<FrameId>()
-            + self.by_offset.capacity() * slot(16, 8)
-            + self.by_line.capacity() * slot(16, 4)
-    }
 }
 
 #[cfg(test)]

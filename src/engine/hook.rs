@@ -144,8 +144,8 @@ fn account(addr: usize, size: usize, site: &Site, gil: bool) {
     }
     if gil {
         site.counters.add_gil_weighted(bytes, blocks);
-    } else {
-        site.counters.add_nogil_weighted(bytes, blocks);
+    } else if !site.counters.add_nogil_weighted(bytes, blocks) {
+        drop_record();
     }
 }
 
@@ -160,8 +160,8 @@ fn unaccount(addr: usize, record: Record, site: &Site, gil: bool) {
     let counters = &site.counters;
     if gil {
         counters.sub_gil_weighted(bytes, blocks);
-    } else {
-        counters.sub_nogil_weighted(bytes, blocks);
+    } else if !counters.sub_nogil_weighted(bytes, blocks) {
+        drop_record();
     }
 }
 

@@ -14,6 +14,7 @@
 //! instead, knowing they are unsettled.
 
 pub mod codes;
+pub mod counted_alloc;
 pub mod counters;
 pub mod fallible;
 pub mod frame_table;

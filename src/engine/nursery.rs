@@ -271,10 +271,6 @@ impl GilTable {
         self.young_len + self.moving.len + self.old.len() - self.freeing.len
     }
 
-    pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.old.memory_bytes()
-    }
-
     /// Gives back the table's memory if few of its slots are live (see
     /// src/engine/table.rs's SHRINK_LIVE).
     pub fn shrink_if_sparse(&mut self) {

@@ -100,6 +100,7 @@ impl<T: Zeroable> SegVec<T> {
     }
 
     /// Bytes allocated for segments so far.
+    #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
         (0..SEGMENTS)
             .filter(|&s| !self.segments[s].load(Ordering::Acquire).is_null())

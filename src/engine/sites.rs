@@ -54,7 +54,10 @@ const MAX_SITE: SiteId = (1 << 30) - 1;
 
 pub struct Site {
     /// The site's frames, as ids in the frame table
-    /// (src/engine/frame_table.rs): a leaked boxed slice of `nframes` ids.
+    /// (src/engine/frame_table.rs): up to `INLINE_IDS` of them in the
+    /// field's own 8 bytes, more in a leaked boxed slice of `nframes` ids
+    /// it points to. At the default of 1 frame a boxed id was a 24-byte
+    /// malloc chunk and an 8-byte pointer for 4 bytes of id.
     frames: AtomicPtr<FrameId>,
     nframes: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
@@ -80,8 +83,25 @@ pub unsafe fn id_of_counters(counters: usize) -> SiteId {
     unsafe { (*(site as *const Site)).id.load(Ordering::Relaxed) }
 }
 
+/// The bytes of two ids in memory order, as `Site::ids` reads them back.
+fn pair_bytes(pair: [FrameId; INLINE_IDS]) -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&pair[0].to_ne_bytes());
+    bytes[4..].copy_from_slice(&pair[1].to_ne_bytes());
+    bytes
+}
+
+/// Frame ids a site keeps in its `frames` field itself (see there).
+const INLINE_IDS: usize = std::mem::size_of::<*mut FrameId>() / std::mem::size_of::<FrameId>();
+const _: () = assert!(INLINE_IDS == 2);
+
 // SAFETY: null pointers, zero lengths and zeroed counters form an empty site.
 unsafe impl Zeroable for Site {}
+
+// A program can make hundreds of thousands of sites (pyperformance's
+// generators: 100,000 at 16 frames); a slot's every byte counts there.
+// 120 before the counters of events without the GIL moved out.
+const _: () = assert!(std::mem::size_of::<Site>() == 96);
 
 /// A site's frames copied out of the frame table, most recent first.
 pub struct Frames {
@@ -103,13 +123,17 @@ impl Site {
     /// The site's frame ids. GIL held: only GIL holders touch them.
     #[inline(always)]
     fn ids(&self) -> &[FrameId] {
-        let ptr = self.frames.load(Ordering::Acquire);
-        if ptr.is_null() {
-            return &[];
+        let len = self.nframes.load(Ordering::Relaxed) as usize;
+        if len <= INLINE_IDS {
+            let field = (&self.frames as *const AtomicPtr<FrameId>).cast::<FrameId>();
+            // SAFETY: the field's 8 bytes hold `len` ids (`set_frames`),
+            // aligned as the pointer is; written only by the GIL holder,
+            // which is the caller, so not while this borrow lives.
+            return unsafe { std::slice::from_raw_parts(field, len) };
         }
         // SAFETY: published from a leaked boxed slice of `nframes` ids, and
         // replaced only by the GIL holder, which is the caller.
-        unsafe { std::slice::from_raw_parts(ptr, self.nframes.load(Ordering::Relaxed) as usize) }
+        unsafe { std::slice::from_raw_parts(self.frames.load(Ordering::Acquire), len) }
     }
 
     /// The site's frames, most recent first. GIL held: only GIL holders
@@ -150,22 +174,37 @@ impl Site {
     /// Makes `ids` (held in the frame table by the caller) the site's
     /// frames, None for none, and releases the ids it had. GIL held.
     pub fn set_frames(&self, ids: Option<Box<[FrameId]>>) {
-        let (len, ptr) = match ids {
-            Some(ids) => (ids.len() as u32, Box::leak(ids).as_mut_ptr()),
-            None => (0, std::ptr::null_mut()),
+        let mut inline_old = [0 as FrameId; INLINE_IDS];
+        let old_ids = self.ids();
+        let old_len = old_ids.len();
+        if old_len <= INLINE_IDS {
+            inline_old[..old_len].copy_from_slice(old_ids);
+        }
+        let ids = ids.unwrap_or_default();
+        let len = ids.len();
+        let field = if len <= INLINE_IDS {
+            let mut pair = [0 as FrameId; INLINE_IDS];
+            pair[..len].copy_from_slice(&ids);
+            // Ids, not an address: no provenance, never dereferenced.
+            let bits = u64::from_ne_bytes(pair_bytes(pair));
+            std::ptr::without_provenance_mut(bits as usize)
+        } else {
+            Box::leak(ids).as_mut_ptr()
         };
-        let old_len = self.nframes.swap(len, Ordering::Relaxed) as usize;
-        let old = self.frames.swap(ptr, Ordering::AcqRel);
-        if old.is_null() {
+        self.nframes.store(len as u32, Ordering::Relaxed);
+        let old = self.frames.swap(field, Ordering::AcqRel);
+        // SAFETY: GIL held (this fn's contract); no other borrow of the table.
+        let table = unsafe { FRAME_TABLE.get() };
+        if old_len <= INLINE_IDS {
+            table.release(&inline_old[..old_len], bury_record);
             return;
         }
-        // SAFETY: a non-null pointer was published here from a leaked boxed
-        // slice of `old_len` ids, and is no longer published. Nothing
+        // SAFETY: with more than INLINE_IDS ids the field held a leaked
+        // boxed slice of `old_len` ids, no longer published. Nothing
         // borrows them: readers copy frames out (`frames`) under the GIL,
         // which this caller holds.
         let old = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) };
-        // SAFETY: GIL held (this fn's contract); no other borrow of the table.
-        unsafe { FRAME_TABLE.get() }.release(&old, bury_record);
+        table.release(&old, bury_record);
     }
 
     #[inline(always)]
@@ -224,18 +263,6 @@ pub fn count() -> SiteId {
 /// once per site made under them.
 pub fn births() -> u32 {
     BIRTHS.load(Ordering::Acquire)
-}
-
-/// Bytes of heapsite's own memory spent on sites and their frames.
-pub fn memory_bytes() -> usize {
-    let frames: usize = (FIRST_DYNAMIC_SITE..count())
-        .map(|id| std::mem::size_of_val(site(id).ids()))
-        .sum();
-    // SAFETY: GIL held by the API caller.
-    let interner = unsafe { INTERNER.get() }.memory_bytes();
-    // SAFETY: as above.
-    let table = unsafe { FRAME_TABLE.get() }.memory_bytes();
-    SITES.allocated_bytes() + frames + interner + table
 }
 
 /// Two odd multipliers per stack position, one for each of a stack's two

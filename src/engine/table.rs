@@ -148,6 +148,7 @@ impl AddrTable {
     }
 
     /// Bytes this table holds for its own bookkeeping.
+    #[cfg(test)]
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + (self.huge.len() + self.odd.len()) * 48

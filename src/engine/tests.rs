@@ -132,7 +132,7 @@ fn peak_epochs_match_a_copy_at_every_peak() {
                     m.at_peak.clone_from(&m.gil_live);
                 }
             } else {
-                sites[site].add_nogil(size as usize);
+                assert!(sites[site].add_nogil(size as usize));
                 m.nogil_live[site].0 += 1;
                 m.nogil_live[site].1 += size;
                 m.nogil_current += size;
@@ -148,7 +148,7 @@ fn peak_epochs_match_a_copy_at_every_peak() {
                 m.gil_live[site].1 -= size;
                 m.gil_current -= size;
             } else {
-                sites[site].sub_nogil(size as usize);
+                assert!(sites[site].sub_nogil(size as usize));
                 m.nogil_live[site].0 -= 1;
                 m.nogil_live[site].1 -= size;
                 m.nogil_current -= size;

@@ -28,16 +28,10 @@ pub(in crate::engine) fn shrink_tables() {
     }
 }
 
-/// Bytes heapsite spends on its tables and sites.
+/// Bytes heapsite holds from malloc: its tables, sites and all the rest,
+/// counted by its allocator (src/engine/counted_alloc.rs).
 pub(in crate::engine) fn tracking_bytes() -> usize {
-    // SAFETY: GIL held by the API caller.
-    let gil = unsafe { GIL_TABLE.get() }.memory_bytes();
-    let raw: usize = RAW_TABLE
-        .shards()
-        .iter()
-        .map(|s| s.lock().memory_bytes())
-        .sum();
-    gil + raw + sites::memory_bytes()
+    crate::engine::counted_alloc::held_bytes()
 }
 
 /// Visits every live allocation: address and record. GIL held. `visit` may
