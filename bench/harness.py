@@ -35,6 +35,8 @@ import os
 import sys
 import types
 
+from malloc_in_use import in_use  # bench/, beside this file
+
 if __name__ == "__main__":
     # The workload runs right here, near the top of this module's code, so
     # that its one extra frame (this one) is cheap for tracers to resolve:
@@ -97,7 +99,10 @@ def start_tracer(mode):
 
 
 def collect_stats(mode):
-    """The tracer's live allocation count and its own memory, or None."""
+    """The tracer's live allocation count and its own memory, or None; and
+    malloc's bytes in use (bench/malloc_in_use.py), plain included."""
+    if mode == "plain":
+        return {"tool": "plain", "malloc_in_use": in_use()}
     if mode.startswith(("heapsite", "sampled")):
         heapsite = sys.modules.get("heapsite")
         if heapsite is None:
@@ -107,6 +112,9 @@ def collect_stats(mode):
             return None
         stats = dict(heapsite.stats())
         stats["tool"] = "heapsite"
+        # After stats(), which may give back the live table's memory past
+        # its peak (src/engine/table.rs): the same moment as its count.
+        stats["malloc_in_use"] = in_use()
         return stats
     if mode.startswith("tracemalloc"):
         import tracemalloc
@@ -116,6 +124,7 @@ def collect_stats(mode):
         # Read the tracer's own memory before the snapshot adds to it.
         tracking_bytes = tracemalloc.get_tracemalloc_memory()
         traced_current, traced_peak = tracemalloc.get_traced_memory()
+        malloc_in_use = in_use()
         live = len(tracemalloc.take_snapshot().traces)
         return {
             "tool": "tracemalloc",
@@ -123,6 +132,7 @@ def collect_stats(mode):
             "tracking_bytes": tracking_bytes,
             "traced_current_bytes": traced_current,
             "traced_peak_bytes": traced_peak,
+            "malloc_in_use": malloc_in_use,
         }
     return None
 

@@ -50,7 +50,8 @@ TOOLS = (
 # comparison is asked for explicitly.
 DEFAULT_TOOLS = tuple(t for t in TOOLS if t not in ("tracemalloc25", "dropin25"))
 STATS_WORKLOAD = "retained"
-STATS_TOOLS = ("heapsite1", "heapsite16", "sampled16", "tracemalloc1", "tracemalloc16")
+# plain for malloc's bytes in use without a tracer (the "over plain" column).
+STATS_TOOLS = ("plain", "heapsite1", "heapsite16", "sampled16", "tracemalloc1", "tracemalloc16")
 PACKAGES = ("heapsite", "memray", "scalene")
 EXIT_TRACER_UNAVAILABLE = harness.EXIT_TRACER_UNAVAILABLE
 
@@ -272,17 +273,27 @@ def workload_table(results):
 
 
 def stats_table(stats):
+    """Each tracer's own memory as it reports it, and as glibc's bytes in
+    use over plain's (the one measure for both: tracemalloc's own figure
+    leaves out its tracebacks and traces, see bench/malloc_in_use.py)."""
     rows = [
-        "| tool | live allocations | tracking bytes | bytes per live allocation |",
-        "|---|---:|---:|---:|",
+        "| tool | live allocations | tracking bytes (reported) | per live allocation"
+        " | malloc over plain | per live allocation |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    plain = stats.get("plain", {}).get("malloc_in_use")
     for tool, st in stats.items():
+        if tool == "plain":
+            continue
         live, tracking = st.get("live_allocations"), st.get("tracking_bytes")
         if "error" in st or not live or tracking is None:
             why = st.get("error") or f"missing keys; got {sorted(st)}"
-            rows.append(f"| {tool} | n/a ({why}) | | |")
+            rows.append(f"| {tool} | n/a ({why}) | | | | |")
             continue
-        rows.append(f"| {tool} | {live:,} | {tracking:,} | {tracking / live:.1f} |")
+        used = st.get("malloc_in_use")
+        over = used - plain if used is not None and plain is not None else None
+        over_cells = f"{over:,} | {over / live:.1f}" if over is not None else "n/a | "
+        rows.append(f"| {tool} | {live:,} | {tracking:,} | {tracking / live:.1f} | {over_cells} |")
     return rows
 
 

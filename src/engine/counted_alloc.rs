@@ -9,15 +9,18 @@
 //! recursive generator walk; and the count is the same measure the bench
 //! applies to tracemalloc from outside (glibc's bytes in use over plain).
 //!
-//! The count is of usable sizes (`malloc_usable_size`), what each chunk
-//! really holds, and costs a relaxed atomic add per allocation of heapsite's
-//! own. The allocator hooks never allocate on their common path; the
-//! tables grow rarely, so the count costs nothing measurable.
+//! What is counted is each request's malloc chunk as glibc sizes it (the
+//! request and its 8-byte header, rounded up to 16, at least 32), computed
+//! from the layout: asking the allocator (`malloc_usable_size`) would be a
+//! call into whichever malloc comes first in the process (a preloaded
+//! jemalloc's, on glibc's chunks when heapsite's own preloaded malloc
+//! forwards to glibc). A relaxed atomic add per allocation of heapsite's
+//! own; the hooks never allocate on their common path.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
-/// Bytes heapsite holds from malloc now (usable sizes).
+/// Bytes heapsite holds from malloc now (chunk sizes).
 static HELD: AtomicIsize = AtomicIsize::new(0);
 
 struct Counted;
@@ -25,14 +28,10 @@ struct Counted;
 #[global_allocator]
 static COUNTED: Counted = Counted;
 
-/// The usable size of a live chunk from the system allocator.
-///
-/// # Safety
-/// `ptr` is a live chunk from `System` (malloc, calloc, realloc or
-/// posix_memalign, which `System` uses), not yet freed.
-unsafe fn usable(ptr: *mut u8) -> isize {
-    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
-    unsafe { libc::malloc_usable_size(ptr.cast()) as isize }
+/// The bytes glibc's malloc takes for a request of `size` bytes: a chunk
+/// of the request plus its size header, rounded up to 16, at least 32.
+fn chunk(size: usize) -> isize {
+    ((size + 8 + 15) & !15).max(32) as isize
 }
 
 // SAFETY: every method hands the request to `System` unchanged and only
@@ -42,8 +41,7 @@ unsafe impl GlobalAlloc for Counted {
         // SAFETY: GlobalAlloc's contract, passed on to System.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            // SAFETY: just allocated by System.
-            HELD.fetch_add(unsafe { usable(ptr) }, Relaxed);
+            HELD.fetch_add(chunk(layout.size()), Relaxed);
         }
         ptr
     }
@@ -52,34 +50,29 @@ unsafe impl GlobalAlloc for Counted {
         // SAFETY: GlobalAlloc's contract, passed on to System.
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            // SAFETY: just allocated by System.
-            HELD.fetch_add(unsafe { usable(ptr) }, Relaxed);
+            HELD.fetch_add(chunk(layout.size()), Relaxed);
         }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` is live, from this allocator, so from System.
-        HELD.fetch_sub(unsafe { usable(ptr) }, Relaxed);
+        HELD.fetch_sub(chunk(layout.size()), Relaxed);
         // SAFETY: GlobalAlloc's contract, passed on to System.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` is live, from this allocator, so from System.
-        let old = unsafe { usable(ptr) };
         // SAFETY: GlobalAlloc's contract, passed on to System.
         let moved = unsafe { System.realloc(ptr, layout, new_size) };
         if !moved.is_null() {
-            // SAFETY: just (re)allocated by System; the old chunk is gone.
-            HELD.fetch_add(unsafe { usable(moved) } - old, Relaxed);
+            HELD.fetch_add(chunk(new_size) - chunk(layout.size()), Relaxed);
         }
         moved
     }
 }
 
 /// Bytes heapsite's core holds from malloc now: its tables, sites, frames,
-/// caches and series, with malloc's rounding of each chunk.
+/// caches and series, each with malloc's header and rounding.
 pub fn held_bytes() -> usize {
     HELD.load(Relaxed).max(0) as usize
 }
