@@ -285,11 +285,9 @@ def join_earlier(results, tools, paths):
         except (OSError, ValueError) as exc:
             raise SystemExit(f"pyperformance_bench: cannot read {path}: {exc}") from None
         for row, per_tool in earlier.items():
-            if row not in results:
-                continue
             for tool, runs in per_tool.items():
                 if tool in TOOLS and tool not in tools:
-                    results[row][tool] = runs
+                    results.setdefault(row, {}).setdefault(tool, runs)
         tools += {t for per_tool in earlier.values() for t in per_tool if t in TOOLS} - set(tools)
     return sorted(tools, key=TOOLS.index)
 
@@ -477,7 +475,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, help="comma-separated")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated")
-    parser.add_argument("--rounds", type=int, default=3, help="processes per tool and row")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="processes per tool and row (0: run nothing, tables from --with-results alone)",
+    )
     parser.add_argument("--values", type=int, default=5, help="pyperf values per process")
     parser.add_argument("--warmups", type=int, default=1, help="pyperf warmups per process")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per process")
@@ -501,7 +504,7 @@ def parse_args(argv):
     unknown = [t for t in args.tools if t not in TOOLS]
     if unknown:
         parser.error(f"unknown tools {unknown}; choose from {','.join(TOOLS)}")
-    if "plain" not in args.tools:
+    if "plain" not in args.tools and args.rounds:
         args.tools.insert(0, "plain")
     return args
 
@@ -510,6 +513,8 @@ def main(argv=None):
     args = parse_args(argv)
     names = [n for n in args.benchmarks.split(",") if n]
     benchmarks, missing = find_benchmarks(names)
+    if args.rounds == 0:  # tables from --with-results files alone
+        benchmarks, args.tools = {}, []
     scratch = Path(tempfile.mkdtemp(prefix="pyperformance-bench-"))
     results = {}
     try:

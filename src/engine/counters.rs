@@ -185,13 +185,17 @@ impl SiteCounters {
     }
 
     /// The site's counters of events without the GIL, made now if this is
-    /// its first; None only when there is no memory for 32 bytes. Any
-    /// thread: two racing to make them keep the first published.
-    #[inline(never)]
+    /// its first; None only when there is no memory for 32 bytes.
+    #[inline(always)]
     fn nogil_or_make(&self) -> Option<&NoGil> {
-        if let Some(made) = self.nogil() {
-            return Some(made);
-        }
+        self.nogil().or_else(|| self.make_nogil())
+    }
+
+    /// Makes the site's counters of events without the GIL. Any thread:
+    /// two racing to make them keep the first published.
+    #[cold]
+    #[inline(never)]
+    fn make_nogil(&self) -> Option<&NoGil> {
         let layout = Layout::new::<NoGil>();
         // Heapsite's own memory: preloaded, malloc passes it through
         // (this may run inside the program's malloc or free).

@@ -56,7 +56,7 @@ pub struct Site {
     /// The site's frames, as ids in the frame table
     /// (src/engine/frame_table.rs): up to `INLINE_IDS` of them in the
     /// field's own 8 bytes, more in a leaked boxed slice of `nframes` ids
-    /// it points to. At the default of 1 frame a boxed id was a 24-byte
+    /// it points to. At the default of 1 frame a boxed id was a 32-byte
     /// malloc chunk and an 8-byte pointer for 4 bytes of id.
     frames: AtomicPtr<FrameId>,
     nframes: AtomicU32,
