@@ -72,6 +72,22 @@ struct NoGil {
     total_bytes: AtomicI64,
 }
 
+impl NoGil {
+    fn cells(&self) -> [&AtomicI64; 4] {
+        [
+            &self.live_count,
+            &self.live_bytes,
+            &self.total_count,
+            &self.total_bytes,
+        ]
+    }
+
+    /// Live count and bytes, total count and bytes.
+    fn figures(&self) -> [i64; 4] {
+        self.cells().map(|cell| cell.load(Relaxed))
+    }
+}
+
 /// A site's figures as a report sees them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SiteTotals {
@@ -263,15 +279,13 @@ impl SiteCounters {
         } else {
             (self.live_count.load(Relaxed), self.live_bytes.load(Relaxed))
         };
-        let nogil =
-            |cell: fn(&NoGil) -> &AtomicI64| self.nogil().map_or(0, |n| cell(n).load(Relaxed));
-        let nogil_count = nogil(|n| &n.live_count);
-        let nogil_bytes = nogil(|n| &n.live_bytes);
+        let [nogil_count, nogil_bytes, nogil_total_count, nogil_total_bytes] =
+            self.nogil().map_or([0; 4], NoGil::figures);
         SiteTotals {
             live_count: self.live_count.load(Relaxed) + nogil_count,
             live_bytes: self.live_bytes.load(Relaxed) + nogil_bytes,
-            total_count: self.total_count.load(Relaxed) + nogil(|n| &n.total_count),
-            total_bytes: self.total_bytes.load(Relaxed) + nogil(|n| &n.total_bytes),
+            total_count: self.total_count.load(Relaxed) + nogil_total_count,
+            total_bytes: self.total_bytes.load(Relaxed) + nogil_total_bytes,
             peak_count: peak_count + nogil_count,
             peak_bytes: peak_bytes + nogil_bytes,
         }
@@ -314,12 +328,7 @@ impl SiteCounters {
         }
         self.saved_epoch.store(0, Relaxed);
         if let Some(nogil) = self.nogil() {
-            for cell in [
-                &nogil.live_count,
-                &nogil.live_bytes,
-                &nogil.total_count,
-                &nogil.total_bytes,
-            ] {
+            for cell in nogil.cells() {
                 cell.store(0, Relaxed);
             }
         }

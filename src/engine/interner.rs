@@ -4,8 +4,10 @@
 //! distinct stacks with equal keys take the next free key (linear probing
 //! over keys). 32 bits, not 64: a (u32, u32) entry is 8 bytes where a
 //! (u64, u32) one is padded to 16, and a program of 100,000 sites meets
-//! about one clash of keys, which probing already handles. A site whose code object dies leaves the index at once
-//! (`remove`): a new code object at the freed one's address makes the same
+//! about one clash of keys, which probing already handles.
+//!
+//! A site whose code object dies leaves the index at once (`remove`): a
+//! new code object at the freed one's address makes the same
 //! raw frames, so an index that kept retired sites would have every new
 //! stack there walk past all of them (programs that exec and drop functions
 //! got quadratic). Removal shifts back the keys displaced past the removed

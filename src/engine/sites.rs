@@ -83,14 +83,6 @@ pub unsafe fn id_of_counters(counters: usize) -> SiteId {
     unsafe { (*(site as *const Site)).id.load(Ordering::Relaxed) }
 }
 
-/// The bytes of two ids in memory order, as `Site::ids` reads them back.
-fn pair_bytes(pair: [FrameId; INLINE_IDS]) -> [u8; 8] {
-    let mut bytes = [0u8; 8];
-    bytes[..4].copy_from_slice(&pair[0].to_ne_bytes());
-    bytes[4..].copy_from_slice(&pair[1].to_ne_bytes());
-    bytes
-}
-
 /// Frame ids a site keeps in its `frames` field itself (see there).
 const INLINE_IDS: usize = std::mem::size_of::<*mut FrameId>() / std::mem::size_of::<FrameId>();
 const _: () = assert!(INLINE_IDS == 2);
@@ -125,11 +117,10 @@ impl Site {
     fn ids(&self) -> &[FrameId] {
         let len = self.nframes.load(Ordering::Relaxed) as usize;
         if len <= INLINE_IDS {
-            let field = (&self.frames as *const AtomicPtr<FrameId>).cast::<FrameId>();
-            // SAFETY: the field's 8 bytes hold `len` ids (`set_frames`),
-            // aligned as the pointer is; written only by the GIL holder,
-            // which is the caller, so not while this borrow lives.
-            return unsafe { std::slice::from_raw_parts(field, len) };
+            // SAFETY: the field's 8 bytes hold `len` ids (`set_frames`);
+            // written only by the GIL holder, which is the caller, so not
+            // while this borrow lives.
+            return unsafe { std::slice::from_raw_parts(self.inline_ids(), len) };
         }
         // SAFETY: published from a leaked boxed slice of `nframes` ids, and
         // replaced only by the GIL holder, which is the caller.
@@ -180,19 +171,26 @@ impl Site {
         if old_len <= INLINE_IDS {
             inline_old[..old_len].copy_from_slice(old_ids);
         }
+        // The boxed slice when there were more than INLINE_IDS.
+        let old = self.frames.load(Ordering::Acquire);
         let ids = ids.unwrap_or_default();
         let len = ids.len();
-        let field = if len <= INLINE_IDS {
-            let mut pair = [0 as FrameId; INLINE_IDS];
-            pair[..len].copy_from_slice(&ids);
-            // Ids, not an address: no provenance, never dereferenced.
-            let bits = u64::from_ne_bytes(pair_bytes(pair));
-            std::ptr::without_provenance_mut(bits as usize)
+        if len <= INLINE_IDS {
+            let mut inline = [0 as FrameId; INLINE_IDS];
+            inline[..len].copy_from_slice(&ids);
+            // SAFETY: the field's 8 bytes, aligned for a pointer and so for
+            // ids; only the GIL holder (the caller) reads or writes them,
+            // and no borrow of the old ids lives past the copy above.
+            unsafe {
+                self.inline_ids()
+                    .cast::<[FrameId; INLINE_IDS]>()
+                    .write(inline)
+            };
         } else {
-            Box::leak(ids).as_mut_ptr()
-        };
+            self.frames
+                .store(Box::leak(ids).as_mut_ptr(), Ordering::Release);
+        }
         self.nframes.store(len as u32, Ordering::Relaxed);
-        let old = self.frames.swap(field, Ordering::AcqRel);
         // SAFETY: GIL held (this fn's contract); no other borrow of the table.
         let table = unsafe { FRAME_TABLE.get() };
         if old_len <= INLINE_IDS {
@@ -205,6 +203,13 @@ impl Site {
         // which this caller holds.
         let old = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) };
         table.release(&old, bury_record);
+    }
+
+    /// The `frames` field's own bytes, which hold the ids of a site with
+    /// at most INLINE_IDS of them.
+    #[inline(always)]
+    fn inline_ids(&self) -> *mut FrameId {
+        self.frames.as_ptr().cast()
     }
 
     #[inline(always)]

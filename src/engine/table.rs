@@ -67,9 +67,10 @@ const GROW_LIVE: (usize, usize) = (3, 5);
 /// A table never has fewer slots than this.
 const MIN_CAPACITY: usize = 1 << 12;
 /// Once fewer than 1/8 of the slots are live, the next reading of the
-/// figures (`shrink_if_sparse`, from hook::shrink_tables) rebuilds the table with 4 slots for each
-/// live one (at least MIN_CAPACITY): a program past its peak (a million
-/// blocks made and dropped) does not keep paying for it. heapsite's table
+/// figures (`shrink_if_sparse`, from hook::shrink_tables) rebuilds the
+/// table with 4 slots for each live one (at least MIN_CAPACITY): a program
+/// past its peak (a million blocks made and dropped) does not keep paying
+/// for it. heapsite's table
 /// held 20 MB at 16 frames after a peak of 600,000 blocks, where
 /// tracemalloc's, which shrinks as it frees, held 12 KB. Not as it frees:
 /// pyperformance's float makes and drops 300,000 blocks a loop, and a table
