@@ -56,14 +56,40 @@ current_tstate(void)
  * check: longer than any prologue but for functions with a dozen cells. */
 #define HS_PROLOGUE_UNITS 16
 
+/* A stack's key for the hooks' cache of sites: two 64-bit hashes of the
+ * frames hs_read_frames would give, and their number. Mirrored by `StackKey`
+ * in src/engine/frames.rs. */
+typedef struct {
+    uint64_t hash;
+    uint64_t check;
+    int32_t nframes;
+    int32_t total;
+} hs_stack_key;
+
+/* One frame as a hash word: where it is in which code. On 3.11+ the
+ * instruction pointer alone says both while the code object lives (its
+ * bytecode is inside it): one load, where the code and the offset are three
+ * loads and a subtraction. */
+#if PY_VERSION_HEX < 0x030B0000
+#define HS_FRAME_WORD(f) \
+    ((uint64_t)(uintptr_t)(f)->f_code + (uint64_t)(uint32_t)(f)->f_lasti * 0xE7037ED1A0B428DBull)
+#elif PY_VERSION_HEX < 0x030D0000
+#define HS_FRAME_WORD(f) ((uint64_t)(uintptr_t)(f)->prev_instr)
+#else
+#define HS_FRAME_WORD(f) ((uint64_t)(uintptr_t)(f)->instr_ptr)
+#endif
+
 /* Fills at most `max` frames, most recent first. Returns how many were
  * written; `*total` receives the full depth when `total` is not NULL (walking
- * past `max` costs extra, so the hot path passes NULL). */
+ * past `max` costs extra, so the hot path passes NULL). `*skipped_caller`
+ * is set when a caller's frame (not the running one) was left out for being
+ * incomplete, which hs_key_of_stack's walk does not check (see there). */
 int
-hs_read_frames(hs_frame *out, int max, int *total)
+hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
 {
     PyThreadState *ts = current_tstate();
     int n = 0, depth = 0;
+    *skipped_caller = 0;
     if (ts == NULL) {
         if (total) *total = 0;
         return 0;
@@ -108,8 +134,14 @@ hs_read_frames(hs_frame *out, int max, int *total)
 #elif PY_VERSION_HEX >= 0x030C0000
         if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
 #endif
+        if (n == max && !total) {
+            break;
+        }
         if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
-            && _PyFrame_IsIncomplete(f)) continue;
+            && _PyFrame_IsIncomplete(f)) {
+            *skipped_caller |= !running;
+            continue;
+        }
         if (n < max) {
 #if PY_VERSION_HEX >= 0x030D0000
             out[n].code = (void *)_PyFrame_GetCode(f);
@@ -126,6 +158,63 @@ hs_read_frames(hs_frame *out, int max, int *total)
 #endif
     if (total) *total = depth;
     return n;
+}
+
+/* The key of the calling thread's stack, `max` frames deep, for the hot path:
+ * the frames are hashed as they are walked, not stored, and a caller's frame
+ * is not checked for completeness (that reads its code object). So a key can
+ * count one frame that hs_read_frames leaves out: the hooks do not cache a
+ * site whose walk skipped a caller (`*skipped_caller` there), so a key
+ * always names the frames of the site cached under it. `mult` holds two odd
+ * multipliers per position (src/engine/sites.rs, MULTIPLIERS): each frame's
+ * products are independent of the others', so they are made in parallel.
+ * With `count_total` the walk goes on to the end for the whole depth. */
+void
+hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_key *key)
+{
+    PyThreadState *ts = current_tstate();
+    uint64_t h = 0, check = 0;
+    /* The next frame's multipliers: `row - mult` frames hashed so far. */
+    const uint64_t (*row)[2] = mult;
+    const uint64_t (*const end)[2] = mult + max;
+    int past_max = 0; /* frames beyond `max`, counted with count_total */
+    if (ts != NULL) {
+#if PY_VERSION_HEX < 0x030B0000
+        for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
+#else
+#if PY_VERSION_HEX >= 0x030D0000
+        _PyInterpreterFrame *f = ts->current_frame;
+#else
+        _PyInterpreterFrame *f = ts->cframe->current_frame;
+#endif
+        for (int running = 1; f != NULL; f = f->previous, running = 0) {
+#if PY_VERSION_HEX >= 0x030E0000
+            if (f->owner >= FRAME_OWNED_BY_INTERPRETER) continue;
+#elif PY_VERSION_HEX >= 0x030C0000
+            if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
+#endif
+            if (running && _PyFrame_IsIncomplete(f)) continue;
+#endif
+            if (row == end) {
+                if (!count_total) break;
+                past_max++;
+                continue;
+            }
+            uint64_t word = HS_FRAME_WORD(f);
+            h += word * (*row)[0];
+            check += word * (*row)[1];
+            row++;
+        }
+    }
+    int n = (int)(row - mult);
+    /* No finishing mix: the cache's index is the top bits of `hash`, and a
+     * sum of products by odd multipliers has its best-mixed bits at the top
+     * (multiplicative hashing); `check` is only compared. The whole depth
+     * spreads stacks that differ only below the frames kept. */
+    key->hash = h + (uint64_t)(n + past_max) * 0xD6E8FEB86659FD93ull;
+    key->check = check;
+    key->nframes = n;
+    key->total = n + past_max;
 }
 
 /* Whether the calling thread holds the GIL. The RAW domain is called without

@@ -77,7 +77,13 @@ impl PartialEq for RawFrame {
 }
 
 extern "C" {
-    fn hs_read_frames(out: *mut RawFrame, max: c_int, total: *mut c_int) -> c_int;
+    fn hs_read_frames(
+        out: *mut RawFrame,
+        max: c_int,
+        total: *mut c_int,
+        skipped_caller: *mut c_int,
+    ) -> c_int;
+    fn hs_key_of_stack(mult: *const [u64; 2], max: c_int, count_total: c_int, key: *mut StackKey);
     fn hs_gil_held() -> c_int;
     fn hs_current_thread() -> *mut c_void;
     fn hs_resolve_frame(
@@ -88,32 +94,78 @@ extern "C" {
     ) -> c_int;
 }
 
+/// Frames read by `read_frames`: how many were written, the stack's whole
+/// depth, and whether a caller's frame was left out as incomplete.
+pub struct Read {
+    pub n: usize,
+    pub total: u32,
+    pub skipped_caller: bool,
+}
+
 /// Reads up to `buf.len()` frames of the calling thread, most recent first.
-/// Returns how many were written and the stack's whole depth, which is only
-/// walked to the end when `count_total` asks (tracemalloc's `total_nframe`);
-/// otherwise the depth reported is the number written.
+/// The whole depth is only walked to the end when `count_total` asks
+/// (tracemalloc's `total_nframe`); otherwise the depth reported is the
+/// number written.
 ///
 /// # Safety
 /// The calling thread must hold the GIL (frames are only stable for it).
 #[inline(always)]
-pub unsafe fn read_frames(
-    buf: &mut [std::mem::MaybeUninit<RawFrame>],
-    count_total: bool,
-) -> (usize, u32) {
+pub unsafe fn read_frames(buf: &mut [std::mem::MaybeUninit<RawFrame>], count_total: bool) -> Read {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // The calling thread must hold the GIL (frames are only stable for it).
     unsafe {
         let mut total: c_int = 0;
+        let mut skipped: c_int = 0;
         let total_ptr = if count_total {
             &mut total as *mut c_int
         } else {
             std::ptr::null_mut()
         };
-        let n = hs_read_frames(buf.as_mut_ptr().cast(), buf.len() as c_int, total_ptr).max(0);
-        (
-            n as usize,
-            if count_total { total.max(n) } else { n } as u32,
+        let n = hs_read_frames(
+            buf.as_mut_ptr().cast(),
+            buf.len() as c_int,
+            total_ptr,
+            &mut skipped,
         )
+        .max(0);
+        Read {
+            n: n as usize,
+            total: if count_total { total.max(n) } else { n } as u32,
+            skipped_caller: skipped != 0,
+        }
+    }
+}
+
+/// The calling thread's stack as a key for the hooks' cache of sites: two
+/// hashes of its frames' positions, its number of frames (at most `max`)
+/// and its whole depth (see `hs_key_of_stack` in frames.c). Layout mirrors
+/// `hs_stack_key` in C.
+#[repr(C)]
+pub struct StackKey {
+    pub hash: u64,
+    pub check: u64,
+    pub nframes: i32,
+    pub total: i32,
+}
+
+/// The key of the calling thread's stack, hashed as it is walked with two
+/// multipliers per position from `mult`, which has at least `max` rows.
+///
+/// # Safety
+/// The calling thread must hold the GIL (frames are only stable for it).
+#[inline(always)]
+pub unsafe fn stack_key(mult: &[[u64; 2]], max: usize, count_total: bool) -> StackKey {
+    let mut key = std::mem::MaybeUninit::<StackKey>::uninit();
+    // SAFETY: the caller holds the GIL; hs_key_of_stack reads at most `max`
+    // rows of `mult` and writes the whole key.
+    unsafe {
+        hs_key_of_stack(
+            mult.as_ptr(),
+            max.min(mult.len()) as c_int,
+            count_total as c_int,
+            key.as_mut_ptr(),
+        );
+        key.assume_init()
     }
 }
 
