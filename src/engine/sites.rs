@@ -349,8 +349,13 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32) -> Option<SiteId> {
     // GIL held (reads the interner, has code objects watched).
     unsafe {
         let table = FRAME_TABLE.get();
-        let mut buf = [0 as FrameId; MAX_FRAMES];
+        // Only the ids needed are zeroed: the whole array is 512 bytes, a
+        // memset of its own at every miss of the hooks' cache.
+        let mut buf = [MaybeUninit::<FrameId>::uninit(); MAX_FRAMES];
         let ids = &mut buf[..frames.len()];
+        ids.fill(MaybeUninit::new(0));
+        // SAFETY: every element of `ids` was just written.
+        let ids = std::slice::from_raw_parts_mut(ids.as_mut_ptr().cast::<FrameId>(), ids.len());
         // Lines are resolved only for a (code, offset) not seen before.
         if !table.ids_of(frames, ids, |f| frames::resolve(f).lineno) {
             return None;
