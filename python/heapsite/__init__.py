@@ -140,10 +140,15 @@ def traceback_limit() -> int:
 
 
 def stats() -> dict[str, int]:
-    """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped.
+    """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped,
+    site_cache_misses.
 
     tracking_bytes is every byte heapsite's core holds from malloc (its
     tables, sites, frames and caches), counted as it allocates.
+    site_cache_misses counts, since the process started, the allocations
+    whose stack was not in the hooks' cache of recent stacks: each costs a
+    read of the frames and a lookup among all sites (a deep recursion makes
+    many; a loop, almost none).
     """
     return _core.stats()
 

@@ -162,6 +162,7 @@ pub struct OwnFigures {
     pub tracking_bytes: usize,
     pub sites: SiteId,
     pub dropped: usize,
+    pub site_cache_misses: u64,
 }
 
 /// heapsite's own figures, with the nursery's queued frees carried out
@@ -176,6 +177,7 @@ pub fn own_figures() -> OwnFigures {
         tracking_bytes: hook::tracking_bytes(),
         sites: sites::count(),
         dropped: hook::dropped(),
+        site_cache_misses: sites::cache_misses(),
     }
 }
 
