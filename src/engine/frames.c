@@ -88,6 +88,50 @@ typedef struct {
 #define HS_FRAME_WORD(f) ((uint64_t)(uintptr_t)(f)->instr_ptr)
 #endif
 
+#if PY_VERSION_HEX >= 0x030B0000
+/* 3.11+: _PyInterpreterFrame records on the thread's data stack; the
+ * running one. */
+static inline _PyInterpreterFrame *
+hs_running_frame(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#else
+    return ts->cframe->current_frame;
+#endif
+}
+
+/* Whether a frame is an entry shim, told by its owner: no line. 3.14 adds
+ * interpreter-owned entry frames (owner 3) below the C stack shims (owner
+ * 4, gone in 3.15). */
+static inline int
+hs_entry_shim(_PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    return f->owner >= FRAME_OWNED_BY_INTERPRETER;
+#elif PY_VERSION_HEX >= 0x030C0000
+    return f->owner == FRAME_OWNED_BY_CSTACK;
+#else
+    (void)f;
+    return 0;
+#endif
+}
+
+/* Whether a frame is still setting up and has no line yet. The full check
+ * (_PyFrame_IsIncomplete) reads the code object, one more cache line per
+ * frame of a deep stack, so it is made only where it can say yes: for the
+ * running frame, whose prologue (MAKE_CELL, COPY_FREE_VARS) allocates, and
+ * for frames still within their first instructions: the __init__ clean-up
+ * shim (3.13+) and a frame whose prologue set off a collection that runs
+ * finalisers. A caller's frame further on is past its prologue. */
+static inline int
+hs_incomplete(_PyInterpreterFrame *f, int running)
+{
+    return (running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
+        && _PyFrame_IsIncomplete(f);
+}
+#endif
+
 /* Fills at most `max` frames, most recent first. Returns how many were
  * written; `*total` receives the full depth when `total` is not NULL (walking
  * past `max` costs extra, so the hot path passes NULL). `*skipped_caller`
@@ -121,33 +165,14 @@ hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
         depth++;
     }
 #else
-    /* 3.11+: _PyInterpreterFrame records on the thread's data stack. */
-#if PY_VERSION_HEX >= 0x030D0000
-    _PyInterpreterFrame *f = ts->current_frame;
-#else
-    _PyInterpreterFrame *f = ts->cframe->current_frame;
-#endif
-    /* Shim frames (3.12+) and frames still setting up have no line yet.
-     * The full check (_PyFrame_IsIncomplete) reads the code object, one more
-     * cache line per frame of a deep stack, so it is made only where it can
-     * say yes: for the running frame, whose prologue (MAKE_CELL,
-     * COPY_FREE_VARS) allocates, and for frames still within their first
-     * instructions: the __init__ clean-up shim (3.12+) and a frame whose
-     * prologue set off a collection that runs finalisers. A caller's frame
-     * further on is past its prologue. Entry shims are told by their owner. */
+    /* Entry shims and frames still setting up have no line. */
+    _PyInterpreterFrame *f = hs_running_frame(ts);
     for (int running = 1; f != NULL; f = f->previous, running = 0) {
-#if PY_VERSION_HEX >= 0x030E0000
-        /* 3.14 adds interpreter-owned entry frames (owner 3) below the C
-         * stack shims (owner 4, gone in 3.15): neither has a line. */
-        if (f->owner >= FRAME_OWNED_BY_INTERPRETER) continue;
-#elif PY_VERSION_HEX >= 0x030C0000
-        if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
-#endif
+        if (hs_entry_shim(f)) continue;
         if (n == max && !total) {
             break;
         }
-        if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
-            && _PyFrame_IsIncomplete(f)) {
+        if (hs_incomplete(f, running)) {
             *skipped_caller |= !running && !HS_KEY_CHECKS_CALLERS;
             continue;
         }
@@ -192,23 +217,11 @@ hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_ke
 #if PY_VERSION_HEX < 0x030B0000
         for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
 #else
-#if PY_VERSION_HEX >= 0x030D0000
-        _PyInterpreterFrame *f = ts->current_frame;
-#else
-        _PyInterpreterFrame *f = ts->cframe->current_frame;
-#endif
+        _PyInterpreterFrame *f = hs_running_frame(ts);
         for (int running = 1; f != NULL; f = f->previous, running = 0) {
-#if PY_VERSION_HEX >= 0x030E0000
-            if (f->owner >= FRAME_OWNED_BY_INTERPRETER) continue;
-#elif PY_VERSION_HEX >= 0x030C0000
-            if (f->owner == FRAME_OWNED_BY_CSTACK) continue;
-#endif
-#if HS_KEY_CHECKS_CALLERS
-            if ((running || _PyInterpreterFrame_LASTI(f) < HS_PROLOGUE_UNITS)
-                && _PyFrame_IsIncomplete(f)) continue;
-#else
-            if (running && _PyFrame_IsIncomplete(f)) continue;
-#endif
+            if (hs_entry_shim(f)) continue;
+            if (HS_KEY_CHECKS_CALLERS ? hs_incomplete(f, running)
+                                      : running && _PyFrame_IsIncomplete(f)) continue;
 #endif
             if (row == end) {
                 if (!count_total) break;
