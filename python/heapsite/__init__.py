@@ -141,7 +141,7 @@ def traceback_limit() -> int:
 
 def stats() -> dict[str, int]:
     """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped,
-    site_cache_misses.
+    site_cache_misses, free_hook.
 
     tracking_bytes is every byte heapsite's core holds from malloc (its
     tables, sites, frames and caches), counted as it allocates.
@@ -149,6 +149,9 @@ def stats() -> dict[str, int]:
     whose stack was not in the hooks' cache of recent stacks: each costs a
     read of the frames and a lookup among all sites (a deep recursion makes
     many; a loop, almost none).
+    free_hook is 1 while the frees of Python's object allocator pass through
+    heapsite's hook; sampled tracing over pymalloc leaves them to pymalloc
+    (0), as its sampled blocks are freed through the raw allocator.
     """
     return _core.stats()
 

@@ -36,9 +36,12 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
+mod direct;
 mod lifecycle;
 mod readers;
-pub use lifecycle::{clear, depth, init, is_tracing, start, stop, Companion};
+pub use lifecycle::{
+    clear, depth, free_hook, init, is_tracing, keep_every_free, start, stop, Companion,
+};
 pub use readers::lookup;
 pub(in crate::engine) use readers::{
     dropped, for_each_live, live_allocations, shrink_tables, tracking_bytes,
@@ -223,6 +226,20 @@ fn allocate_chosen(
     size: usize,
     before: impl FnOnce(),
 ) -> *mut c_void {
+    allocate_recorded_by(record_gil, domain, allocate, size, before)
+}
+
+/// `allocate_chosen` with the block recorded by `record`: in the MEM/OBJ
+/// table (`record_gil`), or in the RAW table when MEM and OBJ frees go
+/// straight to pymalloc (hook/direct.rs).
+#[inline(always)]
+fn allocate_recorded_by(
+    record: fn(&sites::HookState, *mut c_void, usize, Domain),
+    domain: Domain,
+    allocate: impl Fn() -> *mut c_void,
+    size: usize,
+    before: impl FnOnce(),
+) -> *mut c_void {
     let caller = Interp::of_caller();
     if !caller.is_main() {
         return allocate_in_subinterpreter(caller, allocate, before);
@@ -236,7 +253,7 @@ fn allocate_chosen(
             let ptr = allocate();
             if !ptr.is_null() {
                 before();
-                record_gil(thread, ptr, size, domain);
+                record(thread, ptr, size, domain);
             }
             ptr
         })
@@ -486,16 +503,14 @@ fn track_raw(ptr: *mut c_void, size: usize, gil: bool) {
     } else {
         NO_GIL_SITE
     };
-    insert_raw(ptr, size, site, gil);
+    insert_raw(ptr, size, site, Domain::Raw, gil);
 }
 
-/// Records a RAW (or native) block at `site` and counts it.
-fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, gil: bool) {
-    let record = Record {
-        size,
-        site,
-        domain: Domain::Raw,
-    };
+/// Records a block in the RAW table at `site` and counts it: a RAW or
+/// native block, or a sampled MEM/OBJ one whose free pymalloc hands to
+/// PyMem_RawFree (hook/direct.rs).
+fn insert_raw(ptr: *mut c_void, size: usize, site: SiteId, domain: Domain, gil: bool) {
+    let record = Record { size, site, domain };
     let result = RAW_TABLE.shard(ptr as usize).insert(ptr as usize, record);
     match result {
         Ok(replaced) => {
@@ -516,6 +531,7 @@ extern "C" fn raw_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     };
     let ptr = malloc(prev.ctx, size);
+    direct::probe_saw(ptr);
     if !ptr.is_null() && raw_tracing() && !passed_over_raw(size) {
         if let Some(gil) = main_interpreter_gil() {
             track_raw(ptr, size, gil);
@@ -543,6 +559,7 @@ extern "C" fn raw_realloc(ctx: *mut c_void, old: *mut c_void, size: usize) -> *m
     let Some(realloc) = prev.realloc else {
         return ptr::null_mut();
     };
+    direct::probe_saw(old);
     if !raw_tracing() {
         return realloc(prev.ctx, old, size);
     }
@@ -602,6 +619,7 @@ fn forget_raw(ptr: *mut c_void) {
 
 extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(0, ctx);
+    direct::probe_saw(ptr);
     if !ptr.is_null() && raw_tracing() {
         forget_raw(ptr);
     }
@@ -615,6 +633,7 @@ extern "C" fn raw_free(ctx: *mut c_void, ptr: *mut c_void) {
 /// Switches recording of native events on or off.
 pub fn set_native(on: bool) {
     NATIVE.store(on, Relaxed);
+    direct::refresh_fast();
 }
 
 pub fn native() -> bool {
@@ -652,7 +671,7 @@ fn track_raw_below_native(ptr: *mut c_void, size: usize) {
         })
     };
     match site {
-        Some(Some((site, _))) => insert_raw(ptr, size, site, true),
+        Some(Some((site, _))) => insert_raw(ptr, size, site, Domain::Raw, true),
         Some(None) => drop_record(),
         None => {}
     }
@@ -698,6 +717,7 @@ pub fn object_created(block: usize) {
         sites::guarded(|thread| {
             let table = GIL_TABLE.get();
             let Some(record) = table.get(block, account_free) else {
+                direct::object_created(thread, block);
                 return;
             };
             let Some((site, _)) = thread.current_site(DEPTH.load(Relaxed)) else {

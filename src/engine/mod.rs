@@ -163,6 +163,9 @@ pub struct OwnFigures {
     pub sites: SiteId,
     pub dropped: usize,
     pub site_cache_misses: u64,
+    /// Whether MEM and OBJ frees reach heapsite's hook (sampled tracing
+    /// leaves them to pymalloc where it can: hook/direct.rs).
+    pub free_hook: bool,
 }
 
 /// heapsite's own figures, with the nursery's queued frees carried out
@@ -178,6 +181,7 @@ pub fn own_figures() -> OwnFigures {
         sites: sites::count(),
         dropped: hook::dropped(),
         site_cache_misses: sites::cache_misses(),
+        free_hook: hook::free_hook(),
     }
 }
 

@@ -107,7 +107,7 @@ extern "C" {
 
 /// pymalloc serves requests up to this size itself; larger ones go down to
 /// PyMem_RawMalloc (CPython's SMALL_REQUEST_THRESHOLD).
-const PYMALLOC_LARGEST: usize = 512;
+pub const PYMALLOC_LARGEST: usize = 512;
 
 /// Whether a passed-over malloc of `size` bytes may call a hook below it:
 /// a small request reaches nothing below unless pymalloc needs a new arena,
@@ -149,6 +149,22 @@ pub fn take_mem(size: usize) -> bool {
     let left = GIL_LEFT.load(Relaxed) - size as i64;
     GIL_LEFT.store(left, Relaxed);
     left <= 0 && crossed(&GIL_LEFT)
+}
+
+/// `take_mem` in two halves, for a hook whose common case must call
+/// nothing: takes the size off, and says whether the countdown crossed zero
+/// (the allocation is then sampled, and `redraw_mem` must follow).
+#[inline(always)]
+pub fn count_down_mem(size: usize) -> bool {
+    let left = GIL_LEFT.load(Relaxed) - size as i64;
+    GIL_LEFT.store(left, Relaxed);
+    left <= 0
+}
+
+/// Draws the next MEM/OBJ interval after `count_down_mem` crossed zero.
+#[cold]
+pub fn redraw_mem() {
+    crossed(&GIL_LEFT);
 }
 
 /// Whether a RAW or native allocation of `size` bytes is sampled. One

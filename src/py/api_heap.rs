@@ -146,6 +146,14 @@ pub unsafe extern "C" fn set_relheap(_: *mut PyObject, args: *mut PyObject) -> *
             };
             kinds::walk(roots, own, reach, Some(&mut seen), Split::Nothing, |_| ());
         }
+        if !crate::engine::hook::keep_every_free() {
+            // Wrapped by another tool's hooks since sampling started: the
+            // free hook cannot be put back under them.
+            const MESSAGE: &[u8] = b"heapsite: setrelheap() while another tool wraps sampled \
+tracing: blocks freed since may stay left out\n";
+            // SAFETY: writes a static buffer to fd 2; a failed write is ignored.
+            libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        }
         relheap::set_relheap(Some(seen), only);
         none()
     }

@@ -74,19 +74,34 @@ fn is_ours(domain: usize, allocator: &PyMemAllocatorEx) -> bool {
 /// inner one passes through. GIL held.
 fn install() {
     for (domain, &kind) in DOMAINS.iter().enumerate() {
-        let prev = current_allocator(domain);
+        let mut prev = current_allocator(domain);
+        if direct::is_direct(domain, &prev) {
+            // Left outermost by a tool that unwrapped it: start afresh.
+            direct::uninstall(domain, kind);
+            prev = current_allocator(domain);
+        }
         if is_ours(domain, &prev) {
             continue;
         }
-        let ctx: &'static mut HookCtx = Box::leak(Box::new(HookCtx {
-            magic: HOOK_MAGIC,
-            prev,
-        }));
-        LATEST[domain].store(ctx, Release);
-        let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
-        // SAFETY: our allocator forwards to the valid previous one in ctx.
-        unsafe { PyMem_SetAllocator(kind, &mut ours) };
+        // RAW (domain 0) is installed first: the probe needs it.
+        if crate::engine::sampling::on() && direct::try_install(domain, kind, prev) {
+            direct::set_active(domain, true);
+            continue;
+        }
+        install_with_free(domain, kind, prev);
     }
+}
+
+/// Installs our hooks, the free hook included, over `prev`. GIL held.
+fn install_with_free(domain: usize, kind: PyMemAllocatorDomain, prev: PyMemAllocatorEx) {
+    let ctx: &'static mut HookCtx = Box::leak(Box::new(HookCtx {
+        magic: HOOK_MAGIC,
+        prev,
+    }));
+    LATEST[domain].store(ctx, Release);
+    let mut ours = our_allocator(domain, (ctx as *mut HookCtx).cast());
+    // SAFETY: our allocator forwards to the valid previous one in ctx.
+    unsafe { PyMem_SetAllocator(kind, &mut ours) };
 }
 
 /// Restores each domain's previous allocator where ours is the outermost.
@@ -94,7 +109,12 @@ fn install() {
 /// removing ours would cut that tool's chain: it stays, passing through. GIL held.
 fn uninstall() {
     for (domain, &kind) in DOMAINS.iter().enumerate() {
+        direct::set_active(domain, false);
         let current = current_allocator(domain);
+        if direct::is_direct(domain, &current) {
+            direct::uninstall(domain, kind);
+            continue;
+        }
         if !is_ours(domain, &current) {
             continue;
         }
@@ -102,6 +122,27 @@ fn uninstall() {
         // SAFETY: restores the allocator that was current when we installed.
         unsafe { PyMem_SetAllocator(kind, &mut prev) };
     }
+}
+
+/// Puts the free hook back where sampled tracing left MEM and OBJ frees to
+/// pymalloc (hook/direct.rs): a setrelheap() set must hear of every free.
+/// False if a domain's layer is wrapped by another tool and cannot be
+/// swapped (then frees of blocks the set holds go unseen). GIL held.
+pub fn keep_every_free() -> bool {
+    let mut swapped_all = true;
+    for (domain, &kind) in DOMAINS.iter().enumerate() {
+        if !direct::is_active(domain) {
+            continue;
+        }
+        let current = current_allocator(domain);
+        if !direct::is_direct(domain, &current) {
+            swapped_all = false;
+            continue;
+        }
+        direct::uninstall(domain, kind);
+        install_with_free(domain, kind, current_allocator(domain));
+    }
+    swapped_all
 }
 
 /// What a layer above the engine keeps beside its tables (native/tracked.rs:
@@ -150,6 +191,11 @@ pub fn stop(companion: &Companion) {
         return;
     }
     TRACING.store(false, Release);
+    // The direct layers stop choosing before the rate is cleared (with no
+    // rate, every event would be chosen).
+    for domain in 0..DOMAINS.len() {
+        direct::set_active(domain, false);
+    }
     // Not sampling any more: sample_rate() says 0, and a sampled hook left
     // installed under another tool hands over to the exact one, which stops
     // at `tracing()` (the sampled ones rely on this: no rate, no tracing).
@@ -164,6 +210,12 @@ fn seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     now ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Whether MEM and OBJ frees pass through a hook of heapsite's while it
+/// traces: not where sampled tracing leaves them to pymalloc (direct.rs).
+pub fn free_hook() -> bool {
+    tracing() && !(1..DOMAINS.len()).all(direct::is_active)
 }
 
 pub fn is_tracing() -> bool {
