@@ -240,3 +240,17 @@ def test_a_tool_wrapping_and_unwrapping_the_direct_layer(tmp_path):
         "heapsite: setrelheap() while another tool wraps sampled tracing: "
         "blocks freed since may stay left out"
     ]
+
+
+def test_sampled_tracing_keeps_its_tables_small():
+    """A few hundred sampled blocks spread over the raw table's 16 shards:
+    each shard sized for a few blocks, not 4,096 slots (780 KB in all)."""
+    heapsite.start(1, sample_every=16 * 1024)  # each block sampled, p = 0.98
+    try:
+        kept = [bytearray(64 * 1024) for _ in range(300)]
+        stats = heapsite.stats()
+        assert stats["live_allocations"] >= 250, stats
+        assert stats["tracking_bytes"] < 300_000, stats
+        del kept
+    finally:
+        heapsite.stop()

@@ -135,7 +135,13 @@ fn record_gil(thread: &sites::HookState, ptr: *mut c_void, size: usize, domain: 
         }
     }
     account(addr, size, site_ref, true);
+    JUST_RECORDED.store(addr, Relaxed);
 }
+
+/// The MEM/OBJ block recorded last, until an object is created in it: the
+/// interpreter reports each new object right after allocating it, so the
+/// reference tracer's common case (`object_created`) is one compare.
+static JUST_RECORDED: AtomicUsize = AtomicUsize::new(0);
 
 /// Adds a recorded block to its site's figures: its size, or a sampled
 /// block's weight (src/engine/sampling.rs), whose address the filter notes.
@@ -707,6 +713,13 @@ pub fn native_realloc(
 /// and the block moves to the line creating the object now, as tracemalloc
 /// moves its trace. GIL held.
 pub fn object_created(block: usize) {
+    // Allocated just now, at this line: nothing to move. Cleared, so that
+    // the block, freed into a free list and handed out again with no
+    // allocation in between, is looked at then.
+    if block == JUST_RECORDED.load(Relaxed) {
+        JUST_RECORDED.store(0, Relaxed);
+        return;
+    }
     // The reference tracer is the runtime's: subinterpreters call it too.
     if !tracing() || never_sampled(block) || !Interp::of_caller().is_main() || own_work::is_caller()
     {

@@ -30,6 +30,7 @@ use crate::engine::sync::{SpinGuard, SpinLock};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A side map; grown with `try_reserve`, so that running out of memory
 /// drops a record instead of aborting the program.
@@ -64,8 +65,29 @@ const DEAD: u32 = 3 << SITE_BITS;
 const MAX_OCCUPIED: (usize, usize) = (3, 4);
 /// ...into a 1.3x larger table if more than 3/5 are live.
 const GROW_LIVE: (usize, usize) = (3, 5);
-/// A table never has fewer slots than this.
+/// A table never has fewer slots than this, when every block is recorded.
 const MIN_CAPACITY: usize = 1 << 12;
+/// ...and when blocks are sampled: a few hundred live, spread over the RAW
+/// table's 16 shards, where 4,096 slots in each were 780 KB for a dozen
+/// blocks (sampled tracing reported 74 KB of bookkeeping before sampled
+/// MEM/OBJ blocks went to the RAW table, 860 KB after).
+const MIN_CAPACITY_SAMPLED: usize = 1 << 6;
+/// Which of the two applies: set as tracing starts, tables cleared.
+static SAMPLED_SIZES: AtomicBool = AtomicBool::new(false);
+
+/// Sizes tables for sampled tracing (few blocks) or not. Called with the
+/// tables cleared, as tracing starts.
+pub fn size_for_sampling(sampled: bool) {
+    SAMPLED_SIZES.store(sampled, Relaxed);
+}
+
+fn min_capacity() -> usize {
+    if SAMPLED_SIZES.load(Relaxed) {
+        MIN_CAPACITY_SAMPLED
+    } else {
+        MIN_CAPACITY
+    }
+}
 /// Once fewer than 1/8 of the slots are live, the next reading of the
 /// figures (`shrink_if_sparse`, from hook::shrink_tables) rebuilds the
 /// table with 4 slots for each live one (at least MIN_CAPACITY): a program
@@ -388,7 +410,7 @@ impl AddrTable {
     /// SHRINK_LIVE); without the memory for that, keeps the one it has.
     pub fn shrink_if_sparse(&mut self) {
         let new_cap = self.len * SHRUNK_SLOTS_PER_LIVE;
-        if self.len < self.shrink_at && new_cap.max(MIN_CAPACITY) < self.slots.len() {
+        if self.len < self.shrink_at && new_cap.max(min_capacity()) < self.slots.len() {
             let _ = own_memory(|| self.rebuild_into(new_cap));
         }
     }
@@ -397,7 +419,8 @@ impl AddrTable {
     /// MIN_CAPACITY); Err(()) with the table unchanged when memory for it
     /// cannot be had.
     fn rebuild_into(&mut self, new_cap: usize) -> Result<(), ()> {
-        let new_cap = new_cap.max(MIN_CAPACITY);
+        let min = min_capacity();
+        let new_cap = new_cap.max(min);
         let mut fresh: Vec<Slot> = Vec::new();
         fresh.try_reserve_exact(new_cap).map_err(|_| ())?;
         fresh.resize(new_cap, EMPTY);
@@ -411,7 +434,7 @@ impl AddrTable {
         }
         self.dead = 0;
         self.rebuild_at = new_cap * MAX_OCCUPIED.0 / MAX_OCCUPIED.1;
-        self.shrink_at = if new_cap > MIN_CAPACITY {
+        self.shrink_at = if new_cap > min {
             new_cap / SHRINK_LIVE
         } else {
             0

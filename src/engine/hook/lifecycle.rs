@@ -179,6 +179,7 @@ pub fn start(depth: usize, sample_rate: u64, companion: &Companion) {
         return;
     }
     clear_tables(companion);
+    crate::engine::table::size_for_sampling(sample_rate != 0);
     crate::engine::sampling::configure(sample_rate, seed());
     install();
     (companion.install)();
