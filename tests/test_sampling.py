@@ -20,19 +20,12 @@ import textwrap
 
 import heapsite
 import pytest
+from sampled_programs import START_TRACER
 
 RATE = 64 * 1024
 
-PROGRAM = textwrap.dedent(
+PROGRAM = START_TRACER + textwrap.dedent(
     """
-    import json, sys
-    mode, out = sys.argv[1], sys.argv[2]
-    if mode == "tracemalloc":
-        import tracemalloc
-        tracemalloc.start(1)
-    else:
-        import heapsite
-        heapsite.start(1, sample_every=int(mode))
     small = [bytearray(100) for _ in range(300_000)]  # SMALL
     medium = [bytes(20_000) for _ in range(2_000)]  # MEDIUM
     big = [bytearray(2_000_000) for _ in range(20)]  # BIG

@@ -21,21 +21,14 @@ import textwrap
 
 import heapsite
 import pytest
+from sampled_programs import START_TRACER
 
-PROGRAM = textwrap.dedent(
+PROGRAM = START_TRACER + textwrap.dedent(
     """
-    import json, sys
-    mode, out = sys.argv[1], sys.argv[2]
-    if mode == "tracemalloc":
-        import tracemalloc
-        tracemalloc.start(1)
-    else:
-        import heapsite
-        heapsite.start(1, sample_every=int(mode))
-        if "follow" in sys.argv:
-            # As tracemalloc: an object reused from a free list moves its
-            # block to the reusing line (the drop-in's way, 3.13+).
-            assert heapsite._core.follow_reuse(True)
+    if "follow" in sys.argv and mode != "tracemalloc":
+        # As tracemalloc: an object reused from a free list moves its block
+        # to the reusing line (the drop-in's way, 3.13+).
+        assert heapsite._core.follow_reuse(True)
     # Free lists (ints from 3.14, tuples, lists...) may hold blocks made
     # before tracing, which neither tracer holds: what they hold differs
     # with what each tool's import left there. Take them out (kept alive),

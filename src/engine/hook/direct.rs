@@ -95,23 +95,14 @@ fn malloc_crossed<const D: usize>(size: usize) -> *mut c_void {
 #[inline(never)]
 fn malloc_not_fast<const D: usize>(size: usize) -> *mut c_void {
     let prev = prev(D);
-    // SAFETY: as in direct_malloc.
+    // SAFETY: installed only over an allocator with a malloc (try_install).
     let malloc = unsafe { prev.malloc.unwrap_unchecked() };
-    if !active(D) {
-        return malloc(prev.ctx, size);
-    }
-    if sampling::take_mem(size) {
-        return malloc_chosen(domain_of(D), prev, size);
-    }
-    if sampling::reaches_below(size, native()) {
-        return malloc_marked(prev, size);
-    }
-    malloc(prev.ctx, size)
+    allocate::<D>(size, |asked| malloc(prev.ctx, asked.unwrap_or(size)))
 }
 
 #[inline(never)]
 fn malloc_chosen(domain: Domain, prev: &'static PyMemAllocatorEx, size: usize) -> *mut c_void {
-    // SAFETY: as in direct_malloc.
+    // SAFETY: as in malloc_not_fast.
     let malloc = unsafe { prev.malloc.unwrap_unchecked() };
     let asked = size.max(FROM_RAW);
     allocate_recorded_by(record, domain, || malloc(prev.ctx, asked), size, || {})
@@ -123,25 +114,13 @@ extern "C" fn direct_calloc<const D: usize>(
     each: usize,
 ) -> *mut c_void {
     let prev = prev(D);
-    let Some(calloc) = prev.calloc else {
-        return ptr::null_mut();
-    };
-    if !active(D) {
-        return calloc(prev.ctx, n, each);
-    }
-    let size = n.saturating_mul(each);
-    if !sampling::take_mem(size) {
-        return sampling::passing_over(true, || calloc(prev.ctx, n, each));
-    }
+    // SAFETY: installed only over an allocator with a calloc (try_install).
+    let calloc = unsafe { prev.calloc.unwrap_unchecked() };
     // An overflowing n * each saturates, and fails as calloc(n, each) would.
-    let asked = size.max(FROM_RAW);
-    allocate_recorded_by(
-        record,
-        domain_of(D),
-        || calloc(prev.ctx, 1, asked),
-        size,
-        || {},
-    )
+    allocate::<D>(n.saturating_mul(each), |asked| match asked {
+        None => calloc(prev.ctx, n, each),
+        Some(asked) => calloc(prev.ctx, 1, asked),
+    })
 }
 
 /// A sampled old block is forgotten by the RAW layer below, which pymalloc
@@ -152,23 +131,29 @@ extern "C" fn direct_realloc<const D: usize>(
     size: usize,
 ) -> *mut c_void {
     let prev = prev(D);
-    let Some(realloc) = prev.realloc else {
-        return ptr::null_mut();
-    };
+    // SAFETY: installed only over an allocator with a realloc (try_install).
+    let realloc = unsafe { prev.realloc.unwrap_unchecked() };
+    allocate::<D>(size, |asked| realloc(prev.ctx, old, asked.unwrap_or(size)))
+}
+
+/// An allocation of `size` bytes through a direct layer: passed through
+/// when the layer does not record, passed over (with what it calls below)
+/// when sampling does not choose it, else recorded. `call(None)` makes the
+/// program's call; `call(Some(asked))` the same for `asked` bytes, at least
+/// 513 (the module note).
+#[inline(always)]
+fn allocate<const D: usize>(
+    size: usize,
+    call: impl Fn(Option<usize>) -> *mut c_void,
+) -> *mut c_void {
     if !active(D) {
-        return realloc(prev.ctx, old, size);
+        return call(None);
     }
     if !sampling::take_mem(size) {
-        return sampling::passing_over(true, || realloc(prev.ctx, old, size));
+        return sampling::passing_over(true, || call(None));
     }
-    let asked = size.max(FROM_RAW);
-    allocate_recorded_by(
-        record,
-        domain_of(D),
-        || realloc(prev.ctx, old, asked),
-        size,
-        || {},
-    )
+    let asked = Some(size.max(FROM_RAW));
+    allocate_recorded_by(record, domain_of(D), || call(asked), size, || {})
 }
 
 /// Records a chosen MEM/OBJ block in the RAW table, where its free finds it.
