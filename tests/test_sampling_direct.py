@@ -218,7 +218,8 @@ WRAPPED = textwrap.dedent(
     assert sum(s.count for s in stats if s.traceback[0].lineno == line) >= 1000, stats
     del made
     stats = heapsite.snapshot().statistics("lineno")
-    assert all(s.size == 0 for s in stats if s.traceback[0].lineno == line), stats
+    # Freed, and seen freed (3.9 keeps the comprehension's frame: one block).
+    assert sum(s.count for s in stats if s.traceback[0].lineno == line) <= 1, stats
     heapsite.stop()
     print("ok")
     """
@@ -235,15 +236,22 @@ def test_a_tool_wrapping_and_unwrapping_the_direct_layer(tmp_path):
     ]
 
 
-def test_sampled_tracing_keeps_its_tables_small():
-    """A few hundred sampled blocks spread over the raw table's 16 shards:
-    each shard sized for a few blocks, not 4,096 slots (780 KB in all)."""
+SMALL_TABLES = textwrap.dedent(
+    """
+    import heapsite
     heapsite.start(1, sample_every=16 * 1024)  # each block sampled, p = 0.98
-    try:
-        kept = [bytearray(64 * 1024) for _ in range(300)]
-        stats = heapsite.stats()
-        assert stats["live_allocations"] >= 250, stats
-        assert stats["tracking_bytes"] < 300_000, stats
-        del kept
-    finally:
-        heapsite.stop()
+    kept = [bytearray(64 * 1024) for _ in range(300)]
+    stats = heapsite.stats()
+    assert stats["live_allocations"] >= 250, stats
+    print(stats["tracking_bytes"])
+    """
+)
+
+
+def test_sampled_tracing_keeps_its_tables_small(tmp_path):
+    """A few hundred sampled blocks spread over the raw table's 16 shards:
+    each shard sized for a few blocks, not 4,096 slots (780 KB in all). In a
+    fresh process: sites and frames a test session made count too."""
+    done = run_script(tmp_path, SMALL_TABLES)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 300_000
