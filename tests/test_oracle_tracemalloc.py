@@ -233,4 +233,9 @@ def test_the_drop_in_counts_objects_reused_from_free_lists_at_the_reusing_line(t
     for marker in ("PRODUCTS", "COUNTED", "HALVES"):
         line = next(n for n, text in enumerate(REUSE.splitlines(), 1) if f"# {marker}" in text)
         assert theirs[line][1] >= 4900, theirs  # the oracle counted the loop's objects
-        assert mine.get(line) == theirs[line], (marker, mine, theirs)
+        # Within the file's slack: a few blocks of the free lists may still
+        # be ones made before tracing (3.15: 3 of 5,000). Not following
+        # reuse puts about 250 of them on another line.
+        size, count = mine.get(line, (0, 0))
+        assert close(size, theirs[line][0], SLACK_BYTES), (marker, mine, theirs)
+        assert close(count, theirs[line][1], SLACK_COUNT), (marker, mine, theirs)
