@@ -228,7 +228,10 @@ def test_bytype_merges_dicts():
     heapsite.clearrelheap()
     by_type = {r.name: r for r in h.bytype.rows}
     dicts = [r for r in h.rows if r.name.startswith("dict ")]
-    assert by_type["dict"].count == sum(r.count for r in dicts) >= 600
+    # 600 new dicts, less any handed out from a free list at the address of
+    # one setrelheap() saw (the allocator is not told: heap()'s docstring).
+    # On 3.13, in a long pytest worker, 15 of them once.
+    assert by_type["dict"].count == sum(r.count for r in dicts) >= 500
     assert h.bytype.count == h.count and h.bytype.size == h.size
     assert str(h.bytype).splitlines()[1].endswith("% Type")
     del data
