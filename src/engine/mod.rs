@@ -33,6 +33,7 @@ pub mod reuse;
 pub mod rounds;
 pub mod sampling;
 pub mod segvec;
+pub mod site_cache;
 pub mod sites;
 pub mod sync;
 pub mod table;

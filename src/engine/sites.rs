@@ -18,6 +18,7 @@ use crate::engine::frame_table::{FrameId, FrameTable};
 use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
 use crate::engine::interner::{Found, Interner};
 use crate::engine::segvec::{SegVec, Zeroable};
+use crate::engine::site_cache::SiteCache;
 use crate::engine::sync::GilCell;
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::CStr;
@@ -523,10 +524,7 @@ pub unsafe fn uncache(retired: impl Fn(SiteId) -> bool) {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held, outside any allocator hook.
     unsafe {
-        let cache = &mut *STATE.get().cache.get();
-        for entry in cache.iter_mut().filter(|e| retired(e.id)) {
-            *entry = EMPTY_ENTRY;
-        }
+        (*STATE.get().cache.get()).forget(retired);
     }
 }
 
@@ -539,44 +537,6 @@ pub fn cache_misses() -> u64 {
     CACHE_MISSES.load(Ordering::Relaxed)
 }
 
-/// Direct-mapped, so the hot stacks of a loop collide by the birthday
-/// bound: with 512 slots, bench/workloads/churn's ~100 stacks at 1 frame
-/// missed 7 times a step (139,000 interner lookups in 20,000 steps); 4,096
-/// slots (160 KiB) make that rare.
-const CACHE_SLOTS: usize = 4096;
-
-/// A recently seen stack, known by its two hashes and its shape (see
-/// `hash_stack`); a hit reads only the entry and then the site's counters.
-#[derive(Clone, Copy)]
-struct CacheEntry {
-    hash: u64,
-    check: u64,
-    site: *const Site,
-    id: SiteId,
-    nframes: u32,
-    total_depth: u32,
-}
-
-const EMPTY_ENTRY: CacheEntry = CacheEntry {
-    hash: 0,
-    check: 0,
-    site: std::ptr::null(),
-    id: SiteId::MAX,
-    nframes: 0,
-    total_depth: 0,
-};
-
-impl CacheEntry {
-    #[inline(always)]
-    fn holds(&self, (hash, check): (u64, u64), nframes: usize, total_depth: u32) -> bool {
-        self.hash == hash
-            && self.check == check
-            && self.nframes as usize == nframes
-            && self.total_depth == total_depth
-            && !self.site.is_null()
-    }
-}
-
 /// The hook's state for the thread that holds the GIL: the re-entrancy flag
 /// and the cache of recent sites.
 ///
@@ -587,12 +547,12 @@ impl CacheEntry {
 /// is inside one (pymalloc's nested PyMem_RawMalloc) finds `busy` set.
 pub struct HookState {
     busy: Cell<bool>,
-    cache: UnsafeCell<[CacheEntry; CACHE_SLOTS]>,
+    cache: UnsafeCell<SiteCache<Site>>,
 }
 
 static STATE: GilCell<HookState> = GilCell::new(HookState {
     busy: Cell::new(false),
-    cache: UnsafeCell::new([EMPTY_ENTRY; CACHE_SLOTS]),
+    cache: UnsafeCell::new(SiteCache::new()),
 });
 
 /// Runs `f` unless the GIL holder is already inside heapsite (re-entrancy).
@@ -667,24 +627,25 @@ impl HookState {
         }
     }
 
-    /// The cached site of the stack `key` names, if any.
+    /// The site the cache's first way holds for `key`, if any.
     ///
     /// # Safety
     /// GIL held by the calling thread.
     #[inline(always)]
     unsafe fn cached(&self, key: &frames::StackKey) -> Option<(SiteId, &'static Site)> {
-        // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+        // SAFETY: the caller holds the GIL, whose holder alone uses the
+        // cache; a cached address is a site's, and sites live forever.
         unsafe {
-            let entry = self.entry(key.hash);
-            let (nframes, total) = (key.nframes as usize, key.total as u32);
-            // SAFETY: a non-null entry points at a site, and sites live forever.
-            (entry.holds((key.hash, key.check), nframes, total)).then(|| (entry.id, &*entry.site))
+            (*self.cache.get())
+                .first_way(key)
+                .map(|(id, site)| (id, &*site))
         }
     }
 
-    /// `current_site` past a cache miss: the frames read, their site found
-    /// or made, and cached under `key` unless the read left out a caller's
-    /// frame that the key counted (frames.c, `hs_key_of_stack`).
+    /// `current_site` past the cache's first way: its second, then the
+    /// frames read, their site found or made, and cached under `key` unless
+    /// the read left out a caller's frame that the key counted (frames.c,
+    /// `hs_key_of_stack`).
     ///
     /// # Safety
     /// GIL held by the calling thread.
@@ -695,8 +656,13 @@ impl HookState {
         depth: usize,
         count_total: bool,
     ) -> Option<(SiteId, &'static Site)> {
-        // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above):
+        // the GIL holder alone uses the cache; sites live forever.
         unsafe {
+            let cache = &mut *self.cache.get();
+            if let Some((id, found)) = cache.second_way(key) {
+                return Some((id, &*found));
+            }
             CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
             let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
             let read = frames::read_frames(&mut buf[..depth], count_total);
@@ -708,28 +674,10 @@ impl HookState {
             let id = intern(frames, read.total)?;
             let found = site(id);
             if !read.skipped_caller {
-                *self.entry(key.hash) = CacheEntry {
-                    hash: key.hash,
-                    check: key.check,
-                    site: found,
-                    id,
-                    nframes: key.nframes as u32,
-                    total_depth: key.total as u32,
-                };
+                cache.put(key, id, found);
             }
             Some((id, found))
         }
-    }
-
-    /// The cache's slot for a stack of hash `hash`.
-    ///
-    /// # Safety
-    /// GIL held; no other reference to the cache alive.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn entry(&self, hash: u64) -> &mut CacheEntry {
-        // SAFETY: the GIL holder's alone, and not borrowed elsewhere.
-        unsafe { &mut (*self.cache.get())[(hash >> (64 - CACHE_SLOTS.trailing_zeros())) as usize] }
     }
 
     /// The site of `native` frames (most recent first) above the calling
@@ -769,23 +717,21 @@ impl HookState {
     unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> Option<(SiteId, &'static Site)> {
         // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
         unsafe {
-            let n = frames.len();
             let (hash, check) = hash_stack(frames, total);
-            let entry = self.entry(hash);
-            if entry.holds((hash, check), n, total) {
-                // SAFETY: a non-null entry points at a site, and sites live forever.
-                return Some((entry.id, &*entry.site));
+            let key = frames::StackKey {
+                hash,
+                check,
+                nframes: frames.len() as i32,
+                total: total as i32,
+            };
+            let cache = &mut *self.cache.get();
+            if let Some((id, found)) = cache.get(&key) {
+                // SAFETY: a cached address is a site's; sites live forever.
+                return Some((id, &*found));
             }
             let id = intern(frames, total)?;
             let found = site(id);
-            *entry = CacheEntry {
-                hash,
-                check,
-                site: found,
-                id,
-                nframes: n as u32,
-                total_depth: total,
-            };
+            cache.put(&key, id, found);
             Some((id, found))
         }
     }
