@@ -93,6 +93,29 @@ struct Recent {
     generation: u32,
 }
 
+/// A frame known by its instruction pointer (`frames::read_words`) and the
+/// entry it was found to be, in a direct-mapped memo: a miss of the hooks'
+/// cache then finds its frames' ids without reading code objects (on 3.11+,
+/// where an instruction pointer names code and offset while the code lives).
+#[derive(Clone, Copy)]
+struct RecentWord {
+    /// 0 in an empty slot: no instruction pointer is.
+    word: u64,
+    id: FrameId,
+    /// The entry's generation then: stale once its code object died.
+    generation: u32,
+}
+
+/// Slots of the memo of instruction pointers: a program's hot lines are a
+/// few hundred, whatever its stacks.
+const WORD_SLOTS: usize = 1024;
+
+/// The memo's slot for an instruction pointer.
+#[inline(always)]
+fn word_slot(word: u64) -> usize {
+    (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - WORD_SLOTS.trailing_zeros())) as usize
+}
+
 /// No frame has this offset (native and retired markers are other values).
 const NO_OFFSET: i32 = i32::MIN;
 
@@ -107,6 +130,8 @@ pub struct FrameTable {
     /// map's lookup is about 30 instructions (callgrind: two thirds of a
     /// 16-frame miss's interning, on a recursion of coroutines).
     recent: [Recent; RECENT_SLOTS],
+    /// Instruction pointers to entries (see `RecentWord`).
+    words: [RecentWord; WORD_SLOTS],
     /// (code, offset) -> (entry, its generation then): the hot lookup.
     by_offset: Map<(FrameId, u32)>,
     /// (code, line) -> entry, for Python frames: where offsets merge.
@@ -124,6 +149,11 @@ impl FrameTable {
                 id: 0,
                 generation: 0,
             }; RECENT_SLOTS],
+            words: [RecentWord {
+                word: 0,
+                id: 0,
+                generation: 0,
+            }; WORD_SLOTS],
             by_offset: HashMap::with_hasher(BuildHasherDefault::new()),
             by_line: HashMap::with_hasher(BuildHasherDefault::new()),
         }
@@ -155,6 +185,33 @@ impl FrameTable {
             }
         }
         true
+    }
+
+    /// Writes into `out` the ids of the frames with instruction pointers
+    /// `words` (`frames::read_words`), from the memo alone: false when one of
+    /// them is not there, or went stale.
+    pub fn ids_of_words(&self, words: &[u64], out: &mut [FrameId]) -> bool {
+        for (&word, out) in words.iter().zip(out.iter_mut()) {
+            let recent = self.words[word_slot(word)];
+            let current = self.entries.get(recent.id as usize);
+            if recent.word != word || current.is_none_or(|e| e.generation != recent.generation) {
+                return false;
+            }
+            *out = recent.id;
+        }
+        true
+    }
+
+    /// Remembers that the frames with instruction pointers `words` are the
+    /// entries `ids` (as `ids_of` found them, in the same order).
+    pub fn remember_words(&mut self, words: &[u64], ids: &[FrameId]) {
+        for (&word, &id) in words.iter().zip(ids) {
+            self.words[word_slot(word)] = RecentWord {
+                word,
+                id,
+                generation: self.entries[id as usize].generation,
+            };
+        }
     }
 
     #[inline]
@@ -406,6 +463,32 @@ mod tests {
         assert_ne!(again, first);
         assert_eq!(table.frame(again[0]).code as usize, gone.0);
         assert_eq!(ids(&mut table, &[frame(reused.0, reused.1)]), other);
+    }
+
+    #[test]
+    fn the_memo_of_instruction_pointers_goes_stale_with_its_entry() {
+        let mut table = FrameTable::new();
+        let (ip, other_ip) = (0x4000_00b8u64, 0x7000_00c0u64);
+        let first = ids(&mut table, &[frame(0x4000, 0)]);
+        table.hold(&first);
+        table.remember_words(&[ip], &first);
+        let mut out = [0];
+        assert!(table.ids_of_words(&[ip], &mut out), "a live entry is found");
+        assert_eq!(out, [first[0]]);
+        assert!(
+            !table.ids_of_words(&[ip, other_ip], &mut [0, 0]),
+            "one unknown word fails all"
+        );
+        // Its code object dies: a new one at its address must not map onto it.
+        table.kill(first[0]);
+        assert!(
+            !table.ids_of_words(&[ip], &mut out),
+            "a killed entry is stale"
+        );
+        table.release(&first, |_| ());
+        let reused = ids(&mut table, &[frame(0x5000, 6)]);
+        assert_eq!(reused, first, "the freed id is reused");
+        assert!(!table.ids_of_words(&[ip], &mut out), "a reused id is stale");
     }
 
     #[test]

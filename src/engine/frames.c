@@ -131,13 +131,13 @@ hs_incomplete(_PyInterpreterFrame *f, int running)
 }
 #endif
 
-/* Fills at most `max` frames, most recent first. Returns how many were
- * written; `*total` receives the full depth when `total` is not NULL (walking
- * past `max` costs extra, so the hot path passes NULL). `*skipped_caller`
- * is set when a caller's frame (not the running one) was left out for being
- * incomplete, which hs_key_of_stack's walk does not check (see there). */
-int
-hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
+#if PY_VERSION_HEX >= 0x030B0000
+/* The walk of hs_read_frames and hs_read_words (3.11+), which differ only in
+ * what they write of a frame: `frames` (code and offset) or `words` (its
+ * instruction pointer, HS_FRAME_WORD), whichever is not NULL. Inlined into
+ * each with the other NULL, so neither tests it per frame. */
+static inline int
+hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skipped_caller)
 {
     PyThreadState *ts = current_tstate();
     int n = 0, depth = 0;
@@ -146,7 +146,55 @@ hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
         if (total) *total = 0;
         return 0;
     }
+    /* Entry shims and frames still setting up have no line. */
+    _PyInterpreterFrame *f = hs_running_frame(ts);
+    for (int running = 1; f != NULL; f = f->previous, running = 0) {
+        if (hs_entry_shim(f)) continue;
+        if (n == max && !total) {
+            break;
+        }
+        if (hs_incomplete(f, running)) {
+            *skipped_caller |= !running && !HS_KEY_CHECKS_CALLERS;
+            continue;
+        }
+        if (n < max) {
+            if (words) {
+                words[n] = HS_FRAME_WORD(f);
+            } else {
+#if PY_VERSION_HEX >= 0x030D0000
+                frames[n].code = (void *)_PyFrame_GetCode(f);
+#else
+                frames[n].code = (void *)f->f_code;
+#endif
+                frames[n].offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+            }
+            n++;
+        } else if (!total) {
+            break;
+        }
+        depth++;
+    }
+    if (total) *total = depth;
+    return n;
+}
+#endif
+
+/* Fills at most `max` frames, most recent first. Returns how many were
+ * written; `*total` receives the full depth when `total` is not NULL (walking
+ * past `max` costs extra, so the hot path passes NULL). `*skipped_caller`
+ * is set when a caller's frame (not the running one) was left out for being
+ * incomplete, which hs_key_of_stack's walk does not check (see there). */
+int
+hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
+{
 #if PY_VERSION_HEX < 0x030B0000
+    PyThreadState *ts = current_tstate();
+    int n = 0, depth = 0;
+    *skipped_caller = 0;
+    if (ts == NULL) {
+        if (total) *total = 0;
+        return 0;
+    }
     /* 3.9 and 3.10: a linked list of frame objects. */
     for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
         if (n < max) {
@@ -163,34 +211,30 @@ hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
         }
         depth++;
     }
-#else
-    /* Entry shims and frames still setting up have no line. */
-    _PyInterpreterFrame *f = hs_running_frame(ts);
-    for (int running = 1; f != NULL; f = f->previous, running = 0) {
-        if (hs_entry_shim(f)) continue;
-        if (n == max && !total) {
-            break;
-        }
-        if (hs_incomplete(f, running)) {
-            *skipped_caller |= !running && !HS_KEY_CHECKS_CALLERS;
-            continue;
-        }
-        if (n < max) {
-#if PY_VERSION_HEX >= 0x030D0000
-            out[n].code = (void *)_PyFrame_GetCode(f);
-#else
-            out[n].code = (void *)f->f_code;
-#endif
-            out[n].offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
-            n++;
-        } else if (!total) {
-            break;
-        }
-        depth++;
-    }
-#endif
     if (total) *total = depth;
     return n;
+#else
+    return hs_walk_frames(out, NULL, max, total, skipped_caller);
+#endif
+}
+
+/* The frames hs_read_frames gives (its `total` NULL), each as its word of
+ * the stack key: its instruction pointer, which names code and offset while
+ * the code lives. A miss of the hooks' cache looks these up in the frame
+ * table's memo of instruction pointers (src/engine/frame_table.rs) without
+ * reading code objects. Returns -1 before 3.11, whose words are hashes of
+ * code and offset, not addresses (two frames could share one). */
+int
+hs_read_words(uint64_t *out, int max, int *skipped_caller)
+{
+#if PY_VERSION_HEX < 0x030B0000
+    (void)out;
+    (void)max;
+    *skipped_caller = 0;
+    return -1;
+#else
+    return hs_walk_frames(NULL, out, max, NULL, skipped_caller);
+#endif
 }
 
 /* The key of the calling thread's stack, `max` frames deep, for the hot path:

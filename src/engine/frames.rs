@@ -83,6 +83,7 @@ extern "C" {
         total: *mut c_int,
         skipped_caller: *mut c_int,
     ) -> c_int;
+    fn hs_read_words(out: *mut u64, max: c_int, skipped_caller: *mut c_int) -> c_int;
     fn hs_key_of_stack(mult: *const u64, max: c_int, count_total: c_int, key: *mut StackKey);
     fn hs_gil_held() -> c_int;
     fn hs_current_thread() -> *mut c_void;
@@ -134,6 +135,23 @@ pub unsafe fn read_frames(buf: &mut [std::mem::MaybeUninit<RawFrame>], count_tot
             skipped_caller: skipped != 0,
         }
     }
+}
+
+/// The frames `read_frames` would give (not counting the whole depth), as
+/// the words the stack key hashes: their instruction pointers, each naming
+/// code and offset while the code lives (`hs_read_words` in frames.c). Some
+/// with how many were written and whether a caller's frame was left out as
+/// incomplete; None before 3.11, whose words are not addresses.
+///
+/// # Safety
+/// The calling thread must hold the GIL (frames are only stable for it).
+#[inline(always)]
+pub unsafe fn read_words(buf: &mut [std::mem::MaybeUninit<u64>]) -> Option<(usize, bool)> {
+    let mut skipped: c_int = 0;
+    // SAFETY: the caller holds the GIL; hs_read_words writes at most
+    // `buf.len()` words.
+    let n = unsafe { hs_read_words(buf.as_mut_ptr().cast(), buf.len() as c_int, &mut skipped) };
+    (n >= 0).then_some((n as usize, skipped != 0))
 }
 
 /// The calling thread's stack as a key for the hooks' cache of sites: a

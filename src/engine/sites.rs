@@ -342,13 +342,37 @@ fn hash_ids(ids: &[FrameId], total_depth: u32) -> u64 {
     finish(h)
 }
 
+/// The interned site of the stack whose frames have instruction pointers
+/// `words` (`frames::read_words`; its depth is theirs), when the frame
+/// table's memo knows every one of them: no code object is read. None
+/// sends the caller the long way (frames read, then `intern`).
+///
+/// # Safety
+/// GIL held.
+unsafe fn interned_by_words(words: &[u64]) -> Option<SiteId> {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    let (table, interner) = unsafe { (FRAME_TABLE.get(), INTERNER.get()) };
+    let mut buf = [0 as FrameId; MAX_FRAMES];
+    let ids = &mut buf[..words.len()];
+    if !table.ids_of_words(words, ids) {
+        return None;
+    }
+    let total = words.len() as u32;
+    match interner.find(hash_ids(ids, total), |id| site(id).is(ids, total)) {
+        Found::Site(id) => Some(id),
+        Found::FreeKey(_) => None,
+    }
+}
+
 /// Finds or creates the site for `frames`; None when memory for a new one
-/// cannot be had.
+/// cannot be had. `words`, the same frames' instruction pointers where they
+/// were read, go into the frame table's memo with the ids found for them
+/// (see `interned_by_words`).
 ///
 /// # Safety
 /// GIL held (reads the interner, has code objects watched).
 #[cold]
-unsafe fn intern(frames: &[RawFrame], total_depth: u32) -> Option<SiteId> {
+unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -> Option<SiteId> {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held (reads the interner, has code objects watched).
     unsafe {
@@ -363,6 +387,9 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32) -> Option<SiteId> {
         // Lines are resolved only for a (code, offset) not seen before.
         if !table.ids_of(frames, ids, |f| frames::resolve(f).lineno) {
             return None;
+        }
+        if let Some(words) = words.filter(|words| words.len() == ids.len()) {
+            table.remember_words(words, ids);
         }
         let ids = &*ids;
         let hash = hash_ids(ids, total_depth);
@@ -667,6 +694,29 @@ impl HookState {
                 return Some((id, &*found));
             }
             CACHE_MISSES.fetch_add(1, Ordering::Relaxed);
+            // The frames as instruction pointers first: most misses are of
+            // known sites by new paths (a recursion whose frames call from
+            // either of two places on one line), whose frames the memo of
+            // instruction pointers knows.
+            let mut word_buf = [MaybeUninit::<u64>::uninit(); MAX_FRAMES];
+            let words = match count_total {
+                false => frames::read_words(&mut word_buf[..depth]),
+                true => None,
+            }
+            // SAFETY: read_words initialised the first n entries.
+            .map(|(n, skipped)| {
+                (
+                    std::slice::from_raw_parts(word_buf.as_ptr().cast::<u64>(), n),
+                    skipped,
+                )
+            });
+            if let Some((words, false)) = words.filter(|(words, _)| !words.is_empty()) {
+                if let Some(id) = interned_by_words(words) {
+                    let found = site(id);
+                    cache.put(key, id, found);
+                    return Some((id, found));
+                }
+            }
             let mut buf = [MaybeUninit::<RawFrame>::uninit(); MAX_FRAMES];
             let read = frames::read_frames(&mut buf[..depth], count_total);
             if read.n == 0 {
@@ -674,7 +724,7 @@ impl HookState {
             }
             // SAFETY: read_frames initialised the first n entries.
             let frames = std::slice::from_raw_parts(buf.as_ptr().cast::<RawFrame>(), read.n);
-            let id = intern(frames, read.total)?;
+            let id = intern(frames, read.total, words.map(|(words, _)| words))?;
             let found = site(id);
             if !read.skipped_caller {
                 cache.put(key, id, found);
@@ -730,7 +780,7 @@ impl HookState {
                 // SAFETY: a cached address is a site's; sites live forever.
                 return Some((id, &*found));
             }
-            let id = intern(frames, total)?;
+            let id = intern(frames, total, None)?;
             let found = site(id);
             cache.put(&key, id, found);
             Some((id, found))
