@@ -65,11 +65,12 @@ current_tstate(void)
  * the cheaper walk (one load fewer per frame) and the hooks' rule. */
 #define HS_KEY_CHECKS_CALLERS (PY_VERSION_HEX >= 0x030D0000)
 
-/* A stack's key for the hooks' cache of sites: a 64-bit hash of the frames
- * hs_read_frames would give, and their number. Mirrored by `StackKey` in
- * src/engine/frames.rs. */
+/* A stack's key for the hooks' cache of sites: two 64-bit hashes of the
+ * frames hs_read_frames would give, and their number. Mirrored by `StackKey`
+ * in src/engine/frames.rs. */
 typedef struct {
     uint64_t hash;
+    uint64_t check;
     int32_t nframes;
     int32_t total;
 } hs_stack_key;
@@ -243,18 +244,18 @@ hs_read_words(uint64_t *out, int max, int *skipped_caller)
  * object; see HS_KEY_CHECKS_CALLERS). So a key can count a frame that
  * hs_read_frames leaves out: the hooks do not cache a site whose read
  * skipped a caller the key counted (`*skipped_caller` there), so a key
- * always names the frames of the site cached under it. `mult` holds an odd
- * multiplier per position (src/engine/sites.rs, MULTIPLIERS): each frame's
- * product is independent of the others', so they are made in parallel.
+ * always names the frames of the site cached under it. `mult` holds two odd
+ * multipliers per position (src/engine/sites.rs, MULTIPLIERS): each frame's
+ * products are independent of the others', so they are made in parallel.
  * With `count_total` the walk goes on to the end for the whole depth. */
 void
-hs_key_of_stack(const uint64_t *mult, int max, int count_total, hs_stack_key *key)
+hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_key *key)
 {
     PyThreadState *ts = current_tstate();
-    uint64_t h = 0;
-    /* The next frame's multiplier: `row - mult` frames hashed so far. */
-    const uint64_t *row = mult;
-    const uint64_t *const end = mult + max;
+    uint64_t h = 0, check = 0;
+    /* The next frame's multipliers: `row - mult` frames hashed so far. */
+    const uint64_t (*row)[2] = mult;
+    const uint64_t (*const end)[2] = mult + max;
     int past_max = 0; /* frames beyond `max`, counted with count_total */
     if (ts != NULL) {
 #if PY_VERSION_HEX < 0x030B0000
@@ -271,16 +272,19 @@ hs_key_of_stack(const uint64_t *mult, int max, int count_total, hs_stack_key *ke
                 past_max++;
                 continue;
             }
-            h += HS_FRAME_WORD(f) * *row;
+            uint64_t word = HS_FRAME_WORD(f);
+            h += word * (*row)[0];
+            check += word * (*row)[1];
             row++;
         }
     }
     int n = (int)(row - mult);
     /* No finishing mix: the cache's index is the top bits of `hash`, and a
      * sum of products by odd multipliers has its best-mixed bits at the top
-     * (multiplicative hashing), and all 64 are compared. The whole depth
+     * (multiplicative hashing); `check` is only compared. The whole depth
      * spreads stacks that differ only below the frames kept. */
     key->hash = h + (uint64_t)(n + past_max) * 0xD6E8FEB86659FD93ull;
+    key->check = check;
     key->nframes = n;
     key->total = n + past_max;
 }

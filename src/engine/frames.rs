@@ -84,7 +84,7 @@ extern "C" {
         skipped_caller: *mut c_int,
     ) -> c_int;
     fn hs_read_words(out: *mut u64, max: c_int, skipped_caller: *mut c_int) -> c_int;
-    fn hs_key_of_stack(mult: *const u64, max: c_int, count_total: c_int, key: *mut StackKey);
+    fn hs_key_of_stack(mult: *const [u64; 2], max: c_int, count_total: c_int, key: *mut StackKey);
     fn hs_gil_held() -> c_int;
     fn hs_current_thread() -> *mut c_void;
     fn hs_resolve_frame(
@@ -154,27 +154,28 @@ pub unsafe fn read_words(buf: &mut [std::mem::MaybeUninit<u64>]) -> Option<(usiz
     (n >= 0).then_some((n as usize, skipped != 0))
 }
 
-/// The calling thread's stack as a key for the hooks' cache of sites: a
-/// hash of its frames' positions, its number of frames (at most `max`)
+/// The calling thread's stack as a key for the hooks' cache of sites: two
+/// hashes of its frames' positions, its number of frames (at most `max`)
 /// and its whole depth (see `hs_key_of_stack` in frames.c). Layout mirrors
 /// `hs_stack_key` in C.
 #[repr(C)]
 pub struct StackKey {
     pub hash: u64,
+    pub check: u64,
     pub nframes: i32,
     pub total: i32,
 }
 
-/// The key of the calling thread's stack, hashed as it is walked with a
-/// multiplier per position from `mult`, which has at least `max` of them.
+/// The key of the calling thread's stack, hashed as it is walked with two
+/// multipliers per position from `mult`, which has at least `max` rows.
 ///
 /// # Safety
 /// The calling thread must hold the GIL (frames are only stable for it).
 #[inline(always)]
-pub unsafe fn stack_key(mult: &[u64], max: usize, count_total: bool) -> StackKey {
+pub unsafe fn stack_key(mult: &[[u64; 2]], max: usize, count_total: bool) -> StackKey {
     let mut key = std::mem::MaybeUninit::<StackKey>::uninit();
     // SAFETY: the caller holds the GIL; hs_key_of_stack reads at most `max`
-    // multipliers of `mult` and writes the whole key.
+    // rows of `mult` and writes the whole key.
     unsafe {
         hs_key_of_stack(
             mult.as_ptr(),

@@ -1,5 +1,5 @@
-//! The hooks' cache of recent stacks: a stack's key (a hash and its shape,
-//! `frames::StackKey`) to its site, so that a loop's allocations find
+//! The hooks' cache of recent stacks: a stack's key (two hashes and its
+//! shape, `frames::StackKey`) to its site, so that a loop's allocations find
 //! their site without reading their frames or asking the interner.
 //!
 //! Two-way set-associative. Direct-mapped, two stacks of one loop that fell
@@ -17,14 +17,15 @@
 
 use crate::engine::frames::StackKey;
 
-/// Sets of two entries: 4,096 entries (128 KiB), as the direct-mapped cache
+/// Sets of two entries: 4,096 entries (160 KiB), as the direct-mapped cache
 /// had, for which bench/workloads/churn's ~100 stacks at 1 frame rarely
 /// collide (512 slots missed 7 times a step).
 const SETS: usize = 2048;
 
-/// A recently seen stack, known by its hash and its shape.
+/// A recently seen stack, known by its two hashes and its shape.
 struct Entry<T> {
     hash: u64,
+    check: u64,
     site: *const T,
     id: u32,
     nframes: u32,
@@ -42,6 +43,7 @@ impl<T> Copy for Entry<T> {}
 impl<T> Entry<T> {
     const EMPTY: Self = Entry {
         hash: 0,
+        check: 0,
         site: std::ptr::null(),
         id: u32::MAX,
         nframes: 0,
@@ -51,6 +53,7 @@ impl<T> Entry<T> {
     #[inline(always)]
     fn holds(&self, key: &StackKey) -> bool {
         self.hash == key.hash
+            && self.check == key.check
             && self.nframes == key.nframes as u32
             && self.total_depth == key.total as u32
             && !self.site.is_null()
@@ -111,6 +114,7 @@ impl<T> SiteCache<T> {
         ways[1] = ways[0];
         ways[0] = Entry {
             hash: key.hash,
+            check: key.check,
             site,
             id,
             nframes: key.nframes as u32,
@@ -134,9 +138,10 @@ mod tests {
 
     static SITES: [u8; 4] = [0; 4];
 
-    fn key(set: u64, low: u64) -> StackKey {
+    fn key(set: u64, check: u64) -> StackKey {
         StackKey {
-            hash: (set << (64 - SETS.trailing_zeros())) | low,
+            hash: (set << (64 - SETS.trailing_zeros())) | check,
+            check,
             nframes: 3,
             total: 3,
         }
@@ -172,11 +177,14 @@ mod tests {
     }
 
     #[test]
-    fn a_key_matches_only_with_its_whole_hash_and_shape() {
+    fn a_key_matches_only_with_its_check_and_shape() {
         let mut cache = Box::new(SiteCache::<u8>::new());
         let a = key(5, 1);
         cache.put(&a, 1, site(1));
-        let other_low_bits = key(5, 9);
+        let other_check = StackKey {
+            check: 9,
+            ..key(5, 1)
+        };
         let deeper = StackKey {
             total: 4,
             ..key(5, 1)
@@ -185,7 +193,7 @@ mod tests {
             nframes: 2,
             ..key(5, 1)
         };
-        assert_eq!(cache.get(&other_low_bits), None);
+        assert_eq!(cache.get(&other_check), None);
         assert_eq!(cache.get(&deeper), None);
         assert_eq!(cache.get(&fewer), None);
         assert_eq!(cache.get(&a), Some((1, site(1))));

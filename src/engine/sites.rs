@@ -271,19 +271,16 @@ pub fn births() -> u32 {
     BIRTHS.load(Ordering::Acquire)
 }
 
-/// An odd multiplier per stack position. Each frame's product is
-/// independent of the other frames', so the CPU multiplies them in parallel
-/// (a running `h = (h ^ x) * K` would make every frame wait for the last).
-const MULTIPLIERS: [u64; MAX_FRAMES] = {
-    let mut table = [0u64; MAX_FRAMES];
+/// Two odd multipliers per stack position, one for each of a stack's two
+/// hashes. Each frame's products are independent of the other frames', so
+/// the CPU multiplies them in parallel (a running `h = (h ^ x) * K` would
+/// make every frame wait for the last).
+const MULTIPLIERS: [[u64; 2]; MAX_FRAMES] = {
+    let mut table = [[0u64; 2]; MAX_FRAMES];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut i = 0;
-    while i < MAX_FRAMES {
-        table[i] = x | 1;
-        // Every other step of the sequence, as when each position had two.
-        x = x
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
-            .wrapping_add(0x94D0_49BB_1331_11EB);
+    while i < MAX_FRAMES * 2 {
+        table[i / 2][i % 2] = x | 1;
         x = x
             .wrapping_mul(0xBF58_476D_1CE4_E5B9)
             .wrapping_add(0x94D0_49BB_1331_11EB);
@@ -298,45 +295,47 @@ fn finish(mut h: u64) -> u64 {
     h ^ (h >> 29)
 }
 
-/// A stack's 64-bit hash, from its frames as read: its top bits index the
-/// site cache, and all of it (with the stack's shape) identifies a cached
-/// stack. Stacks of Python frames alone are keyed the same way as they are
-/// walked, from each frame's instruction pointer (`hs_key_of_stack` in
-/// frames.c, with these multipliers); this one keys stacks with native
-/// frames above them.
+/// A stack's two 64-bit hashes, from its frames as read: the first indexes
+/// the site cache, the pair identifies a cached stack. Stacks of Python
+/// frames alone are keyed the same way as they are walked, from each frame's
+/// instruction pointer (`hs_key_of_stack` in frames.c, with these
+/// multipliers); this one keys stacks with native frames above them.
 ///
-/// Why a cache hit trusts the hash instead of comparing frames: comparing
+/// Why a cache hit trusts the pair instead of comparing frames: comparing
 /// reads the site's frames, a cache miss per deep stack, which cost more than
-/// hashing. The hash is a sum of frame words times odd multipliers, so two
-/// different stacks agree only where their word differences, times the
-/// multipliers, cancel modulo 2^64: about one chance in 2^(63 - v), with 2^v
-/// the largest power of two dividing every difference. A frame's word
+/// hashing. Each hash is a sum of frame words times odd multipliers, so two
+/// different stacks agree on one only where their word differences, times
+/// the multipliers, cancel modulo 2^64: about one chance in 2^(63 - v), with
+/// 2^v the largest power of two dividing every difference. A frame's word
 /// spreads its offset with an odd multiplier, so v stays small (code objects
 /// are 16 bytes apart at least, offsets 2; instruction pointers are 2 bytes
-/// apart): a hit errs about once in 2^59 lookups that find another stack in
-/// the set, a billion misses a second for 18 years. A second hash made that
-/// 2^100, at 4 of the walk's 12 instructions a frame (callgrind, 3.11). The
-/// interner, reached on a miss, still compares frames.
+/// apart) and the pair errs about once in 2^100 lookups. The interner,
+/// reached on a miss, still compares frames. (One hash would save 4 of the
+/// walk's 12 instructions a frame; that build ran pyperformance's
+/// spectral_norm at 16 frames 16% slower in wall time, docs/design.md.)
 #[inline(always)]
-fn hash_stack(frames: &[RawFrame], total_depth: u32) -> u64 {
-    let mut h = (total_depth as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+fn hash_stack(frames: &[RawFrame], total_depth: u32) -> (u64, u64) {
+    let depth = total_depth as u64;
+    let mut h = depth.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut check = depth.wrapping_mul(0xA076_1D64_78BD_642F);
     for (frame, k) in frames.iter().zip(MULTIPLIERS.iter()) {
         let word = (frame.code as u64)
             .wrapping_add((frame.offset as u32 as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB));
-        h = h.wrapping_add(word.wrapping_mul(*k));
+        h = h.wrapping_add(word.wrapping_mul(k[0]));
+        check = check.wrapping_add(word.wrapping_mul(k[1]));
     }
-    finish(h)
+    (finish(h), finish(check))
 }
 
 /// The interner's hash of a stack of frame ids (the same sum of products
-/// as `hash_stack`'s, over ids).
+/// as `hash_stack`'s first hash, over ids).
 fn hash_ids(ids: &[FrameId], total_depth: u32) -> u64 {
     let mut h = (total_depth as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
     for (&id, k) in ids.iter().zip(MULTIPLIERS.iter()) {
         h = h.wrapping_add(
             (id as u64 + 1)
                 .wrapping_mul(0xE703_7ED1_A0B4_28DB)
-                .wrapping_mul(*k),
+                .wrapping_mul(k[0]),
         );
     }
     finish(h)
@@ -770,8 +769,10 @@ impl HookState {
     unsafe fn site_of(&self, frames: &[RawFrame], total: u32) -> Option<(SiteId, &'static Site)> {
         // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
         unsafe {
+            let (hash, check) = hash_stack(frames, total);
             let key = frames::StackKey {
-                hash: hash_stack(frames, total),
+                hash,
+                check,
                 nframes: frames.len() as i32,
                 total: total as i32,
             };
