@@ -132,11 +132,37 @@ hs_incomplete(_PyInterpreterFrame *f, int running)
 }
 #endif
 
-#if PY_VERSION_HEX >= 0x030B0000
-/* The walk of hs_read_frames and hs_read_words (3.11+), which differ only in
- * what they write of a frame: `frames` (code and offset) or `words` (its
- * instruction pointer, HS_FRAME_WORD), whichever is not NULL. Inlined into
- * each with the other NULL, so neither tests it per frame. */
+/* Where `f` is in which code, as hs_read_frames gives it: the code object
+ * and the byte offset of its current instruction. */
+#if PY_VERSION_HEX < 0x030B0000
+static inline void
+hs_frame_of(PyFrameObject *f, hs_frame *out)
+{
+    out->code = (void *)f->f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+    /* 3.10 counts f_lasti in code units. */
+    out->offset = f->f_lasti < 0 ? -1 : f->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#else
+    out->offset = f->f_lasti;
+#endif
+}
+#else
+static inline void
+hs_frame_of(_PyInterpreterFrame *f, hs_frame *out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    out->code = (void *)_PyFrame_GetCode(f);
+#else
+    out->code = (void *)f->f_code;
+#endif
+    out->offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+}
+#endif
+
+/* The walk of hs_read_frames and hs_read_words, which differ only in what
+ * they write of a frame: `frames` (hs_frame_of) or `words` (HS_FRAME_WORD),
+ * whichever is not NULL. Inlined into each with the other NULL, so neither
+ * tests it per frame. */
 static inline int
 hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skipped_caller)
 {
@@ -147,6 +173,10 @@ hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skip
         if (total) *total = 0;
         return 0;
     }
+#if PY_VERSION_HEX < 0x030B0000
+    /* 3.9 and 3.10: a linked list of frame objects. */
+    for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
+#else
     /* Entry shims and frames still setting up have no line. */
     _PyInterpreterFrame *f = hs_running_frame(ts);
     for (int running = 1; f != NULL; f = f->previous, running = 0) {
@@ -158,16 +188,12 @@ hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skip
             *skipped_caller |= !running && !HS_KEY_CHECKS_CALLERS;
             continue;
         }
+#endif
         if (n < max) {
             if (words) {
                 words[n] = HS_FRAME_WORD(f);
             } else {
-#if PY_VERSION_HEX >= 0x030D0000
-                frames[n].code = (void *)_PyFrame_GetCode(f);
-#else
-                frames[n].code = (void *)f->f_code;
-#endif
-                frames[n].offset = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+                hs_frame_of(f, &frames[n]);
             }
             n++;
         } else if (!total) {
@@ -178,7 +204,6 @@ hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skip
     if (total) *total = depth;
     return n;
 }
-#endif
 
 /* Fills at most `max` frames, most recent first. Returns how many were
  * written; `*total` receives the full depth when `total` is not NULL (walking
@@ -188,35 +213,7 @@ hs_walk_frames(hs_frame *frames, uint64_t *words, int max, int *total, int *skip
 int
 hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
 {
-#if PY_VERSION_HEX < 0x030B0000
-    PyThreadState *ts = current_tstate();
-    int n = 0, depth = 0;
-    *skipped_caller = 0;
-    if (ts == NULL) {
-        if (total) *total = 0;
-        return 0;
-    }
-    /* 3.9 and 3.10: a linked list of frame objects. */
-    for (PyFrameObject *f = ts->frame; f != NULL; f = f->f_back) {
-        if (n < max) {
-            out[n].code = (void *)f->f_code;
-#if PY_VERSION_HEX >= 0x030A0000
-            /* 3.10 counts f_lasti in code units. */
-            out[n].offset = f->f_lasti < 0 ? -1 : f->f_lasti * (int)sizeof(_Py_CODEUNIT);
-#else
-            out[n].offset = f->f_lasti;
-#endif
-            n++;
-        } else if (!total) {
-            break;
-        }
-        depth++;
-    }
-    if (total) *total = depth;
-    return n;
-#else
     return hs_walk_frames(out, NULL, max, total, skipped_caller);
-#endif
 }
 
 /* The frames hs_read_frames gives (its `total` NULL), each as its word of
@@ -228,14 +225,11 @@ hs_read_frames(hs_frame *out, int max, int *total, int *skipped_caller)
 int
 hs_read_words(uint64_t *out, int max, int *skipped_caller)
 {
-#if PY_VERSION_HEX < 0x030B0000
-    (void)out;
-    (void)max;
-    *skipped_caller = 0;
-    return -1;
-#else
+    if (PY_VERSION_HEX < 0x030B0000) {
+        *skipped_caller = 0;
+        return -1;
+    }
     return hs_walk_frames(NULL, out, max, NULL, skipped_caller);
-#endif
 }
 
 /* The key of the calling thread's stack, `max` frames deep, for the hot path:
