@@ -122,14 +122,32 @@ def free_hook_expected(allocator):
 def test_every_block_chosen_gives_exact_tracing_s_figures(tmp_path, exact, allocator):
     got = run_program(tmp_path, "1", env_with(PYTHONMALLOC=allocator), tag=allocator)
     assert got.pop("stats")["free_hook"] == free_hook_expected(allocator)
-    # Every line of the program, but the one that takes blocks made before
-    # tracing out of the free lists: how many there were varies by a block
-    # or two from run to run.
-    drain = str(line_of("DRAIN"))
-    assert {k: v for k, v in got.items() if k != drain} == {
-        k: v for k, v in exact.items() if k != drain
-    }
+    assert_same_lines(got, exact)
     assert exact[str(line_of("KEPT"))][1] >= 3000  # exact tracing measured something
+
+
+def assert_same_lines(got, exact):
+    """Every line of the program has the same figures in both runs, but the
+    one that takes blocks made before tracing out of the free lists (how many
+    there were varies by a block or two from run to run), and one block that
+    a free list may hand from one line to another in one run and not the
+    next (CI, 3.15 with PYTHONMALLOC=pymalloc_debug: a 32-byte block counted
+    at `class Node:` and not at KEPT, which had 4,876 of 4,877)."""
+    drain = str(line_of("DRAIN"))
+    lines = (set(got) | set(exact)) - {drain}
+    zero = [0, 0]
+    moved = {
+        line: (
+            got.get(line, zero)[0] - exact.get(line, zero)[0],
+            got.get(line, zero)[1] - exact.get(line, zero)[1],
+        )
+        for line in lines
+    }
+    moved = {line: d for line, d in moved.items() if d != (0, 0)}
+    one_block = len(moved) <= 2 and all(
+        abs(size) <= 64 and abs(n) <= 1 for size, n in moved.values()
+    )
+    assert one_block and sum(n for _, n in moved.values()) == 0, moved
 
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="no reference tracer before 3.13")
