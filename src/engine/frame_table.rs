@@ -187,14 +187,23 @@ impl FrameTable {
         true
     }
 
+    /// Whether entry `id` is still what a memo or `by_offset` key found at
+    /// `generation` (never killed or freed since). An id past the table, as
+    /// an empty memo slot may hold, is not.
+    #[inline(always)]
+    fn still(&self, id: FrameId, generation: u32) -> bool {
+        self.entries
+            .get(id as usize)
+            .is_some_and(|entry| entry.generation == generation)
+    }
+
     /// Writes into `out` the ids of the frames with instruction pointers
     /// `words` (`frames::read_words`), from the memo alone: false when one of
     /// them is not there, or went stale.
     pub fn ids_of_words(&self, words: &[u64], out: &mut [FrameId]) -> bool {
         for (&word, out) in words.iter().zip(out.iter_mut()) {
             let recent = self.words[word_slot(word)];
-            let current = self.entries.get(recent.id as usize);
-            if recent.word != word || current.is_none_or(|e| e.generation != recent.generation) {
+            if recent.word != word || !self.still(recent.id, recent.generation) {
                 return false;
             }
             *out = recent.id;
@@ -225,12 +234,12 @@ impl FrameTable {
         let recent = self.recent[slot];
         if recent.code == key.0
             && recent.offset == key.1
-            && self.entries[recent.id as usize].generation == recent.generation
+            && self.still(recent.id, recent.generation)
         {
             return Some(recent.id);
         }
         let id = match self.by_offset.get(&key) {
-            Some(&(id, generation)) if self.entries[id as usize].generation == generation => id,
+            Some(&(id, generation)) if self.still(id, generation) => id,
             _ => self.id_of_new_offset(frame, key, line_of)?,
         };
         self.recent[slot] = Recent {

@@ -151,12 +151,19 @@ mod tests {
         &SITES[n]
     }
 
+    /// A cache holding `keys` put in order, the i-th as site i + 1.
+    fn filled(keys: &[&StackKey]) -> Box<SiteCache<u8>> {
+        let mut cache = Box::new(SiteCache::<u8>::new());
+        for (i, key) in keys.iter().enumerate() {
+            cache.put(key, i as u32 + 1, site(i + 1));
+        }
+        cache
+    }
+
     #[test]
     fn two_stacks_of_one_set_are_both_kept() {
-        let mut cache = Box::new(SiteCache::<u8>::new());
         let (a, b) = (key(7, 1), key(7, 2));
-        cache.put(&a, 1, site(1));
-        cache.put(&b, 2, site(2));
+        let cache = filled(&[&a, &b]);
         assert_eq!(cache.first_way(&b), Some((2, site(2))));
         assert_eq!(cache.first_way(&a), None);
         assert_eq!(cache.second_way(&a), Some((1, site(1))));
@@ -166,11 +173,8 @@ mod tests {
 
     #[test]
     fn a_third_stack_of_the_set_drops_the_oldest() {
-        let mut cache = Box::new(SiteCache::<u8>::new());
         let (a, b, c) = (key(9, 1), key(9, 2), key(9, 3));
-        cache.put(&a, 1, site(1));
-        cache.put(&b, 2, site(2));
-        cache.put(&c, 3, site(3));
+        let cache = filled(&[&a, &b, &c]);
         assert_eq!(cache.get(&a), None);
         assert_eq!(cache.get(&b), Some((2, site(2))));
         assert_eq!(cache.get(&c), Some((3, site(3))));
@@ -178,9 +182,8 @@ mod tests {
 
     #[test]
     fn a_key_matches_only_with_its_check_and_shape() {
-        let mut cache = Box::new(SiteCache::<u8>::new());
         let a = key(5, 1);
-        cache.put(&a, 1, site(1));
+        let cache = filled(&[&a]);
         let other_check = StackKey {
             check: 9,
             ..key(5, 1)
@@ -201,11 +204,8 @@ mod tests {
 
     #[test]
     fn forgotten_sites_leave_both_ways() {
-        let mut cache = Box::new(SiteCache::<u8>::new());
         let (a, b, c) = (key(3, 1), key(3, 2), key(4, 3));
-        cache.put(&a, 1, site(1));
-        cache.put(&b, 2, site(2));
-        cache.put(&c, 3, site(3));
+        let mut cache = filled(&[&a, &b, &c]);
         cache.forget(|id| id != 3);
         assert_eq!(cache.get(&a), None);
         assert_eq!(cache.get(&b), None);

@@ -350,17 +350,24 @@ fn hash_ids(ids: &[FrameId], total_depth: u32) -> u64 {
 /// GIL held.
 unsafe fn interned_by_words(words: &[u64]) -> Option<SiteId> {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above).
-    let (table, interner) = unsafe { (FRAME_TABLE.get(), INTERNER.get()) };
+    let (table, interner) = unsafe { (FRAME_TABLE.get(), &*INTERNER.get()) };
     let mut buf = [0 as FrameId; MAX_FRAMES];
     let ids = &mut buf[..words.len()];
     if !table.ids_of_words(words, ids) {
         return None;
     }
-    let total = words.len() as u32;
-    match interner.find(hash_ids(ids, total), |id| site(id).is(ids, total)) {
+    match find_interned(interner, ids, words.len() as u32) {
         Found::Site(id) => Some(id),
         Found::FreeKey(_) => None,
     }
+}
+
+/// The interner's answer for the stack of frame ids `ids`: its site, or the
+/// key a new one would take.
+fn find_interned(interner: &Interner, ids: &[FrameId], total_depth: u32) -> Found {
+    interner.find(hash_ids(ids, total_depth), |id| {
+        site(id).is(ids, total_depth)
+    })
 }
 
 /// Finds or creates the site for `frames`; None when memory for a new one
@@ -391,9 +398,8 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
             table.remember_words(words, ids);
         }
         let ids = &*ids;
-        let hash = hash_ids(ids, total_depth);
         let interner = INTERNER.get();
-        let key = match interner.find(hash, |id| site(id).is(ids, total_depth)) {
+        let key = match find_interned(interner, ids, total_depth) {
             Found::Site(id) => return Some(id),
             Found::FreeKey(key) => key,
         };
