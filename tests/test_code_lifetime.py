@@ -76,3 +76,50 @@ def test_a_new_code_object_at_a_dead_ones_address_gets_its_own_site():
     for line, made in results:
         traceback = hs_tracemalloc.get_object_traceback(made)
         assert (traceback[0].filename, traceback[0].lineno) == ("<generated 0>", line)
+
+
+def compile_caller(blank_lines=0):
+    """A fresh `call_each` in '<generated caller>': calls each function it is
+    given on line `blank_lines + 4`, and keeps what they return."""
+    namespace = {}
+    source = "\n" * blank_lines + (
+        "def call_each(functions, n):\n"
+        "    kept = []\n"
+        "    for function in functions:\n"
+        "        kept.append(function(n))\n"
+        "    return kept\n"
+    )
+    exec(compile(source, "<generated caller>", "exec"), namespace)
+    return namespace["call_each"]
+
+
+def test_a_code_object_under_thousands_of_sites_retires_them_all():
+    # A code object in the stack of more sites than heapsite lists for one
+    # (src/engine/codes.rs: "crowded" past max(512, an eighth of all sites))
+    # has each of them retired by a pass over every site when it dies.
+    hs_tracemalloc.start(16)
+    makers = [compile_function(index) for index in range(3000)]
+    caller = compile_caller()
+    kept = caller(makers, 64)
+    sites = heapsite.stats()["sites"]  # also watches the new sites' code objects
+    assert len(kept) > max(512, sites // 8), f"{sites} sites: not crowded, proves nothing"
+    code = weakref.ref(caller.__code__)
+    del caller
+    gc.collect()
+    assert code() is None
+    # New callers, many at the dead one's address, each reported at its own line.
+    later = []
+    for index in range(50):
+        caller = compile_caller(blank_lines=1 + index % 5)
+        later.append((index % 5 + 5, caller(makers[:3], 32 + index)))
+        del caller
+        gc.collect()
+    for index, made in enumerate(kept):
+        traceback = hs_tracemalloc.get_object_traceback(made)
+        frames = [(frame.filename, frame.lineno) for frame in reversed(traceback)][:2]
+        assert frames == [(f"<generated {index}>", 2), ("<generated caller>", 4)], index
+    for line, made_list in later:
+        for index, made in enumerate(made_list):
+            traceback = hs_tracemalloc.get_object_traceback(made)
+            frames = [(frame.filename, frame.lineno) for frame in reversed(traceback)][:2]
+            assert frames == [(f"<generated {index}>", 2), ("<generated caller>", line)]

@@ -30,10 +30,33 @@ extern "C" {
 /// sites may then name freed code objects (see `frames::resolve`).
 pub static ABANDONED: AtomicBool = AtomicBool::new(false);
 
-/// For each watched code object, the sites that name it, each with its
-/// generation then (`Site::generation`): an entry whose site has moved on
-/// since (its id given back, maybe reused) is stale.
-static USERS: GilCell<Option<HashMap<usize, Vec<User>>>> = GilCell::new(None);
+/// For each watched code object, the sites that name it (see `Users`).
+static USERS: GilCell<Option<HashMap<usize, Users>>> = GilCell::new(None);
+
+/// The sites a watched code object's death retires.
+enum Users {
+    /// Each site that named it when made, with its generation then
+    /// (`Site::generation`): an entry whose site has moved on since (its
+    /// id given back, maybe reused) is stale.
+    Listed(Vec<User>),
+    /// Too many to list (`crowded_at`): its death looks at every site.
+    /// A long-lived function under most of a program's stacks (importlib's,
+    /// a benchmark runner's, a recursive generator's) is in the stack of
+    /// nearly every site; listing each site under each of its code objects
+    /// was 2.7 of the 9.8 MB heapsite held after pyperf's imports at 16
+    /// frames (CPython 3.11), more than the sites themselves.
+    Crowded,
+}
+
+/// The listed sites at which a code object is crowded instead: at least
+/// 512, and an eighth of all sites, so that the pass over every site its
+/// death costs is paid for by the sites made under it (a pass is 8 site
+/// reads for each of them at most, where making one takes thousands of
+/// instructions). Asked only when a list is full.
+fn crowded_at() -> usize {
+    const FEWEST: usize = 512;
+    FEWEST.max(sites::count() as usize / 8)
+}
 
 /// A site that named a code object when it was made, and its generation then.
 #[derive(Clone, Copy)]
@@ -198,25 +221,42 @@ pub(super) unsafe fn flush() {
 ///
 /// # Safety
 /// GIL held; `code` pinned.
-unsafe fn watch_now(users: &mut HashMap<usize, Vec<User>>, site: SiteId, code: usize) -> bool {
+unsafe fn watch_now(users: &mut HashMap<usize, Users>, site: SiteId, code: usize) -> bool {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held; `code` pinned.
     unsafe {
         if users.try_reserve(1).is_err() {
             return false;
         }
-        let sites = users.entry(code).or_default();
-        if sites.len() == sites.capacity() {
-            forget_stale_users(sites);
+        let entry = users
+            .entry(code)
+            .or_insert_with(|| Users::Listed(Vec::new()));
+        if let Users::Listed(sites) = entry {
+            if sites.len() == sites.capacity() {
+                forget_stale_users(sites);
+                if sites.len() >= crowded_at() {
+                    *entry = Users::Crowded;
+                }
+            }
         }
-        if sites.try_reserve(1).is_err() || hs_codes_watch(code as *mut c_void) < 0 {
+        let mut listed = match entry {
+            Users::Listed(sites) => Some(sites),
+            Users::Crowded => None,
+        };
+        if listed
+            .as_mut()
+            .is_some_and(|sites| sites.try_reserve(1).is_err())
+            || hs_codes_watch(code as *mut c_void) < 0
+        {
             return false;
         }
-        // The site's generation is the one it was made with: its code
-        // objects were pinned from then until now, so none of them can have
-        // died and had it given back meanwhile.
-        let generation = sites::site(site).generation();
-        sites.push(User { site, generation });
+        if let Some(sites) = listed {
+            // The site's generation is the one it was made with: its code
+            // objects were pinned from then until now, so none of them can
+            // have died and had it given back meanwhile.
+            let generation = sites::site(site).generation();
+            sites.push(User { site, generation });
+        }
         true
     }
 }
@@ -225,9 +265,9 @@ unsafe fn watch_now(users: &mut HashMap<usize, Vec<User>>, site: SiteId, code: u
 /// reused (src/engine/reuse.rs). A long-lived code object (a module running
 /// a loop) is in the stack of every site made under it; its list would
 /// otherwise grow with every site that ever died there. Done when the list
-/// is full; the list then gets room for three times as many entries again
-/// as it keeps, so it costs O(1) per site, amortised (a third of a check
-/// per push). Without that room, a scan that finds only a few stale
+/// is full; the list then gets room for as many entries again as it
+/// keeps, so it costs O(1) per site, amortised (a check per push; room for
+/// three times as many, a third of a check, left lists a quarter full). Without that room, a scan that finds only a few stale
 /// entries runs again a few pushes later (jinja2's tests, which compile
 /// templates all the time: 12% of a --heapsite run). A check compares
 /// generations: reading the site's frames to see whether it still names
@@ -235,7 +275,7 @@ unsafe fn watch_now(users: &mut HashMap<usize, Vec<User>>, site: SiteId, code: u
 fn forget_stale_users(sites: &mut Vec<User>) {
     sites.retain(|user| user.current());
     // Failing that, watch_now's own try_reserve(1) decides.
-    let _ = sites.try_reserve(3 * sites.len());
+    let _ = sites.try_reserve(sites.len());
 }
 
 /// Whether the interpreter is finalising (readable from any thread: a
@@ -257,33 +297,46 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
             ABANDONED.store(true, Ordering::Release);
             return;
         }
-        let Some(mut users) = USERS
+        let Some(users) = USERS
             .get()
             .as_mut()
             .and_then(|u| u.remove(&(code as usize)))
         else {
             return;
         };
-        users.retain(|user| user.current());
         // Retiring hashes and copies names, which can fail and clear an error:
         // the exception a dying code object's frame may be raising is kept.
         // What it allocates is heapsite's, not the program's line that dropped
         // the code object.
-        keeping_exception(|| {
-            sites::untraced(|| {
-                crate::engine::own_memory::own_memory(|| {
-                    for user in &users {
-                        sites::retire(user.site, code);
-                    }
+        let retire_all = |ids: &mut dyn Iterator<Item = SiteId>| {
+            keeping_exception(|| {
+                sites::untraced(|| {
+                    crate::engine::own_memory::own_memory(|| {
+                        // `retire` passes over a site that does not name `code`.
+                        ids.for_each(|id| sites::retire(id, code));
+                    })
                 })
             })
-        });
-        // The hook cache's 4,096 entries are each looked up among the
-        // retired sites, sorted: a code object dying with thousands of
-        // sites under it (a test module's function, in jinja2's tests) made
-        // a pass over the list per entry 3% of a --heapsite run.
-        users.sort_unstable_by_key(|user| user.site);
-        sites::uncache(|id| users.binary_search_by_key(&id, |user| user.site).is_ok());
+        };
+        match users {
+            Users::Listed(mut users) => {
+                users.retain(|user| user.current());
+                retire_all(&mut users.iter().map(|user| user.site));
+                // The hook cache's 4,096 entries are each looked up among the
+                // retired sites, sorted: a code object dying with thousands of
+                // sites under it (a test module's function, in jinja2's tests) made
+                // a pass over the list per entry 3% of a --heapsite run.
+                users.sort_unstable_by_key(|user| user.site);
+                sites::uncache(|id| users.binary_search_by_key(&id, |user| user.site).is_ok());
+            }
+            Users::Crowded => {
+                retire_all(&mut (0..sites::count()));
+                // Most of the cache is its sites; without a list of them to
+                // look entries up in (which could not be had out of memory),
+                // the whole cache goes.
+                sites::uncache(|_| true);
+            }
+        }
         DIED.get().note(code as usize);
     }
 }

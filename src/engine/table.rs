@@ -65,8 +65,13 @@ const DEAD: u32 = 3 << SITE_BITS;
 const MAX_OCCUPIED: (usize, usize) = (3, 4);
 /// ...into a 1.3x larger table if more than 3/5 are live.
 const GROW_LIVE: (usize, usize) = (3, 5);
-/// A table never has fewer slots than this, when every block is recorded.
+/// A table never has fewer slots than this, when every block is recorded...
 const MIN_CAPACITY: usize = 1 << 12;
+/// ...but a RAW shard has a sixteenth of it, so that the RAW table as a
+/// whole starts as small as the GIL table: a pure-Python program makes few
+/// RAW blocks, yet its 16 shards at 4,096 slots each were 768 KiB, 11% of
+/// what heapsite held after pyperf's imports at 16 frames, every process.
+const MIN_CAPACITY_RAW_SHARD: usize = MIN_CAPACITY / RAW_SHARDS;
 /// ...and when blocks are sampled: a few hundred live, spread over the RAW
 /// table's 16 shards, where 4,096 slots in each were 780 KB for a dozen
 /// blocks (sampled tracing reported 74 KB of bookkeeping before sampled
@@ -81,11 +86,13 @@ pub fn size_for_sampling(sampled: bool) {
     SAMPLED_SIZES.store(sampled, Relaxed);
 }
 
-fn min_capacity() -> usize {
+/// The fewest slots a table of at least `unsampled` slots (its own minimum
+/// when every block is recorded) has now.
+fn min_capacity(unsampled: usize) -> usize {
     if SAMPLED_SIZES.load(Relaxed) {
-        MIN_CAPACITY_SAMPLED
+        MIN_CAPACITY_SAMPLED.min(unsampled)
     } else {
-        MIN_CAPACITY
+        unsampled
     }
 }
 /// Once fewer than 1/8 of the slots are live, the next reading of the
@@ -147,6 +154,9 @@ pub struct AddrTable {
     rebuild_at: usize,
     /// Rebuild smaller, when the figures are next read, below this len.
     shrink_at: usize,
+    /// The fewest slots the table has when every block is recorded
+    /// (MIN_CAPACITY or MIN_CAPACITY_RAW_SHARD).
+    min_slots: usize,
     /// Exact sizes of slots whose size field is SIZE_SPILLED.
     huge: SideMap<usize>,
     /// Allocations whose address fits no slot (odd or very high addresses).
@@ -155,12 +165,17 @@ pub struct AddrTable {
 
 impl AddrTable {
     pub const fn new() -> Self {
+        Self::with_min_slots(MIN_CAPACITY)
+    }
+
+    const fn with_min_slots(min_slots: usize) -> Self {
         Self {
             slots: Vec::new(),
             len: 0,
             dead: 0,
             rebuild_at: 0,
             shrink_at: 0,
+            min_slots,
             huge: SideMap::with_hasher(BuildHasherDefault::new()),
             odd: SideMap::with_hasher(BuildHasherDefault::new()),
         }
@@ -410,7 +425,8 @@ impl AddrTable {
     /// SHRINK_LIVE); without the memory for that, keeps the one it has.
     pub fn shrink_if_sparse(&mut self) {
         let new_cap = self.len * SHRUNK_SLOTS_PER_LIVE;
-        if self.len < self.shrink_at && new_cap.max(min_capacity()) < self.slots.len() {
+        if self.len < self.shrink_at && new_cap.max(min_capacity(self.min_slots)) < self.slots.len()
+        {
             let _ = own_memory(|| self.rebuild_into(new_cap));
         }
     }
@@ -419,7 +435,7 @@ impl AddrTable {
     /// MIN_CAPACITY); Err(()) with the table unchanged when memory for it
     /// cannot be had.
     fn rebuild_into(&mut self, new_cap: usize) -> Result<(), ()> {
-        let min = min_capacity();
+        let min = min_capacity(self.min_slots);
         let new_cap = new_cap.max(min);
         let mut fresh: Vec<Slot> = Vec::new();
         fresh.try_reserve_exact(new_cap).map_err(|_| ())?;
@@ -453,7 +469,8 @@ pub struct RawTable {
 impl RawTable {
     pub const fn new() -> Self {
         Self {
-            shards: [const { SpinLock::new(AddrTable::new()) }; RAW_SHARDS],
+            shards: [const { SpinLock::new(AddrTable::with_min_slots(MIN_CAPACITY_RAW_SHARD)) };
+                RAW_SHARDS],
         }
     }
 
@@ -537,6 +554,29 @@ mod tests {
         }
         assert_eq!(table.len(), 100_060);
         assert_eq!(table.get(addr(650_000)), Some(rec(8, 1)));
+    }
+
+    #[test]
+    fn the_raw_table_starts_as_small_as_one_table() {
+        let raw = RawTable::new();
+        // A block in every shard (shards are chosen by address >> 4).
+        for i in 0..RAW_SHARDS * 4 {
+            let addr = (i + 1) * 16;
+            raw.shard(addr).insert(addr, rec(32, i as u32)).unwrap();
+        }
+        let held: usize = raw.shards().iter().map(|s| s.lock().memory_bytes()).sum();
+        assert!(raw.shards().iter().all(|s| s.lock().len() == 4));
+        assert_eq!(held, MIN_CAPACITY * std::mem::size_of::<Slot>());
+        // A shard grows past its minimum like any table, and keeps it all.
+        for i in 0..10_000 {
+            let addr = (i + 100) * 16 * RAW_SHARDS; // past the first blocks
+            raw.shard(addr).insert(addr, rec(48, 7)).unwrap();
+        }
+        let shard = raw.shard(16 * RAW_SHARDS);
+        assert_eq!(shard.len(), 10_000 + 4);
+        assert!(shard.memory_bytes() > 10_000 * std::mem::size_of::<Slot>());
+        assert_eq!(shard.get(16 * RAW_SHARDS * 5_000), Some(rec(48, 7)));
+        assert_eq!(shard.get(16 * RAW_SHARDS), Some(rec(32, 15)));
     }
 
     #[test]
