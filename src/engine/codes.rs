@@ -265,13 +265,14 @@ unsafe fn watch_now(users: &mut HashMap<usize, Users>, site: SiteId, code: usize
 /// reused (src/engine/reuse.rs). A long-lived code object (a module running
 /// a loop) is in the stack of every site made under it; its list would
 /// otherwise grow with every site that ever died there. Done when the list
-/// is full; the list then gets room for as many entries again as it
-/// keeps, so it costs O(1) per site, amortised (a check per push; room for
-/// three times as many, a third of a check, left lists a quarter full). Without that room, a scan that finds only a few stale
-/// entries runs again a few pushes later (jinja2's tests, which compile
-/// templates all the time: 12% of a --heapsite run). A check compares
-/// generations: reading the site's frames to see whether it still names
-/// the code object cost 5% of that run.
+/// is full; the list then gets room for as many entries again as it keeps,
+/// so it costs O(1) per site, amortised (a check per push; room for three
+/// times as many, a third of a check, left lists a quarter full). Without
+/// that room, a scan that finds only a few stale entries runs again a few
+/// pushes later (jinja2's tests, which compile templates all the time: 12%
+/// of a --heapsite run). A check compares generations: reading the site's
+/// frames to see whether it still names the code object cost 5% of that
+/// run.
 fn forget_stale_users(sites: &mut Vec<User>) {
     sites.retain(|user| user.current());
     // Failing that, watch_now's own try_reserve(1) decides.
@@ -322,10 +323,11 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
             Users::Listed(mut users) => {
                 users.retain(|user| user.current());
                 retire_all(&mut users.iter().map(|user| user.site));
-                // The hook cache's 4,096 entries are each looked up among the
-                // retired sites, sorted: a code object dying with thousands of
-                // sites under it (a test module's function, in jinja2's tests) made
-                // a pass over the list per entry 3% of a --heapsite run.
+                // The hook cache's 4,096 entries are each looked up among
+                // the retired sites, sorted: a code object dying with
+                // thousands of sites under it (a test module's function, in
+                // jinja2's tests) made a pass over the list per entry 3% of
+                // a --heapsite run.
                 users.sort_unstable_by_key(|user| user.site);
                 sites::uncache(|id| users.binary_search_by_key(&id, |user| user.site).is_ok());
             }
