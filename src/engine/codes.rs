@@ -239,18 +239,14 @@ unsafe fn watch_now(users: &mut HashMap<usize, Users>, site: SiteId, code: usize
                 }
             }
         }
-        let mut listed = match entry {
-            Users::Listed(sites) => Some(sites),
-            Users::Crowded => None,
+        let room = match entry {
+            Users::Listed(sites) => sites.try_reserve(1).is_ok(),
+            Users::Crowded => true,
         };
-        if listed
-            .as_mut()
-            .is_some_and(|sites| sites.try_reserve(1).is_err())
-            || hs_codes_watch(code as *mut c_void) < 0
-        {
+        if !room || hs_codes_watch(code as *mut c_void) < 0 {
             return false;
         }
-        if let Some(sites) = listed {
+        if let Users::Listed(sites) = entry {
             // The site's generation is the one it was made with: its code
             // objects were pinned from then until now, so none of them can
             // have died and had it given back meanwhile.

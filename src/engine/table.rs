@@ -86,18 +86,9 @@ pub fn size_for_sampling(sampled: bool) {
     SAMPLED_SIZES.store(sampled, Relaxed);
 }
 
-/// The fewest slots a table of at least `unsampled` slots (its own minimum
-/// when every block is recorded) has now.
-fn min_capacity(unsampled: usize) -> usize {
-    if SAMPLED_SIZES.load(Relaxed) {
-        MIN_CAPACITY_SAMPLED.min(unsampled)
-    } else {
-        unsampled
-    }
-}
 /// Once fewer than 1/8 of the slots are live, the next reading of the
 /// figures (`shrink_if_sparse`, from hook::shrink_tables) rebuilds the
-/// table with 4 slots for each live one (at least MIN_CAPACITY): a program
+/// table with 4 slots for each live one (at least its `fewest_slots`): a program
 /// past its peak (a million blocks made and dropped) does not keep paying
 /// for it. heapsite's table
 /// held 20 MB at 16 frames after a peak of 600,000 blocks, where
@@ -178,6 +169,16 @@ impl AddrTable {
             min_slots,
             huge: SideMap::with_hasher(BuildHasherDefault::new()),
             odd: SideMap::with_hasher(BuildHasherDefault::new()),
+        }
+    }
+
+    /// The fewest slots the table has now: its own minimum, or fewer while
+    /// blocks are sampled.
+    fn fewest_slots(&self) -> usize {
+        if SAMPLED_SIZES.load(Relaxed) {
+            MIN_CAPACITY_SAMPLED.min(self.min_slots)
+        } else {
+            self.min_slots
         }
     }
 
@@ -425,17 +426,16 @@ impl AddrTable {
     /// SHRINK_LIVE); without the memory for that, keeps the one it has.
     pub fn shrink_if_sparse(&mut self) {
         let new_cap = self.len * SHRUNK_SLOTS_PER_LIVE;
-        if self.len < self.shrink_at && new_cap.max(min_capacity(self.min_slots)) < self.slots.len()
-        {
+        if self.len < self.shrink_at && new_cap.max(self.fewest_slots()) < self.slots.len() {
             let _ = own_memory(|| self.rebuild_into(new_cap));
         }
     }
 
     /// Moves the live slots into a new table of `new_cap` slots (at least
-    /// MIN_CAPACITY); Err(()) with the table unchanged when memory for it
+    /// `fewest_slots`); Err(()) with the table unchanged when memory for it
     /// cannot be had.
     fn rebuild_into(&mut self, new_cap: usize) -> Result<(), ()> {
-        let min = min_capacity(self.min_slots);
+        let min = self.fewest_slots();
         let new_cap = new_cap.max(min);
         let mut fresh: Vec<Slot> = Vec::new();
         fresh.try_reserve_exact(new_cap).map_err(|_| ())?;
