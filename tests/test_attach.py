@@ -29,7 +29,9 @@ needs_injection = pytest.mark.skipif(
 # The program: a recognisable allocation site, worker threads, a known end.
 PROGRAM = textwrap.dedent(
     """
-    import os, sys, threading, time
+    import faulthandler, os, signal, sys, threading, time
+    # Should it ever hang, the test has every thread's Python stack printed.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop_file = sys.argv[1]
     kept = []
     def worker():
@@ -72,11 +74,39 @@ class Program:
         self.stop.write_text("")
         try:
             out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(self.hung(timeout)) from None
         finally:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.communicate()
         return self.first + out, err, self.process.returncode
+
+    def hung(self, timeout):
+        """What a program that did not end tells of its threads: the kernel's
+        state of each (stopped, in which wait), then their Python stacks
+        (faulthandler, SIGUSR1) on its standard error."""
+        threads = [f"program {self.pid} has not ended {timeout} s after its stop file:"]
+        for tid in sorted(os.listdir(f"/proc/{self.pid}/task"), key=int):
+            task = f"/proc/{self.pid}/task/{tid}"
+            fields = []
+            for name in ("comm", "wchan", "syscall"):
+                try:
+                    with open(f"{task}/{name}") as f:
+                        fields.append(f"{name}={f.read().strip()}")
+                except OSError as e:
+                    fields.append(f"{name}: {e.strerror}")
+            try:
+                with open(f"{task}/stat") as f:
+                    fields.append("state=" + f.read().rpartition(")")[2].split()[0])
+            except (OSError, IndexError):
+                pass
+            threads.append(f"  thread {tid}: " + " ".join(fields))
+        self.process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        self.process.kill()
+        out, err = self.process.communicate()
+        return "\n".join(threads) + "\nits stdout:\n" + out + "its stderr:\n" + err
 
     def __enter__(self):
         return self
@@ -254,7 +284,7 @@ def test_attach_then_detach_writes_the_capture_and_changes_nothing(tmp_path):
     # Heapsite's modules stay imported (sys.modules says so), nothing else shows.
     assert (out, err, status) == (expected_end() + " True\n", "", 7)
     text = report_text(capture)
-    assert "# WORKER LINE" in text or "program.py:7" in text
+    assert "# WORKER LINE" in text or "program.py:9" in text
     meta = json.loads(heapsite._heapsite.render_report(str(capture), "json", 1))["meta"]
     assert meta["pid"] == program.pid
     assert not any(

@@ -477,8 +477,19 @@ except Exception as e:
 
 
 def _gdb_path() -> str:
+    """HEAPSITE_GDB when set (a gdb other than the system's: see
+    _GDB_CANNOT_CALL), else gdb on PATH, else /usr/bin/gdb; "" if none."""
+    chosen = os.environ.get("HEAPSITE_GDB")
+    if chosen:
+        return chosen
     found = shutil.which("gdb") or ("/usr/bin/gdb" if os.access("/usr/bin/gdb", os.X_OK) else "")
     return found
+
+
+# What gdb 13 says when it cannot write a thread's registers back after a
+# call (CPUs with AMX under recent kernels; gdb 14 sizes the XSAVE area from
+# CPUID): the call is what injection needs, so name the way out.
+_GDB_CANNOT_CALL = "extended state"
 
 
 def _gdb(session: Session) -> None:
@@ -489,6 +500,8 @@ def _gdb(session: Session) -> None:
             f"attaching to CPython {session.target.minor} needs gdb, which is not installed "
             "(CPython 3.14+ needs no debugger)"
         )
+    if not os.access(gdb, os.X_OK):
+        raise AttachError(f"HEAPSITE_GDB names {gdb}, which is not an executable file")
     tracer = re.search(r"^TracerPid:\s+(\d+)", _read(f"/proc/{pid}/status", pid), re.M)
     if tracer and tracer.group(1) != "0":
         raise AttachError(f"process {pid} is being debugged (by pid {tracer.group(1)})")
@@ -531,6 +544,12 @@ def _gdb(session: Session) -> None:
             break
     if "ptrace" in last.lower() or "not permitted" in last.lower():
         raise AttachError(f"permission denied to debug process {pid}: {last}")
+    if _GDB_CANNOT_CALL in last:
+        raise AttachFailed(
+            f"{gdb} cannot call functions in a process on this machine ({last.rstrip('.')}; "
+            "gdb before 14 on CPUs with AMX): nothing was changed in process "
+            f"{pid}; name gdb 14 or newer in HEAPSITE_GDB"
+        )
     raise AttachFailed(f"gdb could not schedule heapsite's code in process {pid}: {last}")
 
 
