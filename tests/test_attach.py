@@ -117,8 +117,8 @@ class Program:
             self.process.communicate()
 
 
-def cli(*args, tmp_path=None, timeout=TIMEOUT):
-    env = dict(os.environ)
+def cli(*args, tmp_path=None, timeout=TIMEOUT, **extra_env):
+    env = dict(os.environ, **extra_env)
     if tmp_path is not None:
         env["TMPDIR"] = str(tmp_path)  # session directories land here
     return subprocess.run(
@@ -255,6 +255,34 @@ def test_remote_debugging_disabled_is_refused(tmp_path):
     with Program(tmp_path, args=("-X", "disable-remote-debug")) as program:
         line = one_line_error(cli("attach", str(program.pid)))
         assert "does not allow remote debugging" in line
+        out, err, status = program.finish()
+    assert (out, err, status) == (expected_end() + " False\n", "", 7)
+
+
+@pytest.mark.skipif(REMOTE_EXEC, reason="gdb is used before CPython 3.14 only")
+def test_a_gdb_that_cannot_call_functions_is_named_and_nothing_changes(tmp_path):
+    # What Debian 12's gdb 13 answers on CPUs with AMX under recent kernels
+    # (scripts/get-gdb), played by a stand-in named in HEAPSITE_GDB.
+    fake = tmp_path / "gdb"
+    fake.write_text(
+        '#!/bin/sh\necho "HEAPSITE-FAILED Couldn\'t write extended state status: Bad address."\n'
+    )
+    fake.chmod(0o755)
+    with Program(tmp_path) as program:
+        result = cli("attach", str(program.pid), HEAPSITE_GDB=str(fake))
+        line = one_line_error(result, status=1)
+        assert f"{fake} cannot call functions in a process on this machine" in line
+        assert "name gdb 14 or newer in HEAPSITE_GDB" in line
+        out, err, status = program.finish()
+    assert (out, err, status) == (expected_end() + " False\n", "", 7)
+
+
+@pytest.mark.skipif(REMOTE_EXEC, reason="gdb is used before CPython 3.14 only")
+def test_heapsite_gdb_naming_no_program_is_refused(tmp_path):
+    with Program(tmp_path) as program:
+        missing = tmp_path / "no-gdb-here"
+        line = one_line_error(cli("attach", str(program.pid), HEAPSITE_GDB=str(missing)))
+        assert f"HEAPSITE_GDB names {missing}, which is not an executable file" in line
         out, err, status = program.finish()
     assert (out, err, status) == (expected_end() + " False\n", "", 7)
 
