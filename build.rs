@@ -7,6 +7,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/engine/frames.c");
+    println!("cargo:rerun-if-changed=src/engine/lines.c");
     println!("cargo:rerun-if-changed=src/heap/objects.c");
     println!("cargo:rerun-if-changed=src/native/preload.c");
     println!("cargo:rerun-if-changed=src/engine/codes.c");
@@ -35,6 +36,7 @@ fn main() {
         .expect("include directory has a parent");
     cc::Build::new()
         .file("src/engine/frames.c")
+        .file("src/engine/lines.c")
         .file("src/heap/objects.c")
         .file("src/native/preload.c")
         .file("src/engine/codes.c")

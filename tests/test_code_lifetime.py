@@ -80,6 +80,54 @@ def test_a_new_code_object_at_a_dead_ones_address_gets_its_own_site():
         assert (traceback[0].filename, traceback[0].lineno) == ("<generated 0>", line)
 
 
+def test_sites_sharing_a_dying_frame_all_keep_it():
+    # Both allocations run under one line of one caller: their two sites
+    # name that frame once, in the frame table, where its code object's
+    # death retires it for both (src/engine/frame_table.rs).
+    hs_tracemalloc.start(16)
+    first, second = compile_function(1), compile_function(2, blank_lines=1)
+    namespace = {}
+    source = "def call_both(a, b):\n    return [a(10), b(20)]\n"
+    exec(compile(source, "<generated both>", "exec"), namespace)
+    call_both = namespace["call_both"]
+    made = call_both(first, second)
+    code = weakref.ref(call_both.__code__)
+    del call_both, namespace
+    gc.collect()
+    assert code() is None
+    stacks = [
+        [
+            (frame.filename, frame.lineno)
+            for frame in reversed(hs_tracemalloc.get_object_traceback(m))
+        ][:2]
+        for m in made
+    ]
+    assert stacks == [
+        [("<generated 1>", 2), ("<generated both>", 2)],
+        [("<generated 2>", 3), ("<generated both>", 2)],
+    ]
+    assert ("<generated both>", 2, "call_both") in sites_in("make1")[0]
+
+
+def test_code_compiled_and_dropped_all_day_gives_its_site_ids_back():
+    # Each round makes sites under a new code object that then dies holding
+    # nothing: their ids are given back and reused (src/engine/reuse.rs), so
+    # the ids in use stay bounded while births go on.
+    hs_tracemalloc.start(16)
+    births, ids = heapsite._heapsite.site_count(), heapsite.stats()["sites"]
+    for index in range(400):
+        function = compile_function(index)
+        function(64)  # made and freed
+        del function
+        gc.collect()
+        if index % 50 == 0:
+            heapsite._heapsite.sites()  # sweeps happen at API calls
+    born = heapsite._heapsite.site_count() - births
+    grown = heapsite.stats()["sites"] - ids
+    assert born >= 400, born
+    assert grown < born / 4, (grown, born)
+
+
 def compile_caller(blank_lines=0):
     """A fresh `call_each` in '<generated caller>': calls each function it is
     given on line `blank_lines + 4`, and keeps what they return."""

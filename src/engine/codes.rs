@@ -4,8 +4,9 @@
 //! line only when a report asks. heapsite does not hold references to those
 //! code objects (that kept alive everything a program compiles and drops,
 //! see src/engine/codes.c); it asks CPython to tell it when one dies instead, and
-//! then *retires* the dying frames: resolves them for good and swaps them
-//! into the sites that name them (`sites::retire`). A retired site can no
+//! then *retires* the dying frames: resolves them for good, in place in the
+//! frame table, for every site that names them (`sites::retire_site`,
+//! `sites::retire_frames`). A retired site can no
 //! longer match a running stack, so a new code object at the same address
 //! starts a new site.
 //!
@@ -24,6 +25,7 @@ extern "C" {
     fn hs_codes_init(died: unsafe extern "C" fn(*mut c_void)) -> c_int;
     fn hs_codes_watch(code: *mut c_void) -> c_int;
     fn hs_codes_finalizing() -> c_int;
+    fn hs_lines_forget(code: *mut c_void);
 }
 
 /// Set once code objects died during finalisation without being retired:
@@ -283,11 +285,33 @@ pub fn interpreter_finalizing() -> bool {
     unsafe { hs_codes_finalizing() != 0 }
 }
 
+/// Retires for `code` (dying) the sites `ids` gives, in two passes over
+/// them (each pass passes over a site that does not name `code`): the first
+/// tells each site whether this is its first dead code object, which the
+/// second, retiring frames in place (each of which many sites may name),
+/// would hide from the sites after. It allocates only through fallible
+/// calls (a site whose frame's record cannot be had loses its frames): this
+/// runs in a free function, where running out of memory must not end the
+/// program.
+///
+/// # Safety
+/// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
+unsafe fn retire_sites<I: Iterator<Item = SiteId>>(code: *mut c_void, ids: impl Fn() -> I) {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+    unsafe {
+        ids().for_each(|id| sites::retire_site(id, code));
+        ids().for_each(|id| sites::retire_frames(id, code));
+    }
+}
+
 /// The free function: `code` is being deallocated (GIL held, its fields
 /// still intact). Nothing here runs Python code or releases references.
 unsafe extern "C" fn code_died(code: *mut c_void) {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
+        // Its cursor into its line table (lines.c) must not outlive it;
+        // forgotten again below, after retiring has read its lines.
+        hs_lines_forget(code);
         if hs_codes_finalizing() != 0 {
             // Every module's code dies now; retiring each site would take long
             // at exit, for reports that are already written.
@@ -305,20 +329,13 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
         // the exception a dying code object's frame may be raising is kept.
         // What it allocates is heapsite's, not the program's line that dropped
         // the code object.
-        let retire_all = |ids: &mut dyn Iterator<Item = SiteId>| {
-            keeping_exception(|| {
-                sites::untraced(|| {
-                    crate::engine::own_memory::own_memory(|| {
-                        // `retire` passes over a site that does not name `code`.
-                        ids.for_each(|id| sites::retire(id, code));
-                    })
-                })
-            })
+        let retire_all = |retire: &dyn Fn()| {
+            keeping_exception(|| sites::untraced(|| crate::engine::own_memory::own_memory(retire)))
         };
         match users {
             Users::Listed(mut users) => {
                 users.retain(|user| user.current());
-                retire_all(&mut users.iter().map(|user| user.site));
+                retire_all(&|| retire_sites(code, || users.iter().map(|user| user.site)));
                 // The hook cache's 4,096 entries are each looked up among
                 // the retired sites, sorted: a code object dying with
                 // thousands of sites under it (a test module's function, in
@@ -328,13 +345,14 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
                 sites::uncache(|id| users.binary_search_by_key(&id, |user| user.site).is_ok());
             }
             Users::Crowded => {
-                retire_all(&mut (0..sites::count()));
+                retire_all(&|| retire_sites(code, || 0..sites::count()));
                 // Most of the cache is its sites; without a list of them to
                 // look entries up in (which could not be had out of memory),
                 // the whole cache goes.
                 sites::uncache(|_| true);
             }
         }
+        hs_lines_forget(code); // retiring read its lines through a new cursor
         DIED.get().note(code as usize);
     }
 }

@@ -15,10 +15,12 @@
 //! per (code, offset) first seen (`by_offset`), and the allocation hook
 //! only gets here on a miss of its cache of recent stacks.
 //!
-//! Lifetimes: an entry lives while a site names it (`refs`). The code
-//! object of a Python entry can die while a retired site's old frames are
-//! still counted: `kill` takes the entry out of both indexes at once, so a
-//! new code object at the freed one's address never maps onto it.
+//! Lifetimes: an entry lives while a site names it (`refs`). When the code
+//! object of a Python entry dies, the entry is retired in place
+//! (`retire_in_place`): it becomes the frame's record of
+//! src/engine/retired.rs, for every site naming it at once, and leaves both
+//! indexes (`kill`), so a new code object at the freed one's address never
+//! maps onto it.
 //! `by_offset` keys are not removed one by one (an entry has several): each
 //! remembers the entry's generation, is ignored once it changed, and the
 //! stale ones are dropped before the index grows.
@@ -331,13 +333,17 @@ impl FrameTable {
         }
     }
 
-    /// Entry `id` (a retired frame's) takes the caller's hold on its
-    /// record, unless it has one already: true if it took it.
-    pub fn take_record_hold(&mut self, id: FrameId) -> bool {
+    /// The code object of entry `id` is dying and `record` (a retired
+    /// frame, whose hold on its record the entry takes) stands for the
+    /// frame from now on: every site naming the entry names the record. It
+    /// leaves the indexes (`kill`); nothing looks a retired frame up.
+    pub fn retire_in_place(&mut self, id: FrameId, record: RawFrame) {
+        debug_assert!(record.is_retired());
+        self.kill(id);
         let entry = &mut self.entries[id as usize];
-        let take = entry.frame.is_retired() && !entry.owns_record;
-        entry.owns_record |= take;
-        take
+        debug_assert!(entry.frame.is_python() && !entry.owns_record);
+        entry.frame = record;
+        entry.owns_record = true;
     }
 
     /// A site no longer names these frames; the last one frees an entry.
@@ -455,6 +461,28 @@ mod tests {
         let other = ids(&mut table, &[frame(0x3000, 4)]);
         assert_eq!(other[0], old[0]);
         assert_eq!(ids(&mut table, &[frame(0x2000, 4)]), new);
+    }
+
+    #[test]
+    fn a_frame_retired_in_place_keeps_its_id_and_gives_its_record_back_once() {
+        let mut table = FrameTable::new();
+        let dying = frame(0x6000, 4);
+        let two_sites = ids(&mut table, &[dying]);
+        table.hold(&two_sites);
+        table.hold(&two_sites);
+        let record = RawFrame::retired_at(0xdead0);
+        table.retire_in_place(two_sites[0], record);
+        // Every site naming the entry names the record now, under its old id.
+        assert_eq!(table.frame(two_sites[0]), record);
+        // A new code object at the dead one's address is another entry.
+        let new = ids(&mut table, &[dying]);
+        assert_ne!(new, two_sites);
+        // The record is given back when the last site lets go, not before.
+        let mut given_back = Vec::new();
+        table.release(&two_sites, |f| given_back.push(f));
+        assert!(given_back.is_empty());
+        table.release(&two_sites, |f| given_back.push(f));
+        assert_eq!(given_back, vec![record]);
     }
 
     #[test]

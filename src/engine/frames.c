@@ -308,9 +308,12 @@ hs_current_thread(void)
     return (void *)current_tstate();
 }
 
+/* The line of a byte offset in a code object (src/engine/lines.c). */
+int hs_line_of(PyCodeObject *code, int offset);
+
 /* Resolves one recorded frame for a report: borrowed references to the code
  * object's file name and function name, and the line number. Needs the GIL;
- * the code object is pinned by the site registry so it is still alive. */
+ * the code object is alive (src/engine/codes.rs). */
 int
 hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **name)
 {
@@ -321,7 +324,7 @@ hs_resolve_frame(void *code_ptr, int offset, PyObject **filename, PyObject **nam
 #else
     *name = code->co_name;
 #endif
-    return PyCode_Addr2Line(code, offset);
+    return hs_line_of(code, offset);
 }
 
 /* Whether the calling thread runs Python in a subinterpreter, for the

@@ -69,6 +69,18 @@ impl RawFrame {
 /// `offset` of a retired frame (no code offset is this negative).
 const RETIRED: i32 = i32::MIN + 1;
 
+#[cfg(test)]
+impl RawFrame {
+    /// A retired frame whose record is at `record` (never read by tests).
+    pub fn retired_at(record: usize) -> RawFrame {
+        RawFrame {
+            code: record as *mut c_void,
+            offset: RETIRED,
+            pad: 0,
+        }
+    }
+}
+
 impl PartialEq for RawFrame {
     fn eq(&self, other: &Self) -> bool {
         // `pad` is never written by C; compare only what identifies the frame.

@@ -11,9 +11,11 @@
 //! new file-name string for every example it runs), and records once per
 //! (file, function, line).
 //!
-//! Both are counted: each retired frame in a site's frames holds its record,
-//! each record its two names. When the last frame naming a record is freed
-//! (a site of freed code giving its id back, src/engine/reuse.rs) the record goes,
+//! Both are counted: each retired entry of the frame table (one per dead
+//! code object's line, named by every site that named that line) holds its
+//! record, each record its two names. When the last entry naming a record
+//! is freed (its last site of freed code giving its id back,
+//! src/engine/reuse.rs) the record goes,
 //! and a name no record uses goes with it, so a program that execs code
 //! under new names all day does not make heapsite grow.
 
