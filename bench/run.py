@@ -1,6 +1,6 @@
 """Overhead benchmark: heapsite against plain CPython and its peers.
 
-    python bench/run.py [--runs 5] [--workloads churn,julia,retained]
+    python bench/run.py [--runs 5] [--workloads churn,julia,retained,imports]
                         [--tools plain,heapsite1,...] [--markdown bench/RESULTS.md]
 
 For each workload every tool runs as its own subprocess, round-robin (one
@@ -35,6 +35,7 @@ WORKLOADS = {
     # The README's example itself: one Julia set for users and for the benchmark.
     "julia": BENCH.parent / "examples" / "julia_set.py",
     "retained": BENCH / "workloads" / "retained.py",
+    "imports": BENCH / "workloads" / "imports.py",
 }
 # The harness's in-process modes (plain, heapsite1, ..., dropin25).
 HARNESS_TOOLS = harness.MODES
