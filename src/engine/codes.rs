@@ -309,9 +309,20 @@ unsafe fn retire_sites<I: Iterator<Item = SiteId>>(code: *mut c_void, ids: impl 
 unsafe extern "C" fn code_died(code: *mut c_void) {
     // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
     unsafe {
-        // Its cursor into its line table (lines.c) must not outlive it;
-        // forgotten again below, after retiring has read its lines.
+        retire_dying(code);
+        // Its cursor into its line table (lines.c) must not outlive it:
+        // forgotten last, after retiring has read its lines through it.
         hs_lines_forget(code);
+    }
+}
+
+/// What `code`'s death does to the sites that name it (`code_died`).
+///
+/// # Safety
+/// As `code_died`'s.
+unsafe fn retire_dying(code: *mut c_void) {
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    unsafe {
         if hs_codes_finalizing() != 0 {
             // Every module's code dies now; retiring each site would take long
             // at exit, for reports that are already written.
@@ -352,7 +363,6 @@ unsafe extern "C" fn code_died(code: *mut c_void) {
                 sites::uncache(|_| true);
             }
         }
-        hs_lines_forget(code); // retiring read its lines through a new cursor
         DIED.get().note(code as usize);
     }
 }
