@@ -21,6 +21,7 @@ pub mod frame_table;
 pub mod frames;
 pub mod gil_free;
 pub mod hook;
+pub mod id_lists;
 pub mod interner;
 pub mod interp;
 pub mod native_frames;

@@ -17,6 +17,7 @@
 //! Everything here runs with the GIL held.
 
 use crate::engine::frames::RawFrame;
+use crate::engine::id_lists::Stored;
 use crate::engine::sites::{self, SiteId, FREED_CODE_SITE};
 use crate::engine::sync::GilCell;
 
@@ -118,7 +119,7 @@ unsafe fn give_back(id: SiteId) -> bool {
             .absorb_totals(figures.total_count, figures.total_bytes);
         site.end_generation();
         site.counters.reset();
-        site.set_frames(None);
+        site.set_frames(Stored::EMPTY);
         FREE_IDS.get().push(id);
         true
     }

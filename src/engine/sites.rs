@@ -16,6 +16,7 @@ use crate::engine::counters::SiteCounters;
 use crate::engine::fallible;
 use crate::engine::frame_table::{FrameId, FrameTable};
 use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
+use crate::engine::id_lists::{IdLists, Ids, Stored};
 use crate::engine::interner::{Found, Interner};
 use crate::engine::segvec::{SegVec, Zeroable};
 use crate::engine::site_cache::SiteCache;
@@ -23,7 +24,7 @@ use crate::engine::sync::GilCell;
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub type SiteId = u32;
 
@@ -55,12 +56,12 @@ const MAX_SITE: SiteId = (1 << 30) - 1;
 
 pub struct Site {
     /// The site's frames, as ids in the frame table
-    /// (src/engine/frame_table.rs): up to `INLINE_IDS` of them in the
-    /// field's own 8 bytes, more in a leaked boxed slice of `nframes` ids
-    /// it points to. At the default of 1 frame a boxed id was a 32-byte
-    /// malloc chunk and an 8-byte pointer for 4 bytes of id.
-    frames: AtomicPtr<FrameId>,
-    nframes: AtomicU32,
+    /// (src/engine/frame_table.rs), kept as src/engine/id_lists.rs says: a
+    /// short list in these 8 bytes, a longer one's handle in the shared
+    /// store. Atomic for `Sync` only: only the GIL holder touches it.
+    ids: AtomicU64,
+    /// The list's `id_lists::Stored::shape`: its length and width.
+    ids_shape: AtomicU32,
     /// The whole stack's depth when the site was seen (>= its frames).
     total_depth: AtomicU32,
     /// Bumped each time the slot is given to a new site (ids of freed code
@@ -84,11 +85,8 @@ pub unsafe fn id_of_counters(counters: usize) -> SiteId {
     unsafe { (*(site as *const Site)).id.load(Ordering::Relaxed) }
 }
 
-/// Frame ids a site keeps in its `frames` field itself (see there).
-const INLINE_IDS: usize = std::mem::size_of::<*mut FrameId>() / std::mem::size_of::<FrameId>();
-const _: () = assert!(INLINE_IDS == 2);
-
-// SAFETY: null pointers, zero lengths and zeroed counters form an empty site.
+// SAFETY: zero is the empty list of ids (id_lists::Stored::EMPTY), and
+// zeroed counters are empty ones.
 unsafe impl Zeroable for Site {}
 
 // A program can make hundreds of thousands of sites (pyperformance's
@@ -112,20 +110,26 @@ impl std::ops::Deref for Frames {
 /// The interned frames sites name. GIL held.
 static FRAME_TABLE: GilCell<FrameTable> = GilCell::new(FrameTable::new());
 
+/// Where sites keep lists of frame ids too long for their own field. GIL held.
+static ID_LISTS: GilCell<IdLists> = GilCell::new(IdLists::new());
+
 impl Site {
-    /// The site's frame ids. GIL held: only GIL holders touch them.
+    /// How the site's frame ids are kept now.
     #[inline(always)]
-    fn ids(&self) -> &[FrameId] {
-        let len = self.nframes.load(Ordering::Relaxed) as usize;
-        if len <= INLINE_IDS {
-            // SAFETY: the field's 8 bytes hold `len` ids (`set_frames`);
-            // written only by the GIL holder, which is the caller, so not
-            // while this borrow lives.
-            return unsafe { std::slice::from_raw_parts(self.inline_ids(), len) };
+    fn stored_ids(&self) -> Stored {
+        Stored {
+            word: self.ids.load(Ordering::Relaxed),
+            shape: self.ids_shape.load(Ordering::Relaxed),
         }
-        // SAFETY: published from a leaked boxed slice of `nframes` ids, and
-        // replaced only by the GIL holder, which is the caller.
-        unsafe { std::slice::from_raw_parts(self.frames.load(Ordering::Acquire), len) }
+    }
+
+    /// The site's frame ids, copied out. GIL held: only GIL holders touch
+    /// them.
+    #[inline(always)]
+    fn ids(&self) -> Ids {
+        // SAFETY: GIL held (this fn's contract); the store is borrowed only
+        // for the copy.
+        unsafe { ID_LISTS.get() }.load(self.stored_ids())
     }
 
     /// The site's frames, most recent first. GIL held: only GIL holders
@@ -138,7 +142,7 @@ impl Site {
         // SAFETY: GIL held (this fn's contract); no other borrow of the table.
         let table = unsafe { FRAME_TABLE.get() };
         let ids = self.ids();
-        for (slot, &id) in out.buf.iter_mut().zip(ids) {
+        for (slot, &id) in out.buf.iter_mut().zip(ids.iter()) {
             *slot = table.frame(id);
         }
         out.len = ids.len();
@@ -163,59 +167,27 @@ impl Site {
         self.total_depth.load(Ordering::Relaxed)
     }
 
-    /// Makes `ids` (held in the frame table by the caller) the site's
-    /// frames, None for none, and releases the ids it had. GIL held.
-    pub fn set_frames(&self, ids: Option<Box<[FrameId]>>) {
-        let mut inline_old = [0 as FrameId; INLINE_IDS];
+    /// Makes `ids` (kept in the id store and held in the frame table by
+    /// the caller: `Stored`) the site's frames, EMPTY for none, and
+    /// releases the ids it had. GIL held.
+    pub fn set_frames(&self, ids: Stored) {
         let old_ids = self.ids();
-        let old_len = old_ids.len();
-        if old_len <= INLINE_IDS {
-            inline_old[..old_len].copy_from_slice(old_ids);
+        let old = self.stored_ids();
+        self.ids.store(ids.word, Ordering::Relaxed);
+        self.ids_shape.store(ids.shape, Ordering::Relaxed);
+        // SAFETY: GIL held (this fn's contract); neither borrow outlives
+        // its statement, and no other is live.
+        unsafe {
+            ID_LISTS.get().free(old);
+            FRAME_TABLE.get().release(&old_ids, bury_record);
         }
-        // The boxed slice when there were more than INLINE_IDS.
-        let old = self.frames.load(Ordering::Acquire);
-        let ids = ids.unwrap_or_default();
-        let len = ids.len();
-        if len <= INLINE_IDS {
-            let mut inline = [0 as FrameId; INLINE_IDS];
-            inline[..len].copy_from_slice(&ids);
-            // SAFETY: the field's 8 bytes, aligned for a pointer and so for
-            // ids; only the GIL holder (the caller) reads or writes them,
-            // and no borrow of the old ids lives past the copy above.
-            unsafe {
-                self.inline_ids()
-                    .cast::<[FrameId; INLINE_IDS]>()
-                    .write(inline)
-            };
-        } else {
-            self.frames
-                .store(Box::leak(ids).as_mut_ptr(), Ordering::Release);
-        }
-        self.nframes.store(len as u32, Ordering::Relaxed);
-        // SAFETY: GIL held (this fn's contract); no other borrow of the table.
-        let table = unsafe { FRAME_TABLE.get() };
-        if old_len <= INLINE_IDS {
-            table.release(&inline_old[..old_len], bury_record);
-            return;
-        }
-        // SAFETY: with more than INLINE_IDS ids the field held a leaked
-        // boxed slice of `old_len` ids, no longer published. Nothing
-        // borrows them: readers copy frames out (`frames`) under the GIL,
-        // which this caller holds.
-        let old = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(old, old_len)) };
-        table.release(&old, bury_record);
-    }
-
-    /// The `frames` field's own bytes, which hold the ids of a site with
-    /// at most INLINE_IDS of them.
-    #[inline(always)]
-    fn inline_ids(&self) -> *mut FrameId {
-        self.frames.as_ptr().cast()
     }
 
     #[inline(always)]
     fn is(&self, ids: &[FrameId], total_depth: u32) -> bool {
-        self.total_depth() == total_depth && self.ids() == ids
+        self.total_depth() == total_depth
+            && self.stored_ids().len() == ids.len()
+            && *self.ids() == *ids
     }
 }
 
@@ -404,12 +376,15 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
             Found::FreeKey(key) => key,
         };
         // Everything a new site needs is had before it is made.
-        let copy = fallible::try_copy(ids);
-        let ready = copy.is_some()
+        let stored = ID_LISTS.get().store(ids);
+        let ready = stored.is_some()
             && interner.reserve_one()
             && crate::engine::codes::reserve_watch(frames.len());
         table.hold(ids);
-        let Some(copy) = copy.filter(|_| ready) else {
+        let Some(stored) = stored.filter(|_| ready) else {
+            if let Some(stored) = stored {
+                ID_LISTS.get().free(stored);
+            }
             table.release(ids, bury_record); // frees the entries no other site names
             return None;
         };
@@ -421,6 +396,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
             .then(|| SITES.get_or_grow(id as usize))
             .flatten();
         let Some(slot) = slot else {
+            ID_LISTS.get().free(stored);
             table.release(ids, bury_record);
             return (id > MAX_SITE).then_some(OVERFLOW_SITE);
         };
@@ -429,7 +405,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
         slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         debug_assert!(slot.ids().is_empty(), "a site id handed out twice");
-        slot.set_frames(Some(copy));
+        slot.set_frames(stored);
         interner.insert(key, id);
         // SAFETY: GIL held; the code objects are on the running stack, so alive.
         crate::engine::codes::watch(id, frames);
@@ -440,7 +416,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
 /// The hash a site was interned under (its frames still all alive).
 fn interned_hash(id: SiteId) -> u64 {
     let site = site(id);
-    hash_ids(site.ids(), site.total_depth())
+    hash_ids(&site.ids(), site.total_depth())
 }
 
 /// The first half of retiring site `id` for `code`, which is being freed
@@ -487,7 +463,7 @@ pub unsafe fn retire_frames(id: SiteId, code: *mut std::ffi::c_void) {
     let table = unsafe { FRAME_TABLE.get() };
     let slot = site(id);
     let mut lost = false;
-    for &frame in slot.ids() {
+    for &frame in slot.ids().iter() {
         let raw = table.frame(frame);
         if raw.code != code || !raw.is_python() {
             continue;
@@ -504,7 +480,7 @@ pub unsafe fn retire_frames(id: SiteId, code: *mut std::ffi::c_void) {
         }
     }
     if lost {
-        slot.set_frames(None);
+        slot.set_frames(Stored::EMPTY);
     }
 }
 
