@@ -185,9 +185,9 @@ impl Site {
 
     #[inline(always)]
     fn is(&self, ids: &[FrameId], total_depth: u32) -> bool {
-        self.total_depth() == total_depth
-            && self.stored_ids().len() == ids.len()
-            && *self.ids() == *ids
+        // SAFETY: GIL held (the interner's callers'); the store is borrowed
+        // only for the compare.
+        self.total_depth() == total_depth && unsafe { ID_LISTS.get() }.holds(self.stored_ids(), ids)
     }
 }
 
