@@ -70,6 +70,12 @@ impl Stored {
     }
 }
 
+/// The four 16-bit units of a site's word, lowest first.
+#[inline(always)]
+fn word_units(word: u64) -> [u16; INLINE_UNITS] {
+    [0, 1, 2, 3].map(|i| (word >> (16 * i)) as u16)
+}
+
 /// The ids of a list, copied out (up to MAX_FRAMES, most recent first).
 pub struct Ids {
     buf: [MaybeUninit<FrameId>; MAX_FRAMES],
@@ -109,76 +115,91 @@ impl IdLists {
         let wide = ids.iter().any(|&id| id > u32::from(u16::MAX));
         let shape = ids.len() as u32 | if wide { WIDE } else { 0 };
         let mut stored = Stored { word: 0, shape };
-        let units = ids.iter().flat_map(|&id| {
-            let (low, high) = (id as u16, (id >> 16) as u16);
-            [Some(low), wide.then_some(high)].into_iter().flatten()
-        });
         if stored.inline() {
-            for (i, unit) in units.enumerate() {
-                stored.word |= u64::from(unit) << (16 * i);
+            let bits = if wide { 32 } else { 16 };
+            for (i, &id) in ids.iter().enumerate() {
+                stored.word |= u64::from(id) << (bits * i);
             }
             return Some(stored);
         }
         let handle = self.take_run(stored.units())?;
-        for (slot, unit) in self.run_mut(handle, stored.units()).iter_mut().zip(units) {
-            *slot = unit;
+        let run = self.run_mut(handle, stored.units());
+        if wide {
+            for (pair, &id) in run.chunks_exact_mut(2).zip(ids) {
+                pair[0] = id as u16;
+                pair[1] = (id >> 16) as u16;
+            }
+        } else {
+            for (unit, &id) in run.iter_mut().zip(ids) {
+                *unit = id as u16;
+            }
         }
         stored.word = u64::from(handle);
         Some(stored)
+    }
+
+    /// Whether any id of `stored` (most recent first) passes `test`, read
+    /// where the ids are kept. What scans every site (a crowded code
+    /// object's death, the interner's compare) reads them so: copying them
+    /// out first cost those scans about 250 instructions a site, and an
+    /// iterator that asked at each id where they are kept about 100
+    /// (callgrind, pyperformance's generators at 16 frames).
+    #[inline(always)]
+    pub fn any(&self, stored: Stored, mut test: impl FnMut(FrameId) -> bool) -> bool {
+        let word_units = word_units(stored.word);
+        let units = self.units(stored, &word_units);
+        if stored.wide() {
+            (units.chunks_exact(2)).any(|pair| test(u32::from(pair[0]) | u32::from(pair[1]) << 16))
+        } else {
+            units.iter().any(|&unit| test(u32::from(unit)))
+        }
+    }
+
+    /// The 16-bit units `stored`'s ids take: its run in the store, or
+    /// `word_units` (its word's) cut to length.
+    #[inline(always)]
+    fn units<'a>(&'a self, stored: Stored, word_units: &'a [u16; INLINE_UNITS]) -> &'a [u16] {
+        if stored.inline() {
+            &word_units[..stored.units()]
+        } else {
+            self.run(stored.word as u32, stored.units())
+        }
     }
 
     /// The ids of `stored`, copied out.
     pub fn load(&self, stored: Stored) -> Ids {
         let mut out = Ids {
             buf: [MaybeUninit::uninit(); MAX_FRAMES],
-            len: stored.len().min(MAX_FRAMES),
+            len: 0,
         };
-        let mut inline = [0u16; INLINE_UNITS];
-        let units: &[u16] = if stored.inline() {
-            for (i, unit) in inline.iter_mut().enumerate() {
-                *unit = (stored.word >> (16 * i)) as u16;
-            }
-            &inline
-        } else {
-            self.run(stored.word as u32, stored.units())
-        };
-        for (i, slot) in out.buf[..out.len].iter_mut().enumerate() {
-            let id = if stored.wide() {
-                u32::from(units[2 * i]) | u32::from(units[2 * i + 1]) << 16
-            } else {
-                u32::from(units[i])
-            };
-            slot.write(id);
-        }
+        self.any(stored, |id| {
+            out.buf[out.len].write(id);
+            out.len += 1;
+            false
+        });
         out
     }
 
-    /// Whether `stored` holds exactly `ids`, compared where they are kept:
-    /// the interner asks it of every site a probe meets, and copying each
-    /// one's ids out first cost 75 instructions a site (callgrind,
-    /// pyperformance's generators at 16 frames).
+    /// Whether `stored` holds exactly `ids`, compared where they are kept.
+    #[inline(always)]
     pub fn holds(&self, stored: Stored, ids: &[FrameId]) -> bool {
         if stored.len() != ids.len() {
             return false;
         }
-        let units = |i: usize| -> u32 {
-            if stored.inline() {
-                u32::from((stored.word >> (16 * i)) as u16)
-            } else {
-                u32::from(self.run(stored.word as u32, stored.units())[i])
-            }
-        };
+        let word_units = word_units(stored.word);
+        let units = self.units(stored, &word_units);
         if stored.wide() {
-            return (ids.iter().enumerate())
-                .all(|(i, &id)| id == units(2 * i) | units(2 * i + 1) << 16);
+            let mut pairs = units.chunks_exact(2);
+            return ids
+                .iter()
+                .zip(&mut pairs)
+                .all(|(&id, pair)| id == u32::from(pair[0]) | u32::from(pair[1]) << 16);
         }
-        if stored.inline() {
-            return (ids.iter().enumerate()).all(|(i, &id)| id == units(i));
-        }
-        let run = self.run(stored.word as u32, stored.units());
-        ids.iter()
-            .zip(run)
-            .all(|(&id, &unit)| id == u32::from(unit))
+        // No early exit, so the loop vectorises: the interner compares about
+        // one site a probe, nearly always the one it is after.
+        let differ =
+            (ids.iter().zip(units)).fold(0, |differ, (&id, &unit)| differ | (id ^ u32::from(unit)));
+        differ == 0
     }
 
     /// Lets go of `stored`'s run, for the next list of its length.

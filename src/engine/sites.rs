@@ -132,6 +132,16 @@ impl Site {
         unsafe { ID_LISTS.get() }.load(self.stored_ids())
     }
 
+    /// Whether any of the site's frame ids passes `test`, read where they
+    /// are kept (no copy: scans of every site call this). GIL held; `test`
+    /// does not touch the id store.
+    #[inline(always)]
+    fn any_id(&self, test: impl FnMut(FrameId) -> bool) -> bool {
+        // SAFETY: GIL held (this fn's contract); the store is borrowed only
+        // for the scan, and `test` does not borrow it.
+        unsafe { ID_LISTS.get() }.any(self.stored_ids(), test)
+    }
+
     /// The site's frames, most recent first. GIL held: only GIL holders
     /// read a site's frames.
     pub fn frames(&self) -> Frames {
@@ -171,15 +181,19 @@ impl Site {
     /// the caller: `Stored`) the site's frames, EMPTY for none, and
     /// releases the ids it had. GIL held.
     pub fn set_frames(&self, ids: Stored) {
-        let old_ids = self.ids();
         let old = self.stored_ids();
         self.ids.store(ids.word, Ordering::Relaxed);
         self.ids_shape.store(ids.shape, Ordering::Relaxed);
-        // SAFETY: GIL held (this fn's contract); neither borrow outlives
-        // its statement, and no other is live.
+        // SAFETY: GIL held (this fn's contract); the table and the store
+        // are two cells, each borrowed once here, and no other borrow of
+        // either is live.
         unsafe {
+            let table = FRAME_TABLE.get();
+            ID_LISTS.get().any(old, |id| {
+                table.release(&[id], bury_record);
+                false // on to the next id
+            });
             ID_LISTS.get().free(old);
-            FRAME_TABLE.get().release(&old_ids, bury_record);
         }
     }
 
@@ -416,7 +430,14 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
 /// The hash a site was interned under (its frames still all alive).
 fn interned_hash(id: SiteId) -> u64 {
     let site = site(id);
-    hash_ids(&site.ids(), site.total_depth())
+    let mut ids = [0 as FrameId; MAX_FRAMES];
+    let mut len = 0;
+    site.any_id(|id| {
+        ids[len] = id;
+        len += 1;
+        false // on to the next id
+    });
+    hash_ids(&ids[..len], site.total_depth())
 }
 
 /// The first half of retiring site `id` for `code`, which is being freed
@@ -434,11 +455,7 @@ pub unsafe fn retire_site(id: SiteId, code: *mut std::ffi::c_void) {
     }
     // SAFETY: GIL held (this fn's contract); no other borrow of the table.
     let table = unsafe { FRAME_TABLE.get() };
-    if !site(id)
-        .ids()
-        .iter()
-        .any(|&frame| table.frame(frame).is_retired())
-    {
+    if !site(id).any_id(|frame| table.frame(frame).is_retired()) {
         // SAFETY: GIL held (this fn's contract).
         unsafe {
             INTERNER.get().remove(interned_hash(id), id, interned_hash);
@@ -459,6 +476,9 @@ pub unsafe fn retire_site(id: SiteId, code: *mut std::ffi::c_void) {
 /// # Safety
 /// GIL held; `code`'s fields still intact; no Python code runs meanwhile.
 pub unsafe fn retire_frames(id: SiteId, code: *mut std::ffi::c_void) {
+    if !names(id, code) {
+        return; // most sites a crowded code object's death asks (codes.rs)
+    }
     // SAFETY: GIL held (this fn's contract); no other borrow of the table.
     let table = unsafe { FRAME_TABLE.get() };
     let slot = site(id);
@@ -501,7 +521,7 @@ fn bury_record(frame: RawFrame) {
 pub fn names(id: SiteId, code: *mut std::ffi::c_void) -> bool {
     // SAFETY: GIL held (this fn's contract); no other borrow of the table.
     let table = unsafe { FRAME_TABLE.get() };
-    site(id).ids().iter().any(|&frame| {
+    site(id).any_id(|frame| {
         let frame = table.frame(frame);
         frame.code == code && frame.is_python()
     })
