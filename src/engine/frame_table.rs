@@ -1,11 +1,12 @@
 //! Interned frames: every distinct frame the live sites name is stored once,
-//! and a site stores its stack as 4-byte frame ids (src/engine/sites.rs).
+//! and a site stores its stack as frame ids (src/engine/sites.rs), packed in
+//! 16 bits each where they fit (src/engine/id_lists.rs).
 //!
 //! Why: at 16 frames a site's frames were 256 bytes of its own, although
 //! most of a program's stacks share their outer frames with many others (a
 //! recursive deepcopy makes tens of thousands of sites out of a few hundred
-//! frames). An id costs 4 bytes per frame per site; each distinct frame
-//! costs one entry here.
+//! frames). An id costs 2 bytes per frame per site (4 past 65,536 entries);
+//! each distinct frame costs one entry here.
 //!
 //! Why by line: a report names a frame by file, function and line, so two
 //! offsets of one line (a line's several calls or allocating instructions)
@@ -355,13 +356,16 @@ impl FrameTable {
             debug_assert!(entry.refs > 0, "frame {id} released more than held");
             entry.refs -= 1;
             if entry.refs == 0 {
-                if std::mem::take(&mut entry.owns_record) {
-                    give_back(entry.frame);
-                }
+                let record = std::mem::take(&mut entry.owns_record).then_some(entry.frame);
                 if entry.indexed {
                     self.unindex(id);
                 }
                 self.free_entry(id);
+                // Last: `give_back` allocates, and no entry is borrowed
+                // across it.
+                if let Some(frame) = record {
+                    give_back(frame);
+                }
             }
         }
     }

@@ -14,9 +14,11 @@
 //! header and no rounding.
 //!
 //! The store hands out runs of units and never gives memory back: a run a
-//! site lets go of (its id reused, src/engine/reuse.rs) goes on a free list
-//! of runs of its length, and the next list of that length takes it. Out of
-//! memory for a new segment, no list is stored and the caller makes no site.
+//! site lets go of (its id reused, src/engine/reuse.rs; its frames lost for
+//! want of memory to retire them; a site not made after all) goes on a
+//! free list of runs of its length, and the next list of that length takes
+//! it. Out of memory for a new segment, no list is stored and the caller
+//! makes no site.
 //!
 //! Only the GIL holder touches the store and the lists (GilCell in sites.rs).
 
@@ -108,10 +110,12 @@ impl IdLists {
         }
     }
 
-    /// Stores `ids` (at most MAX_FRAMES); None when a segment is needed and
-    /// memory for it cannot be had.
+    /// Stores `ids`; None when a segment is needed and memory for it cannot
+    /// be had, or for more than MAX_FRAMES ids.
     pub fn store(&mut self, ids: &[FrameId]) -> Option<Stored> {
-        debug_assert!(ids.len() <= MAX_FRAMES);
+        if ids.len() > MAX_FRAMES {
+            return None; // no caller has more; the free lists stop there
+        }
         let wide = ids.iter().any(|&id| id > u32::from(u16::MAX));
         let shape = ids.len() as u32 | if wide { WIDE } else { 0 };
         let mut stored = Stored { word: 0, shape };
@@ -326,6 +330,40 @@ mod tests {
         round_trip(&mut lists, &[8; 5]); // the free list is empty again
         assert_eq!(lists.top, top + 5);
         assert_eq!(&*lists.load(other), &[9; 6]);
+    }
+
+    #[test]
+    fn freed_runs_come_back_last_in_first_out_from_any_segment() {
+        let mut lists = IdLists::new();
+        let filler: Vec<FrameId> = (1..=100).collect();
+        for _ in 0..200 {
+            round_trip(&mut lists, &filler); // past the first two segments
+        }
+        let wide: Vec<FrameId> = (0..5).map(|i| 70_000 + i).collect();
+        let mut freed = Vec::new();
+        let mut neighbours = Vec::new();
+        for i in 0..3 {
+            freed.push(round_trip(&mut lists, &wide));
+            neighbours.push((round_trip(&mut lists, &[i; 10]), i));
+        }
+        // Links name runs of segment 2 on: their high unit is not zero.
+        assert!(freed.iter().all(|stored| stored.word >> 16 >= 2));
+        for &stored in &freed {
+            lists.free(stored);
+        }
+        let top = lists.top;
+        for &expected in freed.iter().rev() {
+            let again = round_trip(&mut lists, &[5, 4, 3, 2, 1, 0, 6, 7, 8, 9]);
+            assert_eq!(again.word, expected.word, "not the last run freed");
+        }
+        assert_eq!(lists.top, top, "a new run was cut though a free one fit");
+        for (stored, i) in neighbours {
+            assert_eq!(
+                &*lists.load(stored),
+                &[i; 10],
+                "a neighbour was overwritten"
+            );
+        }
     }
 
     #[test]

@@ -95,7 +95,11 @@ pub unsafe fn sweep() {
         if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {
             return;
         }
-        dead.retain(|&id| !give_back(id));
+        // heapsite's own memory: giving a site back buries its frames'
+        // records (an allocation), which preloaded malloc must not trace
+        // while a site's frames are being released (src/engine/sites.rs,
+        // `Site::set_frames`).
+        crate::engine::own_memory::own_memory(|| dead.retain(|&id| !give_back(id)));
         *sweep_at = (dead.len() * 2).max(MIN_SWEEP);
     }
 }

@@ -134,7 +134,8 @@ impl Site {
 
     /// Whether any of the site's frame ids passes `test`, read where they
     /// are kept (no copy: scans of every site call this). GIL held; `test`
-    /// does not touch the id store.
+    /// neither touches the id store nor allocates (which could make a
+    /// site, preloaded).
     #[inline(always)]
     fn any_id(&self, test: impl FnMut(FrameId) -> bool) -> bool {
         // SAFETY: GIL held (this fn's contract); the store is borrowed only
@@ -182,18 +183,16 @@ impl Site {
     /// releases the ids it had. GIL held.
     pub fn set_frames(&self, ids: Stored) {
         let old = self.stored_ids();
+        let old_ids = self.ids();
         self.ids.store(ids.word, Ordering::Relaxed);
         self.ids_shape.store(ids.shape, Ordering::Relaxed);
-        // SAFETY: GIL held (this fn's contract); the table and the store
-        // are two cells, each borrowed once here, and no other borrow of
-        // either is live.
+        // SAFETY: GIL held (this fn's contract); each borrow lasts its
+        // statement. The old ids are copied out first: releasing them
+        // buries records, an allocation, so no borrow of the store is held
+        // across it.
         unsafe {
-            let table = FRAME_TABLE.get();
-            ID_LISTS.get().any(old, |id| {
-                table.release(&[id], bury_record);
-                false // on to the next id
-            });
             ID_LISTS.get().free(old);
+            FRAME_TABLE.get().release(&old_ids, bury_record);
         }
     }
 
