@@ -1,8 +1,9 @@
 """What a site costs: frames shared between sites, offsets of a line merged.
 
 src/engine/frame_table.rs interns each frame once (by code object and
-line); a site keeps ids, 16 bits each where they fit (src/engine/id_lists.rs). These tests fail if sites go back to a copy
-of their frames each, or to one site per instruction offset.
+line); a site keeps ids, 16 bits each where they fit (src/engine/id_lists.rs).
+These tests fail if sites go back to a copy of their frames each, or to one
+site per instruction offset.
 """
 
 import subprocess

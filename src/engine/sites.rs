@@ -183,9 +183,14 @@ impl Site {
     /// releases the ids it had. GIL held.
     pub fn set_frames(&self, ids: Stored) {
         let old = self.stored_ids();
-        let old_ids = self.ids();
         self.ids.store(ids.word, Ordering::Relaxed);
         self.ids_shape.store(ids.shape, Ordering::Relaxed);
+        if old.len() == 0 {
+            return; // a new site's slot: nothing to release (no copy made)
+        }
+        // SAFETY: GIL held (this fn's contract); the store is borrowed only
+        // for the copy.
+        let old_ids = unsafe { ID_LISTS.get() }.load(old);
         // SAFETY: GIL held (this fn's contract); each borrow lasts its
         // statement. The old ids are copied out first: releasing them
         // buries records, an allocation, so no borrow of the store is held
