@@ -72,6 +72,18 @@ impl Stored {
     }
 }
 
+/// A 32-bit id from its two units, low half first.
+#[inline(always)]
+fn join(low: u16, high: u16) -> u32 {
+    u32::from(low) | u32::from(high) << 16
+}
+
+/// A 32-bit id (or a free run's link) as two units, low half first.
+#[inline(always)]
+fn split(value: u32) -> [u16; 2] {
+    [value as u16, (value >> 16) as u16]
+}
+
 /// The four 16-bit units of a site's word, lowest first.
 #[inline(always)]
 fn word_units(word: u64) -> [u16; INLINE_UNITS] {
@@ -130,8 +142,7 @@ impl IdLists {
         let run = self.run_mut(handle, stored.units());
         if wide {
             for (pair, &id) in run.chunks_exact_mut(2).zip(ids) {
-                pair[0] = id as u16;
-                pair[1] = (id >> 16) as u16;
+                pair.copy_from_slice(&split(id));
             }
         } else {
             for (unit, &id) in run.iter_mut().zip(ids) {
@@ -153,7 +164,7 @@ impl IdLists {
         let word_units = word_units(stored.word);
         let units = self.units(stored, &word_units);
         if stored.wide() {
-            (units.chunks_exact(2)).any(|pair| test(u32::from(pair[0]) | u32::from(pair[1]) << 16))
+            (units.chunks_exact(2)).any(|pair| test(join(pair[0], pair[1])))
         } else {
             units.iter().any(|&unit| test(u32::from(unit)))
         }
@@ -197,7 +208,7 @@ impl IdLists {
             return ids
                 .iter()
                 .zip(&mut pairs)
-                .all(|(&id, pair)| id == u32::from(pair[0]) | u32::from(pair[1]) << 16);
+                .all(|(&id, pair)| id == join(pair[0], pair[1]));
         }
         // No early exit, so the loop vectorises: the interner compares about
         // one site a probe, nearly always the one it is after.
@@ -214,9 +225,7 @@ impl IdLists {
         let units = stored.units();
         let handle = stored.word as u32;
         let next = self.free[units];
-        let run = self.run_mut(handle, units);
-        run[0] = next as u16;
-        run[1] = (next >> 16) as u16;
+        self.run_mut(handle, 2).copy_from_slice(&split(next));
         self.free[units] = handle;
     }
 
@@ -225,8 +234,8 @@ impl IdLists {
     fn take_run(&mut self, units: usize) -> Option<u32> {
         let head = self.free[units];
         if head != NO_RUN {
-            let run = self.run(head, units);
-            self.free[units] = u32::from(run[0]) | u32::from(run[1]) << 16;
+            let link = self.run(head, 2);
+            self.free[units] = join(link[0], link[1]);
             return Some(head);
         }
         let room = self.segments.last().map_or(0, |last| last.len() - self.top);

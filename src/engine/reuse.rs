@@ -85,22 +85,22 @@ pub unsafe fn sweep() {
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held; no site's frames borrowed by the caller.
     unsafe {
+        // heapsite's own memory, all of it: freeing records, and giving a
+        // site back buries its frames' records (an allocation), which
+        // preloaded malloc must not trace while a site's frames are being
+        // released (src/engine/sites.rs, `Site::set_frames`).
         crate::engine::own_memory::own_memory(|| {
             for frames in GRAVEYARD.get().drain(..) {
                 crate::engine::retired::release_all(&frames);
             }
+            let dead = DEAD.get();
+            let sweep_at = SWEEP_AT.get();
+            if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {
+                return;
+            }
+            dead.retain(|&id| !give_back(id));
+            *sweep_at = (dead.len() * 2).max(MIN_SWEEP);
         });
-        let dead = DEAD.get();
-        let sweep_at = SWEEP_AT.get();
-        if dead.len() < *sweep_at || FREE_IDS.get().try_reserve(dead.len()).is_err() {
-            return;
-        }
-        // heapsite's own memory: giving a site back buries its frames'
-        // records (an allocation), which preloaded malloc must not trace
-        // while a site's frames are being released (src/engine/sites.rs,
-        // `Site::set_frames`).
-        crate::engine::own_memory::own_memory(|| dead.retain(|&id| !give_back(id)));
-        *sweep_at = (dead.len() * 2).max(MIN_SWEEP);
     }
 }
 

@@ -434,14 +434,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
 /// The hash a site was interned under (its frames still all alive).
 fn interned_hash(id: SiteId) -> u64 {
     let site = site(id);
-    let mut ids = [0 as FrameId; MAX_FRAMES];
-    let mut len = 0;
-    site.any_id(|id| {
-        ids[len] = id;
-        len += 1;
-        false // on to the next id
-    });
-    hash_ids(&ids[..len], site.total_depth())
+    hash_ids(&site.ids(), site.total_depth())
 }
 
 /// The first half of retiring site `id` for `code`, which is being freed
