@@ -141,7 +141,7 @@ def traceback_limit() -> int:
 
 def stats() -> dict[str, int]:
     """heapsite's own figures: live_allocations, tracking_bytes, sites, dropped,
-    site_cache_misses, free_hook.
+    site_cache_misses, caller_walks, free_hook.
 
     tracking_bytes is every byte heapsite's core holds from malloc (its
     tables, sites, frames and caches), counted as it allocates.
@@ -149,6 +149,11 @@ def stats() -> dict[str, int]:
     whose stack was not in the hooks' cache of recent stacks: each costs a
     read of the frames and a lookup among all sites (a deep recursion makes
     many; a loop, almost none).
+    caller_walks counts, since the process started, the allocations at
+    more than one frame whose callers were walked and hashed anew because
+    the memo of the running frame's callers no longer held (a new call
+    path, a generator resumed elsewhere); the others only checked them
+    (CPython 3.11 on; 0 before, where there is no memo).
     free_hook is 1 while the frees of Python's object allocator pass through
     heapsite's hook; sampled tracing over pymalloc leaves them to pymalloc
     (0), as its sampled blocks are freed through the raw allocator.

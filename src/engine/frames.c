@@ -232,8 +232,220 @@ hs_read_words(uint64_t *out, int max, int *skipped_caller)
     return hs_walk_frames(NULL, out, max, NULL, skipped_caller);
 }
 
-/* The key of the calling thread's stack, `max` frames deep, for the hot path:
- * the frames are hashed as they are walked, not stored, and up to 3.12 a
+#if PY_VERSION_HEX >= 0x030B0000
+/* The memo of callers: the part of a stack's key that the running frame's
+ * callers make, kept per running frame, so that the next allocation in that
+ * frame checks its callers instead of hashing them again.
+ *
+ * Why: the key's walk is a chain of dependent loads (each frame's `previous`
+ * is known only once the frame before it is read) and 11 instructions a
+ * frame; at 16 frames it was most of what a deep stack cost over one frame
+ * (callgrind, pyperformance's spectral_norm on 3.11: 176 more instructions
+ * an allocation). An entry keeps the callers' addresses, so checking them
+ * loads from addresses known in advance, in parallel.
+ *
+ * Why checking suffices: the key is a function of the frames' words and of
+ * which frames the walk leaves out. An entry holds every frame the walk
+ * went through below the running one (entry shims and left-out callers
+ * included): its address, its word, and that the next one is its
+ * `previous`. When all of them still hold, the walk would go through the
+ * same frames in the same places and give the same key. Which frames it
+ * leaves out follows from their words: an entry shim's word is in the
+ * shim's static code; from 3.13 on, a caller left out as incomplete is
+ * memoised only when its code is immortal (the __init__ clean-up shim), as
+ * a mortal code object could die and another be made at its address with
+ * a different prologue. The words name code objects that are alive while
+ * their frames run, and a code object named by a site reports its death
+ * (codes.c), which voids every entry (`hs_callers_memo_forget`), as it
+ * voids the hooks' cache: a new code object at the same address could
+ * give the same words for other code.
+ *
+ * Safety: an entry's addresses may be stale (a data stack chunk popped and
+ * unmapped, a generator freed), so a caller's address is dereferenced only
+ * once it has been read as the `previous` of a frame known to be live: the
+ * running frame's, then each checked caller's in turn. The loads of the
+ * next frame are still issued early (their addresses come from the entry,
+ * and the branches are predicted), which is where the time is won.
+ *
+ * GIL held: only the holder, in the main interpreter, walks its stack
+ * (src/engine/hook.rs); an entry checks frames by address, so one left by
+ * another thread simply does not hold. */
+#define HS_MEMO_SLOTS 128
+/* Frames below the running one an entry can hold: 15 counted callers at
+ * the deepest (MAX_FRAMES 16) and a few entry shims between them. */
+#define HS_MEMO_CALLERS 20
+
+/* A caller as an entry keeps it: where it is, and its word. */
+typedef struct {
+    _PyInterpreterFrame *frame;
+    uint64_t word;
+} hs_memo_caller;
+
+typedef struct {
+    _PyInterpreterFrame *running; /* the frame it is for; NULL: holds nothing */
+    const uint64_t (*mult)[2];    /* the multipliers it was hashed with */
+    uint64_t epoch;               /* hs_memo_epoch when made */
+    uint64_t hash, check;         /* the key's parts but for the running frame's words */
+    int32_t max;                  /* frames asked for */
+    int32_t nframes;              /* frames counted, the running one included */
+    int32_t ncallers;             /* callers walked through */
+    /* The callers in walk order, then the last one's `previous` (its frame
+     * only), so that every caller is checked alike: its word, and that the
+     * next entry is its previous. */
+    hs_memo_caller callers[HS_MEMO_CALLERS + 1];
+} hs_callers_memo;
+
+static hs_callers_memo hs_memo[HS_MEMO_SLOTS];
+static uint64_t hs_memo_epoch;
+/* Entries made: allocations whose callers were walked (stats()). */
+static uint64_t hs_memo_made;
+
+uint64_t
+hs_caller_walks(void)
+{
+    return hs_memo_made;
+}
+
+/* Voids every entry: a code object named by a site died (codes.rs). */
+void
+hs_callers_memo_forget(void)
+{
+    hs_memo_epoch++;
+}
+
+static inline hs_callers_memo *
+hs_memo_of(_PyInterpreterFrame *running)
+{
+    uint64_t mixed = (uint64_t)(uintptr_t)running * 0x9E3779B97F4A7C15ull;
+    return &hs_memo[mixed >> (64 - 7)];
+}
+
+/* Whether `m` still holds for `running`'s callers. A caller is read only
+ * once the frame above it has been found to name it as its previous (see
+ * above); both of its fields are then compared in one test. */
+static inline int
+hs_memo_holds(const hs_callers_memo *m, _PyInterpreterFrame *running,
+              const uint64_t (*mult)[2], int max)
+{
+    if (m->running != running || m->max != max || m->mult != mult
+        || m->epoch != hs_memo_epoch) {
+        return 0;
+    }
+    const hs_memo_caller *c = m->callers;
+    if (running->previous != c->frame) {
+        return 0;
+    }
+    /* Two callers a turn: the loop's own count is a third of its work. */
+    int left = m->ncallers;
+    for (; left >= 2; left -= 2, c += 2) {
+        _PyInterpreterFrame *f = c[0].frame, *g = c[1].frame;
+        if ((HS_FRAME_WORD(f) ^ c[0].word) | ((uintptr_t)f->previous ^ (uintptr_t)g)) {
+            return 0;
+        }
+        if ((HS_FRAME_WORD(g) ^ c[1].word) | ((uintptr_t)g->previous ^ (uintptr_t)c[2].frame)) {
+            return 0;
+        }
+    }
+    if (left) {
+        _PyInterpreterFrame *f = c[0].frame;
+        return !((HS_FRAME_WORD(f) ^ c[0].word) | ((uintptr_t)f->previous ^ (uintptr_t)c[1].frame));
+    }
+    return 1;
+}
+
+/* Whether a caller left out as incomplete may be memoised: its code is
+ * immortal, so no other code can take its address (see above). */
+static inline int
+hs_left_out_memoisable(_PyInterpreterFrame *f)
+{
+#if HS_KEY_CHECKS_CALLERS
+    return _Py_IsImmortal((PyObject *)_PyFrame_GetCode(f));
+#else
+    (void)f;
+    return 0;
+#endif
+}
+
+/* The key of `running`'s stack from `m`, made or checked for it. */
+static inline void
+hs_key_from_memo(const hs_callers_memo *m, _PyInterpreterFrame *running,
+                 const uint64_t (*mult)[2], hs_stack_key *key)
+{
+    uint64_t word = HS_FRAME_WORD(running);
+    key->hash = word * mult[0][0] + m->hash;
+    key->check = word * mult[0][1] + m->check;
+    key->nframes = m->nframes;
+    key->total = m->nframes;
+}
+
+/* Walks `running`'s callers as hs_key_of_stack does, hashing them from the
+ * second position on, into `m`, and gives the key. `m` holds for the next
+ * allocation unless a left-out caller or too many frames say it must not.
+ * Out of line: the check's path then keeps no registers for it. */
+__attribute__((noinline)) static void
+hs_memo_make(hs_callers_memo *m, _PyInterpreterFrame *running,
+             const uint64_t (*mult)[2], int max, hs_stack_key *key)
+{
+    hs_memo_made++;
+    uint64_t h = 0, check = 0;
+    const uint64_t (*row)[2] = mult + 1;
+    const uint64_t (*const end)[2] = mult + max;
+    int ncallers = 0, memoisable = 1;
+    _PyInterpreterFrame *f = running->previous;
+    for (; f != NULL; f = f->previous) {
+        if (row == end) {
+            break; /* further frames change nothing without count_total */
+        }
+        uint64_t word = HS_FRAME_WORD(f);
+        if (ncallers < HS_MEMO_CALLERS) {
+            m->callers[ncallers].frame = f;
+            m->callers[ncallers].word = word;
+        }
+        ncallers++;
+        if (hs_entry_shim(f)) continue;
+        if (HS_KEY_CHECKS_CALLERS && hs_incomplete(f, 0)) {
+            memoisable &= hs_left_out_memoisable(f);
+            continue;
+        }
+        h += word * (*row)[0];
+        check += word * (*row)[1];
+        row++;
+    }
+    int n = (int)(row - mult);
+    m->hash = h + (uint64_t)n * 0xD6E8FEB86659FD93ull;
+    m->check = check;
+    m->nframes = n;
+    m->max = max;
+    m->mult = mult;
+    m->epoch = hs_memo_epoch;
+    if (memoisable && ncallers <= HS_MEMO_CALLERS) {
+        /* Where the walk stopped: the last caller's previous. */
+        m->callers[ncallers].frame = f;
+        m->ncallers = ncallers;
+        m->running = running;
+    } else {
+        m->running = NULL;
+    }
+    hs_key_from_memo(m, running, mult, key);
+}
+
+#else
+/* 3.9 and 3.10 have no memo: their frames are objects, walked each time. */
+void
+hs_callers_memo_forget(void)
+{
+}
+
+uint64_t
+hs_caller_walks(void)
+{
+    return 0;
+}
+#endif
+
+/* The key of the calling thread's stack by walking it (hs_key_of_stack's
+ * way when the memo cannot serve): the frames are hashed as they are
+ * walked, not stored, and up to 3.12 a
  * caller's frame is not checked for completeness (that reads its code
  * object; see HS_KEY_CHECKS_CALLERS). So a key can count a frame that
  * hs_read_frames leaves out: the hooks do not cache a site whose read
@@ -242,10 +454,10 @@ hs_read_words(uint64_t *out, int max, int *skipped_caller)
  * multipliers per position (src/engine/sites.rs, MULTIPLIERS): each frame's
  * products are independent of the others', so they are made in parallel.
  * With `count_total` the walk goes on to the end for the whole depth. */
-void
-hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_key *key)
+static inline void
+hs_key_by_walk(PyThreadState *ts, const uint64_t (*mult)[2], int max, int count_total,
+               hs_stack_key *key)
 {
-    PyThreadState *ts = current_tstate();
     uint64_t h = 0, check = 0;
     /* The next frame's multipliers: `row - mult` frames hashed so far. */
     const uint64_t (*row)[2] = mult;
@@ -281,6 +493,41 @@ hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_ke
     key->check = check;
     key->nframes = n;
     key->total = n + past_max;
+}
+
+/* The key of the calling thread's stack, `max` frames deep, for the hot
+ * path: the running frame's word with its callers' part from the memo
+ * (checked, or made by walking them), or, for a running frame without a
+ * line or with `count_total` (the whole depth), by walking them all. */
+void
+hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_key *key)
+{
+    PyThreadState *ts = current_tstate();
+#if PY_VERSION_HEX >= 0x030B0000
+    /* The common case first: a running frame with a line (an entry shim or
+     * a frame still setting up is left to the walk, which leaves it out),
+     * its callers from the memo; one frame needs no callers at all. */
+    _PyInterpreterFrame *running = ts != NULL ? hs_running_frame(ts) : NULL;
+    if (running != NULL && max >= 1 && !count_total && !hs_entry_shim(running)
+        && !_PyFrame_IsIncomplete(running)) {
+        if (max == 1) {
+            uint64_t word = HS_FRAME_WORD(running);
+            key->hash = word * mult[0][0] + 0xD6E8FEB86659FD93ull;
+            key->check = word * mult[0][1];
+            key->nframes = 1;
+            key->total = 1;
+            return;
+        }
+        hs_callers_memo *m = hs_memo_of(running);
+        if (!hs_memo_holds(m, running, mult, max)) {
+            hs_memo_make(m, running, mult, max, key);
+            return;
+        }
+        hs_key_from_memo(m, running, mult, key);
+        return;
+    }
+#endif
+    hs_key_by_walk(ts, mult, max, count_total, key);
 }
 
 /* Whether the calling thread holds the GIL. The RAW domain is called without

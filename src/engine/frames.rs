@@ -98,6 +98,8 @@ extern "C" {
     fn hs_read_words(out: *mut u64, max: c_int, skipped_caller: *mut c_int) -> c_int;
     fn hs_key_of_stack(mult: *const [u64; 2], max: c_int, count_total: c_int, key: *mut StackKey);
     fn hs_gil_held() -> c_int;
+    fn hs_callers_memo_forget();
+    fn hs_caller_walks() -> u64;
     fn hs_current_thread() -> *mut c_void;
     fn hs_resolve_frame(
         code: *mut c_void,
@@ -169,6 +171,23 @@ pub unsafe fn read_words(buf: &mut [std::mem::MaybeUninit<u64>]) -> Option<(usiz
 /// The calling thread's stack as a key for the hooks' cache of sites: two
 /// hashes of its frames' positions, its number of frames (at most `max`)
 /// and its whole depth (see `hs_key_of_stack` in frames.c). Layout mirrors
+/// Voids the memo of callers behind `stack_key` (frames.c): a code object
+/// named by a site is dying, and another made at its address could give the
+/// same instruction pointers for other code. GIL held.
+pub fn forget_callers_memo() {
+    // SAFETY: increments a counter that only GIL holders touch; the caller
+    // holds the GIL (a code object's free function).
+    unsafe { hs_callers_memo_forget() }
+}
+
+/// How many allocations walked their callers anew since the process
+/// started: the memo of the running frame's callers did not hold. GIL held.
+pub fn caller_walks() -> u64 {
+    // SAFETY: reads a counter that only GIL holders write; the caller
+    // holds the GIL.
+    unsafe { hs_caller_walks() }
+}
+
 /// `hs_stack_key` in C.
 #[repr(C)]
 pub struct StackKey {

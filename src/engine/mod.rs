@@ -165,6 +165,9 @@ pub struct OwnFigures {
     pub sites: SiteId,
     pub dropped: usize,
     pub site_cache_misses: u64,
+    /// Allocations whose callers were walked anew (the memo of callers,
+    /// frames.c, did not hold).
+    pub caller_walks: u64,
     /// Whether MEM and OBJ frees reach heapsite's hook (sampled tracing
     /// leaves them to pymalloc where it can: hook/direct.rs).
     pub free_hook: bool,
@@ -183,6 +186,7 @@ pub fn own_figures() -> OwnFigures {
         sites: sites::count(),
         dropped: hook::dropped(),
         site_cache_misses: sites::cache_misses(),
+        caller_walks: frames::caller_walks(),
         free_hook: hook::free_hook(),
     }
 }

@@ -254,12 +254,13 @@ pub unsafe extern "C" fn stats(_: *mut PyObject, _: *mut PyObject) -> *mut PyObj
         if dict.is_null() {
             return dict;
         }
-        let entries: [(&CStr, i64); 6] = [
+        let entries: [(&CStr, i64); 7] = [
             (c"live_allocations", own.live_allocations as i64),
             (c"tracking_bytes", own.tracking_bytes as i64),
             (c"sites", own.sites as i64),
             (c"dropped", own.dropped as i64),
             (c"site_cache_misses", own.site_cache_misses as i64),
+            (c"caller_walks", own.caller_walks as i64),
             (c"free_hook", i64::from(own.free_hook)),
         ];
         for (key, value) in entries {
