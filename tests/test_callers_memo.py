@@ -11,6 +11,7 @@ lines, a change two levels down, a generator resumed from two places,
 recursion to varying depths, two threads).
 """
 
+import itertools
 import sys
 import threading
 import tracemalloc
@@ -20,7 +21,18 @@ import pytest
 
 ROUNDS = 20_000
 FRAMES = 16
-KEPT: list[object] = []
+# What the programs allocate is kept in place in a list made beforehand, so
+# that the only live blocks at their allocating lines (marked "# counted")
+# are the ones they made: no list growing under whichever call came first.
+KEPT: list[object] = [None] * 65536
+SLOTS = itertools.count()
+
+
+def forget_kept():
+    global SLOTS
+    KEPT[:] = [None] * len(KEPT)
+    SLOTS = itertools.count()
+
 
 needs_memo = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="no memo before 3.11: frames are objects, walked each time"
@@ -28,7 +40,7 @@ needs_memo = pytest.mark.skipif(
 
 
 def leaf():
-    KEPT.append(bytes(64))
+    KEPT[next(SLOTS)] = bytes(64)  # counted
 
 
 def called_from_two_lines(rounds):
@@ -55,7 +67,7 @@ def changed_two_levels_down(rounds):
 
 def generator():
     while True:
-        KEPT.append(bytes(64))
+        KEPT[next(SLOTS)] = bytes(64)  # counted
         yield
 
 
@@ -93,27 +105,113 @@ def two_threads(rounds):
         thread.join()
 
 
+def level(n, diff_at, turn):
+    if n == 0:
+        leaf()
+    elif n != diff_at:
+        level(n - 1, diff_at, turn)
+    elif turn % 2:
+        level(n - 1, diff_at, turn)
+    else:
+        level(n - 1, diff_at, turn)
+
+
+def differing_at(diff_at):
+    """15 frames over the allocation, one of which calls from either of two
+    lines by turns: the caller at position `diff_at` + 1 (the allocation's
+    frame is 0), to try the check's every turn and its last caller."""
+
+    def work(rounds):
+        for turn in range(rounds):
+            level(14, diff_at, turn)
+
+    work.__name__ = f"differing_at_position_{diff_at + 1}"
+    return work
+
+
+def keep_one(_):
+    KEPT[next(SLOTS)] = bytes(64)  # counted
+    return 0
+
+
+def through_map(rounds):
+    for i in range(rounds):
+        if i % 2:
+            for _ in map(keep_one, (1,)):
+                pass
+        else:
+            for _ in map(keep_one, (1,)):
+                pass
+
+
+def through_min(rounds):
+    for i in range(rounds):
+        if i % 2:
+            min((1, 2), key=keep_one)
+        else:
+            min((1, 2), key=keep_one)
+
+
+class Kept:
+    def __init__(self):
+        KEPT[next(SLOTS)] = bytes(64)  # counted
+
+
+def through_a_class_call(rounds):
+    for i in range(rounds):
+        if i % 2:
+            Kept()
+        else:
+            Kept()
+
+
+SOURCE = "def keep(kept, slots):\n    kept[next(slots)] = bytes(64)\n"
+
+
+def code_made_and_dropped(rounds):
+    # Each round's function dies with its namespace; a new one may be made
+    # at its address, with the same instruction pointers.
+    for _ in range(rounds // 10):
+        namespace: dict[str, object] = {}
+        exec(compile(SOURCE, __file__, "exec"), namespace)
+        keep = namespace["keep"]
+        for i in range(10):
+            if i % 2:
+                keep(KEPT, SLOTS)  # type: ignore[operator]
+            else:
+                keep(KEPT, SLOTS)  # type: ignore[operator]
+
+
 class Point:
     def __init__(self, x):
         self.coords = [x, x + 1]
 
 
 def make_points(rounds):
-    KEPT.extend(Point(i) for i in range(rounds))
+    for i in range(rounds):
+        KEPT[i % len(KEPT)] = Point(i)
 
 
 def deep(depth, work, rounds):
     return work(rounds) if depth == 0 else deep(depth - 1, work, rounds)
 
 
+def counted_lines():
+    """This file's lines marked "# counted", and SOURCE's line 2."""
+    with open(__file__, encoding="utf-8") as source:
+        marked = {n for n, line in enumerate(source, 1) if line.rstrip().endswith("# counted")}
+    return marked | {2}
+
+
 def blocks_by_traceback(snapshot, oldest_first=False):
     """Live blocks per traceback, the frames in this file only, most recent
-    first, for the blocks allocated in this file. tracemalloc's tracebacks
-    list the oldest frame first; heapsite's, the most recent."""
+    first, for the blocks allocated at the counted lines. tracemalloc's
+    tracebacks list the oldest frame first; heapsite's, the most recent."""
+    allocating = counted_lines()
     counts: dict[tuple[int, ...], int] = {}
     for stat in snapshot.statistics("traceback"):
         frames = list(stat.traceback)[:: -1 if oldest_first else 1]
-        if frames[0].filename == __file__:
+        if frames[0].filename == __file__ and frames[0].lineno in allocating:
             lines = tuple(frame.lineno for frame in frames if frame.filename == __file__)
             counts[lines] = counts.get(lines, 0) + stat.count
     return counts
@@ -134,21 +232,39 @@ TOOLS = {
         generator_resumed_from_two_places,
         varying_depths,
         two_threads,
+        differing_at(2),
+        differing_at(5),
+        differing_at(14),
+        through_map,
+        through_min,
+        through_a_class_call,
+        code_made_and_dropped,
     ],
+    ids=lambda work: work.__name__,
 )
 def test_each_allocation_has_the_traceback_tracemalloc_gives_it(work):
+    assert_tracebacks_match(work, FRAMES)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3])
+def test_few_frames_too(frames):
+    assert_tracebacks_match(changed_two_levels_down, frames)
+
+
+def assert_tracebacks_match(work, frames):
     found = {}
     for name, (start, snapshot, stop, oldest_first) in TOOLS.items():
-        KEPT.clear()
-        start(FRAMES)
+        forget_kept()
+        start(frames)
         try:
             work(3_000)
             found[name] = blocks_by_traceback(snapshot(), oldest_first)
         finally:
             stop()
-            KEPT.clear()
-    # Every call path was taken: the programs do reuse frames under new callers.
-    assert len(found["tracemalloc"]) >= 2, found
+            forget_kept()
+    # Every call path was taken: the programs do reuse frames under new
+    # callers (or, at one frame, allocate at their own lines).
+    assert len(found["tracemalloc"]) >= (2 if frames > 1 else 1), found
     assert found["heapsite"] == found["tracemalloc"]
 
 
@@ -161,7 +277,7 @@ def walks_while(work):
         return heapsite.stats()["caller_walks"] - before
     finally:
         heapsite.stop()
-        KEPT.clear()
+        forget_kept()
 
 
 def called_from_one_line(rounds):

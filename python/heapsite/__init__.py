@@ -153,7 +153,9 @@ def stats() -> dict[str, int]:
     more than one frame whose callers were walked and hashed anew because
     the memo of the running frame's callers no longer held (a new call
     path, a generator resumed elsewhere); the others only checked them
-    (CPython 3.11 on; 0 before, where there is no memo).
+    (CPython 3.11 on; 0 before, where there is no memo). Not counted: the
+    walks the memo never serves, for a running frame still setting up and
+    for the whole depth (the tracemalloc drop-in's total_nframe).
     free_hook is 1 while the frees of Python's object allocator pass through
     heapsite's hook; sampled tracing over pymalloc leaves them to pymalloc
     (0), as its sampled blocks are freed through the raw allocator.

@@ -307,11 +307,12 @@ unsafe fn retire_sites<I: Iterator<Item = SiteId>>(code: *mut c_void, ids: impl 
 /// The free function: `code` is being deallocated (GIL held, its fields
 /// still intact). Nothing here runs Python code or releases references.
 unsafe extern "C" fn code_died(code: *mut c_void) {
-    // A new code object at this one's address could give the same
-    // instruction pointers: the memo of callers must not vouch for them.
-    crate::engine::frames::forget_callers_memo();
-    // SAFETY: the caller keeps this unsafe fn's contract (its doc above).
+    // SAFETY: the caller keeps this unsafe fn's contract (its doc above):
+    // GIL held, as forget_callers_memo needs.
     unsafe {
+        // A new code object at this one's address could give the same
+        // instruction pointers: the memo of callers must not vouch for them.
+        crate::engine::frames::forget_callers_memo();
         retire_dying(code);
         // Its cursor into its line table (lines.c) must not outlive it:
         // forgotten last, after retiring has read its lines through it.

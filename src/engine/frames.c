@@ -272,8 +272,9 @@ hs_read_words(uint64_t *out, int max, int *skipped_caller)
  * another thread simply does not hold. */
 #define HS_MEMO_SLOTS 128
 /* Frames below the running one an entry can hold: 15 counted callers at
- * the deepest (MAX_FRAMES 16) and a few entry shims between them. */
-#define HS_MEMO_CALLERS 20
+ * the deepest (MAX_FRAMES 16) and a shim between any two of them (an entry
+ * shim where C called Python, the 3.13+ __init__ clean-up shim). */
+#define HS_MEMO_CALLERS 31
 
 /* A caller as an entry keeps it: where it is, and its word. */
 typedef struct {
@@ -313,11 +314,15 @@ hs_callers_memo_forget(void)
     hs_memo_epoch++;
 }
 
+/* A frame's entry by its address's bits above the fourth (frames are far
+ * longer than 16 bytes, so no two share those): a frame and its callers lie
+ * next to each other on the data stack, and within 2 KiB of each other
+ * never share an entry, where with a hash of the address about one caller
+ * and callee in a hundred would evict each other at every allocation. */
 static inline hs_callers_memo *
 hs_memo_of(_PyInterpreterFrame *running)
 {
-    uint64_t mixed = (uint64_t)(uintptr_t)running * 0x9E3779B97F4A7C15ull;
-    return &hs_memo[mixed >> (64 - 7)];
+    return &hs_memo[((uintptr_t)running >> 4) & (HS_MEMO_SLOTS - 1)];
 }
 
 /* Whether `m` still holds for `running`'s callers. A caller is read only

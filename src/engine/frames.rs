@@ -168,26 +168,33 @@ pub unsafe fn read_words(buf: &mut [std::mem::MaybeUninit<u64>]) -> Option<(usiz
     (n >= 0).then_some((n as usize, skipped != 0))
 }
 
-/// The calling thread's stack as a key for the hooks' cache of sites: two
-/// hashes of its frames' positions, its number of frames (at most `max`)
-/// and its whole depth (see `hs_key_of_stack` in frames.c). Layout mirrors
 /// Voids the memo of callers behind `stack_key` (frames.c): a code object
 /// named by a site is dying, and another made at its address could give the
-/// same instruction pointers for other code. GIL held.
-pub fn forget_callers_memo() {
-    // SAFETY: increments a counter that only GIL holders touch; the caller
-    // holds the GIL (a code object's free function).
+/// same instruction pointers for other code.
+///
+/// # Safety
+/// GIL held by the calling thread (a code object's free function): the
+/// memo's counter is only touched by GIL holders.
+pub unsafe fn forget_callers_memo() {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
     unsafe { hs_callers_memo_forget() }
 }
 
 /// How many allocations walked their callers anew since the process
-/// started: the memo of the running frame's callers did not hold. GIL held.
-pub fn caller_walks() -> u64 {
-    // SAFETY: reads a counter that only GIL holders write; the caller
-    // holds the GIL.
+/// started, the memo of the running frame's callers not holding (walks of
+/// a running frame without a line, or for the whole depth, are not counted).
+///
+/// # Safety
+/// GIL held by the calling thread: the counter is only written by GIL
+/// holders.
+pub unsafe fn caller_walks() -> u64 {
+    // SAFETY: the caller keeps this fn's contract (`# Safety` above).
     unsafe { hs_caller_walks() }
 }
 
+/// The calling thread's stack as a key for the hooks' cache of sites: two
+/// hashes of its frames' positions, its number of frames (at most `max`)
+/// and its whole depth (see `hs_key_of_stack` in frames.c). Layout mirrors
 /// `hs_stack_key` in C.
 #[repr(C)]
 pub struct StackKey {

@@ -186,7 +186,8 @@ pub fn own_figures() -> OwnFigures {
         sites: sites::count(),
         dropped: hook::dropped(),
         site_cache_misses: sites::cache_misses(),
-        caller_walks: frames::caller_walks(),
+        // SAFETY: own_figures runs with the GIL held (its doc above).
+        caller_walks: unsafe { frames::caller_walks() },
         free_hook: hook::free_hook(),
     }
 }
