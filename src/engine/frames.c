@@ -65,6 +65,10 @@ current_tstate(void)
  * the cheaper walk (one load fewer per frame) and the hooks' rule. */
 #define HS_KEY_CHECKS_CALLERS (PY_VERSION_HEX >= 0x030D0000)
 
+/* What a stack's depth adds to its key's hash, per frame: the walk, the
+ * memo and the one-frame key all add it, so that they give equal keys. */
+#define HS_DEPTH_MULT 0xD6E8FEB86659FD93ull
+
 /* A stack's key for the hooks' cache of sites: two 64-bit hashes of the
  * frames hs_read_frames would give, and their number. Mirrored by `StackKey`
  * in src/engine/frames.rs. */
@@ -417,7 +421,7 @@ hs_memo_make(hs_callers_memo *m, _PyInterpreterFrame *running,
         row++;
     }
     int n = (int)(row - mult);
-    m->hash = h + (uint64_t)n * 0xD6E8FEB86659FD93ull;
+    m->hash = h + (uint64_t)n * HS_DEPTH_MULT;
     m->check = check;
     m->nframes = n;
     m->max = max;
@@ -494,7 +498,7 @@ hs_key_by_walk(PyThreadState *ts, const uint64_t (*mult)[2], int max, int count_
      * sum of products by odd multipliers has its best-mixed bits at the top
      * (multiplicative hashing); `check` is only compared. The whole depth
      * spreads stacks that differ only below the frames kept. */
-    key->hash = h + (uint64_t)(n + past_max) * 0xD6E8FEB86659FD93ull;
+    key->hash = h + (uint64_t)(n + past_max) * HS_DEPTH_MULT;
     key->check = check;
     key->nframes = n;
     key->total = n + past_max;
@@ -517,7 +521,7 @@ hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_ke
         && !_PyFrame_IsIncomplete(running)) {
         if (max == 1) {
             uint64_t word = HS_FRAME_WORD(running);
-            key->hash = word * mult[0][0] + 0xD6E8FEB86659FD93ull;
+            key->hash = word * mult[0][0] + HS_DEPTH_MULT /* one frame */;
             key->check = word * mult[0][1];
             key->nframes = 1;
             key->total = 1;
