@@ -6,30 +6,86 @@
 //!   (plain `mov`s on x86), never read-modify-write atomics;
 //! - without the GIL (RAW from a C thread): separate counters updated with
 //!   `fetch_add`, in a block of their own made at the site's first such
-//!   event ([`NoGil`]). Reports add the two; the peak is checked on GIL events.
+//!   event ([`Extra`]). Reports add the two; the peak is checked on GIL events.
+//!
+//! A site's counters are 40 bytes: a program can make hundreds of thousands
+//! of sites (pyperformance's generators: 120,000 at 16 frames), and each
+//! byte here is a byte per site. What few sites need lives elsewhere:
+//! - the live count keeps its low 32 bits here; a carry past them (two
+//!   billion blocks live from one site) goes to the site's [`Extra`] block;
+//! - what a site held at the latest peak goes to a log (below), and only
+//!   for a site that held something then;
+//! - what it held at the last `reset_peak()` goes to another, likewise.
 //!
 //! What was live *at the peak*, per site, costs O(1) per event: `EPOCH` counts
 //! new peaks. A site touched for the first time since the latest peak first
-//! saves its live values (they are what it had at that peak). At report time a
-//! site saved in the current epoch reports the saved values, any other site its
-//! live ones, since it has not changed since the peak.
+//! notes its live values (they are what it had at that peak): in `PEAK_LOG`,
+//! whose entries of older epochs are dead (the log starts again at the first
+//! note of an epoch), or as "nothing" when it held nothing, which needs no
+//! entry (most sites hold nothing most of the time: a program's transient
+//! allocations). At report time a site noted in the current epoch reports
+//! the noted values, any other site its live ones, since it has not changed
+//! since the peak.
 //!
 //! `reset_peak()` starts a new epoch too, and remembers it (`RESET_EPOCH`):
-//! a site first touched since then saves its live values as it was at the
-//! reset, in the same rare branch, so what each site grew by at the peak
-//! since the reset (the pytest plugin's per-test peak, split by site) costs
-//! nothing more per event.
+//! a site first touched since then notes its live bytes as they were at the
+//! reset (`AT_RESET`, again only when not zero), in the same rare branch, so
+//! what each site grew by at the peak since the reset (the pytest plugin's
+//! per-test peak, split by site) costs nothing more per event.
+//!
+//! Epochs are 32 bits in a site: when the count would wrap (four billion new
+//! peaks), every site's note is renumbered in one pass (`renumber_epochs`).
 
 use crate::engine::own_memory::own_memory;
+use crate::engine::segvec::{SegVec, Zeroable};
 use crate::engine::sync::GilCell;
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering::*};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering::*};
 
 static GIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static NOGIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
-static EPOCH: AtomicU64 = AtomicU64::new(0);
-static RESET_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// The current epoch: one more at each new peak and each reset. Starts at
+/// 1, so that a site's `seen` of 0 means "not touched since it was made".
+static EPOCH: AtomicU32 = AtomicU32::new(FIRST_EPOCH);
+static RESET_EPOCH: AtomicU32 = AtomicU32::new(0);
+const FIRST_EPOCH: u32 = 1;
+
+/// What sites first touched since the latest peak held then, for those
+/// that held anything. Entries of an older epoch are dead: the log starts
+/// again at the first note of a new epoch. Entries are atomics in a
+/// `SegVec` (never moved, never freed), so a reader without the GIL may
+/// read one while it is rewritten for a later epoch, and gets a figure a
+/// little torn in time, never freed memory.
+static PEAK_LOG: SegVec<AtPeak> = SegVec::new();
+/// The epoch the log's entries are of, and how many there are.
+static PEAK_LOG_EPOCH: AtomicU32 = AtomicU32::new(0);
+static PEAK_LOG_LEN: AtomicU32 = AtomicU32::new(0);
+/// `at_peak` of a site that held nothing at the peak: no entry needed.
+const HELD_NOTHING: u32 = u32::MAX;
+/// `at_peak` of a site whose note found no memory for its entry: its live
+/// figures are reported instead (as if untouched since the peak).
+const NOT_NOTED: u32 = u32::MAX - 1;
+
+#[derive(Default)]
+struct AtPeak {
+    count: AtomicI64,
+    bytes: AtomicI64,
+}
+
+// SAFETY: all-zero atomics are valid zeros.
+unsafe impl Zeroable for AtPeak {}
+
+/// The sites first touched since the last reset that held bytes then: their
+/// counters' addresses and those GIL-held live bytes (a later entry for the
+/// same counters wins: the slot was given to a new site meanwhile). Only the
+/// GIL holder touches it. When it cannot grow (no memory), `AT_RESET_LOST`.
+static AT_RESET: GilCell<Vec<(usize, i64)>> = GilCell::new(Vec::new());
+static AT_RESET_LOST: AtomicBool = AtomicBool::new(false);
+
+/// The sites' extra blocks (see [`Extra`]), made on demand, never freed.
+static EXTRAS: SegVec<Extra> = SegVec::new();
+static EXTRAS_MADE: AtomicU32 = AtomicU32::new(0);
 
 /// The sites touched since the last `mark` (first touched since the reset
 /// it made): their counters' addresses and live counts then, so that which
@@ -43,48 +99,65 @@ static TOUCHED_ON: AtomicBool = AtomicBool::new(false);
 static TOUCHED_LOST: AtomicBool = AtomicBool::new(false);
 const TOUCHED_ROOM: usize = 1 << 16;
 
+/// A site's counters: 40 bytes (see the module's doc for what is not here).
 #[derive(Default)]
 pub struct SiteCounters {
-    live_count: AtomicI64,
     live_bytes: AtomicI64,
     total_count: AtomicI64,
     total_bytes: AtomicI64,
-    peak_count: AtomicI64,
-    peak_bytes: AtomicI64,
-    saved_epoch: AtomicU64,
-    /// Live values when the peak was last reset (see RESET_EPOCH).
-    at_reset_bytes: AtomicI64,
-    /// The counters of events without the GIL, null until the first.
-    nogil: AtomicPtr<NoGil>,
+    /// The GIL-held live count's low 32 bits; the carry past them is in
+    /// `Extra::live_count_carry`.
+    live_count_low: AtomicI32,
+    /// The epoch of the site's first touch since the latest peak or reset;
+    /// 0 while untouched since it was made.
+    seen: AtomicU32,
+    /// Where what the site held at the peak of epoch `seen` is: an index in
+    /// `PEAK_LOG`, `HELD_NOTHING` or `NOT_NOTED`.
+    at_peak: AtomicU32,
+    /// 1 + the index of the site's `Extra` block in `EXTRAS`; 0 for none.
+    extra: AtomicU32,
 }
 
-/// A site's counters of events from threads without the GIL. Few sites
-/// ever have one (the reserved site of RAW allocations without the GIL,
-/// sites whose RAW blocks a C thread frees, native stacks under
-/// preloading), and four counters in every site were a quarter of its
-/// slot: 32 of 120 bytes, 3 MB for pyperformance's 100,000 generator sites.
-/// Made on the first such event, never freed (sites are not).
+// A slot's every byte counts (see the module's doc).
+const _: () = assert!(std::mem::size_of::<SiteCounters>() == 40);
+
+/// What few sites need: the counters of events from threads without the
+/// GIL (the reserved site of RAW allocations without the GIL, sites whose
+/// RAW blocks a C thread frees, native stacks under preloading), and the
+/// carry of a live count past 32 bits. Made on the first such event, never
+/// freed (sites are not).
 #[derive(Default)]
-struct NoGil {
-    live_count: AtomicI64,
-    live_bytes: AtomicI64,
-    total_count: AtomicI64,
-    total_bytes: AtomicI64,
+struct Extra {
+    nogil_live_count: AtomicI64,
+    nogil_live_bytes: AtomicI64,
+    nogil_total_count: AtomicI64,
+    nogil_total_bytes: AtomicI64,
+    /// GIL held only.
+    live_count_carry: AtomicI64,
 }
 
-impl NoGil {
-    fn cells(&self) -> [&AtomicI64; 4] {
+// SAFETY: all-zero atomics are valid zeros.
+unsafe impl Zeroable for Extra {}
+
+impl Extra {
+    fn cells(&self) -> [&AtomicI64; 5] {
         [
-            &self.live_count,
-            &self.live_bytes,
-            &self.total_count,
-            &self.total_bytes,
+            &self.nogil_live_count,
+            &self.nogil_live_bytes,
+            &self.nogil_total_count,
+            &self.nogil_total_bytes,
+            &self.live_count_carry,
         ]
     }
 
-    /// Live count and bytes, total count and bytes.
-    fn figures(&self) -> [i64; 4] {
-        self.cells().map(|cell| cell.load(Relaxed))
+    /// Live count and bytes, total count and bytes, of events without the GIL.
+    fn nogil_figures(&self) -> [i64; 4] {
+        [
+            self.nogil_live_count.load(Relaxed),
+            self.nogil_live_bytes.load(Relaxed),
+            self.nogil_total_count.load(Relaxed),
+            self.nogil_total_bytes.load(Relaxed),
+        ]
     }
 }
 
@@ -105,53 +178,211 @@ fn bump(cell: &AtomicI64, delta: i64) {
     cell.store(cell.load(Relaxed).wrapping_add(delta), Relaxed);
 }
 
+/// Starts a new epoch and returns it; GIL held.
+#[inline(always)]
+fn new_epoch() -> u32 {
+    let next = EPOCH.load(Relaxed).wrapping_add(1);
+    if next == u32::MAX {
+        return renumber_epochs();
+    }
+    EPOCH.store(next, Relaxed);
+    next
+}
+
+/// Renumbers every site's `seen` into the first few epochs, keeping what
+/// each means (untouched since made, touched before the last reset, since
+/// it, in the current epoch), and starts a new epoch after them. Once per
+/// four billion new peaks; GIL held.
+#[cold]
+#[inline(never)]
+fn renumber_epochs() -> u32 {
+    renumber_epochs_of(crate::engine::sites::every_counters())
+}
+
+fn renumber_epochs_of<'a>(sites: impl Iterator<Item = &'a SiteCounters>) -> u32 {
+    const BEFORE_RESET: u32 = 1;
+    const SINCE_RESET: u32 = 2;
+    const CURRENT: u32 = 3;
+    let (epoch, reset) = (EPOCH.load(Relaxed), RESET_EPOCH.load(Relaxed));
+    for counters in sites {
+        let seen = counters.seen.load(Relaxed);
+        let renumbered = match seen {
+            0 => 0,
+            _ if seen == epoch => CURRENT,
+            _ if seen >= reset => SINCE_RESET,
+            _ => BEFORE_RESET,
+        };
+        counters.seen.store(renumbered, Relaxed);
+    }
+    if PEAK_LOG_EPOCH.load(Relaxed) == epoch {
+        PEAK_LOG_EPOCH.store(CURRENT, Relaxed);
+    } else {
+        PEAK_LOG_LEN.store(0, Relaxed);
+        PEAK_LOG_EPOCH.store(0, Relaxed);
+    }
+    // With no reset yet, every touched site counts as touched "since" it.
+    RESET_EPOCH.store(if reset == 0 { 0 } else { SINCE_RESET }, Relaxed);
+    EPOCH.store(CURRENT + 1, Relaxed);
+    CURRENT + 1
+}
+
+/// Notes (count, bytes) as a site's figures at the peak of `epoch` in the
+/// log; returns where (`NOT_NOTED` without memory for the entry). GIL held.
+#[inline(always)]
+fn note_at_peak(epoch: u32, count: i64, bytes: i64) -> u32 {
+    if PEAK_LOG_EPOCH.load(Relaxed) != epoch {
+        PEAK_LOG_LEN.store(0, Relaxed);
+        PEAK_LOG_EPOCH.store(epoch, Relaxed);
+    }
+    let index = PEAK_LOG_LEN.load(Relaxed);
+    if index >= NOT_NOTED {
+        return NOT_NOTED;
+    }
+    let entry = PEAK_LOG.get(index as usize).or_else(|| {
+        // Heapsite's own memory: preloaded, malloc passes it through.
+        own_memory(|| PEAK_LOG.get_or_grow(index as usize))
+    });
+    let Some(entry) = entry else {
+        return NOT_NOTED;
+    };
+    entry.count.store(count, Relaxed);
+    entry.bytes.store(bytes, Relaxed);
+    PEAK_LOG_LEN.store(index + 1, Relaxed);
+    index
+}
+
 impl SiteCounters {
+    /// The site's extra block, if it has one.
     #[inline(always)]
-    fn save_if_first_since_peak(&self) {
-        let epoch = EPOCH.load(Relaxed);
-        let saved = self.saved_epoch.load(Relaxed);
-        if saved != epoch {
-            if saved < RESET_EPOCH.load(Relaxed) {
-                // First touch since the reset: untouched till now, so
-                // what is live is what was live at the reset.
-                self.at_reset_bytes
-                    .store(self.live_bytes.load(Relaxed), Relaxed);
-                if TOUCHED_ON.load(Relaxed) {
-                    self.note_touched();
-                }
-            }
-            self.peak_count
-                .store(self.live_count.load(Relaxed), Relaxed);
-            self.peak_bytes
-                .store(self.live_bytes.load(Relaxed), Relaxed);
-            self.saved_epoch.store(epoch, Relaxed);
+    fn extra(&self) -> Option<&'static Extra> {
+        match self.extra.load(Acquire) {
+            0 => None,
+            // An index is published (Release) only once its element exists.
+            link => EXTRAS.get(link as usize - 1),
         }
     }
 
-    /// Puts the site on the list of those touched since the mark (GIL held:
-    /// the GIL path's counters only call it).
+    /// The site's extra block, made now if this is its first need; None
+    /// only when there is no memory for it. Any thread: two racing to make
+    /// it keep the first published (the other's element stays unused).
+    #[inline(always)]
+    fn extra_or_make(&self) -> Option<&'static Extra> {
+        self.extra().or_else(|| self.make_extra())
+    }
+
     #[cold]
-    fn note_touched(&self) {
-        // SAFETY: GIL held (the callers', see above); the list is only
-        // borrowed here and by `mark` and `touched`, never across a hook.
-        let touched = unsafe { TOUCHED.get() };
-        if touched.len() < touched.capacity() {
-            let address = self as *const SiteCounters as usize;
-            touched.push((address, self.live_count.load(Relaxed)));
-        } else {
-            TOUCHED_LOST.store(true, Relaxed);
+    #[inline(never)]
+    fn make_extra(&self) -> Option<&'static Extra> {
+        let index = EXTRAS_MADE.fetch_add(1, AcqRel);
+        if index == u32::MAX {
+            return None;
+        }
+        // Heapsite's own memory: preloaded, malloc passes it through
+        // (this may run inside the program's malloc or free).
+        own_memory(|| EXTRAS.get_or_grow(index as usize))?;
+        match self.extra.compare_exchange(0, index + 1, AcqRel, Acquire) {
+            Ok(_) => EXTRAS.get(index as usize),
+            Err(winner) => EXTRAS.get(winner as usize - 1),
         }
     }
 
-    /// The GIL-held live bytes at the last reset or mark, if the site was
-    /// touched since (its live count then is in the touched list).
-    pub fn at_reset_bytes(&self) -> i64 {
-        self.at_reset_bytes.load(Relaxed)
+    /// The GIL-held live count.
+    #[inline(always)]
+    fn live_count(&self) -> i64 {
+        let low = i64::from(self.live_count_low.load(Relaxed));
+        match self.extra() {
+            Some(extra) => low + extra.live_count_carry.load(Relaxed),
+            None => low,
+        }
+    }
+
+    /// Adds `delta` to the GIL-held live count; GIL held.
+    #[inline(always)]
+    fn bump_live_count(&self, delta: i64) {
+        let sum = i64::from(self.live_count_low.load(Relaxed)) + delta;
+        let kept = sum as i32;
+        if sum != i64::from(kept) {
+            self.carry_live_count(sum - i64::from(kept));
+        }
+        self.live_count_low.store(kept, Relaxed);
+    }
+
+    /// Two billion blocks live from one site: the part past 32 bits goes to
+    /// the site's extra block (without memory for it, the count wraps).
+    #[cold]
+    #[inline(never)]
+    fn carry_live_count(&self, carry: i64) {
+        if let Some(extra) = self.extra_or_make() {
+            bump(&extra.live_count_carry, carry);
+        }
+    }
+
+    #[inline(always)]
+    fn note_if_first_since_peak(&self) {
+        let epoch = EPOCH.load(Relaxed);
+        let seen = self.seen.load(Relaxed);
+        if seen != epoch {
+            self.note_first_since_peak(seen, epoch);
+        }
+    }
+
+    /// The site's first touch since the latest peak (every allocation of a
+    /// program that only grows: each is a new peak): notes what it held
+    /// then, and also as it was at the reset if this is its first touch
+    /// since the reset.
+    #[inline(always)]
+    fn note_first_since_peak(&self, seen: u32, epoch: u32) {
+        let (bytes, count) = self.gil_live();
+        if seen < RESET_EPOCH.load(Relaxed) {
+            self.note_first_since_reset(bytes, count);
+        }
+        let at = if count == 0 && bytes == 0 {
+            HELD_NOTHING
+        } else {
+            note_at_peak(epoch, count, bytes)
+        };
+        self.at_peak.store(at, Relaxed);
+        self.seen.store(epoch, Relaxed);
+    }
+
+    /// Untouched till now since the reset: what is live is what was live
+    /// at the reset. GIL held.
+    #[cold]
+    #[inline(never)]
+    fn note_first_since_reset(&self, bytes: i64, count: i64) {
+        if bytes != 0 {
+            self.note_at_reset(bytes);
+        }
+        if TOUCHED_ON.load(Relaxed) {
+            let address = self as *const SiteCounters as usize;
+            // SAFETY: GIL held (the callers', see above); the list is only
+            // borrowed here and by `mark` and `touched`, never across a hook.
+            let touched = unsafe { TOUCHED.get() };
+            if touched.len() < touched.capacity() {
+                touched.push((address, count));
+            } else {
+                TOUCHED_LOST.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// Adds (these counters, `bytes`) to `AT_RESET`; GIL held.
+    fn note_at_reset(&self, bytes: i64) {
+        let address = self as *const SiteCounters as usize;
+        // SAFETY: GIL held (the callers'); the list is borrowed only here,
+        // by `at_reset_bytes` and by `reset_globals`, never across a hook.
+        let at_reset = unsafe { AT_RESET.get() };
+        // Heapsite's own memory: preloaded, malloc passes it through.
+        if own_memory(|| at_reset.try_reserve(1)).is_ok() {
+            at_reset.push((address, bytes));
+        } else {
+            AT_RESET_LOST.store(true, Relaxed);
+        }
     }
 
     /// GIL-held live (bytes, count).
     pub fn gil_live(&self) -> (i64, i64) {
-        (self.live_bytes.load(Relaxed), self.live_count.load(Relaxed))
+        (self.live_bytes.load(Relaxed), self.live_count())
     }
 
     /// An allocation of `size` bytes, GIL held.
@@ -164,8 +395,8 @@ impl SiteCounters {
     /// weight, src/engine/sampling.rs), GIL held.
     #[inline(always)]
     pub fn add_gil_weighted(&self, bytes: i64, blocks: i64) {
-        self.save_if_first_since_peak();
-        bump(&self.live_count, blocks);
+        self.note_if_first_since_peak();
+        self.bump_live_count(blocks);
         bump(&self.live_bytes, bytes);
         bump(&self.total_count, blocks);
         bump(&self.total_bytes, bytes);
@@ -174,7 +405,7 @@ impl SiteCounters {
         let total = current + NOGIL_CURRENT.load(Relaxed);
         if total > PEAK.load(Relaxed) {
             PEAK.store(total, Relaxed);
-            EPOCH.store(EPOCH.load(Relaxed) + 1, Relaxed);
+            new_epoch();
         }
     }
 
@@ -187,52 +418,10 @@ impl SiteCounters {
     /// A free of a block counted as `bytes` in `blocks`, GIL held.
     #[inline(always)]
     pub fn sub_gil_weighted(&self, bytes: i64, blocks: i64) {
-        self.save_if_first_since_peak();
-        bump(&self.live_count, -blocks);
+        self.note_if_first_since_peak();
+        self.bump_live_count(-blocks);
         bump(&self.live_bytes, -bytes);
         GIL_CURRENT.store(GIL_CURRENT.load(Relaxed) - bytes, Relaxed);
-    }
-
-    /// The site's counters of events without the GIL, if it had one.
-    fn nogil(&self) -> Option<&NoGil> {
-        // SAFETY: non-null only once a zeroed NoGil was published here by
-        // `nogil_or_make` (Release, read with Acquire); never freed.
-        unsafe { self.nogil.load(Acquire).as_ref() }
-    }
-
-    /// The site's counters of events without the GIL, made now if this is
-    /// its first; None only when there is no memory for 32 bytes.
-    #[inline(always)]
-    fn nogil_or_make(&self) -> Option<&NoGil> {
-        self.nogil().or_else(|| self.make_nogil())
-    }
-
-    /// Makes the site's counters of events without the GIL. Any thread:
-    /// two racing to make them keep the first published.
-    #[cold]
-    #[inline(never)]
-    fn make_nogil(&self) -> Option<&NoGil> {
-        let layout = Layout::new::<NoGil>();
-        // Heapsite's own memory: preloaded, malloc passes it through
-        // (this may run inside the program's malloc or free).
-        // SAFETY: NoGil is not zero-sized, and all-zero is its empty value.
-        let fresh = own_memory(|| unsafe { alloc_zeroed(layout) }).cast::<NoGil>();
-        if fresh.is_null() {
-            return None;
-        }
-        match self
-            .nogil
-            .compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire)
-        {
-            // SAFETY: just published, zeroed, never freed.
-            Ok(_) => Some(unsafe { &*fresh }),
-            Err(winner) => {
-                // SAFETY: `fresh` was never published; `winner` is, as above.
-                own_memory(|| unsafe { dealloc(fresh.cast(), layout) });
-                // SAFETY: as in `nogil`.
-                Some(unsafe { &*winner })
-            }
-        }
     }
 
     /// An allocation from a thread without the GIL; false if it could not
@@ -243,13 +432,13 @@ impl SiteCounters {
 
     /// An allocation counted as `bytes` in `blocks`, without the GIL.
     pub fn add_nogil_weighted(&self, bytes: i64, blocks: i64) -> bool {
-        let Some(nogil) = self.nogil_or_make() else {
+        let Some(extra) = self.extra_or_make() else {
             return false;
         };
-        nogil.live_count.fetch_add(blocks, Relaxed);
-        nogil.live_bytes.fetch_add(bytes, Relaxed);
-        nogil.total_count.fetch_add(blocks, Relaxed);
-        nogil.total_bytes.fetch_add(bytes, Relaxed);
+        extra.nogil_live_count.fetch_add(blocks, Relaxed);
+        extra.nogil_live_bytes.fetch_add(bytes, Relaxed);
+        extra.nogil_total_count.fetch_add(blocks, Relaxed);
+        extra.nogil_total_bytes.fetch_add(bytes, Relaxed);
         NOGIL_CURRENT.fetch_add(bytes, Relaxed);
         true
     }
@@ -261,29 +450,42 @@ impl SiteCounters {
 
     /// A free of a block counted as `bytes` in `blocks`, without the GIL.
     pub fn sub_nogil_weighted(&self, bytes: i64, blocks: i64) -> bool {
-        let Some(nogil) = self.nogil_or_make() else {
+        let Some(extra) = self.extra_or_make() else {
             return false;
         };
-        nogil.live_count.fetch_sub(blocks, Relaxed);
-        nogil.live_bytes.fetch_sub(bytes, Relaxed);
+        extra.nogil_live_count.fetch_sub(blocks, Relaxed);
+        extra.nogil_live_bytes.fetch_sub(bytes, Relaxed);
         NOGIL_CURRENT.fetch_sub(bytes, Relaxed);
         true
+    }
+
+    /// The GIL-held (count, bytes) the site had at the latest peak.
+    fn gil_at_peak(&self) -> (i64, i64) {
+        let (bytes, count) = self.gil_live();
+        if self.seen.load(Relaxed) != EPOCH.load(Relaxed) {
+            return (count, bytes); // untouched since the peak
+        }
+        match self.at_peak.load(Relaxed) {
+            HELD_NOTHING => (0, 0),
+            NOT_NOTED => (count, bytes),
+            index => PEAK_LOG
+                .get(index as usize)
+                .map_or((count, bytes), |entry| {
+                    (entry.count.load(Relaxed), entry.bytes.load(Relaxed))
+                }),
+        }
     }
 
     /// The site's figures: settled with the GIL held; unsettled and a
     /// little torn in time from another thread (see gil_free.rs).
     pub fn totals(&self) -> SiteTotals {
-        let at_peak_saved = self.saved_epoch.load(Relaxed) == EPOCH.load(Relaxed);
-        let (peak_count, peak_bytes) = if at_peak_saved {
-            (self.peak_count.load(Relaxed), self.peak_bytes.load(Relaxed))
-        } else {
-            (self.live_count.load(Relaxed), self.live_bytes.load(Relaxed))
-        };
+        let (peak_count, peak_bytes) = self.gil_at_peak();
+        let (live_bytes, live_count) = self.gil_live();
         let [nogil_count, nogil_bytes, nogil_total_count, nogil_total_bytes] =
-            self.nogil().map_or([0; 4], NoGil::figures);
+            self.extra().map_or([0; 4], Extra::nogil_figures);
         SiteTotals {
-            live_count: self.live_count.load(Relaxed) + nogil_count,
-            live_bytes: self.live_bytes.load(Relaxed) + nogil_bytes,
+            live_count: live_count + nogil_count,
+            live_bytes: live_bytes + nogil_bytes,
             total_count: self.total_count.load(Relaxed) + nogil_total_count,
             total_bytes: self.total_bytes.load(Relaxed) + nogil_total_bytes,
             peak_count: peak_count + nogil_count,
@@ -292,19 +494,14 @@ impl SiteCounters {
     }
 
     /// Bytes the site had live at the peak less what it had when the peak
-    /// was last reset (GIL-held figures); GIL held. Summed over every site,
-    /// this is the peak less the traced memory at the reset.
-    pub fn growth_at_peak(&self) -> i64 {
-        let epoch = self.saved_epoch.load(Relaxed);
-        if epoch < RESET_EPOCH.load(Relaxed) {
+    /// was last reset (GIL-held figures), given `at_reset` from
+    /// [`at_reset_bytes`]; GIL held. Summed over every site, this is the
+    /// peak less the traced memory at the reset.
+    pub fn growth_at_peak(&self, at_reset: &AtReset) -> i64 {
+        if self.seen.load(Relaxed) < RESET_EPOCH.load(Relaxed) {
             return 0; // untouched since the reset
         }
-        let at_peak = if epoch == EPOCH.load(Relaxed) {
-            self.peak_bytes.load(Relaxed)
-        } else {
-            self.live_bytes.load(Relaxed)
-        };
-        at_peak - self.at_reset_bytes.load(Relaxed)
+        self.gil_at_peak().1 - at_reset.of(self)
     }
 
     /// Adds another site's totals (src/engine/reuse.rs); GIL held.
@@ -313,26 +510,56 @@ impl SiteCounters {
         bump(&self.total_bytes, bytes);
     }
 
+    /// Zeroes the counters for a new site in their slot (src/engine/reuse.rs);
+    /// GIL held, outside any hook. A note of what the old site held at the
+    /// reset would be taken for the new one's: a later note of nothing
+    /// replaces it.
+    pub fn reset_for_new_site(&self) {
+        let touched_since_reset = self.seen.load(Relaxed) >= RESET_EPOCH.load(Relaxed);
+        if touched_since_reset && RESET_EPOCH.load(Relaxed) != 0 {
+            self.note_at_reset(0);
+        }
+        self.reset();
+    }
+
     /// Zeroes the site; GIL held, with the tables cleared at the same time.
     pub fn reset(&self) {
-        for cell in [
-            &self.live_count,
-            &self.live_bytes,
-            &self.total_count,
-            &self.total_bytes,
-            &self.peak_count,
-            &self.peak_bytes,
-            &self.at_reset_bytes,
-        ] {
+        for cell in [&self.live_bytes, &self.total_count, &self.total_bytes] {
             cell.store(0, Relaxed);
         }
-        self.saved_epoch.store(0, Relaxed);
-        if let Some(nogil) = self.nogil() {
-            for cell in nogil.cells() {
+        self.live_count_low.store(0, Relaxed);
+        self.seen.store(0, Relaxed);
+        self.at_peak.store(0, Relaxed);
+        if let Some(extra) = self.extra() {
+            for cell in extra.cells() {
                 cell.store(0, Relaxed);
             }
         }
     }
+}
+
+/// What the sites first touched since the last reset held then, by their
+/// counters (see `AT_RESET`).
+pub struct AtReset(HashMap<usize, i64>);
+
+impl AtReset {
+    /// The GIL-held live bytes `counters` had at the last reset, if touched
+    /// since.
+    pub fn of(&self, counters: &SiteCounters) -> i64 {
+        let address = counters as *const SiteCounters as usize;
+        self.0.get(&address).copied().unwrap_or(0)
+    }
+}
+
+/// What the sites first touched since the last reset held then; None when
+/// the note of them missed some (no memory). GIL held.
+pub(super) fn at_reset_bytes() -> Option<AtReset> {
+    if AT_RESET_LOST.load(Relaxed) {
+        return None;
+    }
+    // SAFETY: GIL held (this fn's contract); borrowed for the copy only.
+    let notes = unsafe { AT_RESET.get() };
+    Some(AtReset(notes.iter().copied().collect()))
 }
 
 /// (current, peak) traced bytes.
@@ -342,12 +569,19 @@ pub fn traced_memory() -> (i64, i64) {
 }
 
 /// Makes the peak the current size; what is live now becomes "at peak".
+/// GIL held, outside any hook.
 pub(super) fn reset_peak() {
     TOUCHED_ON.store(false, Relaxed);
     PEAK.store(traced_memory().0, Relaxed);
-    let epoch = EPOCH.load(Relaxed) + 1;
-    EPOCH.store(epoch, Relaxed);
+    let epoch = new_epoch();
     RESET_EPOCH.store(epoch, Relaxed);
+    // SAFETY: GIL held, outside any hook (this fn's contract).
+    let notes = unsafe { AT_RESET.get() };
+    notes.clear();
+    // A long list of an earlier reset is not kept for a short one (a
+    // reallocation: heapsite's own memory, see `note_at_reset`).
+    own_memory(|| notes.shrink_to(notes.capacity() / 2));
+    AT_RESET_LOST.store(false, Relaxed);
 }
 
 /// A reset of the peak that also starts the list of sites touched from now
@@ -378,22 +612,32 @@ pub(super) fn touched() -> Option<&'static [(usize, i64)]> {
     Some(unsafe { TOUCHED.get() }.as_slice())
 }
 
-/// Zeroes the global figures; callers reset every site alongside.
+/// Zeroes the global figures; callers reset every site alongside. GIL
+/// held, outside any hook.
 pub fn reset_globals() {
     GIL_CURRENT.store(0, Relaxed);
     NOGIL_CURRENT.store(0, Relaxed);
     PEAK.store(0, Relaxed);
-    EPOCH.store(0, Relaxed);
+    EPOCH.store(FIRST_EPOCH, Relaxed);
     RESET_EPOCH.store(0, Relaxed);
+    PEAK_LOG_EPOCH.store(0, Relaxed);
+    PEAK_LOG_LEN.store(0, Relaxed);
+    // SAFETY: GIL held, outside any hook (this fn's contract).
+    unsafe { AT_RESET.get() }.clear();
+    AT_RESET_LOST.store(false, Relaxed);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The globals are shared: the one test that moves them.
+    /// The globals are shared: tests that move them take turns.
     #[test]
     fn growth_at_peak_splits_the_peak_since_the_reset() {
+        let _turn = crate::engine::tests::GLOBALS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        reset_globals();
         let (old, grows, shrinks, new) = (
             SiteCounters::default(),
             SiteCounters::default(),
@@ -404,18 +648,90 @@ mod tests {
         grows.add_gil(100);
         shrinks.add_gil(500);
         reset_peak();
-        let at_reset = traced_memory().0;
+        let traced_at_reset = traced_memory().0;
         grows.add_gil(300);
         shrinks.sub_gil(500);
         new.add_gil(700); // the peak: +300 - 500 + 700
         new.sub_gil(700);
         grows.add_gil(50); // after the peak: not in it
+        let at_reset = at_reset_bytes().expect("room for the notes");
         let growth: Vec<i64> = [&old, &grows, &shrinks, &new]
             .iter()
-            .map(|c| c.growth_at_peak())
+            .map(|c| c.growth_at_peak(&at_reset))
             .collect();
         assert_eq!(growth, vec![0, 300, -500, 700]);
         let (_, peak) = traced_memory();
-        assert_eq!(growth.iter().sum::<i64>(), peak - at_reset);
+        assert_eq!(growth.iter().sum::<i64>(), peak - traced_at_reset);
+        reset_globals();
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// A live count past 32 bits carries into the extra block, both ways.
+    #[test]
+    fn live_count_carries_past_32_bits() {
+        let site = SiteCounters::default();
+        site.bump_live_count(i64::from(i32::MAX));
+        site.bump_live_count(3);
+        assert_eq!(site.live_count(), i64::from(i32::MAX) + 3);
+        site.bump_live_count(-5);
+        assert_eq!(site.live_count(), i64::from(i32::MAX) - 2);
+        site.bump_live_count(-(i64::from(i32::MAX) - 2) - 10);
+        assert_eq!(site.live_count(), -10);
+        site.bump_live_count(1 << 40);
+        assert_eq!(site.live_count(), (1 << 40) - 10);
+    }
+
+    /// A slot given to a new site after the reset does not lend it the old
+    /// site's bytes at the reset; and a site that held nothing at the peak
+    /// or the reset takes no entry in either log.
+    #[test]
+    fn notes_are_only_of_sites_that_held_something() {
+        let _turn = crate::engine::tests::GLOBALS.lock().unwrap_or_else(|e| e.into_inner());
+        reset_globals();
+        let (old, idle) = (SiteCounters::default(), SiteCounters::default());
+        old.add_gil(400);
+        reset_peak();
+        idle.add_gil(10); // a new peak; idle held nothing at the reset
+        idle.sub_gil(10); // after the peak, where it held 10
+        old.sub_gil(400); // old's first touch since the reset: it held 400
+        let notes = at_reset_bytes().expect("room for the notes");
+        assert_eq!((notes.of(&old), notes.of(&idle)), (400, 0));
+        assert_eq!(notes.0.len(), 1);
+        assert_eq!(PEAK_LOG_LEN.load(Relaxed), 2); // old's 400 and idle's 10
+        old.reset_for_new_site();
+        old.add_gil(500); // the new site's, a new peak (410 before)
+        let notes = at_reset_bytes().expect("room for the notes");
+        assert_eq!(notes.of(&old), 0);
+        assert_eq!(old.growth_at_peak(&notes), 500);
+        reset_globals();
+    }
+
+    /// Renumbering keeps each site's class: untouched, touched before the
+    /// reset, since it, in the current epoch.
+    #[test]
+    fn renumbering_keeps_what_each_note_means() {
+        let _turn = crate::engine::tests::GLOBALS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let sites: Vec<SiteCounters> = (0..4).map(|_| SiteCounters::default()).collect();
+        let (reset, epoch) = (1_000_u32, 2_000_u32);
+        for (site, seen) in sites.iter().zip([0, 500, 1_500, epoch]) {
+            site.seen.store(seen, Relaxed);
+        }
+        EPOCH.store(epoch, Relaxed);
+        RESET_EPOCH.store(reset, Relaxed);
+        let next = renumber_epochs_of(sites.iter());
+        let (epoch, reset) = (EPOCH.load(Relaxed), RESET_EPOCH.load(Relaxed));
+        assert_eq!(next, epoch);
+        let seen: Vec<u32> = sites.iter().map(|s| s.seen.load(Relaxed)).collect();
+        assert_eq!(seen[0], 0);
+        assert!(seen[1] > 0 && seen[1] < reset);
+        assert!(seen[2] >= reset && seen[2] < epoch);
+        assert!(seen[3] >= reset && seen[3] < epoch && seen[3] != seen[2]);
+        reset_globals();
     }
 }

@@ -26,9 +26,12 @@ use crate::engine::frame_table::FrameId;
 use crate::engine::frames::MAX_FRAMES;
 use std::mem::MaybeUninit;
 
-/// A list's shape, stored beside its word: its length, and whether its ids
-/// are 32 bits wide.
-const WIDE: u32 = 1 << 31;
+/// A list's shape, stored beside its word: its length (at most
+/// `MAX_FRAMES`, 128: 8 bits), and whether its ids are 32 bits wide.
+const WIDE: u32 = 1 << 8;
+const _: () = assert!(MAX_FRAMES < WIDE as usize);
+/// The largest shape: sites keep it in the bits below their depth.
+pub const MAX_SHAPE: u32 = WIDE | MAX_FRAMES as u32;
 /// The most 16-bit units one list takes: MAX_FRAMES ids of 32 bits.
 const MAX_UNITS: usize = 2 * MAX_FRAMES;
 /// Units the site's own 8-byte field holds.

@@ -82,10 +82,13 @@ impl Settled {
     /// the last reset, or when its note missed some sites.
     pub fn grown_since_mark(&self) -> Option<Vec<Growth>> {
         let touched = counters::touched()?;
+        let at_reset = counters::at_reset_bytes()?;
         let mut grown: HashMap<SiteId, Growth> = HashMap::new();
         for &(address, count_then) in touched {
-            // SAFETY: the list holds addresses of sites' counters.
-            let id = unsafe { sites::id_of_counters(address) };
+            // The list holds addresses of sites' counters.
+            let Some(id) = sites::id_of_counters(address) else {
+                continue;
+            };
             let counters = &sites::site(id).counters;
             let (bytes, count) = counters.gil_live();
             // A slot touched twice was given to a new site meanwhile: the
@@ -93,7 +96,7 @@ impl Settled {
             let growth = Growth {
                 site: id,
                 live_bytes: bytes,
-                growth: bytes - counters.at_reset_bytes(),
+                growth: bytes - at_reset.of(counters),
                 live_count: count,
                 count_growth: count - count_then,
             };
@@ -146,10 +149,19 @@ impl Settled {
         sites::site(id).counters.totals()
     }
 
-    /// What site `id` grew by from the last reset_peak() to the peak since
-    /// (see `counters::SiteCounters::growth_at_peak`).
-    pub fn growth_at_peak(&self, id: SiteId) -> i64 {
-        sites::site(id).counters.growth_at_peak()
+    /// What each site grew by from the last reset_peak() to the peak since
+    /// (see `counters::SiteCounters::growth_at_peak`), as (growth, id) for
+    /// those that grew; None when what they held at the reset was not all
+    /// noted (no memory then).
+    pub fn grown_at_peak(&self) -> Option<Vec<(i64, SiteId)>> {
+        let at_reset = counters::at_reset_bytes()?;
+        let grown = (0..self.site_count())
+            .filter_map(|id| {
+                let growth = sites::site(id).counters.growth_at_peak(&at_reset);
+                (growth > 0).then_some((growth, id))
+            })
+            .collect();
+        Some(grown)
     }
 
     /// Visits every live allocation (see `hook::for_each_live`).

@@ -122,7 +122,7 @@ unsafe fn give_back(id: SiteId) -> bool {
             .counters
             .absorb_totals(figures.total_count, figures.total_bytes);
         site.end_generation();
-        site.counters.reset();
+        site.counters.reset_for_new_site();
         site.set_frames(Stored::EMPTY);
         FREE_IDS.get().push(id);
         true

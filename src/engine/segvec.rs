@@ -99,6 +99,28 @@ impl<T: Zeroable> SegVec<T> {
         self.get(index)
     }
 
+    /// The index of the element at `element`, if it is one of this array's.
+    /// Looks through the segments in order up to the first not made yet: for
+    /// an array filled from index 0 up (sites), that is every one.
+    pub fn index_of(&self, element: *const T) -> Option<usize> {
+        let size = std::mem::size_of::<T>();
+        let address = element as usize;
+        let mut first = 0;
+        for (segment, base) in self.segments.iter().enumerate() {
+            let base = base.load(Ordering::Acquire) as usize;
+            if base == 0 {
+                return None;
+            }
+            let len = segment_len(segment);
+            let offset = address.wrapping_sub(base);
+            if offset < len * size && offset.is_multiple_of(size) {
+                return Some(first + offset / size);
+            }
+            first += len;
+        }
+        None
+    }
+
     /// Bytes allocated for segments so far.
     #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
@@ -113,6 +135,23 @@ impl<T: Zeroable> SegVec<T> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn index_of_finds_each_element_and_nothing_else() {
+        let array: SegVec<Cell> = SegVec::new();
+        let last = DOUBLED + 3 * (BASE << (DOUBLINGS - 1)) + 5;
+        for index in 0..=last {
+            array.get_or_grow(index).expect("memory");
+        }
+        for index in 0..=last {
+            let element = array.get(index).expect("made in order") as *const Cell;
+            assert_eq!(array.index_of(element), Some(index));
+            let inside = (element as usize + 1) as *const Cell;
+            assert_eq!(array.index_of(inside), None);
+        }
+        let outside = Cell(AtomicU64::new(0));
+        assert_eq!(array.index_of(&outside), None);
+    }
 
     struct Cell(AtomicU64);
     // SAFETY: an all-zero AtomicU64 is a valid 0.

@@ -17,7 +17,7 @@ use crate::engine::fallible;
 use crate::engine::frame_table::{FrameId, FrameTable};
 use crate::engine::frames::{self, RawFrame, MAX_FRAMES};
 use crate::engine::id_lists::{IdLists, Ids, Stored};
-use crate::engine::interner::{Found, Interner};
+use crate::engine::interner::Interner;
 use crate::engine::segvec::{SegVec, Zeroable};
 use crate::engine::site_cache::SiteCache;
 use crate::engine::sync::GilCell;
@@ -60,29 +60,30 @@ pub struct Site {
     /// short list in these 8 bytes, a longer one's handle in the shared
     /// store. Atomic for `Sync` only: only the GIL holder touches it.
     ids: AtomicU64,
-    /// The list's `id_lists::Stored::shape`: its length and width.
-    ids_shape: AtomicU32,
-    /// The whole stack's depth when the site was seen (>= its frames).
-    total_depth: AtomicU32,
+    /// The list's `id_lists::Stored::shape` (its length and width, in the
+    /// low `SHAPE_BITS`), and above it the whole stack's depth when the site
+    /// was seen (>= its frames; `MAX_DEPTH` at most).
+    shape_depth: AtomicU32,
     /// Bumped each time the slot is given to a new site (ids of freed code
     /// are reused), so a reader without the GIL can tell whether what it
     /// knows of an id (its names) is still about the site there now.
     generation: AtomicU32,
-    /// The slot's own id (its index), for `id_of_counters`.
-    id: AtomicU32,
     pub counters: SiteCounters,
 }
 
+/// The bits of `Site::shape_depth` that hold the list's shape.
+const SHAPE_BITS: u32 = 9;
+const _: () = assert!(crate::engine::id_lists::MAX_SHAPE < 1 << SHAPE_BITS);
+/// The deepest stack a site tells apart from deeper ones: 8 million
+/// frames (tracemalloc stops at 65,535).
+pub const MAX_DEPTH: u32 = u32::MAX >> SHAPE_BITS;
+
 /// The id of the site whose counters are at `counters`: the counters' list
 /// of sites touched since a mark (src/engine/counters.rs) holds addresses.
-///
-/// # Safety
-/// `counters` is the address of a site's `counters` field (sites are never
-/// freed).
-pub unsafe fn id_of_counters(counters: usize) -> SiteId {
-    let site = counters - std::mem::offset_of!(Site, counters);
-    // SAFETY: the caller keeps this fn's contract: `site` is a Site's address.
-    unsafe { (*(site as *const Site)).id.load(Ordering::Relaxed) }
+/// None if no site's counters are there.
+pub fn id_of_counters(counters: usize) -> Option<SiteId> {
+    let site = counters.checked_sub(std::mem::offset_of!(Site, counters))?;
+    SITES.index_of(site as *const Site).map(|id| id as SiteId)
 }
 
 // SAFETY: zero is the empty list of ids (id_lists::Stored::EMPTY), and
@@ -90,9 +91,10 @@ pub unsafe fn id_of_counters(counters: usize) -> SiteId {
 unsafe impl Zeroable for Site {}
 
 // A program can make hundreds of thousands of sites (pyperformance's
-// generators: 100,000 at 16 frames); a slot's every byte counts there.
-// 120 before the counters of events without the GIL moved out.
-const _: () = assert!(std::mem::size_of::<Site>() == 96);
+// generators: 120,000 at 16 frames); a slot's every byte counts there.
+// 120 before the counters of events without the GIL moved out, 96 before
+// the peak's figures went to a log (src/engine/counters.rs).
+const _: () = assert!(std::mem::size_of::<Site>() == 56);
 
 /// A site's frames copied out of the frame table, most recent first.
 pub struct Frames {
@@ -119,7 +121,7 @@ impl Site {
     fn stored_ids(&self) -> Stored {
         Stored {
             word: self.ids.load(Ordering::Relaxed),
-            shape: self.ids_shape.load(Ordering::Relaxed),
+            shape: self.shape_depth.load(Ordering::Relaxed) & ((1 << SHAPE_BITS) - 1),
         }
     }
 
@@ -175,7 +177,7 @@ impl Site {
 
     /// How deep the whole stack was (tracemalloc's `total_nframe`).
     pub fn total_depth(&self) -> u32 {
-        self.total_depth.load(Ordering::Relaxed)
+        self.shape_depth.load(Ordering::Relaxed) >> SHAPE_BITS
     }
 
     /// Makes `ids` (kept in the id store and held in the frame table by
@@ -184,7 +186,8 @@ impl Site {
     pub fn set_frames(&self, ids: Stored) {
         let old = self.stored_ids();
         self.ids.store(ids.word, Ordering::Relaxed);
-        self.ids_shape.store(ids.shape, Ordering::Relaxed);
+        let depth = self.total_depth() << SHAPE_BITS;
+        self.shape_depth.store(depth | ids.shape, Ordering::Relaxed);
         if old.len() == 0 {
             return; // a new site's slot: nothing to release (no copy made)
         }
@@ -243,10 +246,13 @@ pub fn init() {
     for id in 0..FIRST_DYNAMIC_SITE {
         SITES
             .get_or_grow(id as usize)
-            .expect("memory for the first sites")
-            .id
-            .store(id, Ordering::Relaxed);
+            .expect("memory for the first sites");
     }
+}
+
+/// Every site's counters (slots of ids in use); GIL held for a settled view.
+pub fn every_counters() -> impl Iterator<Item = &'static SiteCounters> {
+    (0..count()).filter_map(|id| existing(id).map(|site| &site.counters))
 }
 
 /// Number of ids handed out so far (reserved ones included): ids run
@@ -346,15 +352,11 @@ unsafe fn interned_by_words(words: &[u64]) -> Option<SiteId> {
     if !table.ids_of_words(words, ids) {
         return None;
     }
-    match find_interned(interner, ids, words.len() as u32) {
-        Found::Site(id) => Some(id),
-        Found::FreeKey(_) => None,
-    }
+    find_interned(interner, ids, words.len() as u32)
 }
 
-/// The interner's answer for the stack of frame ids `ids`: its site, or the
-/// key a new one would take.
-fn find_interned(interner: &Interner, ids: &[FrameId], total_depth: u32) -> Found {
+/// The interned site of the stack of frame ids `ids`, if there is one.
+fn find_interned(interner: &Interner, ids: &[FrameId], total_depth: u32) -> Option<SiteId> {
     interner.find(hash_ids(ids, total_depth), |id| {
         site(id).is(ids, total_depth)
     })
@@ -369,6 +371,8 @@ fn find_interned(interner: &Interner, ids: &[FrameId], total_depth: u32) -> Foun
 /// GIL held (reads the interner, has code objects watched).
 #[cold]
 unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -> Option<SiteId> {
+    // What the site keeps, so that it is interned under what it keeps.
+    let total_depth = total_depth.min(MAX_DEPTH);
     // SAFETY: the caller keeps this fn's contract (`# Safety` above):
     // GIL held (reads the interner, has code objects watched).
     unsafe {
@@ -389,14 +393,13 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
         }
         let ids = &*ids;
         let interner = INTERNER.get();
-        let key = match find_interned(interner, ids, total_depth) {
-            Found::Site(id) => return Some(id),
-            Found::FreeKey(key) => key,
-        };
+        if let Some(id) = find_interned(interner, ids, total_depth) {
+            return Some(id);
+        }
         // Everything a new site needs is had before it is made.
         let stored = ID_LISTS.get().store(ids);
         let ready = stored.is_some()
-            && interner.reserve_one()
+            && interner.reserve_one(interned_hash)
             && crate::engine::codes::reserve_watch(frames.len());
         table.hold(ids);
         let Some(stored) = stored.filter(|_| ready) else {
@@ -418,13 +421,14 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
             table.release(ids, bury_record);
             return (id > MAX_SITE).then_some(OVERFLOW_SITE);
         };
-        slot.total_depth.store(total_depth, Ordering::Relaxed);
-        slot.id.store(id, Ordering::Relaxed);
+        let shape = slot.shape_depth.load(Ordering::Relaxed) & ((1 << SHAPE_BITS) - 1);
+        slot.shape_depth
+            .store(total_depth << SHAPE_BITS | shape, Ordering::Relaxed);
         slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         debug_assert!(slot.ids().is_empty(), "a site id handed out twice");
         slot.set_frames(stored);
-        interner.insert(key, id);
+        interner.insert(hash_ids(ids, total_depth), id, interned_hash);
         // SAFETY: GIL held; the code objects are on the running stack, so alive.
         crate::engine::codes::watch(id, frames);
         Some(id)
@@ -455,7 +459,7 @@ pub unsafe fn retire_site(id: SiteId, code: *mut std::ffi::c_void) {
     if !site(id).any_id(|frame| table.frame(frame).is_retired()) {
         // SAFETY: GIL held (this fn's contract).
         unsafe {
-            INTERNER.get().remove(interned_hash(id), id, interned_hash);
+            INTERNER.get().remove(interned_hash(id), id);
             crate::engine::reuse::died(id);
         }
     }

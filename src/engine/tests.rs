@@ -11,7 +11,7 @@
 //!   sizes included, through its rebuilds.
 
 use super::counters::{self, SiteCounters};
-use super::interner::{Found, Interner};
+use super::interner::Interner;
 use super::nursery::GilTable;
 use super::sites::{self, SiteId};
 use super::table::{AddrTable, Domain, Record};
@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 /// The counters' globals (current, peak, epoch) are the process's: the tests
 /// that move them take turns.
-static GLOBALS: Mutex<()> = Mutex::new(());
+pub(super) static GLOBALS: Mutex<()> = Mutex::new(());
 
 struct XorShift(u64);
 
@@ -58,14 +58,14 @@ fn interner_matches_a_map_of_stacks() {
         let stack: Vec<u32> = (0..depth).map(|_| rng.below(40) as u32).collect();
         let found = index.find(hash(&stack), |id| stack_of[&id] == stack);
         match (found, model.get(&stack)) {
-            (Found::Site(id), Some(&want)) => assert_eq!(id, want, "step {step}"),
-            (Found::Site(id), None) => {
+            (Some(id), Some(&want)) => assert_eq!(id, want, "step {step}"),
+            (Some(id), None) => {
                 panic!("step {step}: {stack:?} found as {id}, never interned")
             }
-            (Found::FreeKey(_), Some(want)) => panic!("step {step}: {stack:?} lost (site {want})"),
-            (Found::FreeKey(key), None) => {
-                assert!(index.reserve_one());
-                index.insert(key, next_id);
+            (None, Some(want)) => panic!("step {step}: {stack:?} lost (site {want})"),
+            (None, None) => {
+                assert!(index.reserve_one(|other| hash(&stack_of[&other])));
+                index.insert(hash(&stack), next_id, |other| hash(&stack_of[&other]));
                 model.insert(stack.clone(), next_id);
                 interned.push(stack.clone());
                 stack_of.insert(next_id, stack);
@@ -76,13 +76,13 @@ fn interner_matches_a_map_of_stacks() {
         if rng.chance(30) && !model.is_empty() {
             let victim = interned.swap_remove(rng.below(interned.len() as u64) as usize);
             let id = model.remove(&victim).expect("interned");
-            index.remove(hash(&victim), id, |other| hash(&stack_of[&other]));
+            index.remove(hash(&victim), id);
             stack_of.remove(&id);
         }
         if step % 5000 == 0 {
             for (stack, &id) in &model {
                 let found = index.find(hash(stack), |other| stack_of[&other] == *stack);
-                assert!(matches!(found, Found::Site(f) if f == id), "step {step}");
+                assert_eq!(found, Some(id), "step {step}");
             }
         }
     }

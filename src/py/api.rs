@@ -369,12 +369,14 @@ pub unsafe extern "C" fn peak_sites(_: *mut PyObject, arg: *mut PyObject) -> *mu
             return ptr::null_mut();
         }
         let engine = engine::settled();
-        let mut held: Vec<(i64, u32)> = (0..engine.site_count())
-            .filter_map(|id| {
-                let growth = engine.growth_at_peak(id);
-                (growth > 0).then_some((growth, id))
-            })
-            .collect();
+        let Some(mut held) = engine.grown_at_peak() else {
+            PyErr_SetString(
+                PyExc_MemoryError,
+                c"heapsite: no memory was left to note what sites held at the last reset_peak()"
+                    .as_ptr(),
+            );
+            return ptr::null_mut();
+        };
         held.sort_unstable_by(|a, b| b.cmp(a));
         held.truncate(limit.max(0) as usize);
         let items: Vec<*mut PyObject> = held
