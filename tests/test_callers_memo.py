@@ -17,6 +17,7 @@ import threading
 import tracemalloc
 
 import heapsite
+import heapsite.tracemalloc as hs_tracemalloc
 import pytest
 
 ROUNDS = 20_000
@@ -294,6 +295,17 @@ def test_a_deep_loop_walks_its_callers_once():
     walks = walks_while(called_from_one_line)
     assert walks < ROUNDS // 100, walks
     # The same, under one of two callers' lines by turns: a walk each call.
+    walks = walks_while(called_from_two_lines)
+    assert ROUNDS <= walks < ROUNDS + ROUNDS // 100, walks
+
+
+@needs_memo
+def test_a_drop_in_session_stopped_by_heapsite_leaves_no_mode_behind():
+    # The drop-in keys stacks by a walk to their bottom (tracemalloc's
+    # total_nframe), never by the memo; heapsite.stop() ends that mode too,
+    # or the next heapsite.start() would walk nothing through the memo.
+    hs_tracemalloc.start(FRAMES)
+    heapsite.stop()
     walks = walks_while(called_from_two_lines)
     assert ROUNDS <= walks < ROUNDS + ROUNDS // 100, walks
 

@@ -145,12 +145,24 @@ static JUST_RECORDED: AtomicUsize = AtomicUsize::new(0);
 
 /// Adds a recorded block to its site's figures: its size, or a sampled
 /// block's weight (src/engine/sampling.rs), whose address the filter notes.
+/// Exact tracing apart: there a block is one block, a constant the
+/// counters' add folds in.
 #[inline(always)]
 fn account(addr: usize, size: usize, site: &Site, gil: bool) {
-    let (bytes, blocks) = sampling::weight(size, addr);
     if sampling::on() {
-        sampling::mark(addr);
+        return account_sampled(addr, size, site, gil);
     }
+    if gil {
+        site.counters.add_gil(size);
+    } else if !site.counters.add_nogil(size) {
+        drop_record();
+    }
+}
+
+#[inline(never)]
+fn account_sampled(addr: usize, size: usize, site: &Site, gil: bool) {
+    let (bytes, blocks) = sampling::weight(size, addr);
+    sampling::mark(addr);
     if gil {
         site.counters.add_gil_weighted(bytes, blocks);
     } else if !site.counters.add_nogil_weighted(bytes, blocks) {
@@ -162,10 +174,21 @@ fn account(addr: usize, size: usize, site: &Site, gil: bool) {
 /// amounts `account` added).
 #[inline(always)]
 fn unaccount(addr: usize, record: Record, site: &Site, gil: bool) {
-    let (bytes, blocks) = sampling::weight(record.size, addr);
     if sampling::on() {
-        sampling::unmark(addr);
+        return unaccount_sampled(addr, record, site, gil);
     }
+    let counters = &site.counters;
+    if gil {
+        counters.sub_gil(record.size);
+    } else if !counters.sub_nogil(record.size) {
+        drop_record();
+    }
+}
+
+#[inline(never)]
+fn unaccount_sampled(addr: usize, record: Record, site: &Site, gil: bool) {
+    let (bytes, blocks) = sampling::weight(record.size, addr);
+    sampling::unmark(addr);
     let counters = &site.counters;
     if gil {
         counters.sub_gil_weighted(bytes, blocks);

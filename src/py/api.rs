@@ -173,6 +173,11 @@ pub unsafe extern "C" fn stop(_: *mut PyObject, _: *mut PyObject) -> *mut PyObje
     // the GIL held and the arguments its METH_ flag declares.
     unsafe {
         hook::stop(&tracked::COMPANION);
+        // The tracemalloc drop-in's modes end with the tracing they were
+        // for, however it is stopped: a later heapsite.start() after
+        // heapsite.stop() keyed every stack by a walk to its bottom.
+        sites::set_count_total_depth(false);
+        crate::heap::objects::follow_reuse(false);
         none()
     }
 }
