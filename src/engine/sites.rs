@@ -352,14 +352,19 @@ unsafe fn interned_by_words(words: &[u64]) -> Option<SiteId> {
     if !table.ids_of_words(words, ids) {
         return None;
     }
-    find_interned(interner, ids, words.len() as u32)
+    let depth = words.len() as u32;
+    find_interned(interner, hash_ids(ids, depth), ids, depth)
 }
 
-/// The interned site of the stack of frame ids `ids`, if there is one.
-fn find_interned(interner: &Interner, ids: &[FrameId], total_depth: u32) -> Option<SiteId> {
-    interner.find(hash_ids(ids, total_depth), |id| {
-        site(id).is(ids, total_depth)
-    })
+/// The interned site of the stack of frame ids `ids` (whose hash_ids is
+/// `hash`), if there is one.
+fn find_interned(
+    interner: &Interner,
+    hash: u64,
+    ids: &[FrameId],
+    total_depth: u32,
+) -> Option<SiteId> {
+    interner.find(hash, |id| site(id).is(ids, total_depth))
 }
 
 /// Finds or creates the site for `frames`; None when memory for a new one
@@ -393,7 +398,8 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
         }
         let ids = &*ids;
         let interner = INTERNER.get();
-        if let Some(id) = find_interned(interner, ids, total_depth) {
+        let hash = hash_ids(ids, total_depth);
+        if let Some(id) = find_interned(interner, hash, ids, total_depth) {
             return Some(id);
         }
         // Everything a new site needs is had before it is made.
@@ -428,7 +434,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         debug_assert!(slot.ids().is_empty(), "a site id handed out twice");
         slot.set_frames(stored);
-        interner.insert(hash_ids(ids, total_depth), id, interned_hash);
+        interner.insert(hash, id, interned_hash);
         // SAFETY: GIL held; the code objects are on the running stack, so alive.
         crate::engine::codes::watch(id, frames);
         Some(id)
