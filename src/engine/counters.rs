@@ -40,7 +40,7 @@ use crate::engine::own_memory::own_memory;
 use crate::engine::segvec::{SegVec, Zeroable};
 use crate::engine::sync::GilCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering::*};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering::*};
 
 static GIL_CURRENT: AtomicI64 = AtomicI64::new(0);
 static NOGIL_CURRENT: AtomicI64 = AtomicI64::new(0);
@@ -186,6 +186,10 @@ fn new_epoch() -> u32 {
         return renumber_epochs();
     }
     EPOCH.store(next, Relaxed);
+    // Before the notes of the new epoch, which may rewrite the log's
+    // entries: a reader without the GIL that reads a rewritten entry then
+    // sees the new epoch (`gil_at_peak`).
+    fence(Release);
     next
 }
 
@@ -304,10 +308,11 @@ impl SiteCounters {
     #[cold]
     #[inline(never)]
     fn make_extra(&self) -> Option<&'static Extra> {
-        let index = EXTRAS_MADE.fetch_add(1, AcqRel);
-        if index == u32::MAX {
-            return None;
-        }
+        // An index is taken for good even if its element cannot be made (no
+        // memory): bounded, so that retries never wrap to an element in use.
+        let index = EXTRAS_MADE
+            .fetch_update(AcqRel, Acquire, |made| made.checked_add(1))
+            .ok()?;
         // Heapsite's own memory: preloaded, malloc passes it through
         // (this may run inside the program's malloc or free).
         own_memory(|| EXTRAS.get_or_grow(index as usize))?;
@@ -399,7 +404,8 @@ impl SiteCounters {
             note_at_peak(epoch, count, bytes)
         };
         self.at_peak.store(at, Relaxed);
-        self.seen.store(epoch, Relaxed);
+        // Release: a reader that sees `seen` sees this `at_peak` and entry.
+        self.seen.store(epoch, Release);
     }
 
     /// Untouched till now since the reset: what is live is what was live
@@ -430,7 +436,13 @@ impl SiteCounters {
         // by `at_reset_bytes` and by `reset_globals`, never across a hook.
         let at_reset = unsafe { AT_RESET.get() };
         // Heapsite's own memory: preloaded, malloc passes it through.
-        if own_memory(|| at_reset.try_reserve(1)).is_ok() {
+        let room = own_memory(|| {
+            if at_reset.len() == at_reset.capacity() {
+                compact_at_reset(at_reset);
+            }
+            at_reset.try_reserve(1)
+        });
+        if room.is_ok() {
             at_reset.push((address, bytes));
         } else {
             AT_RESET_LOST.store(true, Relaxed);
@@ -516,18 +528,27 @@ impl SiteCounters {
         true
     }
 
-    /// The GIL-held (count, bytes) the site had at the latest peak.
+    /// The GIL-held (count, bytes) the site had at the latest peak. From a
+    /// thread without the GIL, a new peak may come while this reads: the
+    /// log's entry may then be rewritten for another site, so the epoch is
+    /// read again after the entry, and if it moved the live figures are
+    /// taken instead (torn in time, as every figure read so is).
     fn gil_at_peak(&self) -> (i64, i64) {
         let (bytes, count) = self.gil_live();
-        if self.seen.load(Relaxed) != EPOCH.load(Relaxed) {
+        let seen = self.seen.load(Acquire);
+        if seen != EPOCH.load(Relaxed) {
             return (count, bytes); // untouched since the peak
         }
-        match self.at_peak.load(Relaxed) {
-            HELD_NOTHING => (0, 0),
-            NOT_NOTED => (count, bytes),
-            index => peak_log_entry(index).map_or((count, bytes), |entry| {
-                (entry.count.load(Relaxed), entry.bytes.load(Relaxed))
-            }),
+        let noted = match self.at_peak.load(Relaxed) {
+            HELD_NOTHING => return (0, 0),
+            NOT_NOTED => return (count, bytes),
+            index => peak_log_entry(index)
+                .map(|entry| (entry.count.load(Relaxed), entry.bytes.load(Relaxed))),
+        };
+        fence(Acquire);
+        match noted {
+            Some(figures) if EPOCH.load(Relaxed) == seen => figures,
+            _ => (count, bytes),
         }
     }
 
@@ -593,6 +614,29 @@ impl SiteCounters {
     }
 }
 
+/// Keeps one entry per site in `AT_RESET`, the last, and none that says
+/// zero (no entry says as much): slots given to new sites after the reset
+/// add a zero entry each (`reset_for_new_site`), and a program that resets
+/// once and then compiles and drops code all day would otherwise grow the
+/// list for ever. Then makes room for as many entries again, so the pass
+/// costs O(1) a note, amortised. Heapsite's own memory (the caller's).
+fn compact_at_reset(notes: &mut Vec<(usize, i64)>) {
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    if last.try_reserve(notes.len()).is_err() {
+        return;
+    }
+    for (index, &(address, _)) in notes.iter().enumerate() {
+        last.insert(address, index);
+    }
+    let mut index = 0;
+    notes.retain(|&(address, bytes)| {
+        let keep = bytes != 0 && last.get(&address) == Some(&index);
+        index += 1;
+        keep
+    });
+    let _ = notes.try_reserve(notes.len().max(16));
+}
+
 /// What the sites first touched since the last reset held then, by their
 /// counters (see `AT_RESET`).
 pub struct AtReset(HashMap<usize, i64>);
@@ -612,9 +656,11 @@ pub(super) fn at_reset_bytes() -> Option<AtReset> {
     if AT_RESET_LOST.load(Relaxed) {
         return None;
     }
-    // SAFETY: GIL held (this fn's contract); borrowed for the copy only.
+    // SAFETY: GIL held (this fn's contract); borrowed for the copy only,
+    // which is heapsite's own memory: preloaded, the map's malloc would
+    // otherwise reach the hook, which may note a site here meanwhile.
     let notes = unsafe { AT_RESET.get() };
-    Some(AtReset(notes.iter().copied().collect()))
+    Some(AtReset(own_memory(|| notes.iter().copied().collect())))
 }
 
 /// (current, peak) traced bytes.
@@ -764,6 +810,29 @@ mod layout_tests {
         let notes = at_reset_bytes().expect("room for the notes");
         assert_eq!(notes.of(&old), 0);
         assert_eq!(old.growth_at_peak(&notes), 500);
+        reset_globals();
+    }
+
+    /// A program that resets once, then compiles and drops code for ever,
+    /// gives slots to new sites for ever: the notes of the reset stay few.
+    #[test]
+    fn notes_of_the_reset_stay_bounded_as_slots_are_reused() {
+        let _turn = crate::engine::tests::GLOBALS.lock().unwrap_or_else(|e| e.into_inner());
+        reset_globals();
+        let (kept, reused) = (SiteCounters::default(), SiteCounters::default());
+        kept.add_gil(100);
+        reset_peak();
+        kept.add_gil(1); // noted: 100 at the reset
+        for _ in 0..10_000 {
+            reused.add_gil(8);
+            reused.sub_gil(8);
+            reused.reset_for_new_site();
+        }
+        // SAFETY: the test's thread is the only one touching the list.
+        let len = unsafe { AT_RESET.get() }.len();
+        assert!(len < 64, "{len} notes");
+        let notes = at_reset_bytes().expect("room for the notes");
+        assert_eq!((notes.of(&kept), notes.of(&reused)), (100, 0));
         reset_globals();
     }
 

@@ -4,15 +4,18 @@
 //! runs without the GIL), so the per-site storage cannot be a `Vec` that
 //! reallocates. Segment `k` holds `BASE << k` zero-initialised elements up to
 //! `DOUBLINGS` segments, then every segment holds the last size; each is
-//! allocated once, on first use, under a mutex; readers only load a pointer.
+//! allocated on first use and installed with a compare-and-swap (two threads
+//! racing to make one keep the first; the other frees its own), so that no
+//! lock is held that a `fork()` could leave taken in the child (a C thread
+//! may grow an array without the GIL: src/engine/counters.rs's extra
+//! blocks); readers only load a pointer.
 //!
 //! Why stop doubling: a doubling array holds up to twice what it uses (38,000
 //! sites of 120 bytes had 65,000 slots, 3.9 MB). Past `BASE << (DOUBLINGS -
 //! 1)` elements the waste is at most one segment.
 
-use std::alloc::{alloc_zeroed, Layout};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Mutex;
 
 const BASE: usize = 256;
 /// Segments that double; the ones after are all `BASE << (DOUBLINGS - 1)`.
@@ -33,7 +36,6 @@ pub unsafe trait Zeroable {}
 
 pub struct SegVec<T: Zeroable> {
     segments: [AtomicPtr<T>; SEGMENTS],
-    grow: Mutex<()>,
 }
 
 // SAFETY: elements are only reached through shared references and T is Sync.
@@ -65,7 +67,6 @@ impl<T: Zeroable> SegVec<T> {
     pub const fn new() -> Self {
         Self {
             segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
-            grow: Mutex::new(()),
         }
     }
 
@@ -91,37 +92,42 @@ impl<T: Zeroable> SegVec<T> {
         if segment >= SEGMENTS {
             return None;
         }
-        let _guard = self.grow.lock().unwrap_or_else(|e| e.into_inner());
-        if self.segments[segment].load(Ordering::Acquire).is_null() {
-            let layout = Layout::array::<T>(segment_len(segment)).ok()?;
-            // SAFETY: layout is non-zero sized; T is valid when zeroed.
-            let base = unsafe { alloc_zeroed(layout) } as *mut T;
-            if base.is_null() {
-                return None;
-            }
-            self.segments[segment].store(base, Ordering::Release);
+        let layout = Layout::array::<T>(segment_len(segment)).ok()?;
+        // SAFETY: layout is non-zero sized; T is valid when zeroed.
+        let base = unsafe { alloc_zeroed(layout) } as *mut T;
+        if base.is_null() {
+            return None;
+        }
+        let slot = &self.segments[segment];
+        if let Err(_installed) = slot.compare_exchange(
+            std::ptr::null_mut(),
+            base,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // Another thread installed the segment first; ours was never seen.
+            // SAFETY: `base` was allocated above with `layout` and not shared.
+            unsafe { dealloc(base.cast(), layout) };
         }
         self.get(index)
     }
 
-    /// The index of the element at `element`, if it is one of this array's.
-    /// Looks through the segments in order up to the first not made yet: for
-    /// an array filled from index 0 up (sites), that is every one.
-    pub fn index_of(&self, element: *const T) -> Option<usize> {
+    /// The index of the element at `element`, if it is one of this array's
+    /// first `len` elements.
+    pub fn index_of(&self, element: *const T, len: usize) -> Option<usize> {
         let size = std::mem::size_of::<T>();
         let address = element as usize;
+        let last = locate(len.checked_sub(1)?).0;
         let mut first = 0;
-        for (segment, base) in self.segments.iter().enumerate() {
+        for (segment, base) in self.segments.iter().enumerate().take(last + 1) {
             let base = base.load(Ordering::Acquire) as usize;
-            if base == 0 {
-                return None;
-            }
-            let len = segment_len(segment);
+            let seg_len = segment_len(segment);
             let offset = address.wrapping_sub(base);
-            if offset < len * size && offset.is_multiple_of(size) {
-                return Some(first + offset / size);
+            // A segment not made (its allocation failed) holds nothing.
+            if base != 0 && offset < seg_len * size && offset.is_multiple_of(size) {
+                return Some(first + offset / size).filter(|&index| index < len);
             }
-            first += len;
+            first += seg_len;
         }
         None
     }
@@ -148,14 +154,16 @@ mod tests {
         for index in 0..=last {
             array.get_or_grow(index).expect("memory");
         }
-        for index in 0..=last {
+        let len = last + 1;
+        for index in 0..len {
             let element = array.get(index).expect("made in order") as *const Cell;
-            assert_eq!(array.index_of(element), Some(index));
+            assert_eq!(array.index_of(element, len), Some(index));
+            assert_eq!(array.index_of(element, index), None); // past the first `index`
             let inside = (element as usize + 1) as *const Cell;
-            assert_eq!(array.index_of(inside), None);
+            assert_eq!(array.index_of(inside, len), None);
         }
         let outside = Cell(AtomicU64::new(0));
-        assert_eq!(array.index_of(&outside), None);
+        assert_eq!(array.index_of(&outside, len), None);
     }
 
     struct Cell(AtomicU64);

@@ -83,7 +83,9 @@ pub const MAX_DEPTH: u32 = u32::MAX >> SHAPE_BITS;
 /// None if no site's counters are there.
 pub fn id_of_counters(counters: usize) -> Option<SiteId> {
     let site = counters.checked_sub(std::mem::offset_of!(Site, counters))?;
-    SITES.index_of(site as *const Site).map(|id| id as SiteId)
+    SITES
+        .index_of(site as *const Site, count() as usize)
+        .map(|id| id as SiteId)
 }
 
 // SAFETY: zero is the empty list of ids (id_lists::Stored::EMPTY), and
