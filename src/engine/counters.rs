@@ -359,14 +359,21 @@ impl SiteCounters {
         self.live_count_low.store(kept, Relaxed);
     }
 
-    /// On the allocation path: inlined, since a program that grows takes
-    /// it at every allocation (each is a new peak, and the next one's site
-    /// is then first touched since it).
+    /// (epoch, seen) when this is the site's first touch since the latest
+    /// peak.
     #[inline(always)]
-    fn note_if_first_since_peak(&self) {
+    fn first_touch_since_peak(&self) -> Option<(u32, u32)> {
         let epoch = EPOCH.load(Relaxed);
         let seen = self.seen.load(Relaxed);
-        if seen != epoch {
+        (seen != epoch).then_some((epoch, seen))
+    }
+
+    /// On the allocation path, the note inlined: a program that grows at
+    /// more than one site takes it at most allocations (each is a new peak,
+    /// and the next one's site is then first touched since it).
+    #[inline(always)]
+    fn note_if_first_since_peak(&self) {
+        if let Some((epoch, seen)) = self.first_touch_since_peak() {
             self.note_first_since_peak(seen, epoch);
         }
     }
@@ -376,9 +383,7 @@ impl SiteCounters {
     /// churn at 16 frames +3% in instructions).
     #[inline(always)]
     fn note_if_first_since_peak_cold(&self) {
-        let epoch = EPOCH.load(Relaxed);
-        let seen = self.seen.load(Relaxed);
-        if seen != epoch {
+        if let Some((epoch, seen)) = self.first_touch_since_peak() {
             self.note_first_since_peak_out_of_line(seen, epoch);
         }
     }
@@ -752,13 +757,20 @@ pub fn reset_globals() {
 mod tests {
     use super::*;
 
-    /// The globals are shared: tests that move them take turns.
-    #[test]
-    fn growth_at_peak_splits_the_peak_since_the_reset() {
-        let _turn = crate::engine::tests::GLOBALS
+    /// The globals are the process's: tests that move them take turns, each
+    /// starting from zero.
+    pub(super) fn globals_turn() -> std::sync::MutexGuard<'static, ()> {
+        let turn = crate::engine::tests::GLOBALS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         reset_globals();
+        turn
+    }
+
+    /// The globals are shared: tests that move them take turns.
+    #[test]
+    fn growth_at_peak_splits_the_peak_since_the_reset() {
+        let _turn = globals_turn();
         let (old, grows, shrinks, new) = (
             SiteCounters::default(),
             SiteCounters::default(),
@@ -789,6 +801,7 @@ mod tests {
 
 #[cfg(test)]
 mod layout_tests {
+    use super::tests::globals_turn;
     use super::*;
 
     /// A live count past 32 bits carries into the extra block, both ways.
@@ -811,10 +824,7 @@ mod layout_tests {
     /// or the reset takes no entry in either log.
     #[test]
     fn notes_are_only_of_sites_that_held_something() {
-        let _turn = crate::engine::tests::GLOBALS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        reset_globals();
+        let _turn = globals_turn();
         let (old, idle) = (SiteCounters::default(), SiteCounters::default());
         old.add_gil(400);
         reset_peak();
@@ -837,10 +847,7 @@ mod layout_tests {
     /// gives slots to new sites for ever: the notes of the reset stay few.
     #[test]
     fn notes_of_the_reset_stay_bounded_as_slots_are_reused() {
-        let _turn = crate::engine::tests::GLOBALS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        reset_globals();
+        let _turn = globals_turn();
         let (kept, reused) = (SiteCounters::default(), SiteCounters::default());
         kept.add_gil(100);
         reset_peak();
@@ -862,9 +869,7 @@ mod layout_tests {
     /// reset, since it, in the current epoch.
     #[test]
     fn renumbering_keeps_what_each_note_means() {
-        let _turn = crate::engine::tests::GLOBALS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _turn = globals_turn();
         let sites: Vec<SiteCounters> = (0..4).map(|_| SiteCounters::default()).collect();
         let (reset, epoch) = (1_000_u32, 2_000_u32);
         for (site, seen) in sites.iter().zip([0, 500, 1_500, epoch]) {
