@@ -254,6 +254,13 @@ fn note_at_peak(epoch: u32, count: i64, bytes: i64) -> u32 {
     if PEAK_LOG_EPOCH.load(Relaxed) == epoch {
         return note_after_the_first(count, bytes);
     }
+    start_peak_log(epoch, count, bytes)
+}
+
+/// Starts the log of `epoch` with (count, bytes) as its first entry;
+/// returns that entry's index. GIL held.
+#[inline(always)]
+fn start_peak_log(epoch: u32, count: i64, bytes: i64) -> u32 {
     PEAK_LOG_EPOCH.store(epoch, Relaxed);
     PEAK_LOG_LEN.store(1, Relaxed);
     PEAK_LOG_FIRST.count.store(count, Relaxed);
@@ -493,13 +500,8 @@ impl SiteCounters {
     /// 0.6% of instructions). GIL held.
     #[inline(always)]
     fn note_at_its_peak(&self, epoch: u32) {
-        PEAK_LOG_EPOCH.store(epoch, Relaxed);
-        PEAK_LOG_LEN.store(1, Relaxed);
-        PEAK_LOG_FIRST.count.store(self.live_count(), Relaxed);
-        PEAK_LOG_FIRST
-            .bytes
-            .store(self.live_bytes.load(Relaxed), Relaxed);
-        self.at_peak.store(0, Relaxed);
+        let at = start_peak_log(epoch, self.live_count(), self.live_bytes.load(Relaxed));
+        self.at_peak.store(at, Relaxed);
         self.seen.store(epoch, Release);
     }
 
@@ -553,13 +555,13 @@ impl SiteCounters {
         true
     }
 
-    /// The GIL-held (count, bytes) the site had at the latest peak. From a
+    /// The GIL-held (count, bytes) the site had at the latest peak, given its
+    /// GIL-held live (bytes, count) (`gil_live`, read by the caller). From a
     /// thread without the GIL, a new peak may come while this reads: the
     /// log's entry may then be rewritten for another site, so the epoch is
     /// read again after the entry, and if it moved the live figures are
     /// taken instead (torn in time, as every figure read so is).
-    fn gil_at_peak(&self) -> (i64, i64) {
-        let (bytes, count) = self.gil_live();
+    fn gil_at_peak(&self, (bytes, count): (i64, i64)) -> (i64, i64) {
         let seen = self.seen.load(Acquire);
         if seen != EPOCH.load(Relaxed) {
             return (count, bytes); // untouched since the peak
@@ -580,8 +582,9 @@ impl SiteCounters {
     /// The site's figures: settled with the GIL held; unsettled and a
     /// little torn in time from another thread (see gil_free.rs).
     pub fn totals(&self) -> SiteTotals {
-        let (peak_count, peak_bytes) = self.gil_at_peak();
-        let (live_bytes, live_count) = self.gil_live();
+        let live = self.gil_live();
+        let (live_bytes, live_count) = live;
+        let (peak_count, peak_bytes) = self.gil_at_peak(live);
         let [nogil_count, nogil_bytes, nogil_total_count, nogil_total_bytes] =
             self.extra().map_or([0; 4], Extra::nogil_figures);
         SiteTotals {
@@ -602,7 +605,7 @@ impl SiteCounters {
         if self.seen.load(Relaxed) < RESET_EPOCH.load(Relaxed) {
             return 0; // untouched since the reset
         }
-        self.gil_at_peak().1 - at_reset.of(self)
+        self.gil_at_peak(self.gil_live()).1 - at_reset.of(self)
     }
 
     /// Adds another site's totals (src/engine/reuse.rs); GIL held.

@@ -146,23 +146,25 @@ static JUST_RECORDED: AtomicUsize = AtomicUsize::new(0);
 /// Adds a recorded block to its site's figures: its size, or a sampled
 /// block's weight (src/engine/sampling.rs), whose address the filter notes.
 /// Exact tracing apart: there a block is one block, a constant the
-/// counters' add folds in.
+/// counters' add folds in once `add_to` is inlined.
 #[inline(always)]
 fn account(addr: usize, size: usize, site: &Site, gil: bool) {
     if sampling::on() {
         return account_sampled(addr, size, site, gil);
     }
-    if gil {
-        site.counters.add_gil(size);
-    } else if !site.counters.add_nogil(size) {
-        drop_record();
-    }
+    add_to(site, size as i64, 1, gil);
 }
 
 #[inline(never)]
 fn account_sampled(addr: usize, size: usize, site: &Site, gil: bool) {
     let (bytes, blocks) = sampling::weight(size, addr);
     sampling::mark(addr);
+    add_to(site, bytes, blocks, gil);
+}
+
+/// Counts `bytes` in `blocks` at `site`, with the GIL or without.
+#[inline(always)]
+fn add_to(site: &Site, bytes: i64, blocks: i64, gil: bool) {
     if gil {
         site.counters.add_gil_weighted(bytes, blocks);
     } else if !site.counters.add_nogil_weighted(bytes, blocks) {
@@ -177,22 +179,22 @@ fn unaccount(addr: usize, record: Record, site: &Site, gil: bool) {
     if sampling::on() {
         return unaccount_sampled(addr, record, site, gil);
     }
-    let counters = &site.counters;
-    if gil {
-        counters.sub_gil(record.size);
-    } else if !counters.sub_nogil(record.size) {
-        drop_record();
-    }
+    take_from(site, record.size as i64, 1, gil);
 }
 
 #[inline(never)]
 fn unaccount_sampled(addr: usize, record: Record, site: &Site, gil: bool) {
     let (bytes, blocks) = sampling::weight(record.size, addr);
     sampling::unmark(addr);
-    let counters = &site.counters;
+    take_from(site, bytes, blocks, gil);
+}
+
+/// Takes `bytes` in `blocks` off `site`, with the GIL or without.
+#[inline(always)]
+fn take_from(site: &Site, bytes: i64, blocks: i64, gil: bool) {
     if gil {
-        counters.sub_gil_weighted(bytes, blocks);
-    } else if !counters.sub_nogil_weighted(bytes, blocks) {
+        site.counters.sub_gil_weighted(bytes, blocks);
+    } else if !site.counters.sub_nogil_weighted(bytes, blocks) {
         drop_record();
     }
 }

@@ -44,8 +44,10 @@ unsafe impl<T: Zeroable + Sync> Sync for SegVec<T> {}
 #[inline(always)]
 fn locate(index: usize) -> (usize, usize) {
     if index < BASE {
-        // The first segment: the only one of a log that starts again at
-        // every new peak (src/engine/counters.rs), so most of its reads.
+        // The first segment: where a log that starts again at every new
+        // peak (src/engine/counters.rs's PEAK_LOG, from its second entry
+        // on) does nearly all its reads and writes; without this branch,
+        // retained at 16 frames took +0.2% in instructions.
         return (0, index);
     }
     if index >= DOUBLED {

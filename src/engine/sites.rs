@@ -73,6 +73,7 @@ pub struct Site {
 
 /// The bits of `Site::shape_depth` that hold the list's shape.
 const SHAPE_BITS: u32 = 9;
+const SHAPE_MASK: u32 = (1 << SHAPE_BITS) - 1;
 const _: () = assert!(crate::engine::id_lists::MAX_SHAPE < 1 << SHAPE_BITS);
 /// The deepest stack a site tells apart from deeper ones: 8 million
 /// frames (tracemalloc stops at 65,535).
@@ -123,7 +124,7 @@ impl Site {
     fn stored_ids(&self) -> Stored {
         Stored {
             word: self.ids.load(Ordering::Relaxed),
-            shape: self.shape_depth.load(Ordering::Relaxed) & ((1 << SHAPE_BITS) - 1),
+            shape: self.shape_depth.load(Ordering::Relaxed) & SHAPE_MASK,
         }
     }
 
@@ -177,6 +178,13 @@ impl Site {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Keeps the id list's `shape` and the stack's `depth` (at most
+    /// `MAX_DEPTH`) in their shared word.
+    fn set_shape_depth(&self, shape: u32, depth: u32) {
+        self.shape_depth
+            .store(depth << SHAPE_BITS | shape, Ordering::Relaxed);
+    }
+
     /// How deep the whole stack was (tracemalloc's `total_nframe`).
     pub fn total_depth(&self) -> u32 {
         self.shape_depth.load(Ordering::Relaxed) >> SHAPE_BITS
@@ -188,8 +196,7 @@ impl Site {
     pub fn set_frames(&self, ids: Stored) {
         let old = self.stored_ids();
         self.ids.store(ids.word, Ordering::Relaxed);
-        let depth = self.total_depth() << SHAPE_BITS;
-        self.shape_depth.store(depth | ids.shape, Ordering::Relaxed);
+        self.set_shape_depth(ids.shape, self.total_depth());
         if old.len() == 0 {
             return; // a new site's slot: nothing to release (no copy made)
         }
@@ -429,9 +436,7 @@ unsafe fn intern(frames: &[RawFrame], total_depth: u32, words: Option<&[u64]>) -
             table.release(ids, bury_record);
             return (id > MAX_SITE).then_some(OVERFLOW_SITE);
         };
-        let shape = slot.shape_depth.load(Ordering::Relaxed) & ((1 << SHAPE_BITS) - 1);
-        slot.shape_depth
-            .store(total_depth << SHAPE_BITS | shape, Ordering::Relaxed);
+        slot.set_shape_depth(slot.stored_ids().shape, total_depth);
         slot.generation.fetch_add(1, Ordering::AcqRel);
         BIRTHS.fetch_add(1, Ordering::AcqRel);
         debug_assert!(slot.ids().is_empty(), "a site id handed out twice");
