@@ -511,6 +511,25 @@ impl SiteCounters {
         self.sub_gil_weighted(size as i64, 1);
     }
 
+    /// A free of one block of `bytes`, GIL held, if it needs nothing out of
+    /// line: not the site's first touch since the peak (a note), nor a live
+    /// count to carry. Otherwise false, with nothing changed, for
+    /// `sub_gil_weighted` to do. For the exact path's free (hook.rs,
+    /// `gil_free`), which then calls nothing before the allocator's free.
+    #[inline(always)]
+    pub fn sub_gil_unless_noted(&self, bytes: i64) -> bool {
+        if self.first_touch_since_peak().is_some() {
+            return false;
+        }
+        let Some(kept) = self.live_count_low.load(Relaxed).checked_sub(1) else {
+            return false;
+        };
+        self.live_count_low.store(kept, Relaxed);
+        bump(&self.live_bytes, -bytes);
+        GIL_CURRENT.store(GIL_CURRENT.load(Relaxed) - bytes, Relaxed);
+        true
+    }
+
     /// A free of a block counted as `bytes` in `blocks`, GIL held.
     #[inline(always)]
     pub fn sub_gil_weighted(&self, bytes: i64, blocks: i64) {

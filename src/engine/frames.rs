@@ -97,6 +97,9 @@ extern "C" {
     ) -> c_int;
     fn hs_read_words(out: *mut u64, max: c_int, skipped_caller: *mut c_int) -> c_int;
     fn hs_key_of_stack(mult: *const [u64; 2], max: c_int, count_total: c_int, key: *mut StackKey);
+    fn hs_running_word() -> u64;
+    #[cfg(test)]
+    fn hs_depth_mult() -> u64;
     fn hs_gil_held() -> c_int;
     fn hs_callers_memo_forget();
     fn hs_caller_walks() -> u64;
@@ -225,6 +228,37 @@ pub unsafe fn stack_key(mult: &[[u64; 2]], max: usize, count_total: bool) -> Sta
     }
 }
 
+/// What a stack's depth adds to its key's hash per frame: frames.c's
+/// HS_DEPTH_MULT, which the walk and the memo of callers add there.
+const DEPTH_MULT: u64 = 0xD6E8_FEB8_6659_FD93;
+
+/// The running frame's word (its instruction pointer from 3.11 on), when
+/// the key of a one-frame stack is that word's alone; 0 when
+/// `stack_key` must make it (no frame, or an entry shim or a frame still
+/// setting up on top).
+///
+/// # Safety
+/// The calling thread must hold the GIL.
+#[inline(always)]
+pub unsafe fn running_word() -> u64 {
+    // SAFETY: the caller holds the GIL; hs_running_word reads its own
+    // thread's running frame.
+    unsafe { hs_running_word() }
+}
+
+/// The key `stack_key` gives a one-frame stack whose frame's word is
+/// `word`, with multipliers `row` (the first row of `stack_key`'s), made
+/// here so that the hooks' common case at one frame keeps it in registers.
+#[inline(always)]
+pub fn one_frame_key(word: u64, row: &[u64; 2]) -> StackKey {
+    StackKey {
+        hash: word.wrapping_mul(row[0]).wrapping_add(DEPTH_MULT),
+        check: word.wrapping_mul(row[1]),
+        nframes: 1,
+        total: 1,
+    }
+}
+
 /// Whether the calling thread holds the GIL. Safe from any thread.
 #[inline]
 pub fn gil_held() -> bool {
@@ -316,5 +350,14 @@ pub unsafe fn resolve_all(frames: &[RawFrame]) -> Vec<ResolvedFrame> {
             }
         }
         resolved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_one_frame_key_adds_what_frames_c_adds_per_frame() {
+        // SAFETY: returns a constant.
+        assert_eq!(super::DEPTH_MULT, unsafe { super::hs_depth_mult() });
     }
 }

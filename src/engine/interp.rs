@@ -83,14 +83,21 @@ impl Interp {
     /// The calling thread's. Safe from any thread, GIL or not.
     #[inline(always)]
     pub fn of_caller() -> Interp {
+        if Self::only_main() {
+            return Interp::Main;
+        }
+        Self::asked()
+    }
+
+    /// Whether the main interpreter is the only one (then every caller is
+    /// in it): the first, inline test of `of_caller`.
+    #[inline(always)]
+    pub fn only_main() -> bool {
         // SAFETY: HEAD points at the runtime's list head (or at
         // NO_RUNTIME_YET), both alive as long as the process; a relaxed load
         // of an aligned pointer that the runtime writes under its lock.
         let head = unsafe { (*HEAD.load(Relaxed)).load(Relaxed) };
-        if head == MAIN.load(Relaxed) {
-            return Interp::Main;
-        }
-        Self::asked()
+        head == MAIN.load(Relaxed)
     }
 
     #[inline(never)]

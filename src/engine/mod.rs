@@ -16,6 +16,7 @@
 pub mod codes;
 pub mod counted_alloc;
 pub mod counters;
+pub mod exact_path;
 pub mod fallible;
 pub mod frame_table;
 pub mod frames;

@@ -255,6 +255,26 @@ impl GilTable {
         }
     }
 
+    /// Forgets `addr` if it is young and `take_off` takes it off its site's
+    /// figures: true then. Otherwise false, with the block still here, for
+    /// `remove` to do. The exact path's free, whose common case calls
+    /// nothing (hook.rs, `gil_free`).
+    #[inline(always)]
+    pub fn remove_young(
+        &mut self,
+        addr: usize,
+        take_off: impl FnOnce(&Site, Record) -> bool,
+    ) -> bool {
+        let slot = &mut self.young[slot_of(addr)];
+        // SAFETY: a young block's site was set from a &'static Site on insert.
+        if slot.addr != addr || !take_off(unsafe { &*slot.site }, slot.record) {
+            return false;
+        }
+        slot.addr = 0;
+        self.young_len -= 1;
+        true
+    }
+
     /// The record of `addr` (after carrying out what is queued).
     pub fn get(&mut self, addr: usize, freed: impl FnMut(Freed)) -> Option<Record> {
         self.flush(freed);

@@ -36,6 +36,7 @@ pub fn enter() -> bool {
         return false;
     }
     DEPTH.fetch_add(1, Relaxed);
+    crate::engine::exact_path::refresh();
     true
 }
 
@@ -43,7 +44,13 @@ pub fn enter() -> bool {
 pub fn leave() {
     if DEPTH.load(Relaxed) > 0 && DEPTH.fetch_sub(1, Relaxed) == 1 {
         THREAD.store(ptr::null_mut(), Relaxed);
+        crate::engine::exact_path::refresh();
     }
+}
+
+/// Whether any thread is inside heapsite's own Python code.
+pub fn is_inside() -> bool {
+    !THREAD.load(Relaxed).is_null()
 }
 
 /// Whether the calling GIL holder is inside heapsite's own Python code.

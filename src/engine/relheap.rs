@@ -169,4 +169,5 @@ pub fn set_relheap(blocks: Option<AddressSet>, only: bool) {
     RELHEAP_ONLY.store(only, Ordering::Relaxed);
     // SAFETY: GIL held by the API caller.
     unsafe { *RELHEAP.get() = blocks };
+    crate::engine::exact_path::refresh();
 }

@@ -225,8 +225,14 @@ impl Site {
 /// tracemalloc's API reports); costs a walk to the bottom of every stack.
 static COUNT_TOTAL_DEPTH: AtomicBool = AtomicBool::new(false);
 
+/// Sets whether sites tell stacks apart by their whole depth. GIL held.
 pub fn set_count_total_depth(on: bool) {
     COUNT_TOTAL_DEPTH.store(on, Ordering::Relaxed);
+    crate::engine::exact_path::refresh();
+}
+
+pub fn count_total_depth() -> bool {
+    COUNT_TOTAL_DEPTH.load(Ordering::Relaxed)
 }
 
 static SITES: SegVec<Site> = SegVec::new();
@@ -635,12 +641,38 @@ impl HookState {
     /// GIL held by the calling thread.
     #[inline(always)]
     pub unsafe fn current_site(&self, depth: usize) -> Option<(SiteId, &'static Site)> {
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+        unsafe {
+            self.current_site_at(
+                depth.clamp(1, MAX_FRAMES),
+                COUNT_TOTAL_DEPTH.load(Ordering::Relaxed),
+            )
+        }
+    }
+
+    /// `current_site` at a `depth` in 1..=MAX_FRAMES, with stacks told
+    /// apart by their whole depth or not (`count_total`).
+    ///
+    /// # Safety
+    /// GIL held by the calling thread.
+    #[inline(always)]
+    pub unsafe fn current_site_at(
+        &self,
+        depth: usize,
+        count_total: bool,
+    ) -> Option<(SiteId, &'static Site)> {
         // SAFETY: the caller keeps this fn's contract (`# Safety` above):
         // GIL held by the calling thread.
         unsafe {
-            let count_total = COUNT_TOTAL_DEPTH.load(Ordering::Relaxed);
-            let depth = depth.clamp(1, MAX_FRAMES);
-            let key = frames::stack_key(&MULTIPLIERS, depth, count_total);
+            let word = if depth == 1 && !count_total {
+                frames::running_word()
+            } else {
+                0
+            };
+            let key = match word {
+                0 => frames::stack_key(&MULTIPLIERS, depth, count_total),
+                _ => frames::one_frame_key(word, &MULTIPLIERS[0]),
+            };
             if key.nframes <= 0 {
                 // The key's walk leaves out fewer frames than read_frames.
                 return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));

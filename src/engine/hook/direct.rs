@@ -105,7 +105,7 @@ fn malloc_chosen(domain: Domain, prev: &'static PyMemAllocatorEx, size: usize) -
     // SAFETY: as in malloc_not_fast.
     let malloc = unsafe { prev.malloc.unwrap_unchecked() };
     let asked = size.max(FROM_RAW);
-    allocate_recorded_by(record, domain, || malloc(prev.ctx, asked), size, || {})
+    allocate_recorded_by::<false>(record, domain, || malloc(prev.ctx, asked), size, || {})
 }
 
 extern "C" fn direct_calloc<const D: usize>(
@@ -153,7 +153,7 @@ fn allocate<const D: usize>(
         return sampling::passing_over(true, || call(None));
     }
     let asked = Some(size.max(FROM_RAW));
-    allocate_recorded_by(record, domain_of(D), || call(asked), size, || {})
+    allocate_recorded_by::<false>(record, domain_of(D), || call(asked), size, || {})
 }
 
 /// Records a chosen MEM/OBJ block in the RAW table, where its free finds it.

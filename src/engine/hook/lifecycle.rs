@@ -176,6 +176,7 @@ pub fn start(depth: usize, sample_rate: u64, companion: &Companion) {
     DEPTH.store(depth, Relaxed);
     if tracing() {
         debug_assert_eq!(sample_rate, crate::engine::sampling::rate());
+        crate::engine::exact_path::refresh();
         return;
     }
     clear_tables(companion);
@@ -184,6 +185,7 @@ pub fn start(depth: usize, sample_rate: u64, companion: &Companion) {
     install();
     (companion.install)();
     TRACING.store(true, Release);
+    crate::engine::exact_path::refresh();
 }
 
 /// Stops tracing and forgets what was recorded. GIL held.
@@ -192,6 +194,7 @@ pub fn stop(companion: &Companion) {
         return;
     }
     TRACING.store(false, Release);
+    crate::engine::exact_path::refresh();
     // The direct layers stop choosing before the rate is cleared (with no
     // rate, every event would be chosen).
     for domain in 0..DOMAINS.len() {

@@ -38,7 +38,7 @@ pub(in crate::engine) fn tracking_bytes() -> usize {
 /// allocate (a list of traces) while a RAW shard is locked: that memory is
 /// heapsite's own (see `own_memory::own_memory`).
 pub(in crate::engine) fn for_each_live(mut visit: impl FnMut(usize, Record)) {
-    settled_gil_table().for_each(account_free, &mut visit);
+    settled_gil_table().for_each(account_free::<false>, &mut visit);
     crate::engine::own_memory::own_memory(|| {
         for shard in RAW_TABLE.shards() {
             shard.lock().for_each(&mut visit);
@@ -56,6 +56,6 @@ pub fn lookup(addr: usize) -> Option<Record> {
         return None; // nothing to look up (the heap walk asks for every object)
     }
     settled_gil_table()
-        .get(addr, account_free)
+        .get(addr, account_free::<false>)
         .or_else(|| RAW_TABLE.shard(addr).get(addr))
 }
