@@ -27,9 +27,17 @@ struct Entry<T> {
     hash: u64,
     check: u64,
     site: *const T,
+    /// The stack's frames and whole depth, one compare (`shape_of`).
+    shape: u64,
     id: u32,
-    nframes: u32,
-    total_depth: u32,
+}
+
+/// A key's frames and whole depth as one word. Never 0 for a key looked
+/// up (the hooks look up only keys of one frame or more), which is why an
+/// empty entry, shape 0, never holds one without a test of its site.
+#[inline(always)]
+fn shape_of(key: &StackKey) -> u64 {
+    u64::from(key.nframes as u32) | (u64::from(key.total as u32) << 32)
 }
 
 // Copied whatever `T` is: an entry holds only an address of one.
@@ -45,18 +53,14 @@ impl<T> Entry<T> {
         hash: 0,
         check: 0,
         site: std::ptr::null(),
+        shape: 0,
         id: u32::MAX,
-        nframes: 0,
-        total_depth: 0,
     };
 
     #[inline(always)]
     fn holds(&self, key: &StackKey) -> bool {
-        self.hash == key.hash
-            && self.check == key.check
-            && self.nframes == key.nframes as u32
-            && self.total_depth == key.total as u32
-            && !self.site.is_null()
+        debug_assert!(key.nframes > 0, "an empty entry would hold it");
+        self.hash == key.hash && self.check == key.check && self.shape == shape_of(key)
     }
 
     #[inline(always)]
@@ -116,9 +120,8 @@ impl<T> SiteCache<T> {
             hash: key.hash,
             check: key.check,
             site,
+            shape: shape_of(key),
             id,
-            nframes: key.nframes as u32,
-            total_depth: key.total as u32,
         };
     }
 
@@ -200,6 +203,18 @@ mod tests {
         assert_eq!(cache.get(&deeper), None);
         assert_eq!(cache.get(&fewer), None);
         assert_eq!(cache.get(&a), Some((1, site(1))));
+    }
+
+    #[test]
+    fn an_empty_entry_holds_no_key_even_of_zero_hashes() {
+        let cache = Box::new(SiteCache::<u8>::new());
+        let zero = StackKey {
+            hash: 0,
+            check: 0,
+            nframes: 1,
+            total: 1,
+        };
+        assert_eq!(cache.get(&zero), None);
     }
 
     #[test]

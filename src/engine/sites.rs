@@ -664,23 +664,44 @@ impl HookState {
         // SAFETY: the caller keeps this fn's contract (`# Safety` above):
         // GIL held by the calling thread.
         unsafe {
+            // One frame: its key made here from the word, looked up apart
+            // so that its shape is a constant in the compare.
             let word = if depth == 1 && !count_total {
                 frames::running_word()
             } else {
                 0
             };
-            let key = match word {
-                0 => frames::stack_key(&MULTIPLIERS, depth, count_total),
-                _ => frames::one_frame_key(word, &MULTIPLIERS[0]),
-            };
+            if word != 0 {
+                let key = frames::one_frame_key(word, &MULTIPLIERS[0]);
+                return self.site_of_key(&key, depth, count_total);
+            }
+            let key = frames::stack_key(&MULTIPLIERS, depth, count_total);
             if key.nframes <= 0 {
                 // The key's walk leaves out fewer frames than read_frames.
                 return Some((NO_FRAME_SITE, site(NO_FRAME_SITE)));
             }
-            if let Some(hit) = self.cached(&key) {
+            self.site_of_key(&key, depth, count_total)
+        }
+    }
+
+    /// The site of the stack of `key`, of one frame or more: cached, or
+    /// found past the cache's first way.
+    ///
+    /// # Safety
+    /// GIL held by the calling thread.
+    #[inline(always)]
+    unsafe fn site_of_key(
+        &self,
+        key: &frames::StackKey,
+        depth: usize,
+        count_total: bool,
+    ) -> Option<(SiteId, &'static Site)> {
+        // SAFETY: the caller keeps this fn's contract (`# Safety` above).
+        unsafe {
+            if let Some(hit) = self.cached(key) {
                 return Some(hit);
             }
-            self.site_after_miss(&key, depth, count_total)
+            self.site_after_miss(key, depth, count_total)
         }
     }
 
