@@ -81,8 +81,23 @@ struct HookCtx {
 /// The most recent installation per domain (see the module note on `ctx`).
 static LATEST: [AtomicPtr<HookCtx>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
 
+/// The allocator below the installation whose `ctx` this is. The latest
+/// installation's `ctx` is the one CPython passes nearly always: one
+/// compare with it, where reading the magic took a test of the pointer,
+/// a load and a compare with a 64-bit constant.
 #[inline(always)]
 fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
+    let latest = LATEST[domain].load(Acquire);
+    if ctx.cast::<HookCtx>() == latest {
+        // SAFETY: installations are leaked, so live forever.
+        return unsafe { &(*latest).prev };
+    }
+    previous_of_other(latest, ctx)
+}
+
+/// `previous` for a `ctx` not of the latest installation.
+#[cold]
+fn previous_of_other(latest: *mut HookCtx, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
     let ours = ctx as *const HookCtx;
     // SAFETY: a non-null ctx points at an allocator's context object, at least
     // a word long; ours carry the magic and live forever. LATEST is set
@@ -91,7 +106,7 @@ fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
         if !ours.is_null() && (*ours).magic == HOOK_MAGIC {
             &(*ours).prev
         } else {
-            &(*LATEST[domain].load(Acquire)).prev
+            &(*latest).prev
         }
     }
 }
