@@ -23,12 +23,15 @@ BLOCKS_LINE = make_blocks.__code__.co_firstlineno + 1
 
 
 def depths_holding_blocks(snapshot):
-    """How many frames each site of the blocks' line has, with its bytes."""
-    return {
-        len(site.traceback): site.live_size
-        for site in snapshot.sites
-        if site.traceback[0].filename == __file__ and site.traceback[0].lineno == BLOCKS_LINE
-    }
+    """The bytes live at the blocks' line, by how many frames its sites
+    have (a line can make several sites: the list's growth too)."""
+    depths = {}
+    for site in snapshot.sites:
+        top = site.traceback[0]
+        if top.filename == __file__ and top.lineno == BLOCKS_LINE:
+            depth = len(site.traceback)
+            depths[depth] = depths.get(depth, 0) + site.live_size
+    return depths
 
 
 def test_a_new_depth_while_tracing_applies_to_the_next_allocation():
