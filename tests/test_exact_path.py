@@ -5,6 +5,7 @@ before the next allocation. One test per way a mode changes mid-run."""
 import gc
 
 import heapsite
+from heapsite import _core
 
 
 class Plain:
@@ -83,3 +84,43 @@ def test_blocks_freed_after_setrelheap_count_again_when_reused():
     name = next(n for n in rows if n.endswith("Plain"))
     assert rows[name] == 2000, rows[name]
     del new
+
+
+def test_stopped_under_a_tool_that_wrapped_it_records_nothing():
+    # tracemalloc started after heapsite wraps heapsite's hooks, so stop()
+    # leaves them installed, passing through; the exact path must know
+    # tracing stopped.
+    import tracemalloc
+
+    heapsite.start(1)
+    tracemalloc.start()
+    try:
+        heapsite.stop()
+        kept = make_blocks(1000)
+        live = heapsite.stats()["live_allocations"]
+    finally:
+        tracemalloc.stop()
+    assert live == 0, live
+    del kept
+
+
+def test_whole_depth_keys_set_while_tracing_apply_to_the_next_allocation():
+    # The drop-in's whole-depth keys tell the same line apart by how deep
+    # its stack is: two sites here, where one frame alone makes one.
+    heapsite.start(1)
+    try:
+        _core.set_count_total(True)
+        shallow = make_blocks(100)
+        deep = call_make_blocks(100)
+        holding = [
+            s
+            for s in heapsite.snapshot().sites
+            if s.traceback[0].filename == __file__
+            and s.traceback[0].lineno == BLOCKS_LINE
+            and s.live_size >= 100_000
+        ]
+    finally:
+        _core.set_count_total(False)
+        heapsite.stop()
+    assert len(holding) == 2, holding
+    del shallow, deep

@@ -12,10 +12,14 @@
 //! [`depth`] sums them up: the depth to trace at, clamped as the walk needs
 //! it, when every block is recorded that plain way, and 0 otherwise, when
 //! the hooks take their general path, which looks at each flag. Every
-//! writer of one of those flags calls [`refresh`] after its store. They all
-//! hold the GIL, as do the MEM and OBJ hooks that read it, so a hook never
-//! sees the flags and the summary disagree. The RAW and native hooks,
-//! called without the GIL, do not read it.
+//! writer of one of those flags calls [`refresh`] after its store (the
+//! sampling rate's too, though it changes only while tracing is off). They
+//! all hold the GIL, as do the MEM and OBJ hooks of the main interpreter
+//! that read it, so such a hook never sees the flags and the summary
+//! disagree. A subinterpreter with its own GIL reads it without the main
+//! one, harmlessly: either path sends its events away before they touch
+//! anything (src/engine/interp.rs). The RAW and native hooks, called without
+//! the GIL, do not read it.
 
 use crate::engine::frames::MAX_FRAMES;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

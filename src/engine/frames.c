@@ -66,7 +66,9 @@ current_tstate(void)
 #define HS_KEY_CHECKS_CALLERS (PY_VERSION_HEX >= 0x030D0000)
 
 /* What a stack's depth adds to its key's hash, per frame: the walk, the
- * memo and the one-frame key all add it, so that they give equal keys. */
+ * memo and the one-frame key (Rust's `one_frame_key`, with a copy of this
+ * constant that a test compares with `hs_depth_mult()`) all add it, so
+ * that they give equal keys. */
 #define HS_DEPTH_MULT 0xD6E8FEB86659FD93ull
 
 /* A stack's key for the hooks' cache of sites: two 64-bit hashes of the
@@ -515,18 +517,12 @@ hs_key_of_stack(const uint64_t (*mult)[2], int max, int count_total, hs_stack_ke
 #if PY_VERSION_HEX >= 0x030B0000
     /* The common case first: a running frame with a line (an entry shim or
      * a frame still setting up is left to the walk, which leaves it out),
-     * its callers from the memo; one frame needs no callers at all. */
+     * its callers from the memo. (A key of one such frame is made in Rust
+     * from hs_running_word's word, `one_frame_key`; one asked here takes
+     * the walk, which gives the same.) */
     _PyInterpreterFrame *running = ts != NULL ? hs_running_frame(ts) : NULL;
-    if (running != NULL && max >= 1 && !count_total && !hs_entry_shim(running)
+    if (running != NULL && max >= 2 && !count_total && !hs_entry_shim(running)
         && !_PyFrame_IsIncomplete(running)) {
-        if (max == 1) {
-            uint64_t word = HS_FRAME_WORD(running);
-            key->hash = word * mult[0][0] + HS_DEPTH_MULT /* one frame */;
-            key->check = word * mult[0][1];
-            key->nframes = 1;
-            key->total = 1;
-            return;
-        }
         hs_callers_memo *m = hs_memo_of(running);
         if (!hs_memo_holds(m, running, mult, max)) {
             hs_memo_make(m, running, mult, max, key);

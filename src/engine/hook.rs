@@ -89,7 +89,9 @@ static LATEST: [AtomicPtr<HookCtx>; 3] = [const { AtomicPtr::new(ptr::null_mut()
 fn previous(domain: usize, ctx: *mut c_void) -> &'static PyMemAllocatorEx {
     let latest = LATEST[domain].load(Acquire);
     if ctx.cast::<HookCtx>() == latest {
-        // SAFETY: installations are leaked, so live forever.
+        // SAFETY: LATEST[domain] is set (to a leaked installation, alive
+        // for ever) before any hook of ours is installed in that domain,
+        // so a hook that runs finds it not null.
         return unsafe { &(*latest).prev };
     }
     previous_of_other(latest, ctx)
@@ -152,8 +154,12 @@ fn record_gil_exactly(
     record_gil_at::<true>(found, ptr, size, domain);
 }
 
-/// Records a MEM/OBJ block at the site `found`; `EXACT` on the exact path,
-/// where no block is sampled. GIL held.
+/// Records a MEM/OBJ block at the site `found`. GIL held.
+///
+/// `EXACT`, here and in the functions it is passed to, says the event is on
+/// the exact path (src/engine/exact_path.rs): then no block is sampled, no
+/// heapsite code of its own runs and no `setrelheap()` set is kept, so
+/// those checks are left out.
 #[inline(always)]
 fn record_gil_at<const EXACT: bool>(
     found: Option<(SiteId, &'static Site)>,
@@ -526,6 +532,7 @@ extern "C" fn gil_realloc<const D: usize>(
 extern "C" fn gil_free<const D: usize>(ctx: *mut c_void, ptr: *mut c_void) {
     let prev = previous(D, ctx);
     if ptr.is_null() {
+        // free(NULL): nothing was recorded, nothing to forget.
     } else if exact_path::depth() != 0 {
         if !(Interp::only_main() && forget_young_exactly(ptr)) {
             return free_exactly(prev, ptr);

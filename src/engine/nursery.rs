@@ -258,13 +258,15 @@ impl GilTable {
     /// Forgets `addr` if it is young and `take_off` takes it off its site's
     /// figures: true then. Otherwise false, with the block still here, for
     /// `remove` to do. The exact path's free, whose common case calls
-    /// nothing (hook.rs, `gil_free`).
+    /// nothing (hook.rs, `gil_free`). `addr` is not 0, which marks an
+    /// empty slot (whose site is null): a free of NULL never gets here.
     #[inline(always)]
     pub fn remove_young(
         &mut self,
         addr: usize,
         take_off: impl FnOnce(&Site, Record) -> bool,
     ) -> bool {
+        debug_assert!(addr != 0, "0 marks an empty nursery slot");
         let slot = &mut self.young[slot_of(addr)];
         // SAFETY: a young block's site was set from a &'static Site on insert.
         if slot.addr != addr || !take_off(unsafe { &*slot.site }, slot.record) {

@@ -66,6 +66,7 @@ pub fn rate() -> u64 {
 /// the tables cleared, before the hooks record anything. GIL held.
 pub fn configure(rate: u64, seed: u64) {
     RATE.store(rate, Relaxed);
+    crate::engine::exact_path::refresh();
     for bucket in FILTER.iter() {
         bucket.store(0, Relaxed);
     }
