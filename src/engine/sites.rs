@@ -696,27 +696,13 @@ impl HookState {
         depth: usize,
         count_total: bool,
     ) -> Option<(SiteId, &'static Site)> {
-        // SAFETY: the caller keeps this fn's contract (`# Safety` above).
-        unsafe {
-            if let Some(hit) = self.cached(key) {
-                return Some(hit);
-            }
-            self.site_after_miss(key, depth, count_total)
-        }
-    }
-
-    /// The site the cache's first way holds for `key`, if any.
-    ///
-    /// # Safety
-    /// GIL held by the calling thread.
-    #[inline(always)]
-    unsafe fn cached(&self, key: &frames::StackKey) -> Option<(SiteId, &'static Site)> {
         // SAFETY: the caller holds the GIL, whose holder alone uses the
         // cache; a cached address is a site's, and sites live forever.
         unsafe {
-            (*self.cache.get())
-                .first_way(key)
-                .map(|(id, site)| (id, &*site))
+            if let Some((id, found)) = (*self.cache.get()).first_way(key) {
+                return Some((id, &*found));
+            }
+            self.site_after_miss(key, depth, count_total)
         }
     }
 
